@@ -1,0 +1,125 @@
+"""The ``fedfort`` command line.
+
+``fedfort simulate`` runs a federated training from a TOML config with overrides for the common
+knobs, shows a progress bar with live accuracy, and writes ``results.json``, ``training.png``
+and ``checkpoints.sqlite`` to ``--out``. ``--resume`` continues a run from its last committed
+round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from fedfort import __version__
+from fedfort.config import load_config
+from fedfort.errors import FedfortError
+from fedfort.server.engine import RoundRecord
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedfort", description="Secure federated learning for PyTorch."
+    )
+    parser.add_argument("--version", action="version", version=f"fedfort {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser(
+        "simulate",
+        help="run a federated training on simulated clients",
+        description="Run a federated training on simulated clients from a TOML config.",
+    )
+    sim.add_argument("--config", help="TOML config file (defaults apply to missing keys)")
+    sim.add_argument("--rounds", type=int, help="number of rounds to commit")
+    sim.add_argument("--clients", type=int, help="number of clients in the federation")
+    sim.add_argument("--dataset", help="digits, breast_cancer or synthetic")
+    sim.add_argument("--model", help="logreg, mlp, cnn or a registered model")
+    sim.add_argument("--partition", help="iid, dirichlet or shards")
+    sim.add_argument("--alpha", type=float, help="Dirichlet concentration for label skew")
+    sim.add_argument("--algorithm", help="fedavg, fedprox or scaffold")
+    sim.add_argument("--server-optimizer", help="fedavg, fedavgm or fedadam")
+    sim.add_argument("--workers", type=int, help="worker processes (0 = sequential)")
+    sim.add_argument("--seed", type=int, help="seed for data split, selection and training")
+    sim.add_argument("--out", default="runs/latest", help="output directory (default %(default)s)")
+    sim.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last round"
+    )
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from fedfort.simulation.results import write_results
+    from fedfort.simulation.simulation import Simulation
+
+    if args.resume:
+        if args.config or any(
+            getattr(args, k) is not None
+            for k in ("clients", "dataset", "model", "partition", "alpha", "algorithm", "seed")
+        ):
+            raise FedfortError(
+                "--resume continues the stored configuration; only --rounds and --workers "
+                "may be given with it"
+            )
+        sim = Simulation.resume(args.out, rounds=args.rounds, workers=args.workers)
+    else:
+        overrides: dict[str, Any] = {
+            "rounds": args.rounds,
+            "seed": args.seed,
+            "clients.count": args.clients,
+            "clients.algorithm": args.algorithm,
+            "data.dataset": args.dataset,
+            "data.partition": args.partition,
+            "data.alpha": args.alpha,
+            "model.name": args.model,
+            "server.optimizer": args.server_optimizer,
+            "simulation.workers": args.workers,
+        }
+        config = load_config(args.config).with_overrides(overrides)
+        sim = Simulation(config, args.out)
+    with sim:
+        done = sim.engine.round
+        target = sim.config.rounds
+        bar = tqdm(total=target, initial=done, desc="rounds", unit="round", disable=args.quiet)
+
+        def on_round(record: RoundRecord) -> None:
+            postfix = {"participants": record.participants}
+            if record.accuracy is not None:
+                postfix["acc"] = f"{record.accuracy:.3f}"  # type: ignore[assignment]
+            bar.set_postfix(postfix)
+            bar.update(1)
+
+        try:
+            result = sim.run(on_round=on_round)
+        finally:
+            bar.close()
+        path = write_results(result, args.out)
+    final = result.final
+    acc = final["accuracy"]
+    acc_text = "n/a" if acc is None else f"{acc:.4f}"
+    print(f"finished {final['rounds']} rounds: test accuracy {acc_text}; results in {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedfort`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+    except FedfortError as exc:
+        print(f"fedfort: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedfort: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

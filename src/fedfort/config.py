@@ -1,0 +1,200 @@
+"""Typed run configuration, loaded from TOML and validated before anything runs.
+
+A config file has top-level ``seed`` and ``rounds`` and the tables ``[data]``, ``[model]``,
+``[clients]``, ``[server]`` and ``[simulation]``; every key has a default, so an empty file is a
+valid run. Unknown keys, wrong types and impossible combinations raise
+:class:`~fedfort.errors.ConfigError` naming the key and what to change. ``docs/configuration.md``
+lists every key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedfort.errors import ConfigError
+from fedfort.messages import LocalTrainingConfig
+
+__all__ = [
+    "ClientsConfig",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "ServerConfig",
+    "SimulationConfig",
+    "load_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(_Section):
+    """Which embedded dataset and how it is split across clients."""
+
+    dataset: Literal["digits", "breast_cancer", "synthetic"] = "digits"
+    partition: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; small = skewed")
+    shards_per_client: int = Field(2, ge=1)
+    min_samples_per_client: int = Field(2, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    synthetic_samples: int = Field(10_000, ge=20)
+    synthetic_features: int = Field(32, ge=2)
+    synthetic_classes: int = Field(10, ge=2)
+
+
+class ModelConfig(_Section):
+    """A built-in or registered model and its constructor options."""
+
+    name: str = "mlp"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClientsConfig(_Section):
+    """The federation's clients and how they train locally."""
+
+    count: int = Field(10, ge=1, description="number of clients in the federation")
+    algorithm: Literal["fedavg", "fedprox", "scaffold"] = "fedavg"
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(16, ge=0, description="0 = full batch")
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    mu: float = Field(0.01, ge=0, description="FedProx proximal strength")
+
+    def local_training(self) -> LocalTrainingConfig:
+        return LocalTrainingConfig(
+            algorithm=self.algorithm,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            mu=self.mu if self.algorithm == "fedprox" else 0.0,
+        )
+
+
+class ServerConfig(_Section):
+    """Selection, collection, quorum and the server optimizer."""
+
+    fraction: float = Field(1.0, gt=0, le=1, description="share of clients selected per round")
+    min_clients: int = Field(1, ge=1, description="selected per round at least")
+    min_participants: int = Field(1, ge=1, description="valid updates needed to commit")
+    quorum: float = Field(0.5, ge=0, le=1, description="share of selected that must answer")
+    deadline_s: float | None = Field(None, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    optimizer: Literal["fedavg", "fedavgm", "fedadam"] = "fedavg"
+    lr: float = Field(1.0, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0)
+    eval_every: int = Field(1, ge=1)
+
+
+class SimulationConfig(_Section):
+    """How the in-process runtime executes clients."""
+
+    workers: int = Field(0, ge=0, description="0 = sequential; N = process pool of N")
+    dropout_rate: float = Field(0.0, ge=0, lt=1, description="seeded share of clients that vanish")
+    torch_threads: int = Field(1, ge=1)
+
+
+class RunConfig(_Section):
+    """A whole simulation run."""
+
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(30, ge=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    clients: ClientsConfig = Field(default_factory=ClientsConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.server.min_clients > self.clients.count:
+            raise ValueError(
+                f"server.min_clients ({self.server.min_clients}) exceeds clients.count "
+                f"({self.clients.count})"
+            )
+        if self.server.min_participants > self.clients.count:
+            raise ValueError(
+                f"server.min_participants ({self.server.min_participants}) exceeds "
+                f"clients.count ({self.clients.count}): no round could ever commit"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def identity_hash(self) -> str:
+        """SHA-256 of the config without ``rounds``: what a resumed run must match."""
+        body = self.to_dict()
+        body.pop("rounds")
+        body["simulation"].pop("workers")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
+        """A copy with dotted-key overrides applied, e.g. ``{"clients.count": 20}``."""
+        body = self.to_dict()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = body
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+        return parse_config(body)
+
+
+def _describe(error: ValidationError, known: dict[str, list[str]]) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "config"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            parent = ".".join(str(p) for p in item["loc"][:-1])
+            close = difflib.get_close_matches(str(item["loc"][-1]), known.get(parent, []), n=1)
+            msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
+        lines.append(f"{loc}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _known_keys() -> dict[str, list[str]]:
+    known = {"": list(RunConfig.model_fields)}
+    for name, field in RunConfig.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            known[name] = list(annotation.model_fields)
+    return known
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a config mapping; raise :class:`ConfigError` with every problem found."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, _known_keys())) from None
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Load and validate a TOML config; ``None`` gives the defaults."""
+    if path is None:
+        return RunConfig()
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    return parse_config(raw)

@@ -1,0 +1,112 @@
+"""Embedded datasets: nothing is downloaded at run time.
+
+- ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), pixels scaled
+  to [0, 1]. The default.
+- ``breast_cancer``: scikit-learn's Wisconsin breast cancer set (569 samples, 30 features,
+  2 classes), standardised with statistics of the training split only.
+- ``synthetic``: a seeded ``make_classification`` problem of any size, for scale tests.
+
+The held-out test split stays on the server for evaluation; clients only see their partition
+of the training split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_digits, make_classification
+from sklearn.model_selection import train_test_split
+
+from fedfort.errors import DatasetError
+
+__all__ = ["Dataset", "available_datasets", "load_dataset"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train split for the clients and a test split for the server, as float32 arrays."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    image_shape: tuple[int, int] | None = None
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return ["breast_cancer", "digits", "synthetic"]
+
+
+def load_dataset(
+    name: str,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    synthetic_samples: int = 10_000,
+    synthetic_features: int = 32,
+    synthetic_classes: int = 10,
+) -> Dataset:
+    """Load ``name`` and split it (stratified, seeded) into train and test parts."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DatasetError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    image_shape: tuple[int, int] | None = None
+    if name == "digits":
+        bunch = load_digits()
+        x = (bunch.data / 16.0).astype(np.float32)
+        y = bunch.target.astype(np.int64)
+        image_shape = (8, 8)
+    elif name == "breast_cancer":
+        bunch = load_breast_cancer()
+        x = bunch.data.astype(np.float32)
+        y = bunch.target.astype(np.int64)
+    elif name == "synthetic":
+        if synthetic_samples < 20 or synthetic_features < 2 or synthetic_classes < 2:
+            raise DatasetError(
+                "synthetic data needs at least 20 samples, 2 features and 2 classes, got "
+                f"{synthetic_samples}, {synthetic_features}, {synthetic_classes}"
+            )
+        informative = max(2, min(synthetic_features, synthetic_features // 2))
+        if synthetic_classes * 2 > 2**informative:
+            raise DatasetError(
+                f"{synthetic_classes} classes need more features than {synthetic_features}: "
+                "raise synthetic_features"
+            )
+        x64, y64 = make_classification(
+            n_samples=synthetic_samples,
+            n_features=synthetic_features,
+            n_informative=informative,
+            n_redundant=0,
+            n_classes=synthetic_classes,
+            n_clusters_per_class=2,
+            class_sep=1.5,
+            random_state=seed,
+        )
+        x, y = x64.astype(np.float32), y64.astype(np.int64)
+    else:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {available_datasets()}")
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    if name != "digits":
+        mean = x_train.mean(axis=0)
+        std = x_train.std(axis=0) + 1e-6
+        x_train = (x_train - mean) / std
+        x_test = (x_test - mean) / std
+    return Dataset(
+        name=name,
+        x_train=np.ascontiguousarray(x_train, dtype=np.float32),
+        y_train=np.ascontiguousarray(y_train, dtype=np.int64),
+        x_test=np.ascontiguousarray(x_test, dtype=np.float32),
+        y_test=np.ascontiguousarray(y_test, dtype=np.int64),
+        num_classes=int(y.max()) + 1,
+        image_shape=image_shape,
+    )

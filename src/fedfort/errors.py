@@ -1,0 +1,66 @@
+"""The fedfort exception tree.
+
+Every error fedfort raises on purpose derives from :class:`FedfortError`, so callers can catch
+one type. Misuse (a broken config, an impossible setting) is kept apart from problems caused by
+peers (a malformed or stale update) and from run-time failures (a round that could not reach its
+quorum)::
+
+    FedfortError
+    ├── ConfigError              the configuration or an argument is invalid; fix it and rerun
+    │   └── DatasetError         the data cannot be built or split as asked
+    ├── PeerError                a peer sent something unacceptable; the server keeps running
+    │   └── InvalidUpdate        an update failed verification (shape, dtype, NaN/Inf, round...)
+    ├── RoundFailed              a round could not commit (e.g. below quorum after all retries)
+    └── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
+
+Messages say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "FedfortError",
+    "InvalidUpdate",
+    "PeerError",
+    "RoundFailed",
+]
+
+
+class FedfortError(Exception):
+    """Base class of every error fedfort raises on purpose."""
+
+
+class ConfigError(FedfortError, ValueError):
+    """A configuration value or argument is invalid or the combination is impossible."""
+
+
+class DatasetError(ConfigError):
+    """A dataset cannot be loaded or partitioned as configured."""
+
+
+class PeerError(FedfortError):
+    """A peer (client or server) sent something the protocol does not accept."""
+
+
+class InvalidUpdate(PeerError):
+    """A client update failed verification.
+
+    ``reason`` is a short machine-readable code (``non_finite``, ``bad_shape``, ``wrong_round``,
+    ...) that is counted in round records and, later, in metrics and the audit log.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.detail = message
+
+
+class RoundFailed(FedfortError):
+    """A round could not be committed, for example because too few clients took part."""
+
+
+class CheckpointError(FedfortError):
+    """A checkpoint cannot be read, is corrupt, or does not match the current run."""

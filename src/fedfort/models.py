@@ -1,0 +1,149 @@
+"""Built-in models for the embedded datasets; any ``torch.nn.Module`` works as well.
+
+Models are built from a :class:`ModelSpec` (a name and keyword arguments) rather than passed as
+live objects, so worker processes and resumed runs construct exactly the same architecture.
+A user model is registered with :func:`register_model` under a name of its choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedfort.errors import ConfigError
+
+__all__ = [
+    "MLP",
+    "LogisticRegression",
+    "ModelFactory",
+    "ModelSpec",
+    "SmallCNN",
+    "available_models",
+    "build_model",
+    "register_model",
+]
+
+ModelFactory = Callable[..., nn.Module]
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression: one linear layer on the flattened input."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.linear(x.flatten(1))
+        return out
+
+
+class MLP(nn.Module):
+    """A multi-layer perceptron with ReLU activations on the flattened input."""
+
+    def __init__(
+        self, in_features: int, num_classes: int, hidden: tuple[int, ...] | list[int] = (64,)
+    ) -> None:
+        super().__init__()
+        widths = [in_features, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(widths):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x.flatten(1))
+        return out
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional network for 8x8 single-channel images (the digits dataset).
+
+    Two 3x3 convolutions with BatchNorm (whose running statistics are averaged with the
+    parameters), one 2x2 max-pool, and a linear classifier.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, channels: int = 16) -> None:
+        super().__init__()
+        side = round(in_features**0.5)
+        if side * side != in_features:
+            raise ConfigError(
+                f"SmallCNN needs square single-channel images, got {in_features} features; "
+                "use model 'mlp' or 'logreg' for tabular data"
+            )
+        self.side = side
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.BatchNorm2d(2 * channels),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(2 * channels * (side // 2) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], 1, self.side, self.side)
+        out: torch.Tensor = self.head(self.features(x).flatten(1))
+        return out
+
+
+_REGISTRY: dict[str, ModelFactory] = {
+    "logreg": LogisticRegression,
+    "mlp": MLP,
+    "cnn": SmallCNN,
+}
+
+
+def register_model(name: str, factory: ModelFactory) -> None:
+    """Register a model factory ``factory(in_features, num_classes, **kwargs)`` under ``name``.
+
+    The factory must be importable by name (a module-level class or function) when the
+    simulation uses worker processes.
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"model name {name!r} must be alphanumeric (with - or _)")
+    _REGISTRY[name] = factory
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return sorted(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A picklable recipe for a model: registry name, input size, classes and options."""
+
+    name: str
+    in_features: int
+    num_classes: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, seed: int | None = None) -> nn.Module:
+        """Instantiate the model; with ``seed`` the initial weights are reproducible."""
+        return build_model(self, seed=seed)
+
+
+def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
+    """Instantiate ``spec``; raise :class:`ConfigError` for unknown names or options."""
+    factory = _REGISTRY.get(spec.name)
+    if factory is None:
+        raise ConfigError(
+            f"unknown model {spec.name!r}; choose one of {available_models()} "
+            "or register yours with fedfort.register_model"
+        )
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            return factory(spec.in_features, spec.num_classes, **spec.options)
+        except TypeError as exc:
+            raise ConfigError(f"bad options {spec.options} for model {spec.name!r}: {exc}") from exc

@@ -1,0 +1,190 @@
+"""In-process runtimes: run the round engine's tasks on simulated clients.
+
+Both executors only move messages: they hand each :class:`~fedfort.messages.TrainTask` to the
+client it names and return the :class:`~fedfort.messages.ClientUpdate`. Learning happens in
+:class:`~fedfort.client.LocalTrainer`, exactly as it will on a networked client.
+
+- :class:`SequentialExecutor` trains clients one after another in this process.
+- :class:`PoolExecutor` trains them on a pool of worker processes (``spawn``ed, each holding
+  the client datasets once, set up by the pool initializer). Results are returned in task
+  order, and each task carries its own seed, so a pool run equals a sequential run.
+
+Simulated dropouts are drawn from a generator keyed by (seed, round, attempt, client), so they
+are reproducible. A deadline drops updates that arrive late (wall clock), which by nature is
+not reproducible; leave it unset for reproducible runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedfort.client.client import FederatedClient
+from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.errors import ConfigError
+from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.server.engine import CollectOutcome
+
+__all__ = ["PoolExecutor", "SequentialExecutor", "SimulatedClients"]
+
+_DROPOUT_STREAM = 0x64726F70  # distinguishes dropout draws from training seeds
+
+
+class SimulatedClients:
+    """The federation's clients in this process: their data and their persistent state."""
+
+    def __init__(self, clients: Sequence[FederatedClient]) -> None:
+        self.clients = {c.client_id: c for c in clients}
+        if len(self.clients) != len(clients):
+            raise ConfigError("client ids must be unique")
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.clients)
+
+    def get(self, client_id: str) -> FederatedClient:
+        client = self.clients.get(client_id)
+        if client is None:
+            raise ConfigError(f"task for unknown client {client_id!r}")
+        return client
+
+    def acknowledge(self, accepted: Sequence[ClientUpdate]) -> None:
+        for update in accepted:
+            self.get(update.client_id).acknowledge(update)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {cid: c.state_dict() for cid, c in self.clients.items() if c.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for cid, client in self.clients.items():
+            client.load_state_dict(state.get(cid, {}))
+
+
+class _SimulatedExecutor:
+    def __init__(self, clients: SimulatedClients, seed: int, dropout_rate: float) -> None:
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ConfigError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+        self.clients = clients
+        self.seed = seed
+        self.dropout_rate = dropout_rate
+
+    def drops_out(self, task: TrainTask) -> bool:
+        """Whether the simulated client vanishes for this task (seeded, reproducible)."""
+        if self.dropout_rate == 0.0:
+            return False
+        key = (task.round, task.attempt, zlib.crc32(task.client_id.encode()), _DROPOUT_STREAM)
+        draw = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key)).random()
+        return bool(draw < self.dropout_rate)
+
+    def acknowledge(self, round_: int, accepted: Sequence[ClientUpdate]) -> None:
+        self.clients.acknowledge(accepted)
+
+    def close(self) -> None:
+        return None
+
+
+class SequentialExecutor(_SimulatedExecutor):
+    """Train the selected clients one after another in this process."""
+
+    def __init__(
+        self,
+        clients: SimulatedClients,
+        trainer: LocalTrainer,
+        *,
+        seed: int = 0,
+        dropout_rate: float = 0.0,
+    ) -> None:
+        super().__init__(clients, seed, dropout_rate)
+        self.trainer = trainer
+
+    def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
+        start = time.perf_counter()
+        received: list[ClientUpdate] = []
+        missing: list[str] = []
+        for task in tasks:
+            if self.drops_out(task):
+                missing.append(task.client_id)
+                continue
+            update = self.clients.get(task.client_id).handle(task, self.trainer)
+            if deadline_s is not None and time.perf_counter() - start > deadline_s:
+                missing.append(task.client_id)
+                continue
+            received.append(update)
+        return CollectOutcome(received, missing)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(
+    build_model: Callable[[], nn.Module],
+    x: np.ndarray,
+    y: np.ndarray,
+    partition: dict[str, np.ndarray],
+    threads: int,
+) -> None:
+    torch.set_num_threads(threads)
+    _WORKER["trainer"] = LocalTrainer(build_model())
+    _WORKER["data"] = {cid: ClientData.from_numpy(x[idx], y[idx]) for cid, idx in partition.items()}
+
+
+def _worker_fit(task: TrainTask, control: np.ndarray | None) -> ClientUpdate:
+    trainer: LocalTrainer = _WORKER["trainer"]
+    return trainer.fit(task, _WORKER["data"][task.client_id], control)
+
+
+class PoolExecutor(_SimulatedExecutor):
+    """Train the selected clients on a pool of ``workers`` processes."""
+
+    def __init__(
+        self,
+        clients: SimulatedClients,
+        build_model: Callable[[], nn.Module],
+        x: np.ndarray,
+        y: np.ndarray,
+        partition: dict[str, np.ndarray],
+        *,
+        workers: int,
+        seed: int = 0,
+        dropout_rate: float = 0.0,
+        threads: int = 1,
+    ) -> None:
+        super().__init__(clients, seed, dropout_rate)
+        if workers < 1:
+            raise ConfigError(f"a process pool needs workers >= 1, got {workers}")
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(build_model, x, y, partition, threads),
+        )
+
+    def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
+        futures: list[tuple[TrainTask, Future[ClientUpdate]]] = []
+        missing: list[str] = []
+        for task in tasks:
+            if self.drops_out(task):
+                missing.append(task.client_id)
+                continue
+            control = self.clients.get(task.client_id).control
+            futures.append((task, self.pool.submit(_worker_fit, task, control)))
+        done, _ = wait([f for _, f in futures], timeout=deadline_s)
+        received: list[ClientUpdate] = []
+        for task, future in futures:
+            if future in done:
+                received.append(future.result())
+            else:
+                future.cancel()
+                missing.append(task.client_id)
+        return CollectOutcome(received, missing)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

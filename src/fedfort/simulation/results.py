@@ -1,0 +1,54 @@
+"""Run outputs: ``results.json`` and a PNG of accuracy and loss per round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from fedfort.simulation.simulation import SimulationResult
+
+__all__ = ["PLOT_FILE", "RESULTS_FILE", "plot_history", "write_results"]
+
+RESULTS_FILE = "results.json"
+PLOT_FILE = "training.png"
+
+
+def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
+    """Write ``results.json`` (config echo, per-round records, final) and the plot."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    body: dict[str, Any] = {
+        "config": result.config.to_dict(),
+        "rounds": result.records,
+        "final": result.final,
+    }
+    path = out / RESULTS_FILE
+    path.write_text(json.dumps(body, indent=2, sort_keys=False), encoding="utf-8")
+    plot_history(result.records, out / PLOT_FILE)
+    return path
+
+
+def plot_history(records: list[dict[str, Any]], path: str | Path) -> None:
+    """Plot test accuracy and loss per round (rounds without evaluation are skipped)."""
+    evaluated = [r for r in records if r.get("accuracy") is not None]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    rounds = [r["round"] for r in evaluated]
+    ax_acc.plot(rounds, [r["accuracy"] for r in evaluated], marker="o", markersize=3)
+    ax_acc.set_xlabel("round")
+    ax_acc.set_ylabel("test accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.grid(alpha=0.3)
+    ax_loss.plot(rounds, [r["loss"] for r in evaluated], marker="o", markersize=3, color="C1")
+    ax_loss.set_xlabel("round")
+    ax_loss.set_ylabel("test loss")
+    ax_loss.grid(alpha=0.3)
+    fig.suptitle("fedfort: global model on the server's held-out test set")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

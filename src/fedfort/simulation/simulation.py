@@ -1,0 +1,314 @@
+"""The simulation front door: build a federation from a config and run the round engine.
+
+:class:`Simulation` wires the embedded dataset, the partition, the clients, the runtime and the
+server's stage pipeline together. It holds no learning or security logic of its own: the same
+:class:`~fedfort.server.RoundEngine` and :class:`~fedfort.client.LocalTrainer` run in a
+networked deployment.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedfort import __version__
+from fedfort.aggregation.mean import WeightedMean
+from fedfort.client.client import FederatedClient
+from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
+from fedfort.config import RunConfig
+from fedfort.data.datasets import Dataset, load_dataset
+from fedfort.data.partition import Partition, partition_dataset
+from fedfort.errors import CheckpointError, ConfigError
+from fedfort.models import ModelFactory, ModelSpec, build_model
+from fedfort.server.checkpoint import CheckpointStore
+from fedfort.server.engine import RoundEngine, RoundRecord, Stage
+from fedfort.server.optimizers import make_server_optimizer
+from fedfort.server.scaffold import ScaffoldControl
+from fedfort.server.selection import SelectClients
+from fedfort.server.stages import (
+    Aggregate,
+    ApplyServerOptimizer,
+    Broadcast,
+    Collect,
+    EnforceQuorum,
+    Evaluate,
+)
+from fedfort.server.verify import VerifyUpdates
+from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
+
+__all__ = ["CHECKPOINT_FILE", "Simulation", "SimulationResult"]
+
+CHECKPOINT_FILE = "checkpoints.sqlite"
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Per-round records of the whole run (including resumed parts) and the final model."""
+
+    config: RunConfig
+    records: list[dict[str, Any]]
+    model: np.ndarray
+
+    @property
+    def final(self) -> dict[str, Any]:
+        evaluated = [r for r in self.records if r.get("accuracy") is not None]
+        last = evaluated[-1] if evaluated else {}
+        return {
+            "rounds": self.records[-1]["round"] if self.records else 0,
+            "accuracy": last.get("accuracy"),
+            "loss": last.get("loss"),
+            "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
+            "model_sha256": self.records[-1]["model_sha256"] if self.records else None,
+        }
+
+
+def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
+    if factory is None:
+        return build_model(spec, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(spec.in_features, spec.num_classes, **spec.options)
+
+
+class _CheckpointHook:
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+
+    def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
+        self.store.save(engine.round, engine.model, engine.state_dict(), record.to_dict())
+
+
+class Simulation:
+    """A federated training run on simulated clients.
+
+    >>> sim = Simulation(load_config("examples/demo.toml"), out_dir="runs/demo")
+    >>> result = sim.run()
+
+    With ``out_dir`` every committed round is checkpointed to ``out_dir/checkpoints.sqlite``;
+    :meth:`resume` continues such a run from its last committed round. ``model_factory``
+    (``factory(in_features, num_classes, **options)``) replaces the registry lookup of
+    ``config.model.name`` for a user-defined ``nn.Module``; with worker processes it must be
+    importable (a module-level class or function).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out_dir: str | Path | None = None,
+        *,
+        model_factory: ModelFactory | None = None,
+        _resuming: bool = False,
+    ) -> None:
+        self.config = config
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        torch.set_num_threads(config.simulation.torch_threads)
+        self.dataset: Dataset = load_dataset(
+            config.data.dataset,
+            seed=config.seed,
+            test_fraction=config.data.test_fraction,
+            synthetic_samples=config.data.synthetic_samples,
+            synthetic_features=config.data.synthetic_features,
+            synthetic_classes=config.data.synthetic_classes,
+        )
+        self.partition: Partition = partition_dataset(
+            self.dataset.y_train,
+            config.clients.count,
+            config.data.partition,
+            seed=config.seed,
+            alpha=config.data.alpha,
+            shards_per_client=config.data.shards_per_client,
+            min_samples=config.data.min_samples_per_client,
+        )
+        self.model_spec = ModelSpec(
+            config.model.name,
+            self.dataset.num_features,
+            self.dataset.num_classes,
+            dict(config.model.options),
+        )
+        build: Callable[[], nn.Module] = functools.partial(
+            _build, model_factory, self.model_spec, config.seed
+        )
+        self.trainer = LocalTrainer(build())
+        self.spec = self.trainer.spec
+        initial = self.trainer.bound.flatten()
+        self._evaluator = LocalTrainer(build())
+        self._x_test = torch.from_numpy(self.dataset.x_test)
+        self._y_test = torch.from_numpy(self.dataset.y_test)
+
+        width = max(3, len(str(config.clients.count - 1)))
+        ids = [f"client-{i:0{width}d}" for i in range(config.clients.count)]
+        x, y = self.dataset.x_train, self.dataset.y_train
+        self.clients = SimulatedClients(
+            [
+                FederatedClient(cid, ClientData.from_numpy(x[idx], y[idx]))
+                for cid, idx in zip(ids, self.partition.indices, strict=True)
+            ]
+        )
+        sim = config.simulation
+        self.executor: SequentialExecutor | PoolExecutor
+        if sim.workers == 0:
+            self.executor = SequentialExecutor(
+                self.clients, self.trainer, seed=config.seed, dropout_rate=sim.dropout_rate
+            )
+        else:
+            self.executor = PoolExecutor(
+                self.clients,
+                build,
+                x,
+                y,
+                dict(zip(ids, self.partition.indices, strict=True)),
+                workers=sim.workers,
+                seed=config.seed,
+                dropout_rate=sim.dropout_rate,
+                threads=sim.torch_threads,
+            )
+
+        self.store: CheckpointStore | None = None
+        hooks = []
+        if self.out_dir is not None:
+            self.store = CheckpointStore(self.out_dir / CHECKPOINT_FILE)
+            hooks.append(_CheckpointHook(self.store))
+        self.engine = RoundEngine(
+            initial,
+            ids,
+            self._stages(config),
+            self.executor,
+            seed=config.seed,
+            max_attempts=config.server.max_attempts,
+            hooks=hooks,
+            extra_state={"clients": self.clients},
+        )
+        if self.store is not None:
+            self._open_store(_resuming)
+
+    def _stages(self, config: RunConfig) -> list[Stage]:
+        srv, dim = config.server, self.spec.dim
+        scaffold = (
+            ScaffoldControl(dim, config.clients.count)
+            if config.clients.algorithm == "scaffold"
+            else None
+        )
+        stages: list[Stage] = [
+            SelectClients(srv.fraction, srv.min_clients),
+            Broadcast(
+                config.clients.local_training(),
+                config.seed,
+                control=None if scaffold is None else scaffold.current,
+            ),
+            Collect(srv.deadline_s),
+            VerifyUpdates(dim, expect_control=scaffold is not None),
+            EnforceQuorum(srv.min_participants, srv.quorum),
+            Aggregate(WeightedMean()),
+        ]
+        if scaffold is not None:
+            stages.append(scaffold)
+        optimizer = make_server_optimizer(
+            srv.optimizer,
+            lr=srv.lr,
+            momentum=srv.momentum,
+            beta1=srv.beta1,
+            beta2=srv.beta2,
+            tau=srv.tau,
+        )
+        stages += [ApplyServerOptimizer(optimizer), Evaluate(self.evaluate, srv.eval_every)]
+        return stages
+
+    def _open_store(self, resuming: bool) -> None:
+        assert self.store is not None
+        identity = self.config.identity_hash()
+        latest = self.store.latest_round()
+        if not resuming:
+            if latest is not None:
+                raise ConfigError(
+                    f"{self.store.path} already holds a run (up to round {latest}): resume it "
+                    "with --resume or choose another --out directory"
+                )
+            self.store.set_meta("config", json.dumps(self.config.to_dict(), sort_keys=True))
+            self.store.set_meta("identity", identity)
+            self.store.set_meta("fedfort_version", __version__)
+            self.store.set_meta("param_spec", json.dumps(self.spec.describe()))
+            self.store.save(0, self.engine.model, self.engine.state_dict(), {"round": 0})
+            return
+        if self.store.get_meta("identity") != identity:
+            raise CheckpointError(
+                f"{self.store.path} was written by a different configuration; only 'rounds' "
+                "and 'simulation.workers' may change when resuming"
+            )
+        checkpoint = self.store.load()
+        self.engine.load_state_dict(checkpoint.model, checkpoint.state)
+
+    @classmethod
+    def resume(
+        cls,
+        out_dir: str | Path,
+        *,
+        rounds: int | None = None,
+        workers: int | None = None,
+        model_factory: ModelFactory | None = None,
+    ) -> Simulation:
+        """Reopen the run in ``out_dir`` at its last committed round."""
+        path = Path(out_dir) / CHECKPOINT_FILE
+        if not path.exists():
+            raise CheckpointError(f"no run to resume: {path} does not exist")
+        with CheckpointStore(path) as store:
+            raw = store.get_meta("config")
+        if raw is None:
+            raise CheckpointError(f"{path} has no stored configuration")
+        config = RunConfig.model_validate(json.loads(raw)).with_overrides(
+            {"rounds": rounds, "simulation.workers": workers}
+        )
+        return cls(config, out_dir, model_factory=model_factory, _resuming=True)
+
+    def evaluate(self, vector: np.ndarray) -> dict[str, float]:
+        """Accuracy and loss of ``vector`` on the server's held-out test set."""
+        return evaluate_vector(self._evaluator, vector, self._x_test, self._y_test)
+
+    @property
+    def model(self) -> np.ndarray:
+        """The current global model vector."""
+        return self.engine.model
+
+    def global_module(self) -> nn.Module:
+        """The current global model as a ``torch.nn.Module``."""
+        self._evaluator.bound.load(self.engine.model)
+        return self._evaluator.model
+
+    def run(
+        self,
+        rounds: int | None = None,
+        on_round: Callable[[RoundRecord], None] | None = None,
+    ) -> SimulationResult:
+        """Run until ``rounds`` rounds (default: the config's) are committed."""
+        target = self.config.rounds if rounds is None else rounds
+        if target < self.engine.round:
+            raise ConfigError(
+                f"the run already committed {self.engine.round} rounds; ask for more than that"
+            )
+        records: list[dict[str, Any]] = []
+        if self.store is not None:
+            records = [r for r in self.store.records() if r["round"] >= 1]
+        while self.engine.round < target:
+            record = self.engine.run_round(final=self.engine.round + 1 == target)
+            records.append(record.to_dict())
+            if on_round is not None:
+                on_round(record)
+        return SimulationResult(self.config, records, self.engine.model.copy())
+
+    def close(self) -> None:
+        self.executor.close()
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
