@@ -151,7 +151,10 @@ class RunConfig(_Section):
             node = body
             *parents, leaf = dotted.split(".")
             for key in parents:
-                node = node[key]
+                child = node.get(key) if isinstance(node, dict) else None
+                if not isinstance(child, dict):
+                    raise ConfigError(f"unknown config section in override {dotted!r}")
+                node = child
             node[leaf] = value
         return parse_config(body)
 

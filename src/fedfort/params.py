@@ -67,8 +67,14 @@ class ParamSpec:
         return cls(tuple(slots), num_params, offset)
 
     def _tensors(self, module: nn.Module) -> list[torch.Tensor]:
-        params = dict(module.named_parameters())
-        buffers = dict(module.named_buffers())
+        params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        buffers = {n: b for n, b in module.named_buffers() if torch.is_floating_point(b)}
+        if len(params) + len(buffers) != len(self.slots):
+            raise ConfigError(
+                f"module does not match the parameter spec: it has {len(params) + len(buffers)} "
+                f"trainable tensors and floating buffers, the spec {len(self.slots)}; "
+                "build the model with the same architecture as the spec"
+            )
         out: list[torch.Tensor] = []
         for slot in self.slots:
             table = buffers if slot.is_buffer else params

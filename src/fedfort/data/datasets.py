@@ -93,9 +93,15 @@ def load_dataset(
     else:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {available_datasets()}")
 
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
+    try:
+        x_train, x_test, y_train, y_test = train_test_split(
+            x, y, test_size=test_fraction, random_state=seed, stratify=y
+        )
+    except ValueError as exc:
+        raise DatasetError(
+            f"cannot hold out test_fraction={test_fraction} of {name} with every class "
+            f"represented ({exc}); raise test_fraction"
+        ) from None
     if name != "digits":
         mean = x_train.mean(axis=0)
         std = x_train.std(axis=0) + 1e-6

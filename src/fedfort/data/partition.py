@@ -103,15 +103,29 @@ def _dirichlet(
 def _shards(
     labels: np.ndarray, num_clients: int, shards_per_client: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
+    """Label-sorted shards, each client's ``shards_per_client`` shards summing to its fair share.
+
+    Shard owners are a random permutation over the label-sorted order; a client's shards are
+    sized so that its total is ``n // num_clients`` or one more, so every client meets the
+    minimum that :func:`partition_dataset` checked up front.
+    """
     if shards_per_client < 1:
         raise DatasetError(f"shards_per_client must be >= 1, got {shards_per_client}")
+    n = labels.shape[0]
     num_shards = num_clients * shards_per_client
-    if num_shards > labels.shape[0]:
+    if num_shards > n:
         raise DatasetError(
-            f"{num_shards} shards need at least as many samples, got {labels.shape[0]}: "
+            f"{num_shards} shards need at least as many samples, got {n}: "
             "use fewer clients or fewer shards per client"
         )
+    totals = np.full(num_clients, n // num_clients)
+    totals[: n % num_clients] += 1
+    owners = rng.permutation(np.repeat(np.arange(num_clients), shards_per_client))
+    # the k-th shard of client c holds totals[c] // spc samples, plus one for k < totals[c] % spc
+    rank = np.empty(num_shards, dtype=np.int64)
+    rank[np.argsort(owners, kind="stable")] = np.tile(np.arange(shards_per_client), num_clients)
+    sizes = totals[owners] // shards_per_client + (rank < totals[owners] % shards_per_client)
     order = np.argsort(labels, kind="stable")
-    shards = np.array_split(order, num_shards)
-    assignment = rng.permutation(num_shards).reshape(num_clients, shards_per_client)
-    return [np.concatenate([shards[s] for s in row]) for row in assignment]
+    owner_of_sample = np.repeat(owners, sizes)
+    by_owner = np.argsort(owner_of_sample, kind="stable")
+    return np.split(order[by_owner], np.cumsum(totals)[:-1])

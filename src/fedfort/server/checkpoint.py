@@ -54,6 +54,8 @@ def pack_state(tree: Any) -> tuple[str, bytes]:
 
     def walk(node: Any) -> Any:
         if isinstance(node, np.ndarray):
+            if node.dtype.hasobject:
+                raise CheckpointError("object arrays cannot be stored in a checkpoint")
             key = f"a{len(arrays)}"
             arrays[key] = node
             return {"__array__": key}
@@ -109,12 +111,13 @@ class CheckpointStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
         try:
-            self._db = sqlite3.connect(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise CheckpointError(
                 f"{self.path} is not a fedfort checkpoint database: {exc}"
             ) from exc

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from fedfort import __version__
@@ -109,7 +110,10 @@ class Simulation:
     ) -> None:
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
+        # Small per-client models run fastest and reproducibly on one thread; an idle BLAS
+        # pool waking up for every aggregation costs more than the aggregation itself.
         torch.set_num_threads(config.simulation.torch_threads)
+        threadpool_limits(config.simulation.torch_threads, user_api="blas")
         self.dataset: Dataset = load_dataset(
             config.data.dataset,
             seed=config.seed,
