@@ -10,6 +10,7 @@ from fedfort.client import ClientData, FederatedClient, LocalTrainer
 from fedfort.config import RunConfig, load_config
 from fedfort.data import Dataset, Partition, load_dataset, partition_dataset
 from fedfort.errors import (
+    AggregationError,
     CheckpointError,
     ConfigError,
     DatasetError,
@@ -26,6 +27,7 @@ from fedfort.simulation import Simulation, SimulationResult
 
 __all__ = [
     "MLP",
+    "AggregationError",
     "AggregationResult",
     "Aggregator",
     "CheckpointError",

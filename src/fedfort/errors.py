@@ -10,6 +10,8 @@ quorum)::
     │   └── DatasetError         the data cannot be built or split as asked
     ├── PeerError                a peer sent something unacceptable; the server keeps running
     │   └── InvalidUpdate        an update failed verification (shape, dtype, NaN/Inf, round...)
+    ├── AggregationError         a rule's precondition does not hold for this round's updates
+    │                            (e.g. Krum needs n > 2f + 2); the attempt is discarded
     ├── RoundFailed              a round could not commit (e.g. below quorum after all retries)
     └── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
 
@@ -19,6 +21,7 @@ Messages say what was wrong and what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "AggregationError",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
@@ -56,6 +59,13 @@ class InvalidUpdate(PeerError):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.detail = message
+
+
+class AggregationError(FedfortError):
+    """An aggregation rule cannot run on this batch, e.g. too few updates for its ``f``.
+
+    The round engine discards the attempt with this message and retries.
+    """
 
 
 class RoundFailed(FedfortError):

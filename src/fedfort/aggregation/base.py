@@ -17,12 +17,16 @@ __all__ = ["AggregationResult", "Aggregator", "UpdateBatch"]
 class UpdateBatch:
     """Verified updates of one round, stacked: ``updates[i]`` came from ``client_ids[i]``.
 
-    ``weights`` are the clients' sample counts (float64), used by weighted rules.
+    ``weights`` are the clients' sample counts (float64), used by weighted rules. ``model`` is
+    the current global model (rules such as FLTrust compute a server update from it) and
+    ``round`` the round number.
     """
 
     updates: np.ndarray
     weights: np.ndarray
     client_ids: tuple[str, ...]
+    model: np.ndarray | None = None
+    round: int = 0
 
     def __post_init__(self) -> None:
         if self.updates.ndim != 2:
@@ -47,11 +51,14 @@ class AggregationResult:
     """The aggregate update and what the rule measured on the way.
 
     ``diagnostics`` is JSON-friendly (e.g. which clients were selected, trimmed or clipped)
-    and flows unchanged into the round record under the aggregator's name.
+    and flows unchanged into the round record under the aggregator's name. ``state`` is the
+    rule's state after this round (e.g. centered clipping's center); the engine applies it with
+    :meth:`Aggregator.load_state_dict` only if the round commits.
     """
 
     update: np.ndarray
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
 
 
 class Aggregator(ABC):
@@ -61,4 +68,16 @@ class Aggregator(ABC):
 
     @abstractmethod
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
-        """Combine ``batch`` into one float32 vector of length ``batch.dim``."""
+        """Combine ``batch`` into one float32 vector of length ``batch.dim``.
+
+        Raise :class:`~fedfort.errors.AggregationError` when the batch violates the rule's
+        precondition; never modify ``batch``.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried across rounds (checkpointed); empty for stateless rules."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state from :meth:`state_dict` or from a committed ``result.state``."""
+        return None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.aggregation.base import Aggregator, UpdateBatch
-from fedfort.errors import ConfigError
+from fedfort.errors import AggregationError, ConfigError
 from fedfort.messages import LocalTrainingConfig, TrainTask
 from fedfort.server.engine import RoundContext, Stage
 from fedfort.server.optimizers import ServerOptimizer
@@ -130,13 +130,27 @@ class Aggregate(Stage):
             updates=np.stack([u.delta for u in ctx.accepted]),
             weights=np.array([u.num_samples for u in ctx.accepted], dtype=np.float64),
             client_ids=tuple(u.client_id for u in ctx.accepted),
+            model=ctx.model,
+            round=ctx.round,
         )
-        result = self.aggregator.aggregate(ctx.batch)
-        if not np.isfinite(result.update).all():
-            ctx.discard(f"aggregator {self.aggregator.name} produced a non-finite update")
+        try:
+            result = self.aggregator.aggregate(ctx.batch)
+        except AggregationError as exc:
+            ctx.discard(f"aggregator {self.aggregator.name}: {exc}")
             return
-        ctx.aggregate = result.update
+        if result.update.shape != (ctx.batch.dim,) or not np.isfinite(result.update).all():
+            ctx.discard(f"aggregator {self.aggregator.name} produced an invalid update")
+            return
+        ctx.aggregate = result.update.astype(np.float32, copy=False)
+        if result.state is not None:
+            ctx.pending_state[self.name] = result.state
         ctx.measure(self.name, rule=self.aggregator.name, **result.diagnostics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.aggregator.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.aggregator.load_state_dict(state)
 
 
 class ApplyServerOptimizer(Stage):
