@@ -15,8 +15,9 @@ __all__ = ["cosine_similarities", "pairwise_sq_distances", "row_norms"]
 
 def row_norms(updates: np.ndarray) -> np.ndarray:
     """L2 norm of every row, in float64."""
-    squares: np.ndarray = np.einsum("ij,ij->i", updates, updates, dtype=np.float64)
-    return np.sqrt(squares)
+    squares = np.einsum("ij,ij->i", updates, updates, dtype=np.float64)
+    norms: np.ndarray = np.sqrt(squares)
+    return norms
 
 
 def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
