@@ -12,19 +12,24 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedfort.aggregation.preconditions import min_updates
 from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
 
 __all__ = [
     "ClientsConfig",
     "DataConfig",
+    "DefenseConfig",
+    "DetectionConfig",
     "ModelConfig",
+    "ReputationConfig",
     "RunConfig",
     "ServerConfig",
     "SimulationConfig",
@@ -99,6 +104,58 @@ class ServerConfig(_Section):
     eval_every: int = Field(1, ge=1)
 
 
+AggregatorName = Literal[
+    "fedavg",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "bulyan",
+    "geometric_median",
+    "centered_clipping",
+    "fltrust",
+    "flame",
+]
+
+
+class DefenseConfig(_Section):
+    """The aggregation rule and its robustness parameters."""
+
+    aggregator: AggregatorName = "fedavg"
+    num_byzantine: int = Field(0, ge=0, description="f: malicious clients the rule tolerates")
+    trim_ratio: float = Field(0.1, ge=0, lt=0.5, description="trimmed mean, when f = 0")
+    norm_bound: float | None = Field(None, gt=0, description="clip every update to this norm")
+    centered_clipping_tau: float = Field(1.0, gt=0)
+    centered_clipping_iterations: int = Field(1, ge=1)
+    flame_noise: float = Field(0.001, ge=0, description="FLAME noise, times the clip norm")
+    fltrust_root_samples: int = Field(100, ge=1, description="server's clean root dataset")
+
+
+class DetectionConfig(_Section):
+    """Anomaly detection on individual updates."""
+
+    enabled: bool = False
+    action: Literal["exclude", "downweight", "record"] = "exclude"
+    threshold: float = Field(3.5, gt=0)
+    components: tuple[Literal["norm", "cosine", "krum", "history"], ...] = Field(
+        ("norm", "cosine", "krum", "history"), min_length=1
+    )
+    downweight_factor: float = Field(0.1, ge=0, le=1)
+
+
+class ReputationConfig(_Section):
+    """Client reputation, reputation-weighted selection and quarantine."""
+
+    enabled: bool = False
+    initial: float = Field(0.5, ge=0, le=1)
+    reward: float = Field(0.1, ge=0, le=1)
+    penalty: float = Field(0.5, ge=0, le=1)
+    decay: float = Field(0.02, ge=0, le=1)
+    quarantine_threshold: float = Field(0.2, ge=0, le=1)
+    quarantine_rounds: int = Field(5, ge=0)
+    min_weight: float = Field(0.05, ge=0, le=1)
+
+
 class SimulationConfig(_Section):
     """How the in-process runtime executes clients."""
 
@@ -116,6 +173,9 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     clients: ClientsConfig = Field(default_factory=ClientsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    reputation: ReputationConfig = Field(default_factory=ReputationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
     @model_validator(mode="after")
@@ -129,6 +189,18 @@ class RunConfig(_Section):
             raise ValueError(
                 f"server.min_participants ({self.server.min_participants}) exceeds "
                 f"clients.count ({self.clients.count}): no round could ever commit"
+            )
+        selected = min(
+            self.clients.count,
+            max(self.server.min_clients, math.ceil(self.server.fraction * self.clients.count)),
+        )
+        need = min_updates(self.defense.aggregator, self.defense.num_byzantine)
+        if selected < need:
+            raise ValueError(
+                f"defense.aggregator = {self.defense.aggregator!r} with num_byzantine = "
+                f"{self.defense.num_byzantine} needs at least {need} updates per round, but "
+                f"only {selected} clients are selected: raise clients.count or "
+                "server.fraction, or lower num_byzantine"
             )
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.errors import AggregationError
 
 __all__ = ["WeightedMean"]
 
@@ -24,7 +25,10 @@ class WeightedMean(Aggregator):
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         if self.weighted:
-            w = batch.weights / batch.weights.sum()
+            total = float(batch.weights.sum())
+            if not total > 0:
+                raise AggregationError("the updates' weights sum to zero")
+            w = batch.weights / total
         else:
             w = np.full(batch.num_clients, 1.0 / batch.num_clients)
         update = (w.astype(np.float32) @ batch.updates).astype(np.float32, copy=False)

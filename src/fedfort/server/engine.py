@@ -102,6 +102,7 @@ class RoundContext:
     evaluation: dict[str, float] = field(default_factory=dict)
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending_state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weight_factors: dict[str, float] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     discarded: str | None = None
 

@@ -128,7 +128,10 @@ class Aggregate(Stage):
             return
         ctx.batch = UpdateBatch(
             updates=np.stack([u.delta for u in ctx.accepted]),
-            weights=np.array([u.num_samples for u in ctx.accepted], dtype=np.float64),
+            weights=np.array(
+                [u.num_samples * ctx.weight_factors.get(u.client_id, 1.0) for u in ctx.accepted],
+                dtype=np.float64,
+            ),
             client_ids=tuple(u.client_id for u in ctx.accepted),
             model=ctx.model,
             round=ctx.round,

@@ -8,6 +8,7 @@ networked deployment.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -21,15 +22,20 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from fedfort import __version__
-from fedfort.aggregation.mean import WeightedMean
+from fedfort.aggregation.preconditions import min_updates
+from fedfort.aggregation.registry import make_aggregator
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
 from fedfort.data.datasets import Dataset, load_dataset
 from fedfort.data.partition import Partition, partition_dataset
+from fedfort.detection.detector import AnomalyDetector
+from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError
+from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.server.checkpoint import CheckpointStore
+from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import RoundEngine, RoundRecord, Stage
 from fedfort.server.optimizers import make_server_optimizer
 from fedfort.server.scaffold import ScaffoldControl
@@ -41,6 +47,7 @@ from fedfort.server.stages import (
     Collect,
     EnforceQuorum,
     Evaluate,
+    task_seed,
 )
 from fedfort.server.verify import VerifyUpdates
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
@@ -69,6 +76,20 @@ class SimulationResult:
             "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
             "model_sha256": self.records[-1]["model_sha256"] if self.records else None,
         }
+
+
+def _split_root(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carve FLTrust's clean root dataset out of the training split (stratified, seeded)."""
+    n = labels.shape[0]
+    if size >= n // 2:
+        raise ConfigError(
+            f"defense.fltrust_root_samples = {size} would take half the {n} training samples: "
+            "FLTrust needs only a small root dataset (e.g. 100)"
+        )
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x726F6F74,)))
+    root = np.sort(rng.choice(n, size=size, replace=False))
+    rest = np.setdiff1d(np.arange(n), root)
+    return rest, root
 
 
 def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
@@ -122,8 +143,14 @@ class Simulation:
             synthetic_features=config.data.synthetic_features,
             synthetic_classes=config.data.synthetic_classes,
         )
+        train_idx = np.arange(self.dataset.y_train.shape[0])
+        self.root_idx: np.ndarray | None = None
+        if config.defense.aggregator == "fltrust":
+            train_idx, self.root_idx = _split_root(
+                self.dataset.y_train, config.defense.fltrust_root_samples, config.seed
+            )
         self.partition: Partition = partition_dataset(
-            self.dataset.y_train,
+            self.dataset.y_train[train_idx],
             config.clients.count,
             config.data.partition,
             seed=config.seed,
@@ -149,7 +176,7 @@ class Simulation:
 
         width = max(3, len(str(config.clients.count - 1)))
         ids = [f"client-{i:0{width}d}" for i in range(config.clients.count)]
-        x, y = self.dataset.x_train, self.dataset.y_train
+        x, y = self.dataset.x_train[train_idx], self.dataset.y_train[train_idx]
         self.clients = SimulatedClients(
             [
                 FederatedClient(cid, ClientData.from_numpy(x[idx], y[idx]))
@@ -193,15 +220,50 @@ class Simulation:
         if self.store is not None:
             self._open_store(_resuming)
 
+    def _server_update(self, model: np.ndarray) -> np.ndarray:
+        """FLTrust's server update: local training on the server's root dataset."""
+        assert self._root is not None
+        local = dataclasses.replace(self.config.clients.local_training(), algorithm="fedavg")
+        task = TrainTask(0, 0, "server", model, local, task_seed(self.config.seed, 0, 0, "root"))
+        return self._evaluator.fit(task, self._root).delta
+
     def _stages(self, config: RunConfig) -> list[Stage]:
-        srv, dim = config.server, self.spec.dim
+        srv, dim, defense = config.server, self.spec.dim, config.defense
         scaffold = (
             ScaffoldControl(dim, config.clients.count)
             if config.clients.algorithm == "scaffold"
             else None
         )
+        self._root = None
+        if self.root_idx is not None:
+            self._root = ClientData.from_numpy(
+                self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
+            )
+        aggregator = make_aggregator(
+            defense.aggregator,
+            num_byzantine=defense.num_byzantine,
+            trim_ratio=defense.trim_ratio,
+            norm_bound=defense.norm_bound,
+            centered_clipping_tau=defense.centered_clipping_tau,
+            centered_clipping_iterations=defense.centered_clipping_iterations,
+            flame_noise=defense.flame_noise,
+            server_update=self._server_update if self._root is not None else None,
+            seed=config.seed,
+        )
+        rep = config.reputation
+        self.ledger: ReputationLedger | None = None
+        if rep.enabled:
+            self.ledger = ReputationLedger(
+                initial=rep.initial,
+                reward=rep.reward,
+                penalty=rep.penalty,
+                decay=rep.decay,
+                quarantine_threshold=rep.quarantine_threshold,
+                quarantine_rounds=rep.quarantine_rounds,
+                min_weight=rep.min_weight,
+            )
         stages: list[Stage] = [
-            SelectClients(srv.fraction, srv.min_clients),
+            SelectClients(srv.fraction, srv.min_clients, policy=self.ledger),
             Broadcast(
                 config.clients.local_training(),
                 config.seed,
@@ -209,8 +271,21 @@ class Simulation:
             ),
             Collect(srv.deadline_s),
             VerifyUpdates(dim, expect_control=scaffold is not None),
-            EnforceQuorum(srv.min_participants, srv.quorum),
-            Aggregate(WeightedMean()),
+        ]
+        det = config.detection
+        if det.enabled:
+            detector = AnomalyDetector(
+                dim,
+                components=det.components,
+                threshold=det.threshold,
+                num_byzantine=defense.num_byzantine,
+                seed=config.seed,
+            )
+            stages.append(DetectAnomalies(detector, det.action, det.downweight_factor))
+        need = min_updates(defense.aggregator, defense.num_byzantine)
+        stages += [
+            EnforceQuorum(max(srv.min_participants, need), srv.quorum),
+            Aggregate(aggregator),
         ]
         if scaffold is not None:
             stages.append(scaffold)
@@ -223,6 +298,8 @@ class Simulation:
             tau=srv.tau,
         )
         stages += [ApplyServerOptimizer(optimizer), Evaluate(self.evaluate, srv.eval_every)]
+        if self.ledger is not None:
+            stages.append(UpdateReputation(self.ledger))
         return stages
 
     def _open_store(self, resuming: bool) -> None:
