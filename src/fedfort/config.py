@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fedfort.aggregation.preconditions import min_updates
+from fedfort.aggregation.preconditions import AggregatorName, min_updates
 from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
 
@@ -102,20 +102,6 @@ class ServerConfig(_Section):
     beta2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0)
     eval_every: int = Field(1, ge=1)
-
-
-AggregatorName = Literal[
-    "fedavg",
-    "median",
-    "trimmed_mean",
-    "krum",
-    "multi_krum",
-    "bulyan",
-    "geometric_median",
-    "centered_clipping",
-    "fltrust",
-    "flame",
-]
 
 
 class DefenseConfig(_Section):

@@ -9,7 +9,22 @@ are checked against them before a run starts.
 
 from __future__ import annotations
 
-__all__ = ["min_updates"]
+from typing import Literal
+
+__all__ = ["AggregatorName", "min_updates"]
+
+AggregatorName = Literal[
+    "fedavg",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "bulyan",
+    "geometric_median",
+    "centered_clipping",
+    "fltrust",
+    "flame",
+]
 
 
 def min_updates(name: str, num_byzantine: int) -> int:

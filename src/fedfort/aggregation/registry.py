@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import get_args
 
 import numpy as np
 
@@ -22,23 +23,13 @@ from fedfort.aggregation.krum import Krum, MultiKrum
 from fedfort.aggregation.mean import WeightedMean
 from fedfort.aggregation.median import CoordinateMedian
 from fedfort.aggregation.norm_bound import NormBounding
+from fedfort.aggregation.preconditions import AggregatorName
 from fedfort.aggregation.trimmed_mean import TrimmedMean
 from fedfort.errors import ConfigError
 
 __all__ = ["AGGREGATORS", "make_aggregator"]
 
-AGGREGATORS = (
-    "fedavg",
-    "median",
-    "trimmed_mean",
-    "krum",
-    "multi_krum",
-    "bulyan",
-    "geometric_median",
-    "centered_clipping",
-    "fltrust",
-    "flame",
-)
+AGGREGATORS: tuple[str, ...] = get_args(AggregatorName)
 
 
 def make_aggregator(
