@@ -12,7 +12,7 @@ from torch import nn
 from fedfort import Simulation, load_config
 from fedfort.cli import main
 from fedfort.config import RunConfig, parse_config
-from fedfort.errors import CheckpointError, ConfigError, DatasetError
+from fedfort.errors import CheckpointError, ConfigError, DatasetError, RoundFailed
 
 
 def config(**sections) -> RunConfig:
@@ -108,6 +108,19 @@ def test_dropouts_below_quorum_are_retried_and_recorded() -> None:
     assert discarded, "with 15% dropouts and a full quorum some attempt must be discarded"
     assert all("quorum" in d["reason"] and d["dropped"] for d in discarded)
     assert all(r["participants"] == 6 and not r["dropped"] for r in records)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_updates_after_the_deadline_count_as_dropped(workers: int) -> None:
+    cfg = config(
+        rounds=1,
+        server={"deadline_s": 1e-6, "max_attempts": 2},
+        simulation={"workers": workers},
+    )
+    with Simulation(cfg) as sim, pytest.raises(RoundFailed, match="quorum") as failure:
+        sim.run()
+    assert "after 2 attempts" in str(failure.value)
+    assert sim.engine.round == 0
 
 
 @pytest.mark.parametrize(

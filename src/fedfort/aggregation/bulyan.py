@@ -52,8 +52,9 @@ class Bulyan(Aggregator):
     close in L2 distance. First ``theta = n - 2f`` updates are selected by applying Krum
     repeatedly to the remaining ones; then, per coordinate, the ``beta = theta - 2f`` selected
     values closest to their median are averaged, which bounds every coordinate by honest
-    values. Requires ``n >= 4f + 3``. Distances come from one float64 Gram matrix computed once
-    per batch; ties in a Krum step go to the lower index.
+    values. Requires ``n >= 4f + 3``. Distances come from one Gram matrix
+    (:func:`~fedfort.aggregation.distances.pairwise_sq_distances`) computed once per batch;
+    ties in a Krum step go to the lower index.
 
     As in the paper, ``theta = n - 2f``: the last two Krum steps then run on ``2f + 2`` and
     ``2f + 1`` remaining updates, below Krum's own ``n > 2f + 2``, so colluding attackers that

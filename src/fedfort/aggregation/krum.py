@@ -47,7 +47,7 @@ class Krum(Aggregator):
     Each update is scored by the sum of squared distances to its ``n - f - 2`` nearest other
     updates, and the single update with the lowest score is returned: an outlier, or a small
     group of colluding updates far from the honest ones, scores high and is never chosen.
-    Requires ``n > 2f + 2``. Distances come from one float64 Gram matrix
+    Requires ``n > 2f + 2``. Distances come from one Gram matrix
     (:func:`~fedfort.aggregation.distances.pairwise_sq_distances`); ties go to the lower index.
 
     ``batch.weights`` is ignored on purpose: a robust rule counts each client once, so a client
