@@ -1,7 +1,8 @@
 """Typed run configuration, loaded from TOML and validated before anything runs.
 
 A config file has top-level ``seed`` and ``rounds`` and the tables ``[data]``, ``[model]``,
-``[clients]``, ``[server]`` and ``[simulation]``; every key has a default, so an empty file is a
+``[clients]``, ``[server]``, ``[defense]``, ``[detection]``, ``[reputation]``, ``[simulation]``
+and ``[attack]``; every key has a default, so an empty file is a
 valid run. Unknown keys, wrong types and impossible combinations raise
 :class:`~fedfort.errors.ConfigError` naming the key and what to change. ``docs/configuration.md``
 lists every key.
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedfort.aggregation.preconditions import AggregatorName, min_updates
+from fedfort.attacks.config import AttackConfig, NoAttack
 from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
 
@@ -163,6 +165,7 @@ class RunConfig(_Section):
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    attack: AttackConfig = Field(default_factory=NoAttack)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -203,3 +203,4 @@ class Evaluate(Stage):
             raise ConfigError("the evaluate stage needs a new model: put it after the optimizer")
         if ctx.final or ctx.round % self.every == 0:
             ctx.evaluation = self.evaluator(ctx.new_model)
+            ctx.measure(self.name, **ctx.evaluation)

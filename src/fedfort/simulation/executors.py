@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedfort.attacks.adversary import Coalition
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.errors import ConfigError
@@ -36,15 +37,24 @@ from fedfort.server.engine import CollectOutcome
 __all__ = ["PoolExecutor", "SequentialExecutor", "SimulatedClients"]
 
 _DROPOUT_STREAM = 0x64726F70  # distinguishes dropout draws from training seeds
+_COALITION_KEY = "__coalition__"  # not a client id: ids never start with "__"
 
 
 class SimulatedClients:
-    """The federation's clients in this process: their data and their persistent state."""
+    """The federation's clients in this process: their data and their persistent state.
 
-    def __init__(self, clients: Sequence[FederatedClient]) -> None:
+    ``coalition`` holds the malicious clients' attack (see :mod:`fedfort.attacks`): it may
+    change the task a member trains on (:meth:`prepare`) and crafts the members' final
+    updates once the round's updates are in (:meth:`finish`), as colluding attackers do.
+    """
+
+    def __init__(
+        self, clients: Sequence[FederatedClient], coalition: Coalition | None = None
+    ) -> None:
         self.clients = {c.client_id: c for c in clients}
         if len(self.clients) != len(clients):
             raise ConfigError("client ids must be unique")
+        self.coalition = coalition
 
     @property
     def ids(self) -> list[str]:
@@ -56,16 +66,39 @@ class SimulatedClients:
             raise ConfigError(f"task for unknown client {client_id!r}")
         return client
 
+    def prepare(self, task: TrainTask) -> TrainTask:
+        """The task the client actually trains on (a malicious one may train differently)."""
+        return task if self.coalition is None else self.coalition.prepare(task)
+
+    def finish(
+        self, tasks: Sequence[TrainTask], received: Sequence[ClientUpdate]
+    ) -> list[ClientUpdate]:
+        """The updates as submitted: the coalition's members replace theirs with crafted ones."""
+        if self.coalition is None:
+            return list(received)
+        return self.coalition.craft(tasks, received)
+
     def acknowledge(self, accepted: Sequence[ClientUpdate]) -> None:
         for update in accepted:
             self.get(update.client_id).acknowledge(update)
 
+    def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every client's (possibly poisoned) training data as NumPy arrays."""
+        return {cid: (c.data.x.numpy(), c.data.y.numpy()) for cid, c in self.clients.items()}
+
     def state_dict(self) -> dict[str, Any]:
-        return {cid: c.state_dict() for cid, c in self.clients.items() if c.state_dict()}
+        state: dict[str, Any] = {
+            cid: c.state_dict() for cid, c in self.clients.items() if c.state_dict()
+        }
+        if self.coalition is not None and self.coalition.state_dict():
+            state[_COALITION_KEY] = self.coalition.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for cid, client in self.clients.items():
             client.load_state_dict(state.get(cid, {}))
+        if self.coalition is not None:
+            self.coalition.load_state_dict(state.get(_COALITION_KEY, {}))
 
 
 class _SimulatedExecutor:
@@ -118,7 +151,7 @@ class SequentialExecutor(_SimulatedExecutor):
                 missing.append(task.client_id)
                 continue
             received.append(update)
-        return CollectOutcome(received, missing)
+        return CollectOutcome(self.clients.finish(tasks, received), missing)
 
 
 _WORKER: dict[str, Any] = {}
@@ -126,14 +159,12 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(
     build_model: Callable[[], nn.Module],
-    x: np.ndarray,
-    y: np.ndarray,
-    partition: dict[str, np.ndarray],
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
     threads: int,
 ) -> None:
     torch.set_num_threads(threads)
     _WORKER["trainer"] = LocalTrainer(build_model())
-    _WORKER["data"] = {cid: ClientData.from_numpy(x[idx], y[idx]) for cid, idx in partition.items()}
+    _WORKER["data"] = {cid: ClientData.from_numpy(x, y) for cid, (x, y) in data.items()}
 
 
 def _worker_fit(task: TrainTask, control: np.ndarray | None) -> ClientUpdate:
@@ -148,9 +179,6 @@ class PoolExecutor(_SimulatedExecutor):
         self,
         clients: SimulatedClients,
         build_model: Callable[[], nn.Module],
-        x: np.ndarray,
-        y: np.ndarray,
-        partition: dict[str, np.ndarray],
         *,
         workers: int,
         seed: int = 0,
@@ -164,7 +192,7 @@ class PoolExecutor(_SimulatedExecutor):
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(build_model, x, y, partition, threads),
+            initargs=(build_model, clients.arrays(), threads),
         )
 
     def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
@@ -175,7 +203,8 @@ class PoolExecutor(_SimulatedExecutor):
                 missing.append(task.client_id)
                 continue
             control = self.clients.get(task.client_id).control
-            futures.append((task, self.pool.submit(_worker_fit, task, control)))
+            trained = self.clients.prepare(task)
+            futures.append((task, self.pool.submit(_worker_fit, trained, control)))
         done, _ = wait([f for _, f in futures], timeout=deadline_s)
         received: list[ClientUpdate] = []
         for task, future in futures:
@@ -184,7 +213,7 @@ class PoolExecutor(_SimulatedExecutor):
             else:
                 future.cancel()
                 missing.append(task.client_id)
-        return CollectOutcome(received, missing)
+        return CollectOutcome(self.clients.finish(tasks, received), missing)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

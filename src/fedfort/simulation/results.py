@@ -28,6 +28,8 @@ def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
         "rounds": result.records,
         "final": result.final,
     }
+    if result.security is not None:
+        body["security"] = result.security
     path = out / RESULTS_FILE
     path.write_text(json.dumps(body, indent=2, sort_keys=False), encoding="utf-8")
     plot_history(result.records, out / PLOT_FILE)

@@ -24,6 +24,10 @@ from torch import nn
 from fedfort import __version__
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
+from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malicious
+from fedfort.attacks.config import build_attack
+from fedfort.attacks.data_poisoning import Backdoor
+from fedfort.attacks.metrics import security_summary
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
@@ -64,6 +68,17 @@ class SimulationResult:
     config: RunConfig
     records: list[dict[str, Any]]
     model: np.ndarray
+    malicious: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def security(self) -> dict[str, Any] | None:
+        """Attack and defence figures (see :func:`fedfort.attacks.security_summary`)."""
+        if self.config.attack.name == "none":
+            return None
+        return {
+            "attack": self.config.attack.model_dump(mode="json"),
+            **security_summary(self.records, self.malicious),
+        }
 
     @property
     def final(self) -> dict[str, Any]:
@@ -177,12 +192,38 @@ class Simulation:
         width = max(3, len(str(config.clients.count - 1)))
         ids = [f"client-{i:0{width}d}" for i in range(config.clients.count)]
         x, y = self.dataset.x_train[train_idx], self.dataset.y_train[train_idx]
-        self.clients = SimulatedClients(
-            [
-                FederatedClient(cid, ClientData.from_numpy(x[idx], y[idx]))
-                for cid, idx in zip(ids, self.partition.indices, strict=True)
+        honest = [
+            FederatedClient(cid, ClientData.from_numpy(x[idx], y[idx]))
+            for cid, idx in zip(ids, self.partition.indices, strict=True)
+        ]
+        self.attack = build_attack(config.attack, self.dataset.image_shape)
+        self.malicious: list[str] = []
+        self.coalition: Coalition | None = None
+        if self.attack is not None:
+            self.malicious = choose_malicious(ids, config.attack.fraction, config.seed)
+            self.coalition = Coalition(
+                self.attack,
+                self.malicious,
+                colluding=config.attack.colluding,
+                omniscient=config.attack.omniscient,
+                start_round=config.attack.start_round,
+                seed=config.seed,
+            )
+            bad = set(self.malicious)
+            honest = [
+                AdversarialClient(
+                    c,
+                    self.attack,
+                    self.dataset.num_classes,
+                    coalition=self.coalition,
+                    seed=config.seed,
+                )
+                if c.client_id in bad
+                else c
+                for c in honest
             ]
-        )
+        self.clients = SimulatedClients(honest, self.coalition)
+        self._backdoor = self._backdoor_test_set()
         sim = config.simulation
         self.executor: SequentialExecutor | PoolExecutor
         if sim.workers == 0:
@@ -193,9 +234,6 @@ class Simulation:
             self.executor = PoolExecutor(
                 self.clients,
                 build,
-                x,
-                y,
-                dict(zip(ids, self.partition.indices, strict=True)),
                 workers=sim.workers,
                 seed=config.seed,
                 dropout_rate=sim.dropout_rate,
@@ -348,9 +386,26 @@ class Simulation:
         )
         return cls(config, out_dir, model_factory=model_factory, _resuming=True)
 
+    def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Triggered test inputs whose true label is not the target, labelled as the target."""
+        if not isinstance(self.attack, Backdoor):
+            return None
+        keep = self.dataset.y_test != self.attack.target
+        x = self.attack.trigger.apply(self.dataset.x_test[keep])
+        y = np.full(int(keep.sum()), self.attack.target, dtype=self.dataset.y_test.dtype)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
     def evaluate(self, vector: np.ndarray) -> dict[str, float]:
-        """Accuracy and loss of ``vector`` on the server's held-out test set."""
-        return evaluate_vector(self._evaluator, vector, self._x_test, self._y_test)
+        """Accuracy and loss of ``vector`` on the server's held-out test set.
+
+        Under a backdoor attack, ``backdoor_asr`` is the share of triggered test inputs whose
+        true label is not the target that the model classifies as the target.
+        """
+        result = evaluate_vector(self._evaluator, vector, self._x_test, self._y_test)
+        if self._backdoor is not None:
+            triggered = evaluate_vector(self._evaluator, vector, *self._backdoor)
+            result["backdoor_asr"] = triggered["accuracy"]
+        return result
 
     @property
     def model(self) -> np.ndarray:
@@ -381,7 +436,9 @@ class Simulation:
             records.append(record.to_dict())
             if on_round is not None:
                 on_round(record)
-        return SimulationResult(self.config, records, self.engine.model.copy())
+        return SimulationResult(
+            self.config, records, self.engine.model.copy(), list(self.malicious)
+        )
 
     def close(self) -> None:
         self.executor.close()
