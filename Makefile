@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedfort-installed
 # The pinned CPU build of PyTorch; an unpinned torch would pull CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench redteam clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -rf runs/demo runs/demo-redteam
 	$(BIN)/fedfort simulate --config examples/demo.toml --out runs/demo
+	$(BIN)/fedfort redteam --config examples/redteam-demo.toml --out runs/demo-redteam
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -31,6 +33,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_round_overhead.py
 	$(BIN)/python benchmarks/bench_aggregators.py
+
+redteam: $(STAMP)
+	$(BIN)/fedfort redteam --config examples/redteam.toml --out runs/redteam
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

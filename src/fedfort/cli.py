@@ -3,7 +3,7 @@
 ``fedfort simulate`` runs a federated training from a TOML config with overrides for the common
 knobs, shows a progress bar with live accuracy, and writes ``results.json``, ``training.png``
 and ``checkpoints.sqlite`` to ``--out``. ``--resume`` continues a run from its last committed
-round.
+round. ``fedfort redteam`` runs a matrix of attacks x defences x seeds and writes a report.
 """
 
 from __future__ import annotations
@@ -50,6 +50,24 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its last round"
     )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--attack",
+        help="attack run by a share of the clients (see docs/attacks.md), e.g. sign_flip",
+    )
+    sim.add_argument("--attack-fraction", type=float, help="share of malicious clients")
+
+    red = sub.add_parser(
+        "redteam",
+        help="run attacks x defences x seeds and report the damage",
+        description="Run a red-team matrix from a TOML file and write redteam.json, "
+        "report.md, report.html and heatmaps to --out.",
+    )
+    red.add_argument("--config", required=True, help="red-team TOML (see examples/redteam.toml)")
+    red.add_argument("--out", default="runs/redteam", help="output directory (default %(default)s)")
+    red.add_argument("--workers", type=int, help="processes (default: the config's; 0 = all cores)")
+    red.add_argument("--rounds", type=int, help="override the rounds of every cell")
+    red.add_argument("--seeds", help="comma-separated seeds overriding the config's, e.g. 0,1")
+    red.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -80,7 +98,12 @@ def _simulate(args: argparse.Namespace) -> int:
             "server.optimizer": args.server_optimizer,
             "simulation.workers": args.workers,
         }
-        config = load_config(args.config).with_overrides(overrides)
+        config = load_config(args.config)
+        if args.attack is not None:
+            # a new attack replaces the whole [attack] table: its keys belong to the old one
+            config = config.with_overrides({"attack": {"name": args.attack}})
+        overrides["attack.fraction"] = args.attack_fraction
+        config = config.with_overrides(overrides)
         sim = Simulation(config, args.out)
     with sim:
         done = sim.engine.round
@@ -106,12 +129,40 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redteam(args: argparse.Namespace) -> int:
+    from fedfort.redteam.matrix import REDTEAM_FILE, load_redteam_config, run_redteam
+
+    cfg = load_redteam_config(args.config)
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise FedfortError(
+                f"--seeds must be comma-separated integers, got {args.seeds!r}"
+            ) from None
+        cfg = cfg.model_copy(update={"seeds": seeds})
+    body = run_redteam(
+        cfg,
+        args.out,
+        overrides={"rounds": args.rounds},
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    for verdict in body["summary"]["verdicts"]:
+        status = "survived by" if verdict["survives"] else "NOT survived; best is"
+        print(f"{verdict['attack']:>20}: {status} {verdict['best_defense']}")
+    print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/{REDTEAM_FILE}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedfort`` command."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "redteam":
+            return _redteam(args)
     except FedfortError as exc:
         print(f"fedfort: error: {exc}", file=sys.stderr)
         return 2

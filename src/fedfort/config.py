@@ -113,6 +113,9 @@ class DefenseConfig(_Section):
     num_byzantine: int = Field(0, ge=0, description="f: malicious clients the rule tolerates")
     trim_ratio: float = Field(0.1, ge=0, lt=0.5, description="trimmed mean, when f = 0")
     norm_bound: float | None = Field(None, gt=0, description="clip every update to this norm")
+    robust_lr_threshold: int | None = Field(
+        None, ge=1, description="negate the step where fewer net sign votes agree"
+    )
     centered_clipping_tau: float = Field(1.0, gt=0)
     centered_clipping_iterations: int = Field(1, ge=1)
     flame_noise: float = Field(0.001, ge=0, description="FLAME noise, times the clip norm")
@@ -124,7 +127,7 @@ class DetectionConfig(_Section):
 
     enabled: bool = False
     action: Literal["exclude", "downweight", "record"] = "exclude"
-    threshold: float = Field(3.5, gt=0)
+    threshold: float = Field(5.0, gt=0)
     components: tuple[Literal["norm", "cosine", "krum", "history"], ...] = Field(
         ("norm", "cosine", "krum", "history"), min_length=1
     )

@@ -24,6 +24,7 @@ AggregatorName = Literal[
     "centered_clipping",
     "fltrust",
     "flame",
+    "foolsgold",
 ]
 
 

@@ -15,12 +15,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedfort.attacks.base import Attack
+from fedfort.attacks.base import Attack, AttackKind
 from fedfort.attacks.data_poisoning import Backdoor, LabelFlip, Trigger
 from fedfort.attacks.free_riding import FreeRider, StaleReplay
 from fedfort.attacks.model_poisoning import ALIE, IPM, GaussianNoise, MinMax, MinSum, SignFlip
 
-__all__ = ["ATTACK_NAMES", "AttackConfig", "NoAttack", "build_attack"]
+__all__ = [
+    "ATTACK_CLASSES",
+    "ATTACK_NAMES",
+    "AttackConfig",
+    "NoAttack",
+    "attack_kind",
+    "build_attack",
+]
 
 
 class _AttackBase(BaseModel):
@@ -53,6 +60,7 @@ class GaussianNoiseConfig(_AttackBase):
     name: Literal["gaussian_noise"]
     sigma: float = Field(1.0, gt=0)
     mode: Literal["replace", "add"] = "replace"
+    relative: bool = Field(False, description="sigma times the RMS of the global model")
 
 
 class AlieConfig(_AttackBase):
@@ -115,19 +123,25 @@ AttackConfig = Annotated[
     Field(discriminator="name"),
 ]
 
-ATTACK_NAMES = (
-    "none",
-    "label_flip",
-    "sign_flip",
-    "gaussian_noise",
-    "alie",
-    "ipm",
-    "min_max",
-    "min_sum",
-    "backdoor",
-    "free_rider",
-    "replay",
-)
+ATTACK_CLASSES: dict[str, type[Attack]] = {
+    "label_flip": LabelFlip,
+    "sign_flip": SignFlip,
+    "gaussian_noise": GaussianNoise,
+    "alie": ALIE,
+    "ipm": IPM,
+    "min_max": MinMax,
+    "min_sum": MinSum,
+    "backdoor": Backdoor,
+    "free_rider": FreeRider,
+    "replay": StaleReplay,
+}
+ATTACK_NAMES = ("none", *ATTACK_CLASSES)
+
+
+def attack_kind(cfg: AttackConfig) -> AttackKind:
+    """What kind of damage the configured attack aims at (``"none"`` without an attack)."""
+    cls = ATTACK_CLASSES.get(cfg.name)
+    return "none" if cls is None else cls.kind
 
 
 def build_attack(cfg: AttackConfig, image_shape: tuple[int, int] | None = None) -> Attack | None:
@@ -139,7 +153,7 @@ def build_attack(cfg: AttackConfig, image_shape: tuple[int, int] | None = None) 
     if isinstance(cfg, SignFlipConfig):
         return SignFlip(cfg.scale)
     if isinstance(cfg, GaussianNoiseConfig):
-        return GaussianNoise(cfg.sigma, cfg.mode)
+        return GaussianNoise(cfg.sigma, cfg.mode, cfg.relative)
     if isinstance(cfg, AlieConfig):
         return ALIE(cfg.z)
     if isinstance(cfg, IpmConfig):

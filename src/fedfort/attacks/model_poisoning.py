@@ -63,22 +63,42 @@ class SignFlip(Attack):
 
 
 class GaussianNoise(Attack):
-    """Send Gaussian noise of standard deviation ``sigma`` (``replace``) or add it (``add``)."""
+    """Send Gaussian noise of standard deviation ``sigma`` (``replace``) or add it (``add``).
+
+    With ``relative`` the standard deviation is ``sigma`` times the root mean square of the
+    global model's entries, so the noise keeps pace with the model: a fixed ``sigma`` is
+    drowned out once the accumulated noise has scaled up the weights (and, for ReLU networks,
+    the honest gradients with them).
+    """
 
     name = "gaussian_noise"
 
-    def __init__(self, sigma: float = 1.0, mode: Literal["replace", "add"] = "replace") -> None:
+    def __init__(
+        self,
+        sigma: float = 1.0,
+        mode: Literal["replace", "add"] = "replace",
+        relative: bool = False,
+    ) -> None:
         if not sigma > 0 or mode not in ("replace", "add"):
             raise ConfigError("gaussian_noise needs sigma > 0 and mode replace or add")
         self.sigma = sigma
         self.mode = mode
+        self.relative = relative
 
     def craft(self, view: AttackView) -> np.ndarray:
-        noise = view.rng.standard_normal(view.own.shape, dtype=np.float32) * np.float32(self.sigma)
+        std = self.sigma
+        if self.relative and view.model.size:
+            std *= float(np.sqrt(np.mean(np.square(view.model, dtype=np.float64))))
+        noise = view.rng.standard_normal(view.own.shape, dtype=np.float32) * np.float32(std)
         return noise if self.mode == "replace" else view.own + noise
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "sigma": self.sigma, "mode": self.mode}
+        return {
+            **super().describe(),
+            "sigma": self.sigma,
+            "mode": self.mode,
+            "relative": self.relative,
+        }
 
 
 def alie_z(num_selected: int, num_malicious: int) -> float:

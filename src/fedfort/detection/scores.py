@@ -6,12 +6,15 @@ handful of attackers cannot shift the reference (median and MAD have a 50% break
 The floor keeps a tightly clustered honest population from turning tiny differences into
 huge scores.
 
-- ``norm``: the L2 norm of the update, two-sided (boosted updates and free-riders that send
-  almost nothing both stand out).
+- ``norm``: the log of the update's L2 norm, two-sided (boosted updates and free-riders that
+  send almost nothing both stand out). On a log scale, honest clients whose updates are
+  twice as long as the median (more local data, hence more local steps) stay unremarkable,
+  while an update boosted five-fold does not.
 - ``cosine``: cosine distance to the coordinate-wise median of the round (the robust consensus,
   Yin et al. 2018); one-sided: only updates pointing away from the consensus are suspicious.
 - ``krum``: the Krum score (Blanchard et al. 2017), the summed squared distance to the
-  ``n - f - 2`` nearest updates, on a square-root scale; one-sided.
+  ``n - f - 2`` nearest updates, on a log scale (half the log, i.e. a log distance) for the
+  same reason; one-sided.
 - ``history``: consistency with the client's own past. The update is compressed to a fixed
   seeded random projection (Johnson-Lindenstrauss sketch, 64 dimensions); the score is the
   two-sided z-score of ``log(norm / the client's running mean norm)``, and an update whose
@@ -36,6 +39,7 @@ __all__ = [
 
 REPLAY_SCORE = 1e3
 _MAD_TO_SIGMA = 1.4826
+_LOG_FLOOR = float(np.log(1.05))  # scale floor on log scales: a 5% difference
 
 
 def robust_z(values: np.ndarray, floor: float, two_sided: bool) -> np.ndarray:
@@ -48,9 +52,9 @@ def robust_z(values: np.ndarray, floor: float, two_sided: bool) -> np.ndarray:
 
 
 def norm_scores(updates: np.ndarray) -> np.ndarray:
-    """Two-sided robust z-score of each update's L2 norm (floor: 5% of the median norm)."""
-    norms = row_norms(updates)
-    return robust_z(norms, floor=0.05 * float(np.median(norms)) + 1e-12, two_sided=True)
+    """Two-sided robust z-score of each update's log L2 norm (floor: a factor of 1.05)."""
+    norms = np.maximum(row_norms(updates), 1e-30)
+    return robust_z(np.log(norms), floor=_LOG_FLOOR, two_sided=True)
 
 
 def cosine_scores(updates: np.ndarray) -> np.ndarray:
@@ -72,5 +76,6 @@ def krum_scores(updates: np.ndarray, num_byzantine: int) -> np.ndarray:
     k = max(1, n - num_byzantine - 2)
     if n < 3:
         return np.zeros(n)
-    raw = np.sqrt(krum.krum_scores(pairwise_sq_distances(updates), min(k, n - 1)))
-    return robust_z(raw, floor=0.05 * float(np.median(raw)) + 1e-12, two_sided=False)
+    raw = krum.krum_scores(pairwise_sq_distances(updates), min(k, n - 1))
+    log_distance = 0.5 * np.log(np.maximum(raw, 1e-30))
+    return robust_z(log_distance, floor=_LOG_FLOOR, two_sided=False)

@@ -282,6 +282,7 @@ class Simulation:
             num_byzantine=defense.num_byzantine,
             trim_ratio=defense.trim_ratio,
             norm_bound=defense.norm_bound,
+            robust_lr_threshold=defense.robust_lr_threshold,
             centered_clipping_tau=defense.centered_clipping_tau,
             centered_clipping_iterations=defense.centered_clipping_iterations,
             flame_noise=defense.flame_noise,

@@ -1,0 +1,26 @@
+"""``fedfort redteam``: attacks x defences x seeds, summarised and reported.
+
+:mod:`~fedfort.redteam.matrix` plans and runs the cells, :mod:`~fedfort.redteam.summary` folds
+seeds into rows and verdicts, :mod:`~fedfort.redteam.report` writes Markdown, HTML and
+heatmaps. ``docs/redteam.md`` explains the config and the report.
+"""
+
+from fedfort.redteam.matrix import (
+    REDTEAM_FILE,
+    RedteamConfig,
+    load_redteam_config,
+    plan_cells,
+    run_redteam,
+)
+from fedfort.redteam.report import write_report
+from fedfort.redteam.summary import summarize
+
+__all__ = [
+    "REDTEAM_FILE",
+    "RedteamConfig",
+    "load_redteam_config",
+    "plan_cells",
+    "run_redteam",
+    "summarize",
+    "write_report",
+]
