@@ -1,0 +1,36 @@
+"""The red-team bars: the shipped matrix (examples/redteam.toml), run for the pairs a test needs.
+
+Tests run exactly the cells of the shipped red-team config (same attacks, strengths, defences
+and three seeds), so what the tests assert is what `fedfort redteam` reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from fedfort.redteam import load_redteam_config, plan_cells, summarize
+from fedfort.redteam.matrix import run_matrix
+
+REDTEAM_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "redteam.toml"
+
+
+def bar_summary(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Run the shipped matrix's cells for ``pairs`` (plus their no-attack runs); rows by pair."""
+    wanted = set(pairs)
+    wanted |= {("none", d) for _, d in wanted} | {("none", "fedavg")}
+    cfg = load_redteam_config(REDTEAM_CONFIG)
+    cells = [c for c in plan_cells(cfg) if (c.attack, c.defense) in wanted]
+    assert {(c.attack, c.defense) for c in cells} == wanted, "pair missing from the config"
+    results = run_matrix(cells, workers=1)
+    attacks = list(dict.fromkeys(c.attack for c in cells))
+    defenses = list(dict.fromkeys(c.defense for c in cells))
+    summary = summarize(
+        results,
+        attacks=attacks,
+        defenses=defenses,
+        tolerance=cfg.tolerance,
+        asr_limit=cfg.asr_limit,
+    )
+    return {(r["attack"], r["defense"]): r for r in summary["rows"]}
