@@ -129,6 +129,24 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _verdict_line(verdict: dict[str, Any], best: dict[str, Any]) -> str:
+    """One line per attack: what it does to FedAvg and what the best defence keeps."""
+    backdoor = verdict["attack_kind"] == "backdoor"
+    metric, key = (
+        ("backdoor success", "backdoor_asr_mean") if backdoor else ("acc", "accuracy_mean")
+    )
+    undefended = verdict["undefended_asr"] if backdoor else verdict["undefended_accuracy"]
+    status = "holds" if verdict["survives"] else "DOES NOT HOLD"
+    return (
+        f"{verdict['attack']:>22}: FedAvg {metric} {_fmt(undefended)} -> "
+        f"{verdict['best_defense']} {_fmt(best.get(key))} ({status})"
+    )
+
+
 def _redteam(args: argparse.Namespace) -> int:
     from fedfort.redteam.matrix import REDTEAM_FILE, load_redteam_config, run_redteam
 
@@ -148,9 +166,10 @@ def _redteam(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
     )
-    for verdict in body["summary"]["verdicts"]:
-        status = "survived by" if verdict["survives"] else "NOT survived; best is"
-        print(f"{verdict['attack']:>20}: {status} {verdict['best_defense']}")
+    summary = body["summary"]
+    rows = {(r["attack"], r["defense"]): r for r in summary["rows"]}
+    for verdict in summary["verdicts"]:
+        print(_verdict_line(verdict, rows.get((verdict["attack"], verdict["best_defense"]), {})))
     print(f"report: {args.out}/report.md, {args.out}/report.html, {args.out}/{REDTEAM_FILE}")
     return 0
 
