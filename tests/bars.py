@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fedfort.redteam import load_redteam_config, plan_cells, summarize
-from fedfort.redteam.matrix import run_matrix
+from fedfort.redteam import load_redteam_config, plan_cells
+from fedfort.redteam.matrix import run_matrix, summarize_matrix
 
 REDTEAM_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "redteam.toml"
 
@@ -23,14 +23,5 @@ def bar_summary(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[
     cfg = load_redteam_config(REDTEAM_CONFIG)
     cells = [c for c in plan_cells(cfg) if (c.attack, c.defense) in wanted]
     assert {(c.attack, c.defense) for c in cells} == wanted, "pair missing from the config"
-    results = run_matrix(cells, workers=1)
-    attacks = list(dict.fromkeys(c.attack for c in cells))
-    defenses = list(dict.fromkeys(c.defense for c in cells))
-    summary = summarize(
-        results,
-        attacks=attacks,
-        defenses=defenses,
-        tolerance=cfg.tolerance,
-        asr_limit=cfg.asr_limit,
-    )
+    summary = summarize_matrix(cfg, cells, run_matrix(cells, workers=1))
     return {(r["attack"], r["defense"]): r for r in summary["rows"]}

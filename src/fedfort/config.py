@@ -36,6 +36,7 @@ __all__ = [
     "ServerConfig",
     "SimulationConfig",
     "load_config",
+    "read_toml",
 ]
 
 
@@ -253,15 +254,19 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
         raise ConfigError(_describe(exc, _known_keys())) from None
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file raises :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None) -> RunConfig:
     """Load and validate a TOML config; ``None`` gives the defaults."""
     if path is None:
         return RunConfig()
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
-    return parse_config(raw)
+    return parse_config(read_toml(path))

@@ -41,10 +41,9 @@ def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
         return np.ones(n)
     cs = cosine_similarities(histories).astype(np.float64) - np.eye(n)
     top = cs.max(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = top[:, None] / top[None, :]
     pardon = (top[:, None] < top[None, :]) & (top[None, :] > 0)
-    cs = np.where(pardon, cs * ratio, cs)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cs = np.where(pardon, cs * (top[:, None] / top[None, :]), cs)
     alpha = np.clip(1.0 - cs.max(axis=1), 0.0, 1.0)
     if alpha.max() <= 0:
         return np.zeros(n)

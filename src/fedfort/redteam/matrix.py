@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedfort.attacks.config import attack_kind
-from fedfort.config import RunConfig, parse_config
+from fedfort.config import RunConfig, parse_config, read_toml
 from fedfort.errors import ConfigError
 
 __all__ = [
@@ -51,6 +50,7 @@ __all__ = [
     "run_cell",
     "run_matrix",
     "run_redteam",
+    "summarize_matrix",
 ]
 
 REDTEAM_FILE = "redteam.json"
@@ -73,12 +73,7 @@ class RedteamConfig(BaseModel):
 def load_redteam_config(path: str | Path) -> RedteamConfig:
     """Read and validate a red-team TOML file."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"red-team config {p} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    raw = read_toml(p, "red-team config")
     try:
         return RedteamConfig.model_validate(raw)
     except ValidationError as exc:
@@ -187,6 +182,21 @@ def run_matrix(
     return [results[i] for i in range(len(cells))]
 
 
+def summarize_matrix(
+    cfg: RedteamConfig, cells: list[Cell], results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Rows and verdicts of run ``cells`` in plan order, with the config's tolerances."""
+    from fedfort.redteam.summary import summarize
+
+    return summarize(
+        results,
+        attacks=list(dict.fromkeys(c.attack for c in cells)),
+        defenses=list(dict.fromkeys(c.defense for c in cells)),
+        tolerance=cfg.tolerance,
+        asr_limit=cfg.asr_limit,
+    )
+
+
 def run_redteam(
     cfg: RedteamConfig,
     out_dir: str | Path,
@@ -199,7 +209,6 @@ def run_redteam(
     from tqdm import tqdm
 
     from fedfort.redteam.report import write_report
-    from fedfort.redteam.summary import summarize
 
     cells = plan_cells(cfg, overrides)
     out = Path(out_dir)
@@ -218,15 +227,7 @@ def run_redteam(
     finally:
         bar.close()
     wall = time.perf_counter() - start
-    attacks = list(dict.fromkeys(c.attack for c in cells))
-    defenses = list(dict.fromkeys(c.defense for c in cells))
-    summary = summarize(
-        results,
-        attacks=attacks,
-        defenses=defenses,
-        tolerance=cfg.tolerance,
-        asr_limit=cfg.asr_limit,
-    )
+    summary = summarize_matrix(cfg, cells, results)
     first = cells[0].config
     meta = {
         "dataset": first.data.dataset,
