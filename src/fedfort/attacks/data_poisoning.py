@@ -34,6 +34,11 @@ __all__ = ["Backdoor", "LabelFlip", "Trigger"]
 FlipMode = Literal["targeted", "all_to_one", "reverse"]
 
 
+def _check_class(label: int, num_classes: int, what: str) -> None:
+    if not 0 <= label < num_classes:
+        raise ConfigError(f"{what} {label} is not a class of 0..{num_classes - 1}")
+
+
 class LabelFlip(Attack):
     """Relabel the attacker's samples; the update is then trained honestly on them."""
 
@@ -52,11 +57,9 @@ class LabelFlip(Attack):
     def poison_data(
         self, x: np.ndarray, y: np.ndarray, num_classes: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        for label in (self.source, self.target):
-            if self.mode != "reverse" and not 0 <= label < num_classes:
-                raise ConfigError(
-                    f"label_flip label {label} is not a class of 0..{num_classes - 1}"
-                )
+        used = {"targeted": (self.source, self.target), "all_to_one": (self.target,)}
+        for label in used.get(self.mode, ()):
+            _check_class(label, num_classes, "label_flip label")
         if self.mode == "targeted":
             flipped = np.where(y == self.source, self.target, y)
         elif self.mode == "all_to_one":
@@ -156,10 +159,7 @@ class Backdoor(Attack):
     def poison_data(
         self, x: np.ndarray, y: np.ndarray, num_classes: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= self.target < num_classes:
-            raise ConfigError(
-                f"backdoor target {self.target} is not a class of 0..{num_classes - 1}"
-            )
+        _check_class(self.target, num_classes, "backdoor target")
         n = y.shape[0]
         count = max(1, round(self.poison_fraction * n))
         chosen = rng.choice(n, size=count, replace=False)

@@ -27,6 +27,7 @@ vector from every member, which is what makes them hard to tell apart from each 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import numpy as np
@@ -157,7 +158,7 @@ class IPM(Attack):
         return {**super().describe(), "epsilon": self.epsilon}
 
 
-class _Optimised(Attack):
+class _Optimised(Attack, ABC):
     """Shared machinery of Min-Max and Min-Sum: ``mu + gamma * p`` with ``gamma`` searched."""
 
     uses_statistics = True
@@ -184,8 +185,10 @@ class _Optimised(Attack):
             direction = -np.sign(mean)
         return direction
 
+    @abstractmethod
     def _accepts(self, sq_dists: np.ndarray, benign_sq: np.ndarray) -> bool:
-        raise NotImplementedError
+        """Whether a candidate with squared distances ``sq_dists`` to the benign updates
+        stays within what the benign pairwise squared distances ``benign_sq`` allow."""
 
     def craft(self, view: AttackView) -> np.ndarray:
         obs = view.observed.astype(np.float64)

@@ -203,4 +203,7 @@ class Evaluate(Stage):
             raise ConfigError("the evaluate stage needs a new model: put it after the optimizer")
         if ctx.final or ctx.round % self.every == 0:
             ctx.evaluation = self.evaluator(ctx.new_model)
-            ctx.measure(self.name, **ctx.evaluation)
+            # accuracy and loss are top-level in the round record; extras (backdoor_asr) go here
+            extra = {k: v for k, v in ctx.evaluation.items() if k not in ("accuracy", "loss")}
+            if extra:
+                ctx.measure(self.name, **extra)
