@@ -4,6 +4,7 @@
 knobs, shows a progress bar with live accuracy, and writes ``results.json``, ``training.png``
 and ``checkpoints.sqlite`` to ``--out``. ``--resume`` continues a run from its last committed
 round. ``fedfort redteam`` runs a matrix of attacks x defences x seeds and writes a report.
+``fedfort privacy plan`` finds the noise multiplier that meets a target (epsilon, delta).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 from tqdm import tqdm
 
 from fedfort import __version__
-from fedfort.config import load_config
-from fedfort.errors import FedfortError
+from fedfort.config import RunConfig, load_config, parse_config
+from fedfort.errors import FedfortError, PrivacyBudgetExhausted
 from fedfort.server.engine import RoundRecord
 
 __all__ = ["main"]
@@ -55,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         help="attack run by a share of the clients (see docs/attacks.md), e.g. sign_flip",
     )
     sim.add_argument("--attack-fraction", type=float, help="share of malicious clients")
+    sim.add_argument("--privacy", help="user-level DP: central, distributed, local or none")
+    sim.add_argument(
+        "--target-epsilon",
+        type=float,
+        help="privacy budget; calibrates the noise multiplier when none is configured",
+    )
+    sim.add_argument("--noise-multiplier", type=float, help="DP-FedAvg noise multiplier z")
+    sim.add_argument("--delta", type=float, help="delta of the privacy guarantee")
 
     red = sub.add_parser(
         "redteam",
@@ -68,12 +77,78 @@ def _parser() -> argparse.ArgumentParser:
     red.add_argument("--rounds", type=int, help="override the rounds of every cell")
     red.add_argument("--seeds", help="comma-separated seeds overriding the config's, e.g. 0,1")
     red.add_argument("--quiet", action="store_true", help="no progress bar")
+    priv = sub.add_parser("privacy", help="privacy planning").add_subparsers(
+        dest="privacy_command", required=True
+    )
+    plan = priv.add_parser(
+        "plan",
+        help="noise multiplier for a target (epsilon, delta)",
+        description="Calibrate the DP-FedAvg noise multiplier that meets a target epsilon at "
+        "delta over the given rounds, with Poisson client sampling at the given rate (1 = "
+        "every client every round, no amplification), and print the epsilon curve.",
+    )
+    plan.add_argument("--epsilon", type=float, required=True, help="target epsilon")
+    plan.add_argument("--delta", type=float, default=1e-5, help="delta (default %(default)s)")
+    plan.add_argument("--rounds", type=int, required=True, help="rounds the run will take")
+    plan.add_argument(
+        "--sampling-rate", type=float, default=1.0, help="client sampling rate q (default 1)"
+    )
+    plan.add_argument("--accountant", default="rdp", choices=["rdp", "pld"])
+    plan.add_argument("--points", type=int, default=10, help="points of the epsilon curve")
     return parser
+
+
+def _privacy_plan(args: argparse.Namespace) -> int:
+    from fedfort.privacy.accounting import PrivacyEvent
+    from fedfort.privacy.planning import plan_noise
+
+    if not 0.0 < args.sampling_rate <= 1.0:
+        raise FedfortError(f"--sampling-rate must be in (0, 1], got {args.sampling_rate}")
+
+    def event(z: float) -> PrivacyEvent:
+        return PrivacyEvent("gaussian", z, sampling_rate=args.sampling_rate)
+
+    plan = plan_noise(
+        args.epsilon, args.delta, args.rounds, event, args.accountant, points=args.points
+    )
+    sampling = (
+        "every client every round"
+        if args.sampling_rate == 1.0
+        else f"Poisson sampling rate {args.sampling_rate:g}"
+    )
+    print(
+        f"noise multiplier {plan.noise_multiplier:.4f} meets epsilon {args.epsilon:g} at delta "
+        f"{args.delta:g} over {args.rounds} rounds ({sampling}, {args.accountant} accountant); "
+        f"accounted epsilon {plan.epsilon:.4f}"
+    )
+    print(f"{'round':>7}  {'epsilon':>9}")
+    for round_, eps in plan.curve:
+        print(f"{round_:>7}  {eps:>9.4f}")
+    return 0
+
+
+def _privacy_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """Apply --privacy, --target-epsilon, --noise-multiplier and --delta in one step."""
+    given = {
+        "mode": args.privacy,
+        "target_epsilon": args.target_epsilon,
+        "noise_multiplier": args.noise_multiplier,
+        "delta": args.delta,
+    }
+    if all(v is None for v in given.values()):
+        return config
+    body = config.to_dict()
+    section = body["privacy"]
+    if args.target_epsilon is not None and args.noise_multiplier is None:
+        # a new target means a new calibration, not the configured noise multiplier
+        section["noise_multiplier"] = None
+    section.update({k: v for k, v in given.items() if v is not None})
+    return parse_config(body)
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from fedfort.simulation.results import write_results
-    from fedfort.simulation.simulation import Simulation
+    from fedfort.simulation.simulation import Simulation, SimulationResult
 
     if args.resume:
         if args.config or any(
@@ -104,6 +179,7 @@ def _simulate(args: argparse.Namespace) -> int:
             config = config.with_overrides({"attack": {"name": args.attack}})
         overrides["attack.fraction"] = args.attack_fraction
         config = config.with_overrides(overrides)
+        config = _privacy_overrides(config, args)
         sim = Simulation(config, args.out)
     with sim:
         done = sim.engine.round
@@ -117,15 +193,26 @@ def _simulate(args: argparse.Namespace) -> int:
             bar.set_postfix(postfix)
             bar.update(1)
 
+        exhausted: PrivacyBudgetExhausted | None = None
         try:
             result = sim.run(on_round=on_round)
+        except PrivacyBudgetExhausted as exc:
+            if not isinstance(exc.result, SimulationResult):
+                raise
+            exhausted, result = exc, exc.result
         finally:
             bar.close()
         path = write_results(result, args.out)
+    if exhausted is not None:
+        print(f"fedfort: {exhausted}", file=sys.stderr)
     final = result.final
     acc = final["accuracy"]
     acc_text = "n/a" if acc is None else f"{acc:.4f}"
-    print(f"finished {final['rounds']} rounds: test accuracy {acc_text}; results in {path}")
+    eps = final.get("epsilon")
+    eps_text = "" if eps is None else f", epsilon {eps:.3f} at delta {final['delta']:g}"
+    print(
+        f"finished {final['rounds']} rounds: test accuracy {acc_text}{eps_text}; results in {path}"
+    )
     return 0
 
 
@@ -182,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "redteam":
             return _redteam(args)
+        if args.command == "privacy":
+            return _privacy_plan(args)
     except FedfortError as exc:
         print(f"fedfort: error: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,9 @@
 """Typed run configuration, loaded from TOML and validated before anything runs.
 
 A config file has top-level ``seed`` and ``rounds`` and the tables ``[data]``, ``[model]``,
-``[clients]``, ``[server]``, ``[defense]``, ``[detection]``, ``[reputation]``, ``[simulation]``
-and ``[attack]``; every key has a default, so an empty file is a
-valid run. Unknown keys, wrong types and impossible combinations raise
+``[clients]``, ``[server]``, ``[defense]``, ``[detection]``, ``[reputation]``, ``[simulation]``,
+``[attack]`` and ``[privacy]`` (with ``[privacy.dp_sgd]``); every key has a default, so an
+empty file is a valid run. Unknown keys, wrong types and impossible combinations raise
 :class:`~fedfort.errors.ConfigError` naming the key and what to change. ``docs/configuration.md``
 lists every key.
 """
@@ -30,7 +30,9 @@ __all__ = [
     "DataConfig",
     "DefenseConfig",
     "DetectionConfig",
+    "DpSgdConfig",
     "ModelConfig",
+    "PrivacyConfig",
     "ReputationConfig",
     "RunConfig",
     "ServerConfig",
@@ -156,6 +158,54 @@ class SimulationConfig(_Section):
     torch_threads: int = Field(1, ge=1)
 
 
+class DpSgdConfig(_Section):
+    """Sample-level DP-SGD at every client, through Opacus."""
+
+    enabled: bool = False
+    noise_multiplier: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of each client's own epsilon")
+
+
+class PrivacyConfig(_Section):
+    """User-level differential privacy of the run (see docs/privacy.md).
+
+    ``mode`` places the noise: ``central`` (the server clips and adds noise), ``distributed``
+    (each client clips and adds its share, so the sum carries the noise), ``local`` (each
+    client makes its own update private with per-round ``local_epsilon``).
+    """
+
+    mode: Literal["none", "central", "distributed", "local"] = "none"
+    accountant: Literal["rdp", "pld"] = "rdp"
+    delta: float = Field(1e-5, gt=0, lt=1)
+    target_epsilon: float | None = Field(
+        None, gt=0, description="budget; calibrates noise_multiplier when that is unset"
+    )
+    noise_multiplier: float | None = Field(None, gt=0)
+    sampling: Literal["fixed", "poisson"] = Field(
+        "fixed", description="poisson: each client joins with p = server.fraction (amplified)"
+    )
+    clip_norm: float = Field(1.0, gt=0, description="L2 clip of each update (initial if adaptive)")
+    adaptive_clipping: bool = False
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_learning_rate: float = Field(0.2, gt=0)
+    clip_count_stddev: float | None = Field(
+        None, gt=0, description="noise on the clipped count; default expected participants / 20"
+    )
+    noise_shares: int | None = Field(
+        None, ge=1, description="distributed: noise shares a round needs; default all expected"
+    )
+    secure_noise: bool = Field(True, description="OS CSPRNG noise; false = seeded, no guarantee")
+    local_mechanism: Literal["gaussian", "laplace"] = "gaussian"
+    local_epsilon: float | None = Field(None, gt=0, description="local mode: per-round epsilon")
+    local_delta: float = Field(1e-5, gt=0, lt=1, description="local Gaussian: per-round delta")
+    dp_sgd: DpSgdConfig = Field(default_factory=DpSgdConfig)
+
+    @property
+    def user_level(self) -> bool:
+        return self.mode in ("central", "distributed")
+
+
 class RunConfig(_Section):
     """A whole simulation run."""
 
@@ -170,9 +220,11 @@ class RunConfig(_Section):
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     attack: AttackConfig = Field(default_factory=NoAttack)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        _check_privacy(self)
         if self.server.min_clients > self.clients.count:
             raise ValueError(
                 f"server.min_clients ({self.server.min_clients}) exceeds clients.count "
@@ -224,6 +276,67 @@ class RunConfig(_Section):
         return parse_config(body)
 
 
+def _check_privacy(cfg: RunConfig) -> None:
+    """Refuse privacy settings whose guarantee would not hold or could not be computed."""
+    p = cfg.privacy
+    if p.mode == "none":
+        if p.target_epsilon is not None or p.noise_multiplier is not None:
+            raise ValueError(
+                "privacy.target_epsilon / noise_multiplier need privacy.mode = 'central', "
+                "'distributed' or 'local'"
+            )
+        return
+    if p.mode == "local":
+        if p.local_epsilon is None:
+            raise ValueError("privacy.mode = 'local' needs privacy.local_epsilon (per round)")
+        if p.noise_multiplier is not None or p.adaptive_clipping or p.sampling == "poisson":
+            raise ValueError(
+                "privacy.mode = 'local' is set by local_epsilon alone: drop noise_multiplier, "
+                "adaptive_clipping and sampling = 'poisson'"
+            )
+        return
+    if p.noise_multiplier is None and p.target_epsilon is None:
+        raise ValueError(
+            f"privacy.mode = {p.mode!r} needs privacy.noise_multiplier or privacy.target_epsilon "
+            "(which calibrates the noise for the configured rounds)"
+        )
+    if p.local_epsilon is not None:
+        raise ValueError("privacy.local_epsilon applies only to privacy.mode = 'local'")
+    # the sensitivity analysis of DP-FedAvg holds for a plain sum of clipped updates from an
+    # independent sample: data-dependent exclusion, weighting or selection breaks it
+    if cfg.defense.aggregator != "fedavg" or cfg.defense.norm_bound is not None:
+        raise ValueError(
+            f"privacy.mode = {p.mode!r} aggregates the clipped updates as a noisy sum: set "
+            "defense.aggregator = 'fedavg' without norm_bound (privacy.clip_norm clips); robust "
+            "rules look at individual updates, which the guarantee does not cover"
+        )
+    if cfg.defense.robust_lr_threshold is not None:
+        raise ValueError("privacy needs defense.robust_lr_threshold unset (it reads every update)")
+    if cfg.detection.enabled or cfg.reputation.enabled:
+        raise ValueError(
+            f"privacy.mode = {p.mode!r} cannot be combined with detection or reputation: they "
+            "exclude or select clients by their updates, which the accounting does not cover"
+        )
+    if cfg.clients.algorithm == "scaffold":
+        raise ValueError(
+            "SCAFFOLD's control variates are released without noise: use fedavg or fedprox "
+            "with user-level privacy"
+        )
+    if p.sampling == "poisson" and cfg.server.fraction >= 1.0:
+        raise ValueError(
+            "privacy.sampling = 'poisson' samples each client with p = server.fraction: set "
+            "server.fraction below 1 (or use sampling = 'fixed' to take everyone every round)"
+        )
+    if p.sampling == "poisson" and cfg.server.min_clients > 1:
+        raise ValueError("Poisson sampling ignores server.min_clients: leave it at 1")
+    count_std, z = p.clip_count_stddev, p.noise_multiplier
+    if p.adaptive_clipping and count_std is not None and z is not None and 2 * count_std <= z:
+        raise ValueError(
+            "adaptive clipping needs 2 * privacy.clip_count_stddev > noise_multiplier "
+            "(the clipped count takes part of the noise budget): raise clip_count_stddev"
+        )
+
+
 def _describe(error: ValidationError, known: dict[str, list[str]]) -> str:
     lines = []
     for item in error.errors():
@@ -237,12 +350,13 @@ def _describe(error: ValidationError, known: dict[str, list[str]]) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def _known_keys() -> dict[str, list[str]]:
-    known = {"": list(RunConfig.model_fields)}
-    for name, field in RunConfig.model_fields.items():
+def _known_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, list[str]]:
+    """Every section's keys by dotted path, nested sections included (``privacy.dp_sgd``)."""
+    known = {prefix: list(model.model_fields)}
+    for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            known[name] = list(annotation.model_fields)
+            known.update(_known_keys(annotation, f"{prefix}.{name}" if prefix else name))
     return known
 
 

@@ -13,12 +13,15 @@ quorum)::
     ├── AggregationError         a rule's precondition does not hold for this round's updates
     │                            (e.g. Krum needs n > 2f + 2); the attempt is discarded
     ├── RoundFailed              a round could not commit (e.g. below quorum after all retries)
+    ├── PrivacyBudgetExhausted   one more round would spend more privacy than the target
     └── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
 
 Messages say what was wrong and what to do about it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "AggregationError",
@@ -28,6 +31,7 @@ __all__ = [
     "FedfortError",
     "InvalidUpdate",
     "PeerError",
+    "PrivacyBudgetExhausted",
     "RoundFailed",
 ]
 
@@ -70,6 +74,36 @@ class AggregationError(FedfortError):
 
 class RoundFailed(FedfortError):
     """A round could not be committed, for example because too few clients took part."""
+
+
+class PrivacyBudgetExhausted(FedfortError):
+    """The next round would push the accounted epsilon past the run's target.
+
+    Raised *before* the round does any work, so the last committed round (and its checkpoint)
+    is the run's clean final state. ``spent`` is the epsilon spent so far, ``next_epsilon``
+    what one more round would bring it to, and ``result`` (set by the simulation) the run up
+    to the last committed round.
+    """
+
+    def __init__(self, message: str, *, spent: float, next_epsilon: float, target: float) -> None:
+        super().__init__(message)
+        self.spent = spent
+        self.next_epsilon = next_epsilon
+        self.target = target
+        self.result: object | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only arguments need this to cross process boundaries (worker pools)
+        return (
+            _rebuild_budget_error,
+            (str(self), self.spent, self.next_epsilon, self.target),
+        )
+
+
+def _rebuild_budget_error(
+    message: str, spent: float, next_epsilon: float, target: float
+) -> PrivacyBudgetExhausted:
+    return PrivacyBudgetExhausted(message, spent=spent, next_epsilon=next_epsilon, target=target)
 
 
 class CheckpointError(FedfortError):

@@ -12,10 +12,33 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Algorithm", "ClientUpdate", "LocalTrainingConfig", "LossName", "TrainTask"]
+__all__ = [
+    "Algorithm",
+    "ClientPrivacy",
+    "ClientUpdate",
+    "DpSgdSettings",
+    "LocalTrainingConfig",
+    "LossName",
+    "TrainTask",
+]
 
 Algorithm = Literal["fedavg", "fedprox", "scaffold"]
 LossName = Literal["cross_entropy", "mse"]
+LocalMechanism = Literal["gaussian", "laplace"]
+
+
+@dataclass(frozen=True)
+class DpSgdSettings:
+    """Sample-level DP-SGD at the client (Abadi et al., CCS 2016), run through Opacus.
+
+    Every per-sample gradient is clipped to L2 norm ``max_grad_norm`` and Gaussian noise with
+    std ``noise_multiplier * max_grad_norm`` is added to each batch sum; batches are Poisson
+    samples of the client's data. ``delta`` is the delta at which the client reports epsilon.
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float = 1e-5
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,34 @@ class LocalTrainingConfig:
     weight_decay: float = 0.0
     mu: float = 0.0
     loss: LossName = "cross_entropy"
+    dp_sgd: DpSgdSettings | None = None
+
+
+@dataclass(frozen=True)
+class ClientPrivacy:
+    """What the server asks a client to do to its update before it leaves the client.
+
+    - ``clip_norm``: clip the update to this L2 norm (L1 norm for local Laplace); ``None``
+      leaves the update unclipped (central DP clips at the server).
+    - ``noise_std``: std of the Gaussian noise the client adds to its clipped update, its
+      share of the distributed DP noise (0 for none).
+    - ``report_clipped``: send ``clip_indicator`` for adaptive clipping (1 if the update's
+      norm was within ``clip_norm``, centred to +-1/2), plus ``indicator_noise_std`` noise.
+    - ``local``: a local DP mechanism with per-round ``local_epsilon`` (and ``local_delta``
+      for Gaussian); the client clips and noises so that its single update is private on its
+      own, trusting no one.
+    - ``secure_noise``: draw noise from the OS CSPRNG (otherwise from a generator seeded with
+      the task seed, for reproducible experiments only).
+    """
+
+    clip_norm: float | None = None
+    noise_std: float = 0.0
+    report_clipped: bool = False
+    indicator_noise_std: float = 0.0
+    local: LocalMechanism | None = None
+    local_epsilon: float = 0.0
+    local_delta: float = 0.0
+    secure_noise: bool = True
 
 
 @dataclass(frozen=True)
@@ -48,6 +99,7 @@ class TrainTask:
     config: LocalTrainingConfig
     seed: int
     server_control: np.ndarray | None = None
+    privacy: ClientPrivacy | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +108,8 @@ class ClientUpdate:
 
     ``control_delta`` is SCAFFOLD's ``c_i+ - c_i`` and is ``None`` for other algorithms.
     ``metrics`` holds local measurements such as ``train_loss`` and ``train_time_s``.
+    ``clip_indicator`` is the (possibly noised) adaptive-clipping bit asked for by
+    :class:`ClientPrivacy`.
     """
 
     round: int
@@ -64,3 +118,4 @@ class ClientUpdate:
     num_samples: int
     metrics: dict[str, float] = field(default_factory=dict)
     control_delta: np.ndarray | None = None
+    clip_indicator: float | None = None

@@ -166,6 +166,10 @@ class AdversarialClient(FederatedClient):
         self.coalition = coalition
         self.seed = seed
 
+    def finalize(self, task: TrainTask, update: ClientUpdate) -> ClientUpdate:
+        """A malicious client sends what it crafts: it neither clips nor adds privacy noise."""
+        return update
+
     def handle(self, task: TrainTask, trainer: LocalTrainer) -> ClientUpdate:
         if self.coalition is not None:
             # the coalition crafts after the round's updates are in (see Coalition.craft)

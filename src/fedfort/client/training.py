@@ -84,6 +84,8 @@ class LocalTrainer:
             raise ConfigError(f"client {task.client_id} has no training samples")
         global_vec = torch.from_numpy(np.ascontiguousarray(task.weights, dtype=np.float32))
         self.bound.load(global_vec)
+        if cfg.dp_sgd is not None:
+            return self._fit_dp_sgd(task, data, global_vec, start)
         params = self.bound.params
         global_params = self.bound.split_params(global_vec)
 
@@ -145,6 +147,29 @@ class LocalTrainer:
             num_samples=n,
             metrics=metrics,
             control_delta=control_delta,
+        )
+
+    def _fit_dp_sgd(
+        self, task: TrainTask, data: ClientData, global_vec: torch.Tensor, start: float
+    ) -> ClientUpdate:
+        """Sample-level DP-SGD through Opacus (see :mod:`fedfort.client.dp_sgd`)."""
+        from fedfort.client.dp_sgd import train_dp_sgd  # Opacus loads only when asked for
+
+        stats = train_dp_sgd(self.model, data, task.config, task.seed)
+        delta = (self.bound.flatten_torch() - global_vec).numpy()
+        return ClientUpdate(
+            round=task.round,
+            client_id=task.client_id,
+            delta=delta.astype(np.float32, copy=False),
+            num_samples=len(data),
+            metrics={
+                "train_loss": stats.train_loss,
+                "local_steps": float(stats.steps),
+                "train_time_s": time.perf_counter() - start,
+                "dp_sgd_steps": float(stats.steps),
+                "dp_sgd_sample_rate": stats.sample_rate,
+                "dp_sgd_noise_multiplier": stats.noise_multiplier,
+            },
         )
 
 

@@ -162,6 +162,8 @@ class RoundRecord:
     model_sha256: str
     measurements: dict[str, dict[str, Any]]
     discarded_attempts: list[dict[str, Any]]
+    epsilon: float | None = None
+    delta: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,6 +283,9 @@ class RoundEngine:
             model_sha256=vector_sha256(self.model),
             measurements=ctx.measurements,
             discarded_attempts=discarded,
+            # privacy spent so far, when a privacy stage accounted for the round
+            epsilon=ctx.measurements.get("privacy", {}).get("epsilon"),
+            delta=ctx.measurements.get("privacy", {}).get("delta"),
         )
         for hook in self.hooks:
             hook.on_commit(self, record)

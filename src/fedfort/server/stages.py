@@ -13,7 +13,7 @@ import numpy as np
 
 from fedfort.aggregation.base import Aggregator, UpdateBatch
 from fedfort.errors import AggregationError, ConfigError
-from fedfort.messages import LocalTrainingConfig, TrainTask
+from fedfort.messages import ClientPrivacy, LocalTrainingConfig, TrainTask
 from fedfort.server.engine import RoundContext, Stage
 from fedfort.server.optimizers import ServerOptimizer
 
@@ -37,7 +37,11 @@ def task_seed(run_seed: int, round_: int, attempt: int, client_id: str) -> int:
 
 
 class Broadcast(Stage):
-    """Create one :class:`TrainTask` per selected client carrying the global model."""
+    """Create one :class:`TrainTask` per selected client carrying the global model.
+
+    ``control`` supplies SCAFFOLD's server control variate and ``privacy`` the round's privacy
+    directive (clip norm, noise share) when the run is differentially private.
+    """
 
     name = "broadcast"
 
@@ -46,13 +50,16 @@ class Broadcast(Stage):
         local: LocalTrainingConfig,
         run_seed: int,
         control: Callable[[], np.ndarray] | None = None,
+        privacy: Callable[[], ClientPrivacy] | None = None,
     ) -> None:
         self.local = local
         self.run_seed = run_seed
         self.control = control
+        self.privacy = privacy
 
     def run(self, ctx: RoundContext) -> None:
         server_control = None if self.control is None else self.control()
+        directive = None if self.privacy is None else self.privacy()
         ctx.tasks = [
             TrainTask(
                 round=ctx.round,
@@ -62,6 +69,7 @@ class Broadcast(Stage):
                 config=self.local,
                 seed=task_seed(self.run_seed, ctx.round, ctx.attempt, cid),
                 server_control=server_control,
+                privacy=directive,
             )
             for cid in ctx.selected
         ]

@@ -209,7 +209,8 @@ class PoolExecutor(_SimulatedExecutor):
         received: list[ClientUpdate] = []
         for task, future in futures:
             if future in done:
-                received.append(future.result())
+                # noise and reports are added here, as the client's last step before sending
+                received.append(self.clients.get(task.client_id).finalize(task, future.result()))
             else:
                 future.cancel()
                 missing.append(task.client_id)

@@ -30,6 +30,8 @@ def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
     }
     if result.security is not None:
         body["security"] = result.security
+    if result.privacy is not None:
+        body["privacy"] = result.privacy
     path = out / RESULTS_FILE
     path.write_text(json.dumps(body, indent=2, sort_keys=False), encoding="utf-8")
     plot_history(result.records, out / PLOT_FILE)
@@ -37,9 +39,13 @@ def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
 
 
 def plot_history(records: list[dict[str, Any]], path: str | Path) -> None:
-    """Plot test accuracy and loss per round (rounds without evaluation are skipped)."""
+    """Plot test accuracy and loss per round (rounds without evaluation are skipped) and, for
+    a private run, accuracy against the epsilon spent."""
     evaluated = [r for r in records if r.get("accuracy") is not None]
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    private = [r for r in evaluated if r.get("epsilon") is not None]
+    panels = 3 if private else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    ax_acc, ax_loss = axes[0], axes[1]
     rounds = [r["round"] for r in evaluated]
     ax_acc.plot(rounds, [r["accuracy"] for r in evaluated], marker="o", markersize=3)
     ax_acc.set_xlabel("round")
@@ -50,6 +56,19 @@ def plot_history(records: list[dict[str, Any]], path: str | Path) -> None:
     ax_loss.set_xlabel("round")
     ax_loss.set_ylabel("test loss")
     ax_loss.grid(alpha=0.3)
+    if private:
+        ax_eps = axes[2]
+        ax_eps.plot(
+            [r["epsilon"] for r in private],
+            [r["accuracy"] for r in private],
+            marker="o",
+            markersize=3,
+            color="C2",
+        )
+        ax_eps.set_xlabel(f"epsilon spent (delta = {private[-1]['delta']:g})")
+        ax_eps.set_ylabel("test accuracy")
+        ax_eps.set_ylim(0, 1)
+        ax_eps.grid(alpha=0.3)
     fig.suptitle("fedfort: global model on the server's held-out test set")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

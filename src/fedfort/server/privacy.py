@@ -1,0 +1,297 @@
+"""The server's privacy stages: budget guard, Poisson sampling, DP-FedAvg and the accountant.
+
+With user-level DP the pipeline becomes::
+
+    privacy_budget -> select (Poisson or fixed) -> broadcast (+ privacy directive) -> collect
+    -> verify -> quorum -> aggregate (DP-FedAvg) -> server step -> evaluate -> privacy
+
+- :class:`GuardPrivacyBudget` asks the accountant what epsilon one more round would reach and
+  raises :class:`~fedfort.errors.PrivacyBudgetExhausted` *before* the round does any work if
+  that exceeds the target, so no round ever overshoots and the last checkpoint is clean.
+- :class:`PoissonSelection` includes every client independently with probability ``q``, from
+  the OS CSPRNG when the noise is secure (amplification by sampling assumes the sample is
+  secret from whoever sees the models).
+- :class:`PrivateAggregate` is DP-FedAvg (McMahan et al., ICLR 2018) with adaptive clipping
+  (Andrew et al., NeurIPS 2021), central or distributed (see :mod:`fedfort.privacy.dp_fedavg`).
+- :class:`AccountPrivacy` composes the round's release into the ledger (applied on commit) and
+  records epsilon spent so far at the run's delta, plus the clients' own DP-SGD epsilons.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from fedfort.errors import ConfigError, PrivacyBudgetExhausted
+from fedfort.messages import ClientPrivacy
+from fedfort.privacy.accounting import Accountant, PrivacyEvent
+from fedfort.privacy.dp_fedavg import DpFedAvgPlan, next_clip_norm
+from fedfort.privacy.mechanisms import clip_rows_l2
+from fedfort.privacy.noise import NoiseSource, make_noise, snap, snapping_grid
+from fedfort.server.engine import RoundContext, Stage
+
+__all__ = [
+    "AccountPrivacy",
+    "GuardPrivacyBudget",
+    "PoissonSelection",
+    "PrivacyLedger",
+    "PrivateAggregate",
+    "default_noise_shares",
+]
+
+_SERVER_NOISE = 0x73727672  # separates the server's seeded noise stream from training seeds
+
+
+def _server_noise(secure: bool, seed: int, round_: int, attempt: int, stream: int) -> NoiseSource:
+    if secure:
+        return make_noise(True)
+    seq = np.random.SeedSequence(seed, spawn_key=(round_, attempt, stream, _SERVER_NOISE))
+    return make_noise(False, int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+
+
+def default_noise_shares(plan: DpFedAvgPlan) -> int:
+    """Noise shares a distributed round needs by default: every expected participant for a
+    fixed sample; for Poisson sampling, two standard deviations below the expected count, so
+    that rounds are rarely short of noise (a short round is discarded, never released)."""
+    m = plan.expected_participants
+    if plan.sampling == "fixed":
+        return int(m)
+    spread = math.sqrt(m * (1.0 - plan.sampling_rate))
+    return max(1, math.floor(m - 2.0 * spread))
+
+
+@dataclass
+class PrivacyLedger:
+    """The run's privacy ledger: accountant, per-round event, target and delta."""
+
+    accountant: Accountant
+    event: PrivacyEvent
+    delta: float
+    target_epsilon: float | None = None
+    _cache: dict[int, float] = field(default_factory=dict)
+
+    def spent(self) -> float:
+        """Epsilon of the committed rounds at the run's delta."""
+        return self._epsilon_at(self.accountant.count)
+
+    def after_next(self) -> float:
+        """Epsilon after one more round."""
+        return self._epsilon_at(self.accountant.count + 1)
+
+    def _epsilon_at(self, releases: int) -> float:
+        # every round releases the same event, so epsilon depends on the count alone
+        if releases not in self._cache:
+            extra = releases - self.accountant.count
+            if extra < 0:
+                raise ValueError("the ledger only grows")
+            more = [(self.event, extra)] if extra else []
+            self._cache[releases] = self.accountant.epsilon(self.delta, more)
+        return self._cache[releases]
+
+
+class GuardPrivacyBudget(Stage):
+    """Stop the run before a round whose release would exceed the target epsilon."""
+
+    name = "privacy_budget"
+
+    def __init__(self, ledger: PrivacyLedger) -> None:
+        self.ledger = ledger
+
+    def run(self, ctx: RoundContext) -> None:
+        target = self.ledger.target_epsilon
+        if target is None:
+            return
+        spent, upcoming = self.ledger.spent(), self.ledger.after_next()
+        if upcoming > target:
+            raise PrivacyBudgetExhausted(
+                f"privacy budget exhausted after round {ctx.round - 1}: epsilon spent "
+                f"{spent:.4f}, one more round would reach {upcoming:.4f} > target {target:g} "
+                f"at delta {self.ledger.delta:g}. The last committed round is final",
+                spent=spent,
+                next_epsilon=upcoming,
+                target=target,
+            )
+
+
+class PoissonSelection(Stage):
+    """Each client takes part independently with probability ``rate`` (Poisson sampling)."""
+
+    name = "select"
+
+    def __init__(self, rate: float, *, secure: bool, seed: int) -> None:
+        if not 0.0 < rate < 1.0:
+            raise ConfigError(f"Poisson sampling needs a rate in (0, 1), got {rate}")
+        self.rate = rate
+        self.secure = secure
+        self.seed = seed
+
+    def run(self, ctx: RoundContext) -> None:
+        noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 1)
+        chosen = noise.bernoulli(self.rate, len(ctx.client_ids))
+        ctx.selected = [cid for cid, keep in zip(ctx.client_ids, chosen, strict=True) if keep]
+        ctx.measure(self.name, selected=len(ctx.selected), eligible=len(ctx.client_ids))
+        if not ctx.selected:
+            ctx.discard("the Poisson sample is empty")
+
+
+class PrivateAggregate(Stage):
+    """DP-FedAvg over the accepted updates: clipped sum + Gaussian noise over ``E[m]``.
+
+    ``central``: the server clips every update to ``C``, adds ``N(0, (z_delta C)^2)`` to the
+    sum and, with adaptive clipping, noises the clipped count itself. ``distributed``: the
+    clients already clipped and noised (see :func:`fedfort.client.privacy.privatize`), so the
+    server only sums; a round with fewer than ``noise_shares`` updates would carry too little
+    noise and is discarded before anything is released. Sums and noise are float64; the noisy
+    sum is snapped to a power-of-two grid below the noise scale (:mod:`fedfort.privacy.noise`).
+    """
+
+    name = "aggregate"
+
+    def __init__(
+        self,
+        plan: DpFedAvgPlan,
+        clip_norm: float,
+        *,
+        secure: bool,
+        seed: int,
+        target_quantile: float = 0.5,
+        clip_learning_rate: float = 0.2,
+        noise_shares: int | None = None,
+    ) -> None:
+        if not clip_norm > 0:
+            raise ConfigError(f"clip norm must be > 0, got {clip_norm}")
+        self.plan = plan
+        self.clip_norm = float(clip_norm)
+        self.secure = secure
+        self.seed = seed
+        self.target_quantile = target_quantile
+        self.clip_learning_rate = clip_learning_rate
+        self.noise_shares = noise_shares or default_noise_shares(plan)
+
+    def directive(self) -> ClientPrivacy:
+        """What every selected client must do to its update this round."""
+        plan = self.plan
+        if plan.placement == "central":
+            return ClientPrivacy(secure_noise=self.secure)
+        share = math.sqrt(self.noise_shares)
+        return ClientPrivacy(
+            clip_norm=self.clip_norm,
+            noise_std=plan.update_noise_multiplier * self.clip_norm / share,
+            report_clipped=plan.adaptive,
+            indicator_noise_std=plan.count_stddev / share if plan.adaptive else 0.0,
+            secure_noise=self.secure,
+        )
+
+    def run(self, ctx: RoundContext) -> None:
+        plan, clip = self.plan, self.clip_norm
+        updates = list(ctx.accepted)
+        if plan.placement == "distributed" and plan.adaptive:
+            keep = []
+            for u in updates:
+                if u.clip_indicator is None or not math.isfinite(u.clip_indicator):
+                    ctx.reject(u.client_id, "missing_clip_indicator", "adaptive clipping report")
+                else:
+                    keep.append(u)
+            updates = keep
+        if not updates:
+            ctx.discard("no valid update to aggregate")
+            return
+        if plan.placement == "distributed" and len(updates) < self.noise_shares:
+            ctx.discard(
+                f"only {len(updates)} distributed noise shares arrived, {self.noise_shares} are "
+                "needed for the round's noise; nothing was released"
+            )
+            return
+        matrix = np.stack([u.delta for u in updates]).astype(np.float64)
+        noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 2)
+        std = plan.update_noise_multiplier * clip
+        if plan.placement == "central":
+            clipped, norms = clip_rows_l2(matrix, clip)
+            total = clipped.sum(axis=0) + noise.gaussian(matrix.shape[1], std)
+            total = snap(total, snapping_grid(std))
+            count = float(np.where(norms <= clip, 0.5, -0.5).sum())
+            if plan.adaptive:
+                count += float(noise.gaussian(1, plan.count_stddev)[0])
+        else:
+            total = matrix.sum(axis=0)
+            count = float(sum(u.clip_indicator or 0.0 for u in updates))
+        m = plan.expected_participants
+        ctx.aggregate = (total / m).astype(np.float32)
+        measured: dict[str, Any] = {
+            "rule": f"dp_fedavg_{plan.placement}",
+            "clip_norm": clip,
+            "noise_std": std,
+            "expected_participants": m,
+        }
+        if plan.adaptive:
+            fraction = count / m + 0.5
+            new_clip = next_clip_norm(clip, fraction, self.target_quantile, self.clip_learning_rate)
+            ctx.pending_state[self.name] = {"clip_norm": new_clip}
+            measured["noisy_unclipped_fraction"] = fraction
+            measured["next_clip_norm"] = new_clip
+        # the exact clipped fraction of a central round is not recorded: it is not private
+        ctx.measure(self.name, **measured)
+        ctx.accepted = updates
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"clip_norm": self.clip_norm}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "clip_norm" in state:
+            self.clip_norm = float(state["clip_norm"])
+
+
+PrivacyMode = Literal["central", "distributed", "local", "none"]
+
+
+class AccountPrivacy(Stage):
+    """Compose the round's release (on commit) and record epsilon spent so far."""
+
+    name = "privacy"
+
+    def __init__(
+        self, ledger: PrivacyLedger | None, mode: PrivacyMode, dp_sgd_delta: float | None = None
+    ) -> None:
+        self.ledger = ledger
+        self.mode = mode
+        self.dp_sgd_delta = dp_sgd_delta
+
+    def run(self, ctx: RoundContext) -> None:
+        values: dict[str, Any] = {"mode": self.mode}
+        if self.ledger is not None:
+            values.update(
+                epsilon=self.ledger.after_next(),
+                delta=self.ledger.delta,
+                noise_multiplier=self.ledger.event.noise_multiplier,
+                accountant=self.ledger.accountant.name,
+                releases=self.ledger.accountant.count + 1,
+            )
+            if self.ledger.target_epsilon is not None:
+                values["target_epsilon"] = self.ledger.target_epsilon
+            ctx.pending_state[self.name] = {"compose": True}
+        if self.dp_sgd_delta is not None:
+            eps = [
+                u.metrics["dp_sgd_epsilon"] for u in ctx.accepted if "dp_sgd_epsilon" in u.metrics
+            ]
+            if eps:
+                values.update(
+                    dp_sgd_delta=self.dp_sgd_delta,
+                    dp_sgd_epsilon_max=float(max(eps)),
+                    dp_sgd_epsilon_mean=float(np.mean(eps)),
+                )
+        ctx.measure(self.name, **values)
+
+    def commit(self, ctx: RoundContext) -> None:
+        if self.ledger is not None and ctx.pending_state.get(self.name):
+            self.ledger.accountant.compose(self.ledger.event)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.ledger is None else self.ledger.accountant.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.ledger is not None:
+            self.ledger.accountant.load_state_dict(state)
+            self.ledger._cache.clear()
