@@ -143,6 +143,9 @@ def _privacy_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig
         # a new target means a new calibration, not the configured noise multiplier
         section["noise_multiplier"] = None
     section.update({k: v for k, v in given.items() if v is not None})
+    if args.privacy == "none":
+        # the non-private twin of a private config: keep only the clients' DP-SGD setting
+        body["privacy"] = {"dp_sgd": section["dp_sgd"]}
     return parse_config(body)
 
 

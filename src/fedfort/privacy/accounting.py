@@ -176,7 +176,7 @@ class Accountant(ABC):
                 f"for {event}; randomized response needs 'replace_one', sampling 'add_remove'"
             )
 
-    def _build(self, extra: Sequence[tuple[PrivacyEvent, int]] = ()) -> PrivacyAccountant:
+    def _runs(self, extra: Sequence[tuple[PrivacyEvent, int]] = ()) -> _Runs:
         # merge runs of identical events, ledger and extra alike, so that "n rounds" is always
         # one self-composition however it was reached (PLD's numerics depend on the grouping)
         runs: list[tuple[PrivacyEvent, int]] = []
@@ -185,18 +185,27 @@ class Accountant(ABC):
                 runs[-1] = (event, runs[-1][1] + n)
             else:
                 runs.append((event, n))
-        acc = self._fresh()
-        for event, n in runs:
-            acc.compose(event.to_dp_event(), n)
-        return acc
+        return tuple(runs)
+
+    def _build(self, extra: Sequence[tuple[PrivacyEvent, int]] = ()) -> PrivacyAccountant:
+        return _compose(self._fresh(), self._runs(extra))
+
+    @property
+    def _key(self) -> tuple[str, str, float]:
+        """What, besides the events, determines this accountant's answers."""
+        return (self.name, self.neighboring, 0.0)
 
     def epsilon(self, delta: float, extra: Sequence[tuple[PrivacyEvent, int]] = ()) -> float:
-        """Epsilon of the ledger (plus ``extra`` releases, not recorded) at ``delta``."""
+        """Epsilon of the ledger (plus ``extra`` releases, not recorded) at ``delta``.
+
+        Answers are memoised per (accountant, ledger, delta): a run asks for the same
+        composition when it checks its budget and when it records the round, and repeated
+        runs of one configuration share their epsilon curve.
+        """
         _check_delta(delta)
         if not self._ledger and not extra:
             return 0.0
-        with _quiet_absl():
-            return float(self._build(extra).get_epsilon(delta))
+        return _epsilon_of(self._key, self._fresh, self._runs(extra), delta)
 
     def delta(self, epsilon: float) -> float:
         """Delta of the ledger at ``epsilon``."""
@@ -225,6 +234,33 @@ class Accountant(ABC):
         self._ledger = [(PrivacyEvent.from_dict(e), int(n)) for e, n in state["events"]]
 
 
+_Runs = tuple[tuple[PrivacyEvent, int], ...]
+
+
+def _compose(acc: PrivacyAccountant, runs: _Runs) -> PrivacyAccountant:
+    for event, n in runs:
+        acc.compose(event.to_dp_event(), n)
+    return acc
+
+
+_EPSILONS: dict[tuple[tuple[str, str, float], _Runs, float], float] = {}
+
+
+def _epsilon_of(
+    key: tuple[str, str, float],
+    fresh: Callable[[], PrivacyAccountant],
+    runs: _Runs,
+    delta: float,
+) -> float:
+    memo = (key, runs, delta)
+    if memo not in _EPSILONS:
+        if len(_EPSILONS) > 4096:
+            _EPSILONS.clear()
+        with _quiet_absl():
+            _EPSILONS[memo] = float(_compose(fresh(), runs).get_epsilon(delta))
+    return _EPSILONS[memo]
+
+
 class RdpAccountant(Accountant):
     """Renyi-DP accounting (``dp_accounting.rdp.RdpAccountant`` with its default orders)."""
 
@@ -244,6 +280,10 @@ class PldAccountant(Accountant):
     ) -> None:
         super().__init__(neighboring)
         self.value_discretization_interval = value_discretization_interval
+
+    @property
+    def _key(self) -> tuple[str, str, float]:
+        return (self.name, self.neighboring, self.value_discretization_interval)
 
     def _fresh(self) -> PrivacyAccountant:
         return pld.PLDAccountant(

@@ -39,7 +39,12 @@ from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
 from fedfort.messages import ClientPrivacy, DpSgdSettings, LocalTrainingConfig, TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
-from fedfort.privacy.accounting import PrivacyEvent, calibrate_noise_multiplier, make_accountant
+from fedfort.privacy.accounting import (
+    AccountantName,
+    PrivacyEvent,
+    calibrate_noise_multiplier,
+    make_accountant,
+)
 from fedfort.privacy.dp_fedavg import DpFedAvgPlan
 from fedfort.privacy.mechanisms import LocalGaussian
 from fedfort.server.checkpoint import CheckpointStore
@@ -201,14 +206,34 @@ def _calibrated(config: RunConfig) -> RunConfig:
     if not priv.user_level or priv.noise_multiplier is not None:
         return config
     assert priv.target_epsilon is not None  # the config validator guarantees one of the two
-    z = calibrate_noise_multiplier(
+    # the round event depends on z and on the sampling; everything else is in the key below
+    probe = _dp_plan(config, 1.0)
+    z = _calibrate(
         priv.target_epsilon,
         priv.delta,
         config.rounds,
-        lambda z: _dp_plan(config, z).round_event(),
         priv.accountant,
+        probe.sampling_rate if probe.sampling == "poisson" else 1.0,
+        probe.sensitivity_factor,
     )
     return config.with_overrides({"privacy.noise_multiplier": z})
+
+
+@functools.lru_cache(maxsize=64)
+def _calibrate(
+    target: float,
+    delta: float,
+    rounds: int,
+    accountant: AccountantName,
+    sampling_rate: float,
+    sensitivity_factor: float,
+) -> float:
+    """Calibration of a DP-FedAvg round event (memoised: presets are run many times)."""
+
+    def event(z: float) -> PrivacyEvent:
+        return PrivacyEvent("gaussian", z / sensitivity_factor, sampling_rate=sampling_rate)
+
+    return calibrate_noise_multiplier(target, delta, rounds, event, accountant)
 
 
 def _local_training(config: RunConfig) -> LocalTrainingConfig:
