@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -rf runs/demo runs/demo-redteam
+	rm -rf runs/demo runs/demo-redteam runs/demo-private
 	$(BIN)/fedfort simulate --config examples/demo.toml --out runs/demo
 	$(BIN)/fedfort redteam --config examples/redteam-demo.toml --out runs/demo-redteam
+	$(BIN)/fedfort simulate --config examples/privacy/dp-fedavg-eps3.toml --out runs/demo-private
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

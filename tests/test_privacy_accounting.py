@@ -62,17 +62,39 @@ def test_mixed_ledger_and_randomized_response_under_replace_one():
     acc = make_accountant("pld", neighboring="replace_one")
     acc.compose(PrivacyEvent("randomized_response", 0.3, num_buckets=4), 3)
     acc.compose(PrivacyEvent("gaussian", 3.0), 2)
+    # the library's PLD accountant ignores a count on randomized response, so the reference
+    # composes each release on its own
+    rr = dp_accounting.RandomizedResponseDpEvent(0.3, 4)
     expected = direct(
         "pld",
-        [
-            (dp_accounting.RandomizedResponseDpEvent(0.3, 4), 3),
-            (dp_accounting.GaussianDpEvent(3.0), 2),
-        ],
+        [(rr, 1), (rr, 1), (rr, 1), (dp_accounting.GaussianDpEvent(3.0), 2)],
         relation=NeighboringRelation.REPLACE_ONE,
     )
     assert acc.epsilon(DELTA) == pytest.approx(expected, rel=1e-9)
+    once = direct("pld", [(rr, 1)], relation=NeighboringRelation.REPLACE_ONE)
+    assert acc.epsilon(DELTA) > 2 * once  # three reports cost more than one
+    # and RDP, which honours counts, agrees that composition grows
+    rdp_acc = make_accountant("rdp", neighboring="replace_one")
+    rdp_acc.compose(PrivacyEvent("randomized_response", 0.3, num_buckets=4), 3)
+    assert rdp_acc.epsilon(DELTA) == pytest.approx(
+        direct("rdp", [(rr, 3)], relation=NeighboringRelation.REPLACE_ONE), rel=1e-9
+    )
     with pytest.raises(ConfigError, match="replace_one"):
         make_accountant("rdp").compose(PrivacyEvent("randomized_response", 0.3))
+
+
+def test_randomized_response_reports_compose_over_rounds():
+    """Five reports at epsilon 1 each: more than one report, at most the basic composition 5."""
+    from fedfort.privacy.mechanisms import rr_noise_parameter
+
+    event = PrivacyEvent("randomized_response", rr_noise_parameter(1.0, 10), num_buckets=10)
+    for name in ("rdp", "pld"):
+        acc = make_accountant(name, neighboring="replace_one")
+        acc.compose(event)
+        single = acc.epsilon(1e-6)
+        acc.compose(event, 4)
+        assert single == pytest.approx(1.0, abs=0.02)
+        assert 2.0 < acc.epsilon(1e-6) <= 5.0 + 1e-6, name
 
 
 def test_extra_events_do_not_change_the_ledger_and_state_round_trips():
@@ -109,7 +131,7 @@ def test_empty_ledger_spends_nothing_and_bad_arguments_are_refused():
         (1.0, 50, 1.0, "rdp"),
         (3.0, 50, 1.0, "pld"),
         (8.0, 200, 0.1, "rdp"),
-        (2.0, 100, 0.05, "pld"),
+        (2.0, 30, 0.05, "pld"),
         (0.5, 10, 1.0, "rdp"),
     ],
 )

@@ -239,7 +239,13 @@ _Runs = tuple[tuple[PrivacyEvent, int], ...]
 
 def _compose(acc: PrivacyAccountant, runs: _Runs) -> PrivacyAccountant:
     for event, n in runs:
-        acc.compose(event.to_dp_event(), n)
+        if event.mechanism == "randomized_response" and isinstance(acc, pld.PLDAccountant):
+            # dp-accounting 0.6's PLD accountant drops the count of a randomized-response
+            # event (it composes it once), so compose each release on its own
+            for _ in range(n):
+                acc.compose(event.to_dp_event())
+        else:
+            acc.compose(event.to_dp_event(), n)
     return acc
 
 
