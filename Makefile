@@ -34,6 +34,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_round_overhead.py
 	$(BIN)/python benchmarks/bench_aggregators.py
+	$(BIN)/python benchmarks/bench_privacy.py
 
 redteam: $(STAMP)
 	$(BIN)/fedfort redteam --config examples/redteam.toml --out runs/redteam

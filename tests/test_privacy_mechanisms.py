@@ -436,3 +436,26 @@ def test_randomized_response_event_accounted(eps: float, k: int) -> None:
 def test_bad_arguments_raise_config_error(call) -> None:
     with pytest.raises(ConfigError):
         call()
+
+
+def test_clipped_sum_never_exceeds_the_bound_and_matches_the_reference() -> None:
+    from fedfort.privacy.mechanisms import clipped_sum
+
+    rng = np.random.default_rng(3)
+    matrix = (rng.standard_normal((7, 20_000)) * rng.uniform(0.001, 3.0, (7, 1))).astype(np.float32)
+    total, norms = clipped_sum(matrix, 1.0)
+    exact = np.linalg.norm(matrix.astype(np.float64), axis=1)
+    np.testing.assert_allclose(norms, exact, rtol=1e-4)
+    reference, _ = clip_rows_l2(matrix, 1.0)
+    np.testing.assert_allclose(total, reference.sum(axis=0), rtol=2e-3, atol=1e-6)
+    # each row's contribution, as clipped_sum computes it, is within the bound in exact
+    # arithmetic: one client moves the sum by at most C
+    for row in matrix:
+        alone, _ = clipped_sum(row[None, :], 1.0)
+        assert np.linalg.norm(alone) <= 1.0
+        if np.linalg.norm(row.astype(np.float64)) > 1.0:
+            assert np.linalg.norm(alone) > 0.998  # clipped, not shrunk further than the slack
+    with pytest.raises(ConfigError):
+        clipped_sum(matrix.astype(np.float64), 1.0)
+    with pytest.raises(ConfigError):
+        clipped_sum(np.full((2, 3), np.nan, dtype=np.float32), 1.0)

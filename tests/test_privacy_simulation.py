@@ -307,3 +307,37 @@ def test_privacy_plan_prints_a_calibrated_multiplier_and_the_curve(capsys):
     rows = [line.split() for line in out.splitlines()[2:]]
     assert [int(r[0]) for r in rows][-1] == 50 and len(rows) >= 5
     assert main(["privacy", "plan", "--epsilon", "3", "--rounds", "5", "--sampling-rate", "2"]) == 2
+
+
+def test_distributed_adaptive_round_rejects_updates_without_a_clip_report():
+    from fedfort.privacy.dp_fedavg import DpFedAvgPlan
+    from fedfort.server.engine import RoundContext
+    from fedfort.server.privacy import PrivateAggregate
+
+    plan = DpFedAvgPlan(
+        "distributed", 1.0, 4, "fixed", sample_size=4, adaptive=True, count_stddev=2
+    )
+    stage = PrivateAggregate(plan, 1.0, secure=False, seed=0, noise_shares=3)
+    delta = np.zeros(5, dtype=np.float32)
+
+    def ctx(indicators):
+        c = RoundContext(
+            1, 1, np.zeros(5, np.float32), np.random.default_rng(0), ("a", "b", "c", "d"), None
+        )  # type: ignore[arg-type]
+        c.accepted = [
+            ClientUpdate(1, cid, delta, 1, clip_indicator=ind)
+            for cid, ind in zip("abcd", indicators, strict=True)
+        ]
+        return c
+
+    good = ctx([0.5, -0.5, 0.5, float("nan")])
+    stage.run(good)
+    assert [r.reason for r in good.rejections] == ["missing_clip_indicator"]
+    assert good.discarded is None and len(good.accepted) == 3
+    assert good.measurements["aggregate"]["noisy_unclipped_fraction"] == pytest.approx(
+        0.5 / 4 + 0.5
+    )
+    short = ctx([0.5, None, None, 0.5])
+    stage.run(short)
+    assert short.discarded is not None and "noise shares" in short.discarded
+    assert short.aggregate is None  # nothing released

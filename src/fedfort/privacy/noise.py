@@ -6,11 +6,12 @@ A :class:`NoiseSource` turns uniformly random 64-bit words into uniforms, Gaussi
 variates, Bernoulli draws and unbiased integers. Only :meth:`NoiseSource.words` differs between
 the two sources, so both go through exactly the same transforms:
 
-- :class:`SecureNoise` reads the operating system's CSPRNG (``os.urandom``: ``getrandom(2)``
-  on Linux). Differential privacy assumes the noise is unpredictable to the adversary; a
-  statistical PRNG such as numpy's PCG64 or Mersenne Twister is not, since its state can be
-  recovered from its outputs (or from a guessed seed) and the noise then subtracted from the
-  release. Every privacy claim fedfort makes is about runs that use this source.
+- :class:`SecureNoise` is a CSPRNG: AES-256-CTR under a fresh key from the operating
+  system's CSPRNG (``os.urandom``: ``getrandom(2)`` on Linux). Differential privacy assumes
+  the noise is unpredictable to the adversary; a statistical PRNG such as numpy's PCG64 or
+  Mersenne Twister is not, since its state can be recovered from its outputs (or from a
+  guessed seed) and the noise then subtracted from the release. Every privacy claim fedfort
+  makes is about runs that use this source.
 - :class:`SeededNoise` draws from numpy's PCG64 with an explicit seed. It exists only for
   reproducible experiments and tests; it gives *no* privacy against anyone who knows or can
   guess the seed, and ``secure`` is ``False`` so callers can refuse it.
@@ -64,6 +65,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fedfort.errors import ConfigError
 
@@ -222,13 +224,25 @@ class NoiseSource(ABC):
 
 
 class SecureNoise(NoiseSource):
-    """Noise from the operating system's CSPRNG (``os.urandom``). The only secure source."""
+    """Noise from a CSPRNG: AES-256 in counter mode keyed from the OS (the only secure source).
+
+    Each instance draws a fresh 256-bit key and 128-bit initial counter from ``os.urandom``
+    and expands them with AES-CTR from ``cryptography`` (the construction of NIST SP 800-90A's
+    CTR_DRBG, without its reseeding). With AES-NI this is several times faster than reading
+    megabytes from ``os.urandom`` for every million-coordinate noise vector, and as
+    unpredictable to anyone without the key, which never leaves this object.
+    """
 
     secure: ClassVar[bool] = True
 
+    def __init__(self) -> None:
+        cipher = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16)))
+        self._stream = cipher.encryptor()
+
     def words(self, n: int) -> np.ndarray:
         count = _check_count(n)
-        return np.frombuffer(os.urandom(8 * count), dtype="<u8").astype(np.uint64)
+        block = self._stream.update(bytes(8 * count))
+        return np.frombuffer(block, dtype="<u8").astype(np.uint64)
 
     def __repr__(self) -> str:
         return "SecureNoise()"

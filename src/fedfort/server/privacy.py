@@ -29,7 +29,7 @@ from fedfort.errors import ConfigError, PrivacyBudgetExhausted
 from fedfort.messages import ClientPrivacy
 from fedfort.privacy.accounting import Accountant, PrivacyEvent
 from fedfort.privacy.dp_fedavg import DpFedAvgPlan, next_clip_norm
-from fedfort.privacy.mechanisms import clip_rows_l2
+from fedfort.privacy.mechanisms import clipped_sum
 from fedfort.privacy.noise import NoiseSource, make_noise, snap, snapping_grid
 from fedfort.server.engine import RoundContext, Stage
 
@@ -205,18 +205,17 @@ class PrivateAggregate(Stage):
                 "needed for the round's noise; nothing was released"
             )
             return
-        matrix = np.stack([u.delta for u in updates]).astype(np.float64)
+        matrix = np.stack([u.delta for u in updates])
         noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 2)
         std = plan.update_noise_multiplier * clip
         if plan.placement == "central":
-            clipped, norms = clip_rows_l2(matrix, clip)
-            total = clipped.sum(axis=0) + noise.gaussian(matrix.shape[1], std)
-            total = snap(total, snapping_grid(std))
+            total, norms = clipped_sum(matrix, clip)
+            total = snap(total + noise.gaussian(matrix.shape[1], std), snapping_grid(std))
             count = float(np.where(norms <= clip, 0.5, -0.5).sum())
             if plan.adaptive:
                 count += float(noise.gaussian(1, plan.count_stddev)[0])
         else:
-            total = matrix.sum(axis=0)
+            total = matrix.sum(axis=0, dtype=np.float64)
             count = float(sum(u.clip_indicator or 0.0 for u in updates))
         m = plan.expected_participants
         ctx.aggregate = (total / m).astype(np.float32)
