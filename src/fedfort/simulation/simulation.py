@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,27 +36,12 @@ from fedfort.data.partition import Partition, partition_dataset
 from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
-from fedfort.messages import ClientPrivacy, DpSgdSettings, LocalTrainingConfig, TrainTask
+from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
-from fedfort.privacy.accounting import (
-    AccountantName,
-    PrivacyEvent,
-    calibrate_noise_multiplier,
-    make_accountant,
-)
-from fedfort.privacy.dp_fedavg import DpFedAvgPlan
-from fedfort.privacy.mechanisms import LocalGaussian
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import RoundEngine, RoundRecord, Stage
 from fedfort.server.optimizers import make_server_optimizer
-from fedfort.server.privacy import (
-    AccountPrivacy,
-    GuardPrivacyBudget,
-    PoissonSelection,
-    PrivacyLedger,
-    PrivateAggregate,
-)
 from fedfort.server.scaffold import ScaffoldControl
 from fedfort.server.selection import SelectClients
 from fedfort.server.stages import (
@@ -71,6 +55,7 @@ from fedfort.server.stages import (
 )
 from fedfort.server.verify import VerifyUpdates
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
+from fedfort.simulation.privacy_setup import PrivacySetup, calibrated, local_training
 
 __all__ = ["CHECKPOINT_FILE", "Simulation", "SimulationResult"]
 
@@ -169,84 +154,6 @@ def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Modul
         return factory(spec.in_features, spec.num_classes, **spec.options)
 
 
-def _noise_multiplier(config: RunConfig) -> float:
-    z = config.privacy.noise_multiplier
-    if z is None:
-        raise ConfigError("user-level privacy needs a noise multiplier (calibrate it first)")
-    return z
-
-
-def _sample_size(config: RunConfig) -> int:
-    n, srv = config.clients.count, config.server
-    return min(n, max(srv.min_clients, math.ceil(srv.fraction * n)))
-
-
-def _dp_plan(config: RunConfig, noise_multiplier: float) -> DpFedAvgPlan:
-    """The DP-FedAvg plan of ``config`` with ``noise_multiplier``."""
-    priv, n = config.privacy, config.clients.count
-    poisson = priv.sampling == "poisson"
-    expected = config.server.fraction * n if poisson else float(_sample_size(config))
-    return DpFedAvgPlan(
-        "central" if priv.mode == "central" else "distributed",
-        noise_multiplier,
-        n,
-        priv.sampling,
-        sample_size=_sample_size(config),
-        sampling_rate=config.server.fraction if poisson else 1.0,
-        adaptive=priv.adaptive_clipping,
-        count_stddev=priv.clip_count_stddev or expected / 20.0,
-    )
-
-
-def _calibrated(config: RunConfig) -> RunConfig:
-    """``config`` with the noise multiplier that meets ``privacy.target_epsilon`` over
-    ``rounds`` rounds, when the noise is not set explicitly. The calibrated value is stored in
-    the config (and so in the checkpoint), so a resumed run keeps it whatever its rounds."""
-    priv = config.privacy
-    if not priv.user_level or priv.noise_multiplier is not None:
-        return config
-    assert priv.target_epsilon is not None  # the config validator guarantees one of the two
-    # the round event depends on z and on the sampling; everything else is in the key below
-    probe = _dp_plan(config, 1.0)
-    z = _calibrate(
-        priv.target_epsilon,
-        priv.delta,
-        config.rounds,
-        priv.accountant,
-        probe.sampling_rate if probe.sampling == "poisson" else 1.0,
-        probe.sensitivity_factor,
-    )
-    return config.with_overrides({"privacy.noise_multiplier": z})
-
-
-@functools.lru_cache(maxsize=64)
-def _calibrate(
-    target: float,
-    delta: float,
-    rounds: int,
-    accountant: AccountantName,
-    sampling_rate: float,
-    sensitivity_factor: float,
-) -> float:
-    """Calibration of a DP-FedAvg round event (memoised: presets are run many times)."""
-
-    def event(z: float) -> PrivacyEvent:
-        return PrivacyEvent("gaussian", z / sensitivity_factor, sampling_rate=sampling_rate)
-
-    return calibrate_noise_multiplier(target, delta, rounds, event, accountant)
-
-
-def _local_training(config: RunConfig) -> LocalTrainingConfig:
-    local = config.clients.local_training()
-    sgd = config.privacy.dp_sgd
-    if not sgd.enabled:
-        return local
-    return dataclasses.replace(
-        local,
-        dp_sgd=DpSgdSettings(sgd.noise_multiplier, sgd.max_grad_norm, sgd.delta),
-    )
-
-
 class _CheckpointHook:
     def __init__(self, store: CheckpointStore) -> None:
         self.store = store
@@ -276,7 +183,7 @@ class Simulation:
         model_factory: ModelFactory | None = None,
         _resuming: bool = False,
     ) -> None:
-        config = _calibrated(config)
+        config = calibrated(config)
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
         # Small per-client models run fastest and reproducibly on one thread; an idle BLAS
@@ -422,44 +329,8 @@ class Simulation:
             server_update=self._server_update if self._root is not None else None,
             seed=config.seed,
         )
-        priv = config.privacy
-        self.privacy_ledger: PrivacyLedger | None = None
-        dp_aggregate: PrivateAggregate | None = None
-        directive: ClientPrivacy | None = None
-        event: PrivacyEvent | None = None
-        if priv.user_level:
-            plan = _dp_plan(config, _noise_multiplier(config))
-            dp_aggregate = PrivateAggregate(
-                plan,
-                priv.clip_norm,
-                secure=priv.secure_noise,
-                seed=config.seed,
-                target_quantile=priv.target_quantile,
-                clip_learning_rate=priv.clip_learning_rate,
-                noise_shares=priv.noise_shares,
-            )
-            event = plan.round_event()
-        elif priv.mode == "local":
-            eps = priv.local_epsilon or 0.0
-            directive = ClientPrivacy(
-                clip_norm=priv.clip_norm,
-                local=priv.local_mechanism,
-                local_epsilon=eps,
-                local_delta=priv.local_delta,
-                secure_noise=priv.secure_noise,
-            )
-            event = (
-                PrivacyEvent(
-                    "gaussian",
-                    LocalGaussian(eps, priv.local_delta, priv.clip_norm).noise_multiplier,
-                )
-                if priv.local_mechanism == "gaussian"
-                else PrivacyEvent("laplace", 1.0 / eps)
-            )
-        if event is not None:
-            self.privacy_ledger = PrivacyLedger(
-                make_accountant(priv.accountant), event, priv.delta, priv.target_epsilon
-            )
+        privacy = PrivacySetup(config)
+        self.privacy_ledger = privacy.ledger
         rep = config.reputation
         self.ledger: ReputationLedger | None = None
         if rep.enabled:
@@ -472,23 +343,14 @@ class Simulation:
                 quarantine_rounds=rep.quarantine_rounds,
                 min_weight=rep.min_weight,
             )
-        stages: list[Stage] = []
-        if self.privacy_ledger is not None and priv.target_epsilon is not None:
-            stages.append(GuardPrivacyBudget(self.privacy_ledger))
-        fixed_directive = directive
-        stages += [
-            PoissonSelection(srv.fraction, secure=priv.secure_noise, seed=config.seed)
-            if priv.user_level and priv.sampling == "poisson"
-            else SelectClients(srv.fraction, srv.min_clients, policy=self.ledger),
+        stages: list[Stage] = [
+            *privacy.guard(),
+            privacy.selection() or SelectClients(srv.fraction, srv.min_clients, policy=self.ledger),
             Broadcast(
-                _local_training(config),
+                local_training(config),
                 config.seed,
                 control=None if scaffold is None else scaffold.current,
-                privacy=dp_aggregate.directive
-                if dp_aggregate is not None
-                else None
-                if fixed_directive is None
-                else lambda: fixed_directive,
+                privacy=privacy.directive(),
             ),
             Collect(srv.deadline_s),
             VerifyUpdates(dim, expect_control=scaffold is not None),
@@ -506,7 +368,7 @@ class Simulation:
         need = min_updates(defense.aggregator, defense.num_byzantine)
         stages += [
             EnforceQuorum(max(srv.min_participants, need), srv.quorum),
-            Aggregate(aggregator) if dp_aggregate is None else dp_aggregate,
+            privacy.aggregate or Aggregate(aggregator),
         ]
         if scaffold is not None:
             stages.append(scaffold)
@@ -519,14 +381,7 @@ class Simulation:
             tau=srv.tau,
         )
         stages += [ApplyServerOptimizer(optimizer), Evaluate(self.evaluate, srv.eval_every)]
-        if self.privacy_ledger is not None or priv.dp_sgd.enabled:
-            stages.append(
-                AccountPrivacy(
-                    self.privacy_ledger,
-                    priv.mode,
-                    priv.dp_sgd.delta if priv.dp_sgd.enabled else None,
-                )
-            )
+        stages += privacy.accounting()
         if self.ledger is not None:
             stages.append(UpdateReputation(self.ledger))
         return stages

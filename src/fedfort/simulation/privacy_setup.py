@@ -1,0 +1,181 @@
+"""From a run's ``[privacy]`` config to the stages and client settings that implement it.
+
+:func:`calibrated` fixes the noise multiplier for a target epsilon (once, stored in the run's
+config); :class:`PrivacySetup` builds the ledger, the budget guard, the selection, the
+broadcast directive, the DP-FedAvg aggregation and the accounting stage that
+:class:`~fedfort.simulation.Simulation` puts into the round engine's pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+from fedfort.config import RunConfig
+from fedfort.errors import ConfigError
+from fedfort.messages import ClientPrivacy, DpSgdSettings, LocalTrainingConfig
+from fedfort.privacy.accounting import (
+    AccountantName,
+    PrivacyEvent,
+    calibrate_noise_multiplier,
+    make_accountant,
+)
+from fedfort.privacy.dp_fedavg import DpFedAvgPlan
+from fedfort.privacy.mechanisms import LocalGaussian
+from fedfort.server.engine import Stage
+from fedfort.server.privacy import (
+    AccountPrivacy,
+    GuardPrivacyBudget,
+    PoissonSelection,
+    PrivacyLedger,
+    PrivateAggregate,
+)
+
+__all__ = ["PrivacySetup", "calibrated", "dp_plan", "local_training"]
+
+
+def sample_size(config: RunConfig) -> int:
+    """Clients selected per round by fixed-size sampling."""
+    n, srv = config.clients.count, config.server
+    return min(n, max(srv.min_clients, math.ceil(srv.fraction * n)))
+
+
+def dp_plan(config: RunConfig, noise_multiplier: float) -> DpFedAvgPlan:
+    """The DP-FedAvg plan of ``config`` with ``noise_multiplier``."""
+    priv, n = config.privacy, config.clients.count
+    poisson = priv.sampling == "poisson"
+    expected = config.server.fraction * n if poisson else float(sample_size(config))
+    return DpFedAvgPlan(
+        "central" if priv.mode == "central" else "distributed",
+        noise_multiplier,
+        n,
+        priv.sampling,
+        sample_size=sample_size(config),
+        sampling_rate=config.server.fraction if poisson else 1.0,
+        adaptive=priv.adaptive_clipping,
+        count_stddev=priv.clip_count_stddev or expected / 20.0,
+    )
+
+
+def calibrated(config: RunConfig) -> RunConfig:
+    """``config`` with the noise multiplier that meets ``privacy.target_epsilon`` over
+    ``rounds`` rounds, when the noise is not set explicitly. The calibrated value is stored in
+    the config (and so in the checkpoint), so a resumed run keeps it whatever its rounds."""
+    priv = config.privacy
+    if not priv.user_level or priv.noise_multiplier is not None:
+        return config
+    if priv.target_epsilon is None:
+        raise ConfigError("user-level privacy needs a noise multiplier or a target epsilon")
+    # the round event depends on z and on the sampling; everything else is in the key below
+    probe = dp_plan(config, 1.0)
+    z = _calibrate(
+        priv.target_epsilon,
+        priv.delta,
+        config.rounds,
+        priv.accountant,
+        probe.sampling_rate if probe.sampling == "poisson" else 1.0,
+        probe.sensitivity_factor,
+    )
+    return config.with_overrides({"privacy.noise_multiplier": z})
+
+
+@functools.lru_cache(maxsize=64)
+def _calibrate(
+    target: float,
+    delta: float,
+    rounds: int,
+    accountant: AccountantName,
+    sampling_rate: float,
+    sensitivity_factor: float,
+) -> float:
+    """Calibration of a DP-FedAvg round event (memoised: presets are run many times)."""
+
+    def event(z: float) -> PrivacyEvent:
+        return PrivacyEvent("gaussian", z / sensitivity_factor, sampling_rate=sampling_rate)
+
+    return calibrate_noise_multiplier(target, delta, rounds, event, accountant)
+
+
+def local_training(config: RunConfig) -> LocalTrainingConfig:
+    """The clients' training settings, with DP-SGD when ``[privacy.dp_sgd]`` enables it."""
+    local = config.clients.local_training()
+    sgd = config.privacy.dp_sgd
+    if not sgd.enabled:
+        return local
+    return dataclasses.replace(
+        local, dp_sgd=DpSgdSettings(sgd.noise_multiplier, sgd.max_grad_norm, sgd.delta)
+    )
+
+
+class PrivacySetup:
+    """The privacy parts of one run's pipeline (all ``None`` for a non-private run)."""
+
+    def __init__(self, config: RunConfig) -> None:
+        priv = config.privacy
+        self.config = config
+        self.aggregate: PrivateAggregate | None = None
+        self._directive: ClientPrivacy | None = None
+        event: PrivacyEvent | None = None
+        if priv.user_level:
+            if priv.noise_multiplier is None:
+                raise ConfigError("calibrate the noise multiplier first (see calibrated())")
+            plan = dp_plan(config, priv.noise_multiplier)
+            self.aggregate = PrivateAggregate(
+                plan,
+                priv.clip_norm,
+                secure=priv.secure_noise,
+                seed=config.seed,
+                target_quantile=priv.target_quantile,
+                clip_learning_rate=priv.clip_learning_rate,
+                noise_shares=priv.noise_shares,
+            )
+            event = plan.round_event()
+        elif priv.mode == "local":
+            eps = priv.local_epsilon or 0.0
+            self._directive = ClientPrivacy(
+                clip_norm=priv.clip_norm,
+                local=priv.local_mechanism,
+                local_epsilon=eps,
+                local_delta=priv.local_delta,
+                secure_noise=priv.secure_noise,
+            )
+            if priv.local_mechanism == "gaussian":
+                z = LocalGaussian(eps, priv.local_delta, priv.clip_norm).noise_multiplier
+                event = PrivacyEvent("gaussian", z)
+            else:
+                event = PrivacyEvent("laplace", 1.0 / eps)
+        self.ledger: PrivacyLedger | None = None
+        if event is not None:
+            self.ledger = PrivacyLedger(
+                make_accountant(priv.accountant), event, priv.delta, priv.target_epsilon
+            )
+
+    def guard(self) -> list[Stage]:
+        """The budget guard, first in the pipeline, when the run has a target."""
+        if self.ledger is None or self.ledger.target_epsilon is None:
+            return []
+        return [GuardPrivacyBudget(self.ledger)]
+
+    def selection(self) -> Stage | None:
+        """Poisson selection when the accounting assumes it (else the caller's selection)."""
+        priv, srv = self.config.privacy, self.config.server
+        if priv.user_level and priv.sampling == "poisson":
+            return PoissonSelection(srv.fraction, secure=priv.secure_noise, seed=self.config.seed)
+        return None
+
+    def directive(self) -> Callable[[], ClientPrivacy] | None:
+        """What the broadcast attaches to every task."""
+        if self.aggregate is not None:
+            return self.aggregate.directive
+        fixed = self._directive
+        return None if fixed is None else lambda: fixed
+
+    def accounting(self) -> list[Stage]:
+        """The accounting stage, after evaluation."""
+        priv = self.config.privacy
+        if self.ledger is None and not priv.dp_sgd.enabled:
+            return []
+        sgd_delta = priv.dp_sgd.delta if priv.dp_sgd.enabled else None
+        return [AccountPrivacy(self.ledger, priv.mode, sgd_delta)]
