@@ -341,3 +341,42 @@ def test_distributed_adaptive_round_rejects_updates_without_a_clip_report():
     stage.run(short)
     assert short.discarded is not None and "noise shares" in short.discarded
     assert short.aggregate is None  # nothing released
+
+
+def test_dp_fedavg_defeats_a_membership_distinguisher_that_breaks_plain_fedavg():
+    """The attack: the curious observer knows every update but one, which is either x or x0,
+    and guesses which by projecting the released mean on x - x0. Against FedAvg it always
+    wins; against DP-FedAvg its accuracy is held near the Gaussian bound Phi(1 / z)."""
+    from scipy.stats import norm
+
+    from fedfort.aggregation.mean import WeightedMean
+    from fedfort.privacy.dp_fedavg import DpFedAvgPlan
+    from fedfort.server.engine import RoundContext
+    from fedfort.server.privacy import PrivateAggregate
+    from fedfort.server.stages import Aggregate
+
+    rng = np.random.default_rng(0)
+    n, d, z = 10, 50, 4.0
+    others = rng.normal(size=(n - 1, d)).astype(np.float32) * 0.1
+    x = np.zeros(d, np.float32)
+    x[0] = 1.0
+    x0 = -x
+
+    def wins(stage, trials: int = 400) -> float:
+        correct = 0
+        for trial in range(trials):
+            secret = bool(rng.integers(2))
+            rows = [*others, x if secret else x0]
+            ctx = RoundContext(trial + 1, 1, np.zeros(d, np.float32), rng, (), None)
+            ctx.accepted = [ClientUpdate(trial + 1, f"c{i}", r, 1) for i, r in enumerate(rows)]
+            stage.run(ctx)
+            guess = float(ctx.aggregate @ (x - x0)) > float(others.sum(0) @ (x - x0)) / n
+            correct += guess == secret
+        return correct / trials
+
+    plain = wins(Aggregate(WeightedMean()))
+    plan = DpFedAvgPlan("central", z, n, "fixed", sample_size=n)
+    private = wins(PrivateAggregate(plan, 1.0, secure=False, seed=0))  # reproducible draws
+    bound = norm.cdf(1.0 / z)  # best test between N(-C, zC) and N(+C, zC) shifts: Phi(C / (zC))
+    assert plain == 1.0
+    assert private <= bound + 0.08, (private, bound)

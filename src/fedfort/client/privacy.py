@@ -23,6 +23,7 @@ import dataclasses
 
 import numpy as np
 
+from fedfort.errors import ConfigError
 from fedfort.messages import ClientPrivacy, ClientUpdate
 from fedfort.privacy.mechanisms import LocalGaussian, LocalLaplace, clip_l2
 from fedfort.privacy.noise import NoiseSource, make_noise, snap, snapping_grid
@@ -53,12 +54,12 @@ def privatize(update: ClientUpdate, directive: ClientPrivacy | None, seed: int) 
     indicator: float | None = None
     if directive.local == "gaussian":
         if directive.clip_norm is None:
-            raise ValueError("local DP needs a clip norm")
+            raise ConfigError("local DP needs a clip norm in the privacy directive")
         mech = LocalGaussian(directive.local_epsilon, directive.local_delta, directive.clip_norm)
         delta = mech.apply(delta, noise)
     elif directive.local == "laplace":
         if directive.clip_norm is None:
-            raise ValueError("local DP needs a clip norm")
+            raise ConfigError("local DP needs a clip norm in the privacy directive")
         delta = LocalLaplace(directive.local_epsilon, directive.clip_norm).apply(delta, noise)
     else:
         values = delta.astype(np.float64)

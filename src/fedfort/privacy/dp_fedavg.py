@@ -110,18 +110,3 @@ class DpFedAvgPlan:
         if self.sampling == "poisson":
             return PrivacyEvent("gaussian", z, sampling_rate=self.sampling_rate)
         return PrivacyEvent("gaussian", z)
-
-    @classmethod
-    def event_for(
-        cls, noise_multiplier: float, num_clients: int, sampling: Sampling, fraction: float
-    ) -> PrivacyEvent:
-        """The round event of a plan with ``noise_multiplier`` (for calibration)."""
-        size = min(num_clients, max(1, math.ceil(fraction * num_clients)))
-        return cls(
-            "central",
-            noise_multiplier,
-            num_clients,
-            sampling,
-            sample_size=size,
-            sampling_rate=fraction if sampling == "poisson" else 1.0,
-        ).round_event()

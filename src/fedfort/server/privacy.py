@@ -20,7 +20,7 @@ With user-level DP the pipeline becomes::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -71,25 +71,14 @@ class PrivacyLedger:
     event: PrivacyEvent
     delta: float
     target_epsilon: float | None = None
-    _cache: dict[int, float] = field(default_factory=dict)
 
     def spent(self) -> float:
         """Epsilon of the committed rounds at the run's delta."""
-        return self._epsilon_at(self.accountant.count)
+        return self.accountant.epsilon(self.delta)
 
     def after_next(self) -> float:
-        """Epsilon after one more round."""
-        return self._epsilon_at(self.accountant.count + 1)
-
-    def _epsilon_at(self, releases: int) -> float:
-        # every round releases the same event, so epsilon depends on the count alone
-        if releases not in self._cache:
-            extra = releases - self.accountant.count
-            if extra < 0:
-                raise ValueError("the ledger only grows")
-            more = [(self.event, extra)] if extra else []
-            self._cache[releases] = self.accountant.epsilon(self.delta, more)
-        return self._cache[releases]
+        """Epsilon after one more round (the accountant memoises, so asking twice is free)."""
+        return self.accountant.epsilon(self.delta, [(self.event, 1)])
 
 
 class GuardPrivacyBudget(Stage):
@@ -293,4 +282,3 @@ class AccountPrivacy(Stage):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.ledger is not None:
             self.ledger.accountant.load_state_dict(state)
-            self.ledger._cache.clear()

@@ -42,8 +42,11 @@ def sample_size(config: RunConfig) -> int:
     return min(n, max(srv.min_clients, math.ceil(srv.fraction * n)))
 
 
-def dp_plan(config: RunConfig, noise_multiplier: float) -> DpFedAvgPlan:
-    """The DP-FedAvg plan of ``config`` with ``noise_multiplier``."""
+def dp_plan(
+    config: RunConfig, noise_multiplier: float, *, adaptive: bool | None = None
+) -> DpFedAvgPlan:
+    """The DP-FedAvg plan of ``config`` with ``noise_multiplier`` (``adaptive`` overrides the
+    config's adaptive clipping: the round event does not depend on it)."""
     priv, n = config.privacy, config.clients.count
     poisson = priv.sampling == "poisson"
     expected = config.server.fraction * n if poisson else float(sample_size(config))
@@ -54,7 +57,7 @@ def dp_plan(config: RunConfig, noise_multiplier: float) -> DpFedAvgPlan:
         priv.sampling,
         sample_size=sample_size(config),
         sampling_rate=config.server.fraction if poisson else 1.0,
-        adaptive=priv.adaptive_clipping,
+        adaptive=priv.adaptive_clipping if adaptive is None else adaptive,
         count_stddev=priv.clip_count_stddev or expected / 20.0,
     )
 
@@ -68,32 +71,20 @@ def calibrated(config: RunConfig) -> RunConfig:
         return config
     if priv.target_epsilon is None:
         raise ConfigError("user-level privacy needs a noise multiplier or a target epsilon")
-    # the round event depends on z and on the sampling; everything else is in the key below
-    probe = dp_plan(config, 1.0)
-    z = _calibrate(
-        priv.target_epsilon,
-        priv.delta,
-        config.rounds,
-        priv.accountant,
-        probe.sampling_rate if probe.sampling == "poisson" else 1.0,
-        probe.sensitivity_factor,
-    )
+    # the plan (a frozen dataclass) is the memo key; its z is replaced during the search
+    template = dp_plan(config, 1.0, adaptive=False)
+    z = _calibrate(priv.target_epsilon, priv.delta, config.rounds, priv.accountant, template)
     return config.with_overrides({"privacy.noise_multiplier": z})
 
 
 @functools.lru_cache(maxsize=64)
 def _calibrate(
-    target: float,
-    delta: float,
-    rounds: int,
-    accountant: AccountantName,
-    sampling_rate: float,
-    sensitivity_factor: float,
+    target: float, delta: float, rounds: int, accountant: AccountantName, template: DpFedAvgPlan
 ) -> float:
-    """Calibration of a DP-FedAvg round event (memoised: presets are run many times)."""
+    """Calibration of the plan's round event (memoised: presets are run many times)."""
 
     def event(z: float) -> PrivacyEvent:
-        return PrivacyEvent("gaussian", z / sensitivity_factor, sampling_rate=sampling_rate)
+        return dataclasses.replace(template, noise_multiplier=z).round_event()
 
     return calibrate_noise_multiplier(target, delta, rounds, event, accountant)
 
