@@ -9,7 +9,10 @@ quorum)::
     ├── ConfigError              the configuration or an argument is invalid; fix it and rerun
     │   └── DatasetError         the data cannot be built or split as asked
     ├── PeerError                a peer sent something unacceptable; the server keeps running
-    │   └── InvalidUpdate        an update failed verification (shape, dtype, NaN/Inf, round...)
+    │   ├── InvalidUpdate        an update failed verification (shape, dtype, NaN/Inf, round...)
+    │   └── ProtocolError        a secure-aggregation message is malformed, forged or inconsistent
+    ├── SecAggAbort              a secure-aggregation session ended without a result (too few
+    │                            survivors, or an honest party detected cheating); nothing leaked
     ├── AggregationError         a rule's precondition does not hold for this round's updates
     │                            (e.g. Krum needs n > 2f + 2); the attempt is discarded
     ├── RoundFailed              a round could not commit (e.g. below quorum after all retries)
@@ -32,7 +35,9 @@ __all__ = [
     "InvalidUpdate",
     "PeerError",
     "PrivacyBudgetExhausted",
+    "ProtocolError",
     "RoundFailed",
+    "SecAggAbort",
 ]
 
 
@@ -63,6 +68,23 @@ class InvalidUpdate(PeerError):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.detail = message
+
+
+class ProtocolError(PeerError):
+    """A secure-aggregation message is malformed, forged, out of order or inconsistent.
+
+    The receiving state machine is left unchanged, so the caller may drop the sender and go on.
+    """
+
+
+class SecAggAbort(FedfortError):
+    """A secure-aggregation session ended without a result.
+
+    Raised when fewer than the threshold of clients remain at some step, or when an honest
+    client detects a cheating server (e.g. different participant lists sent to different
+    clients). The session reveals nothing when it aborts: unmasking shares are only sent once
+    the consistency check has passed.
+    """
 
 
 class AggregationError(FedfortError):
