@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         help="privacy budget; calibrates the noise multiplier when none is configured",
     )
     sim.add_argument("--noise-multiplier", type=float, help="DP-FedAvg noise multiplier z")
+    sim.add_argument(
+        "--secure-aggregation",
+        help="secagg, secagg+, ckks or none: the server learns only the sum of the updates",
+    )
     sim.add_argument("--delta", type=float, help="delta of the privacy guarantee")
 
     red = sub.add_parser(
@@ -175,6 +179,7 @@ def _simulate(args: argparse.Namespace) -> int:
             "model.name": args.model,
             "server.optimizer": args.server_optimizer,
             "simulation.workers": args.workers,
+            "secure_aggregation.mode": args.secure_aggregation,
         }
         config = load_config(args.config)
         if args.attack is not None:

@@ -2,10 +2,10 @@
 
 A config file has top-level ``seed`` and ``rounds`` and the tables ``[data]``, ``[model]``,
 ``[clients]``, ``[server]``, ``[defense]``, ``[detection]``, ``[reputation]``, ``[simulation]``,
-``[attack]`` and ``[privacy]`` (with ``[privacy.dp_sgd]``); every key has a default, so an
-empty file is a valid run. Unknown keys, wrong types and impossible combinations raise
-:class:`~fedfort.errors.ConfigError` naming the key and what to change. ``docs/configuration.md``
-lists every key.
+``[attack]``, ``[privacy]`` (with ``[privacy.dp_sgd]``) and ``[secure_aggregation]``; every key
+has a default, so an empty file is a valid run. Unknown keys, wrong types and impossible
+combinations raise :class:`~fedfort.errors.ConfigError` naming the key and what to change.
+``docs/configuration.md`` lists every key.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "PrivacyConfig",
     "ReputationConfig",
     "RunConfig",
+    "SecureAggregationConfig",
     "ServerConfig",
     "SimulationConfig",
     "load_config",
@@ -206,6 +207,34 @@ class PrivacyConfig(_Section):
         return self.mode in ("central", "distributed")
 
 
+class SecureAggregationConfig(_Section):
+    """Secure aggregation: the server learns only the sum (see docs/secure-aggregation.md).
+
+    ``mode``: ``secagg`` (Bonawitz et al. 2017, every pair of clients), ``secagg+`` (Bell et al.
+    2020, a random graph of degree ``O(log n)``) or ``ckks`` (homomorphic encryption).
+    """
+
+    mode: Literal["none", "secagg", "secagg+", "ckks"] = "none"
+    bits: int = Field(32, ge=16, le=64, description="masking modulus 2**bits")
+    value_range: float = Field(
+        1.0, gt=0, description="largest |coordinate| of an update; used when nothing clips"
+    )
+    max_weight: int = Field(1000, ge=1, description="a client's sample count is capped at this")
+    threshold: int | None = Field(None, ge=2, description="t; default: the papers' value")
+    degree: int | None = Field(None, ge=2, description="secagg+ graph degree k; default O(log n)")
+    corrupt_fraction: float = Field(0.05, ge=0, lt=1 / 3, description="secagg+ sizing")
+    dropout_fraction: float = Field(0.1, ge=0, lt=0.5, description="secagg+ sizing")
+    ckks_poly_modulus_degree: Literal[4096, 8192, 16384, 32768] = 8192
+    step_deadline_s: float | None = Field(None, gt=0, description="per protocol step")
+    simulated_dropout: float = Field(
+        0.0, ge=0, lt=1, description="simulation: share of clients vanishing at each step"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
 class RunConfig(_Section):
     """A whole simulation run."""
 
@@ -221,10 +250,12 @@ class RunConfig(_Section):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     attack: AttackConfig = Field(default_factory=NoAttack)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         _check_privacy(self)
+        _check_secure_aggregation(self)
         if self.server.min_clients > self.clients.count:
             raise ValueError(
                 f"server.min_clients ({self.server.min_clients}) exceeds clients.count "
@@ -335,6 +366,67 @@ def _check_privacy(cfg: RunConfig) -> None:
             "adaptive clipping needs 2 * privacy.clip_count_stddev > noise_multiplier "
             "(the clipped count takes part of the noise budget): raise clip_count_stddev"
         )
+
+
+def _check_secure_aggregation(cfg: RunConfig) -> None:
+    """Refuse defences that would silently do nothing under secure aggregation.
+
+    The server sees only the sum, so any rule or check that reads a single client's update
+    cannot run on it.
+    """
+    sa = cfg.secure_aggregation
+    if not sa.enabled:
+        if sa.simulated_dropout > 0:
+            raise ValueError("secure_aggregation.simulated_dropout needs a secure_aggregation.mode")
+        return
+    why = (
+        f"secure_aggregation.mode = {sa.mode!r} shows the server only the sum of the round's "
+        "updates, never a single one"
+    )
+    if cfg.defense.aggregator != "fedavg":
+        raise ValueError(
+            f"{why}, so defense.aggregator = {cfg.defense.aggregator!r} (which compares or "
+            "filters individual updates) cannot run. Use defense.aggregator = 'fedavg' with "
+            "secure aggregation, or turn secure aggregation off to use a robust rule"
+        )
+    for key, value in (
+        ("defense.norm_bound", cfg.defense.norm_bound),
+        ("defense.robust_lr_threshold", cfg.defense.robust_lr_threshold),
+    ):
+        if value is not None:
+            raise ValueError(
+                f"{why}, so {key} (applied by the server to every update) cannot run; clip at "
+                "the clients with privacy.clip_norm instead"
+            )
+    if cfg.detection.enabled:
+        raise ValueError(
+            f"{why}, so per-client anomaly scores ([detection]) cannot be computed: disable "
+            "detection or secure aggregation"
+        )
+    if cfg.reputation.enabled:
+        raise ValueError(
+            f"{why}, so reputation (which scores and flags single clients) cannot run: disable "
+            "reputation or secure aggregation"
+        )
+    if cfg.clients.algorithm == "scaffold":
+        raise ValueError(
+            f"{why}; SCAFFOLD's per-client control deltas would travel in the clear: use "
+            "fedavg or fedprox with secure aggregation"
+        )
+    n = cfg.clients.count
+    if n < 3:
+        raise ValueError("secure aggregation needs at least 3 clients in the federation")
+    if sa.threshold is not None and sa.threshold > n:
+        raise ValueError(
+            f"secure_aggregation.threshold = {sa.threshold} exceeds clients.count = {n}"
+        )
+    if sa.degree is not None and (sa.mode != "secagg+" or sa.degree % 2 or sa.degree >= n):
+        raise ValueError(
+            "secure_aggregation.degree applies to mode = 'secagg+' and must be even and below "
+            "clients.count"
+        )
+    if sa.mode == "ckks" and sa.bits != 32:
+        raise ValueError("secure_aggregation.bits applies to the masking modes, not ckks")
 
 
 def _describe(error: ValidationError, known: dict[str, list[str]]) -> str:

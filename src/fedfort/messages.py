@@ -19,12 +19,15 @@ __all__ = [
     "DpSgdSettings",
     "LocalTrainingConfig",
     "LossName",
+    "SecureAggregation",
+    "SecureMode",
     "TrainTask",
 ]
 
 Algorithm = Literal["fedavg", "fedprox", "scaffold"]
 LossName = Literal["cross_entropy", "mse"]
 LocalMechanism = Literal["gaussian", "laplace"]
+SecureMode = Literal["secagg", "secagg+", "ckks"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,23 @@ class ClientPrivacy:
 
 
 @dataclass(frozen=True)
+class SecureAggregation:
+    """The round is securely aggregated: the update stays at the client until the protocol.
+
+    The client answers the task with a *sealed* :class:`ClientUpdate` (no vector, no sample
+    count, no metrics) and keeps ``[w x, w]`` for the session ``(run_id, round, attempt,
+    nonce)`` of ``mode`` (see :mod:`fedfort.secagg`), where ``w`` is its sample count capped at
+    ``max_weight`` (1 under differential privacy). ``ckks_*`` configure the HE mode.
+    """
+
+    mode: SecureMode
+    run_id: str
+    nonce: bytes
+    max_weight: int = 1
+    ckks_poly_modulus_degree: int = 8192
+
+
+@dataclass(frozen=True)
 class TrainTask:
     """The server's broadcast to one selected client for one round attempt."""
 
@@ -100,6 +120,7 @@ class TrainTask:
     seed: int
     server_control: np.ndarray | None = None
     privacy: ClientPrivacy | None = None
+    secure: SecureAggregation | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,9 @@ class ClientUpdate:
     ``control_delta`` is SCAFFOLD's ``c_i+ - c_i`` and is ``None`` for other algorithms.
     ``metrics`` holds local measurements such as ``train_loss`` and ``train_time_s``.
     ``clip_indicator`` is the (possibly noised) adaptive-clipping bit asked for by
-    :class:`ClientPrivacy`.
+    :class:`ClientPrivacy`. A ``sealed`` update answers a securely aggregated task: its
+    ``delta`` is empty, ``num_samples`` is 1 and it carries no metrics; the vector takes part
+    only in the secure aggregation session.
     """
 
     round: int
@@ -119,3 +142,4 @@ class ClientUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
     control_delta: np.ndarray | None = None
     clip_indicator: float | None = None
+    sealed: bool = False

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedfort.client.privacy import privatize
+from fedfort.client.secure import SecureSessions
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.secagg.crypto import SigningKey
 
 if TYPE_CHECKING:
     from fedfort.client.dp_sgd import DpSgdLedger
@@ -24,6 +27,9 @@ class FederatedClient:
     DP-SGD, its own sample-level privacy ledger. Both advance only when the server confirms
     that the client's update was committed (:meth:`acknowledge`), so a discarded round leaves
     ``c = mean_i(c_i)`` intact and costs the client no privacy in its report.
+
+    ``identity`` is the client's Ed25519 identity key; its public half is what the federation
+    registers (the secure-aggregation protocol signs with it).
     """
 
     def __init__(self, client_id: str, data: ClientData) -> None:
@@ -31,6 +37,18 @@ class FederatedClient:
         self.data = data
         self.control: np.ndarray | None = None
         self._dp_sgd: DpSgdLedger | None = None
+        self.identity = SigningKey()
+        self.secure = SecureSessions(client_id, self.identity)
+
+    def seal(
+        self, task: TrainTask, update: ClientUpdate, directory: Mapping[str, bytes]
+    ) -> ClientUpdate:
+        """Keep ``update`` for the task's secure aggregation session; the sealed reply."""
+        return self.secure.seal(task, update, directory)
+
+    def secure_handle(self, round_: int, attempt: int, message: object) -> object:
+        """Answer one secure-aggregation message (see :class:`SecureSessions`)."""
+        return self.secure.handle(round_, attempt, message)
 
     def handle(self, task: TrainTask, trainer: LocalTrainer) -> ClientUpdate:
         """Train for ``task`` and return the update (does not change the client's state)."""
@@ -57,6 +75,7 @@ class FederatedClient:
 
     def acknowledge(self, update: ClientUpdate) -> None:
         """Apply the state change of an update the server committed."""
+        update = self.secure.unsealed(update)
         if update.control_delta is not None:
             base = np.zeros_like(update.control_delta) if self.control is None else self.control
             self.control = (base + update.control_delta).astype(np.float32)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,6 +38,7 @@ __all__ = [
     "RoundContext",
     "RoundEngine",
     "RoundRecord",
+    "SecureChannel",
     "Stage",
     "Stateful",
 ]
@@ -59,6 +60,25 @@ class ClientExecutor(Protocol):
 
     def acknowledge(self, round_: int, accepted: Sequence[ClientUpdate]) -> None:
         """Tell clients whose updates were committed, so they may advance local state."""
+
+
+@runtime_checkable
+class SecureChannel(Protocol):
+    """A runtime that can also carry secure-aggregation messages to clients and back.
+
+    ``outbox`` maps client ids to the server machine's messages for one protocol ``step`` of
+    the session of (``round_``, ``attempt``); the result holds the replies that arrived in
+    time. A client absent from it dropped out at that step.
+    """
+
+    def exchange(
+        self,
+        round_: int,
+        attempt: int,
+        step: int,
+        outbox: Mapping[str, object],
+        deadline_s: float | None,
+    ) -> dict[str, object]: ...
 
 
 class Stateful(Protocol):

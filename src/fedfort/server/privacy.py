@@ -149,6 +149,7 @@ class PrivateAggregate(Stage):
         target_quantile: float = 0.5,
         clip_learning_rate: float = 0.2,
         noise_shares: int | None = None,
+        sealed: bool = False,
     ) -> None:
         if not clip_norm > 0:
             raise ConfigError(f"clip norm must be > 0, got {clip_norm}")
@@ -159,10 +160,20 @@ class PrivateAggregate(Stage):
         self.target_quantile = target_quantile
         self.clip_learning_rate = clip_learning_rate
         self.noise_shares = noise_shares or default_noise_shares(plan)
+        self.sealed = sealed
 
     def directive(self) -> ClientPrivacy:
-        """What every selected client must do to its update this round."""
+        """What every selected client must do to its update this round.
+
+        Under secure aggregation (``sealed``) the server never sees an update, so even central
+        DP has the clients clip (and send their clip bit, noiseless, into the secure sum); the
+        server adds the noise to the sum it is given.
+        """
         plan = self.plan
+        if plan.placement == "central" and self.sealed:
+            return ClientPrivacy(
+                clip_norm=self.clip_norm, report_clipped=plan.adaptive, secure_noise=self.secure
+            )
         if plan.placement == "central":
             return ClientPrivacy(secure_noise=self.secure)
         share = math.sqrt(self.noise_shares)
@@ -195,17 +206,38 @@ class PrivateAggregate(Stage):
             )
             return
         matrix = np.stack([u.delta for u in updates])
-        noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 2)
-        std = plan.update_noise_multiplier * clip
         if plan.placement == "central":
             total, norms = clipped_sum(matrix, clip)
-            total = snap(total + noise.gaussian(matrix.shape[1], std), snapping_grid(std))
             count = float(np.where(norms <= clip, 0.5, -0.5).sum())
-            if plan.adaptive:
-                count += float(noise.gaussian(1, plan.count_stddev)[0])
         else:
             total = matrix.sum(axis=0, dtype=np.float64)
             count = float(sum(u.clip_indicator or 0.0 for u in updates))
+        self._release(ctx, total, count)
+        ctx.accepted = updates
+
+    def release_sum(self, ctx: RoundContext, total: np.ndarray, count: float, n: int) -> bool:
+        """Release a sum of ``n`` client-clipped updates from secure aggregation.
+
+        ``count`` is the sum of the clip bits (0 without adaptive clipping). Returns whether
+        the round may go on (a distributed round short of noise shares is discarded).
+        """
+        if self.plan.placement == "distributed" and n < self.noise_shares:
+            ctx.discard(
+                f"only {n} distributed noise shares were aggregated, {self.noise_shares} are "
+                "needed for the round's noise; nothing was released"
+            )
+            return False
+        self._release(ctx, total, count)
+        return True
+
+    def _release(self, ctx: RoundContext, total: np.ndarray, count: float) -> None:
+        plan, clip = self.plan, self.clip_norm
+        std = plan.update_noise_multiplier * clip
+        if plan.placement == "central":
+            noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 2)
+            total = snap(total + noise.gaussian(total.shape[0], std), snapping_grid(std))
+            if plan.adaptive:
+                count += float(noise.gaussian(1, plan.count_stddev)[0])
         m = plan.expected_participants
         ctx.aggregate = (total / m).astype(np.float32)
         measured: dict[str, Any] = {
@@ -222,7 +254,6 @@ class PrivateAggregate(Stage):
             measured["next_clip_norm"] = new_clip
         # the exact clipped fraction of a central round is not recorded: it is not private
         ctx.measure(self.name, **measured)
-        ctx.accepted = updates
 
     def state_dict(self) -> dict[str, Any]:
         return {"clip_norm": self.clip_norm}

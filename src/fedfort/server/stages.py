@@ -13,7 +13,7 @@ import numpy as np
 
 from fedfort.aggregation.base import Aggregator, UpdateBatch
 from fedfort.errors import AggregationError, ConfigError
-from fedfort.messages import ClientPrivacy, LocalTrainingConfig, TrainTask
+from fedfort.messages import ClientPrivacy, LocalTrainingConfig, SecureAggregation, TrainTask
 from fedfort.server.engine import RoundContext, Stage
 from fedfort.server.optimizers import ServerOptimizer
 
@@ -40,7 +40,8 @@ class Broadcast(Stage):
     """Create one :class:`TrainTask` per selected client carrying the global model.
 
     ``control`` supplies SCAFFOLD's server control variate and ``privacy`` the round's privacy
-    directive (clip norm, noise share) when the run is differentially private.
+    directive (clip norm, noise share) when the run is differentially private; ``secure`` the
+    attempt's secure aggregation session (see :class:`fedfort.server.secure.SecureAggregate`).
     """
 
     name = "broadcast"
@@ -51,15 +52,18 @@ class Broadcast(Stage):
         run_seed: int,
         control: Callable[[], np.ndarray] | None = None,
         privacy: Callable[[], ClientPrivacy] | None = None,
+        secure: Callable[[RoundContext], SecureAggregation] | None = None,
     ) -> None:
         self.local = local
         self.run_seed = run_seed
         self.control = control
         self.privacy = privacy
+        self.secure = secure
 
     def run(self, ctx: RoundContext) -> None:
         server_control = None if self.control is None else self.control()
         directive = None if self.privacy is None else self.privacy()
+        secure = None if self.secure is None else self.secure(ctx)
         ctx.tasks = [
             TrainTask(
                 round=ctx.round,
@@ -70,6 +74,7 @@ class Broadcast(Stage):
                 seed=task_seed(self.run_seed, ctx.round, ctx.attempt, cid),
                 server_control=server_control,
                 privacy=directive,
+                secure=secure,
             )
             for cid in ctx.selected
         ]

@@ -6,7 +6,8 @@ round's updates, records every rejection and keeps the rest. Reason codes:
 
 ``not_an_update``, ``unknown_client`` (not selected for this attempt), ``duplicate``,
 ``wrong_round``, ``bad_dtype``, ``bad_shape``, ``non_finite``, ``bad_sample_count``,
-``bad_control``.
+``bad_control``, ``not_sealed`` (a plain update in a securely aggregated round, or a sealed
+one in a plain round).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def verify_update(
     selected: Collection[str],
     seen: Collection[str],
     expect_control: bool = False,
+    sealed: bool = False,
 ) -> ClientUpdate:
     """Return ``update`` if acceptable for this round, else raise :class:`InvalidUpdate`."""
     if not isinstance(update, ClientUpdate):
@@ -55,7 +57,14 @@ def verify_update(
         raise InvalidUpdate("duplicate", f"second update from {update.client_id!r} this round")
     if update.round != round_:
         raise InvalidUpdate("wrong_round", f"update is for round {update.round}, not {round_}")
-    _check_vector(update.delta, dim, "delta")
+    if update.sealed is not sealed:
+        raise InvalidUpdate(
+            "not_sealed",
+            "a plain update in a securely aggregated round"
+            if sealed
+            else "a sealed update in a round without secure aggregation",
+        )
+    _check_vector(update.delta, 0 if sealed else dim, "delta")
     n = update.num_samples
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise InvalidUpdate("bad_sample_count", f"num_samples must be a positive int, got {n!r}")
@@ -76,9 +85,10 @@ class VerifyUpdates(Stage):
 
     name = "verify"
 
-    def __init__(self, dim: int, expect_control: bool = False) -> None:
+    def __init__(self, dim: int, expect_control: bool = False, sealed: bool = False) -> None:
         self.dim = dim
         self.expect_control = expect_control
+        self.sealed = sealed
 
     def run(self, ctx: RoundContext) -> None:
         selected = set(ctx.selected)
@@ -93,6 +103,7 @@ class VerifyUpdates(Stage):
                     selected=selected,
                     seen=seen,
                     expect_control=self.expect_control,
+                    sealed=self.sealed,
                 )
             except InvalidUpdate as exc:
                 client = getattr(raw, "client_id", "?")

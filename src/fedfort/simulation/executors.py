@@ -10,7 +10,9 @@ client it names and return the :class:`~fedfort.messages.ClientUpdate`. Learning
   order, and each task carries its own seed, so a pool run equals a sequential run.
 
 Simulated dropouts are drawn from a generator keyed by (seed, round, attempt, client), so they
-are reproducible. A deadline drops updates that arrive late (wall clock), which by nature is
+are reproducible; ``secure_dropout_rate`` also makes clients vanish at each step of a secure
+aggregation session (keyed by the step as well), and a client that vanished stays silent for
+the rest of that session. A deadline drops updates that arrive late (wall clock), which by nature is
 not reproducible; leave it unset for reproducible runs.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -30,13 +32,14 @@ from torch import nn
 from fedfort.attacks.adversary import Coalition
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer
-from fedfort.errors import ConfigError
+from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.server.engine import CollectOutcome
 
 __all__ = ["PoolExecutor", "SequentialExecutor", "SimulatedClients"]
 
 _DROPOUT_STREAM = 0x64726F70  # distinguishes dropout draws from training seeds
+_SECURE_DROPOUT_STREAM = 0x73656364
 _COALITION_KEY = "__coalition__"  # not a client id: ids never start with "__"
 
 
@@ -82,6 +85,26 @@ class SimulatedClients:
         for update in accepted:
             self.get(update.client_id).acknowledge(update)
 
+    @property
+    def directory(self) -> dict[str, bytes]:
+        """Every client's registered Ed25519 identity public key (the federation's PKI)."""
+        return {cid: c.identity.public for cid, c in self.clients.items()}
+
+    def seal(
+        self, tasks: Sequence[TrainTask], updates: Sequence[ClientUpdate]
+    ) -> list[ClientUpdate]:
+        """Updates of securely aggregated tasks stay with their clients; sealed replies go."""
+        by_client = {t.client_id: t for t in tasks}
+        directory = self.directory
+        out = []
+        for update in updates:
+            task = by_client.get(update.client_id)
+            if task is None or task.secure is None:
+                out.append(update)
+            else:
+                out.append(self.get(update.client_id).seal(task, update, directory))
+        return out
+
     def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Every client's (possibly poisoned) training data as NumPy arrays."""
         return {cid: (c.data.x.numpy(), c.data.y.numpy()) for cid, c in self.clients.items()}
@@ -102,12 +125,21 @@ class SimulatedClients:
 
 
 class _SimulatedExecutor:
-    def __init__(self, clients: SimulatedClients, seed: int, dropout_rate: float) -> None:
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ConfigError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    def __init__(
+        self,
+        clients: SimulatedClients,
+        seed: int,
+        dropout_rate: float,
+        secure_dropout_rate: float = 0.0,
+    ) -> None:
+        for name, rate in (("dropout_rate", dropout_rate), ("secure", secure_dropout_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {rate}")
         self.clients = clients
         self.seed = seed
         self.dropout_rate = dropout_rate
+        self.secure_dropout_rate = secure_dropout_rate
+        self._silent: tuple[tuple[int, int], set[str]] = ((0, 0), set())
 
     def drops_out(self, task: TrainTask) -> bool:
         """Whether the simulated client vanishes for this task (seeded, reproducible)."""
@@ -119,6 +151,52 @@ class _SimulatedExecutor:
 
     def acknowledge(self, round_: int, accepted: Sequence[ClientUpdate]) -> None:
         self.clients.acknowledge(accepted)
+
+    @property
+    def directory(self) -> dict[str, bytes]:
+        return self.clients.directory
+
+    def _vanishes(self, round_: int, attempt: int, step: int, client_id: str) -> bool:
+        if self.secure_dropout_rate == 0.0:
+            return False
+        key = (round_, attempt, zlib.crc32(client_id.encode()), step, _SECURE_DROPOUT_STREAM)
+        draw = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key)).random()
+        return bool(draw < self.secure_dropout_rate)
+
+    def exchange(
+        self,
+        round_: int,
+        attempt: int,
+        step: int,
+        outbox: Mapping[str, object],
+        deadline_s: float | None,
+    ) -> dict[str, object]:
+        """Deliver one step of a secure aggregation session; the replies that came back.
+
+        A client that refuses a message (a protocol error, or an abort because it caught the
+        server cheating) sends nothing, exactly like one that vanished.
+        """
+        if self._silent[0] != (round_, attempt):
+            self._silent = ((round_, attempt), set())
+        silent = self._silent[1]
+        start = time.perf_counter()
+        replies: dict[str, object] = {}
+        for cid, message in outbox.items():
+            if cid in silent or cid not in self.clients.clients:
+                continue
+            if self._vanishes(round_, attempt, step, cid):
+                silent.add(cid)
+                continue
+            try:
+                reply = self.clients.get(cid).secure_handle(round_, attempt, message)
+            except (ProtocolError, SecAggAbort):
+                silent.add(cid)
+                continue
+            if deadline_s is not None and time.perf_counter() - start > deadline_s:
+                silent.add(cid)
+                continue
+            replies[cid] = reply
+        return replies
 
     def close(self) -> None:
         return None
@@ -134,8 +212,9 @@ class SequentialExecutor(_SimulatedExecutor):
         *,
         seed: int = 0,
         dropout_rate: float = 0.0,
+        secure_dropout_rate: float = 0.0,
     ) -> None:
-        super().__init__(clients, seed, dropout_rate)
+        super().__init__(clients, seed, dropout_rate, secure_dropout_rate)
         self.trainer = trainer
 
     def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
@@ -151,7 +230,9 @@ class SequentialExecutor(_SimulatedExecutor):
                 missing.append(task.client_id)
                 continue
             received.append(update)
-        return CollectOutcome(self.clients.finish(tasks, received), missing)
+        return CollectOutcome(
+            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
+        )
 
 
 _WORKER: dict[str, Any] = {}
@@ -183,9 +264,10 @@ class PoolExecutor(_SimulatedExecutor):
         workers: int,
         seed: int = 0,
         dropout_rate: float = 0.0,
+        secure_dropout_rate: float = 0.0,
         threads: int = 1,
     ) -> None:
-        super().__init__(clients, seed, dropout_rate)
+        super().__init__(clients, seed, dropout_rate, secure_dropout_rate)
         if workers < 1:
             raise ConfigError(f"a process pool needs workers >= 1, got {workers}")
         self.pool = ProcessPoolExecutor(
@@ -214,7 +296,9 @@ class PoolExecutor(_SimulatedExecutor):
             else:
                 future.cancel()
                 missing.append(task.client_id)
-        return CollectOutcome(self.clients.finish(tasks, received), missing)
+        return CollectOutcome(
+            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

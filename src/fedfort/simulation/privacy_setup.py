@@ -121,6 +121,7 @@ class PrivacySetup:
                 target_quantile=priv.target_quantile,
                 clip_learning_rate=priv.clip_learning_rate,
                 noise_shares=priv.noise_shares,
+                sealed=config.secure_aggregation.enabled,
             )
             event = plan.round_event()
         elif priv.mode == "local":

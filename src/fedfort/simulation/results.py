@@ -32,6 +32,8 @@ def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
         body["security"] = result.security
     if result.privacy is not None:
         body["privacy"] = result.privacy
+    if result.secure_aggregation is not None:
+        body["secure_aggregation"] = result.secure_aggregation
     path = out / RESULTS_FILE
     path.write_text(json.dumps(body, indent=2, sort_keys=False), encoding="utf-8")
     plot_history(result.records, out / PLOT_FILE)

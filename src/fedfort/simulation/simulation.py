@@ -43,6 +43,7 @@ from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import RoundEngine, RoundRecord, Stage
 from fedfort.server.optimizers import make_server_optimizer
 from fedfort.server.scaffold import ScaffoldControl
+from fedfort.server.secure import SecureAggregate
 from fedfort.server.selection import SelectClients
 from fedfort.server.stages import (
     Aggregate,
@@ -105,6 +106,33 @@ class SimulationResult:
                 "client_epsilon_mean": measured.get("dp_sgd_epsilon_mean"),
             }
         return body
+
+    @property
+    def secure_aggregation(self) -> dict[str, Any] | None:
+        """The secure aggregation mode and its cost over the run (``None`` when off)."""
+        sa = self.config.secure_aggregation
+        if not sa.enabled:
+            return None
+        measured = [r["measurements"].get("aggregate", {}) for r in self.records]
+        included = sum(m.get("included", 0) for m in measured)
+        aborted = [
+            d["reason"]
+            for r in self.records
+            for d in r.get("discarded_attempts", [])
+            if "secure aggregation" in d["reason"]
+        ]
+        return {
+            "mode": sa.mode,
+            "bits": sa.bits if sa.mode != "ckks" else None,
+            "rounds": len(measured),
+            "protocol_s_mean": float(np.mean([m.get("protocol_s", 0.0) for m in measured]))
+            if measured
+            else None,
+            "upload_bytes_per_client": sum(m.get("bytes_client_to_server", 0) for m in measured)
+            / max(included, 1),
+            "protocol_dropouts": sum(len(m.get("protocol_dropped", {})) for m in measured),
+            "aborted_attempts": len(aborted),
+        }
 
     @property
     def security(self) -> dict[str, Any] | None:
@@ -268,7 +296,11 @@ class Simulation:
         self.executor: SequentialExecutor | PoolExecutor
         if sim.workers == 0:
             self.executor = SequentialExecutor(
-                self.clients, self.trainer, seed=config.seed, dropout_rate=sim.dropout_rate
+                self.clients,
+                self.trainer,
+                seed=config.seed,
+                dropout_rate=sim.dropout_rate,
+                secure_dropout_rate=config.secure_aggregation.simulated_dropout,
             )
         else:
             self.executor = PoolExecutor(
@@ -277,6 +309,7 @@ class Simulation:
                 workers=sim.workers,
                 seed=config.seed,
                 dropout_rate=sim.dropout_rate,
+                secure_dropout_rate=config.secure_aggregation.simulated_dropout,
                 threads=sim.torch_threads,
             )
 
@@ -343,6 +376,7 @@ class Simulation:
                 quarantine_rounds=rep.quarantine_rounds,
                 min_weight=rep.min_weight,
             )
+        secure = self._secure_stage(config, privacy)
         stages: list[Stage] = [
             *privacy.guard(),
             privacy.selection() or SelectClients(srv.fraction, srv.min_clients, policy=self.ledger),
@@ -351,9 +385,10 @@ class Simulation:
                 config.seed,
                 control=None if scaffold is None else scaffold.current,
                 privacy=privacy.directive(),
+                secure=None if secure is None else secure.directive,
             ),
             Collect(srv.deadline_s),
-            VerifyUpdates(dim, expect_control=scaffold is not None),
+            VerifyUpdates(dim, expect_control=scaffold is not None, sealed=secure is not None),
         ]
         det = config.detection
         if det.enabled:
@@ -368,7 +403,7 @@ class Simulation:
         need = min_updates(defense.aggregator, defense.num_byzantine)
         stages += [
             EnforceQuorum(max(srv.min_participants, need), srv.quorum),
-            privacy.aggregate or Aggregate(aggregator),
+            secure or privacy.aggregate or Aggregate(aggregator),
         ]
         if scaffold is not None:
             stages.append(scaffold)
@@ -385,6 +420,29 @@ class Simulation:
         if self.ledger is not None:
             stages.append(UpdateReputation(self.ledger))
         return stages
+
+    def _secure_stage(self, config: RunConfig, privacy: PrivacySetup) -> SecureAggregate | None:
+        """The secure aggregation stage, when ``[secure_aggregation]`` switches it on."""
+        sa = config.secure_aggregation
+        if sa.mode == "none":
+            return None
+        return SecureAggregate(
+            sa.mode,
+            self.spec.dim,
+            run_id=config.identity_hash()[:32],
+            directory=lambda: self.clients.directory,
+            bits=sa.bits,
+            value_range=sa.value_range,
+            max_weight=sa.max_weight,
+            threshold=sa.threshold,
+            degree=sa.degree,
+            corrupt_fraction=sa.corrupt_fraction,
+            dropout_fraction=sa.dropout_fraction,
+            ckks_poly_modulus_degree=sa.ckks_poly_modulus_degree,
+            step_deadline_s=sa.step_deadline_s,
+            privacy=privacy.directive(),
+            private=privacy.aggregate,
+        )
 
     def _open_store(self, resuming: bool) -> None:
         assert self.store is not None

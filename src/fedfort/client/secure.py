@@ -1,0 +1,91 @@
+"""A client's side of secure aggregation: seal the update, then answer the protocol.
+
+When a task asks for secure aggregation (:class:`~fedfort.messages.SecureAggregation`), the
+client does not send its update. It keeps ``[w x, w]`` (with the adaptive-clipping bit appended
+when the privacy directive asks for one) in a client state machine of the requested mode and
+answers the task with a *sealed* update that says only "trained, ready". The server then runs
+the session through the runtime, message by message (:meth:`SecureSessions.handle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from fedfort.errors import ProtocolError
+from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.secagg.client import MaskingClient
+from fedfort.secagg.crypto import SigningKey
+from fedfort.secagg.session import ClientMachine, Session
+
+__all__ = ["SecureSessions", "secure_vector"]
+
+
+def secure_vector(task: TrainTask, update: ClientUpdate) -> tuple[np.ndarray, float]:
+    """The vector and weight a client contributes to the secure sum of ``task``."""
+    assert task.secure is not None
+    vector = update.delta.astype(np.float32, copy=False)
+    if task.privacy is not None and task.privacy.report_clipped:
+        bit = 0.0 if update.clip_indicator is None else update.clip_indicator
+        vector = np.append(vector, np.float32(bit))
+    return vector, float(min(update.num_samples, task.secure.max_weight))
+
+
+class SecureSessions:
+    """The open sessions of one client, by (round, attempt); older rounds are forgotten."""
+
+    def __init__(self, client_id: str, identity: SigningKey) -> None:
+        self.client_id = client_id
+        self.identity = identity
+        self._machines: dict[tuple[int, int], ClientMachine] = {}
+        self._updates: dict[int, ClientUpdate] = {}
+
+    def seal(
+        self, task: TrainTask, update: ClientUpdate, directory: Mapping[str, bytes]
+    ) -> ClientUpdate:
+        """Open the session of ``task`` with ``update`` and return the sealed reply."""
+        secure = task.secure
+        if secure is None:
+            raise ProtocolError("the task does not ask for secure aggregation")
+        vector, weight = secure_vector(task, update)
+        session = Session(secure.run_id, task.round, task.attempt, secure.nonce)
+        machine: ClientMachine
+        if secure.mode == "ckks":
+            from fedfort.secagg.ckks import CkksClient, CkksParams  # loads TenSEAL on demand
+
+            params = CkksParams(poly_modulus_degree=secure.ckks_poly_modulus_degree)
+            machine = CkksClient(
+                self.client_id, session, self.identity, directory, params, vector, weight
+            )
+        else:
+            machine = MaskingClient(
+                self.client_id, session, self.identity, directory, vector, weight
+            )
+        self._machines = {k: m for k, m in self._machines.items() if k[0] >= task.round}
+        self._updates = {r: u for r, u in self._updates.items() if r >= task.round}
+        self._machines[(task.round, task.attempt)] = machine
+        self._updates[task.round] = update
+        return ClientUpdate(
+            round=task.round,
+            client_id=self.client_id,
+            delta=np.empty(0, dtype=np.float32),
+            num_samples=1,
+            sealed=True,
+        )
+
+    def handle(self, round_: int, attempt: int, message: object) -> object:
+        """Answer a protocol message of the session of (``round_``, ``attempt``)."""
+        machine = self._machines.get((round_, attempt))
+        if machine is None:
+            raise ProtocolError(
+                f"{self.client_id} has no secure-aggregation session for round {round_} "
+                f"attempt {attempt}"
+            )
+        return machine.handle(message)
+
+    def unsealed(self, update: ClientUpdate) -> ClientUpdate:
+        """The update a sealed acknowledgement stands for (to advance the client's state)."""
+        if not update.sealed:
+            return update
+        return self._updates.get(update.round, update)
