@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -rf runs/demo runs/demo-redteam runs/demo-private
+	rm -rf runs/demo runs/demo-redteam runs/demo-private runs/demo-secure
 	$(BIN)/fedfort simulate --config examples/demo.toml --out runs/demo
 	$(BIN)/fedfort redteam --config examples/redteam-demo.toml --out runs/demo-redteam
 	$(BIN)/fedfort simulate --config examples/privacy/dp-fedavg-eps3.toml --out runs/demo-private
+	$(BIN)/fedfort simulate --config examples/secure-aggregation.toml --out runs/demo-secure
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -35,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_round_overhead.py
 	$(BIN)/python benchmarks/bench_aggregators.py
 	$(BIN)/python benchmarks/bench_privacy.py
+	$(BIN)/python benchmarks/bench_secagg.py
 
 redteam: $(STAMP)
 	$(BIN)/fedfort redteam --config examples/redteam.toml --out runs/redteam
