@@ -10,8 +10,8 @@ from scipy import stats
 
 from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
 from fedfort.secagg import shamir
-from fedfort.secagg.client import MaskingClient, unseal_share
-from fedfort.secagg.crypto import SigningKey, expand_mask
+from fedfort.secagg.client import MaskingClient, mask_info, unseal_share
+from fedfort.secagg.crypto import AgreementKey, SigningKey, agree, expand_mask
 from fedfort.secagg.encoding import FixedPointCodec
 from fedfort.secagg.graph import SharingGraph, plus_parameters
 from fedfort.secagg.local import run_locally
@@ -313,6 +313,69 @@ def test_equivocating_server_is_caught_in_the_consistency_check():
     # an aborted client refuses everything afterwards
     with pytest.raises(SecAggAbort):
         fed.clients["c000"].handle(UnmaskRequest(sid=fed.session.sid, signatures=sigs))
+
+
+def _split_view_attack(fed: Federation) -> np.ndarray | None:
+    """A server shows half the clients a survivor list without c011 and forwards to each
+    client only the consistency signatures of its own half, then tries to rebuild both of
+    c011's secrets (b from the half that saw it, s_sk from the half that did not) and strip
+    every mask off c011's input. Returns c011's decoded input, or None if nothing leaked."""
+    outbox = fed.server.start()
+    for _ in range(3):
+        outbox = fed.server.step({c: fed.clients[c].handle(m) for c, m in outbox.items()})
+    full = fed.server.survivors
+    without = tuple(x for x in full if x != "c011")
+    halves = {c: i % 2 for i, c in enumerate(full)}
+    halves["c011"] = 1  # c011 itself sees the full list
+    lists = {c: full if halves[c] else without for c in full}
+    signed = {
+        c: fed.clients[c].handle(ConsistencyRequest(sid=fed.session.sid, survivors=lists[c]))
+        for c in full
+    }
+    b_shares: dict[int, bytes] = {}
+    s_shares: dict[int, bytes] = {}
+    for c in full:
+        own_half = tuple(
+            (v, signed[v].signature)  # type: ignore[attr-defined]
+            for v in full
+            if halves[v] == halves[c]
+        )
+        try:
+            reply = fed.clients[c].handle(UnmaskRequest(sid=fed.session.sid, signatures=own_half))
+        except SecAggAbort:
+            continue
+        assert isinstance(reply, UnmaskShares)
+        x = fed.ids.index(c) + 1
+        for owner, share in reply.seed_shares:
+            if owner == "c011":
+                b_shares[x] = share
+        for owner, share in reply.key_shares:
+            if owner == "c011":
+                s_shares[x] = share
+    t = fed.params.threshold_value
+    if len(b_shares) < t or len(s_shares) < t:
+        return None
+    b = shamir.combine(b_shares, t, 32)
+    s_key = AgreementKey.from_private_bytes(shamir.combine(s_shares, t, 32))
+    y = fed.server.inputs["c011"] - expand_mask(b, DIM + 1, 32)
+    for v in fed.ids[:-1]:  # c011 sorts last, so it subtracted every pairwise mask
+        seed = agree(s_key, fed.server.keys[v].s_public, mask_info(fed.session.sid, "c011", v))
+        y = y + expand_mask(seed, DIM + 1, 32)
+    return fed.params.codec.decode(y, 1)
+
+
+def test_split_view_attack_exposes_an_input_only_without_the_threshold_floor(monkeypatch):
+    # with the protocol's threshold (t > 2n/3) neither half can gather t signatures
+    defended = Federation(12)
+    assert _split_view_attack(defended) is None
+    assert all(defended.clients[c].aborted for c in defended.ids)
+    # without it (t = n/2, which honest clients refuse unless the floor is switched off)
+    monkeypatch.setattr(MaskingParams, "check_safe", lambda self, min_clients=2: None)
+    exposed = Federation(12, threshold=6)
+    leaked = _split_view_attack(exposed)
+    assert leaked is not None
+    truth = np.append(exposed.w["c011"] * exposed.x["c011"].astype(np.float64), exposed.w["c011"])
+    np.testing.assert_allclose(leaked, truth, atol=2 / exposed.params.codec.scale, rtol=0)
 
 
 def test_server_substituting_a_public_key_is_caught():

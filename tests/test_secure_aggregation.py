@@ -58,8 +58,9 @@ def test_weighted_mean_uses_hidden_sample_counts():
     assert np.abs(unweighted.model - plain.model).max() > 1e-3
 
 
-def test_the_server_receives_sealed_updates_only():
-    with Simulation(small({"mode": "secagg"})) as sim:
+def _server_view(mode: str) -> tuple[list[ClientUpdate], int]:
+    """What a curious server reads from the runtime in one round."""
+    with Simulation(small({"mode": mode})) as sim:
         seen: list[ClientUpdate] = []
         original = sim.executor.execute
 
@@ -70,8 +71,18 @@ def test_the_server_receives_sealed_updates_only():
 
         sim.executor.execute = spy  # type: ignore[method-assign]
         sim.run(1)
-    assert len(seen) == 8
-    for update in seen:
+        return seen, sim.spec.dim
+
+
+def test_a_curious_server_reads_every_update_without_secure_aggregation_and_none_with_it():
+    plain, dim = _server_view("none")
+    assert len(plain) == 8
+    for update in plain:  # the attack works: each client's full update and sample count
+        assert not update.sealed and update.delta.shape == (dim,)
+        assert np.abs(update.delta).max() > 0 and update.num_samples > 1
+    sealed, _ = _server_view("secagg")
+    assert len(sealed) == 8
+    for update in sealed:
         assert update.sealed and update.delta.shape == (0,)
         assert update.num_samples == 1 and update.metrics == {}
 

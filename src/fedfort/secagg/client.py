@@ -253,7 +253,7 @@ class MaskingClient:
         if len(received) + 1 < self.t:
             raise self._abort(f"only {len(received) + 1} of the neighbourhood shared keys")
         codec = self.params.codec
-        y = codec.encode(self.values).astype(codec.dtype, copy=False)
+        y = codec.encode(self.values)
         y += expand_mask(self.self_seed, y.shape[0], codec.bits)
         for v in received:
             seed = agree(self.s_key, self.peers[v].s_public, mask_info(self.sid, self.client_id, v))

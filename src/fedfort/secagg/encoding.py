@@ -76,7 +76,7 @@ class FixedPointCodec:
     def encode(self, values: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Stochastically rounded fixed-point integers modulo ``2**bits`` (unsigned words)."""
         gen = rng or np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
-        scaled = np.clip(values, -self.bound, self.bound).astype(np.float64, copy=True)
+        scaled = np.clip(np.asarray(values, dtype=np.float64), -self.bound, self.bound)
         scaled *= self.scale
         scaled += gen.random(scaled.shape[0])
         ints = np.floor(scaled).astype(np.int64)

@@ -287,6 +287,7 @@ class MaskingServer:
         for cid in self.survivors:
             seed = _rebuild(seed_shares[cid], self.t, SEED_BYTES)
             total -= expand_mask(seed, dim, codec.bits)
+        survivors = set(self.survivors)
         for v, shares in key_shares.items():
             s_key = AgreementKey.from_private_bytes(_rebuild(shares, self.t, KEY_BYTES))
             if s_key.public != self.keys[v].s_public:
@@ -295,7 +296,7 @@ class MaskingServer:
                     f"the shares of {v}'s mask key rebuild a key it never advertised: a client "
                     "sent false shares; the round is aborted"
                 )
-            for u in sorted(self.neighbours[v] & set(self.survivors)):
+            for u in sorted(self.neighbours[v] & survivors):
                 if u not in self.blobs[v]:
                     continue  # v's shares never reached u, so u never masked with v
                 seed = agree(s_key, self.keys[u].s_public, mask_info(self.sid, u, v))

