@@ -10,7 +10,9 @@ quorum)::
     │   └── DatasetError         the data cannot be built or split as asked
     ├── PeerError                a peer sent something unacceptable; the server keeps running
     │   ├── InvalidUpdate        an update failed verification (shape, dtype, NaN/Inf, round...)
-    │   └── ProtocolError        a secure-aggregation message is malformed, forged or inconsistent
+    │   ├── ProtocolError        a secure-aggregation message is malformed, forged or inconsistent
+    │   ├── MalformedMessage     bytes from the network do not decode to an expected message
+    │   └── Refused              the transport refused a message or a peer (reason code attached)
     ├── SecAggAbort              a secure-aggregation session ended without a result (too few
     │                            survivors, or an honest party detected cheating); nothing leaked
     ├── AggregationError         a rule's precondition does not hold for this round's updates
@@ -33,9 +35,11 @@ __all__ = [
     "DatasetError",
     "FedfortError",
     "InvalidUpdate",
+    "MalformedMessage",
     "PeerError",
     "PrivacyBudgetExhausted",
     "ProtocolError",
+    "Refused",
     "RoundFailed",
     "SecAggAbort",
 ]
@@ -75,6 +79,29 @@ class ProtocolError(PeerError):
 
     The receiving state machine is left unchanged, so the caller may drop the sender and go on.
     """
+
+
+class MalformedMessage(PeerError):
+    """Bytes received from the network do not decode to a message fedfort expects.
+
+    Raised by the wire codec for garbage, truncated or oversized input, unknown record types,
+    and fields whose type does not match the message's declaration. Nothing is built from such
+    input, so the receiver's state is unchanged.
+    """
+
+
+class Refused(PeerError):
+    """The transport refused a peer or a message before it reached the round engine.
+
+    ``reason`` is a machine-readable code (``bad_signature``, ``replayed``, ``stale_round``,
+    ``unknown_client``, ``revoked_certificate``, ...; see ``docs/deployment.md``) that the
+    server counts and logs; ``detail`` says what was wrong.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class SecAggAbort(FedfortError):

@@ -61,6 +61,9 @@ class ClientExecutor(Protocol):
     def acknowledge(self, round_: int, accepted: Sequence[ClientUpdate]) -> None:
         """Tell clients whose updates were committed, so they may advance local state."""
 
+    def close(self) -> None:
+        """Release the runtime's resources (worker processes, sockets)."""
+
 
 @runtime_checkable
 class SecureChannel(Protocol):

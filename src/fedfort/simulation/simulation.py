@@ -1,274 +1,52 @@
-"""The simulation front door: build a federation from a config and run the round engine.
+"""The simulation front door: a federation whose clients run in this process.
 
-:class:`Simulation` wires the embedded dataset, the partition, the clients, the runtime and the
-server's stage pipeline together. It holds no learning or security logic of its own: the same
-:class:`~fedfort.server.RoundEngine` and :class:`~fedfort.client.LocalTrainer` run in a
-networked deployment.
+:class:`Simulation` is a :class:`~fedfort.federation.Federation` (the server side: dataset,
+model, stage pipeline, checkpoints) whose runtime is simulated: the clients, any attack's
+coalition, and a sequential or process-pool executor. It holds no learning or security logic of
+its own: the same :class:`~fedfort.server.RoundEngine` and
+:class:`~fedfort.client.LocalTrainer` run in a networked deployment.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
-from torch import nn
 
-from fedfort import __version__
-from fedfort.aggregation.preconditions import min_updates
-from fedfort.aggregation.registry import make_aggregator
 from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malicious
 from fedfort.attacks.config import build_attack
 from fedfort.attacks.data_poisoning import Backdoor
-from fedfort.attacks.metrics import security_summary
 from fedfort.client.client import FederatedClient
-from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
-from fedfort.config import RunConfig
-from fedfort.data.datasets import Dataset, load_dataset
-from fedfort.data.partition import Partition, partition_dataset
-from fedfort.detection.detector import AnomalyDetector
-from fedfort.detection.reputation import ReputationLedger
-from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
-from fedfort.messages import TrainTask
-from fedfort.models import ModelFactory, ModelSpec, build_model
-from fedfort.server.checkpoint import CheckpointStore
-from fedfort.server.defense import DetectAnomalies, UpdateReputation
-from fedfort.server.engine import RoundEngine, RoundRecord, Stage
-from fedfort.server.optimizers import make_server_optimizer
-from fedfort.server.scaffold import ScaffoldControl
-from fedfort.server.secure import SecureAggregate
-from fedfort.server.selection import SelectClients
-from fedfort.server.stages import (
-    Aggregate,
-    ApplyServerOptimizer,
-    Broadcast,
-    Collect,
-    EnforceQuorum,
-    Evaluate,
-    task_seed,
-)
-from fedfort.server.verify import VerifyUpdates
+from fedfort.client.training import ClientData
+from fedfort.federation import CHECKPOINT_FILE, Federation, SimulationResult
+from fedfort.models import ModelFactory
+from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
-from fedfort.simulation.privacy_setup import PrivacySetup, calibrated, local_training
 
 __all__ = ["CHECKPOINT_FILE", "Simulation", "SimulationResult"]
 
-CHECKPOINT_FILE = "checkpoints.sqlite"
 
-
-@dataclass(frozen=True)
-class SimulationResult:
-    """Per-round records of the whole run (including resumed parts) and the final model."""
-
-    config: RunConfig
-    records: list[dict[str, Any]]
-    model: np.ndarray
-    malicious: list[str] = dataclasses.field(default_factory=list)
-    stopped: str | None = None
-
-    @property
-    def privacy(self) -> dict[str, Any] | None:
-        """The run's privacy settings and what it spent (``None`` without privacy)."""
-        p = self.config.privacy
-        if p.mode == "none" and not p.dp_sgd.enabled:
-            return None
-        last = self.records[-1] if self.records else {}
-        body: dict[str, Any] = {
-            "mode": p.mode,
-            "accountant": p.accountant,
-            "delta": p.delta,
-            "target_epsilon": p.target_epsilon,
-            "epsilon": last.get("epsilon"),
-            "noise_multiplier": p.noise_multiplier,
-            "sampling": p.sampling if p.user_level else None,
-            "secure_noise": p.secure_noise,
-            "stopped_by_budget": self.stopped == "privacy_budget_exhausted",
-        }
-        if p.mode == "local":
-            body.update(
-                local_mechanism=p.local_mechanism,
-                local_epsilon_per_round=p.local_epsilon,
-                local_delta_per_round=p.local_delta if p.local_mechanism == "gaussian" else 0.0,
-                basic_composition_epsilon=(p.local_epsilon or 0.0) * len(self.records),
-            )
-        if p.dp_sgd.enabled:
-            measured = last.get("measurements", {}).get("privacy", {})
-            body["dp_sgd"] = {
-                **p.dp_sgd.model_dump(mode="json"),
-                "client_epsilon_max": measured.get("dp_sgd_epsilon_max"),
-                "client_epsilon_mean": measured.get("dp_sgd_epsilon_mean"),
-            }
-        return body
-
-    @property
-    def secure_aggregation(self) -> dict[str, Any] | None:
-        """The secure aggregation mode and its cost over the run (``None`` when off)."""
-        sa = self.config.secure_aggregation
-        if not sa.enabled:
-            return None
-        measured = [r["measurements"].get("aggregate", {}) for r in self.records]
-        included = sum(m.get("included", 0) for m in measured)
-        aborted = [
-            d["reason"]
-            for r in self.records
-            for d in r.get("discarded_attempts", [])
-            if "secure aggregation" in d["reason"]
-        ]
-        return {
-            "mode": sa.mode,
-            "bits": sa.bits if sa.mode != "ckks" else None,
-            "rounds": len(measured),
-            "protocol_s_mean": float(np.mean([m.get("protocol_s", 0.0) for m in measured]))
-            if measured
-            else None,
-            "upload_bytes_per_client": sum(m.get("bytes_client_to_server", 0) for m in measured)
-            / max(included, 1),
-            "protocol_dropouts": sum(len(m.get("protocol_dropped", {})) for m in measured),
-            "aborted_attempts": len(aborted),
-        }
-
-    @property
-    def security(self) -> dict[str, Any] | None:
-        """Attack and defence figures (see :func:`fedfort.attacks.security_summary`)."""
-        if self.config.attack.name == "none":
-            return None
-        return {
-            "attack": self.config.attack.model_dump(mode="json"),
-            **security_summary(self.records, self.malicious),
-        }
-
-    @property
-    def final(self) -> dict[str, Any]:
-        evaluated = [r for r in self.records if r.get("accuracy") is not None]
-        last = evaluated[-1] if evaluated else {}
-        return {
-            "rounds": self.records[-1]["round"] if self.records else 0,
-            "accuracy": last.get("accuracy"),
-            "loss": last.get("loss"),
-            "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
-            "model_sha256": self.records[-1]["model_sha256"] if self.records else None,
-            "epsilon": self.records[-1].get("epsilon") if self.records else None,
-            "delta": self.records[-1].get("delta") if self.records else None,
-            "stopped": self.stopped,
-        }
-
-
-def _split_root(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Carve FLTrust's clean root dataset out of the training split (stratified, seeded)."""
-    n = labels.shape[0]
-    if size >= n // 2:
-        raise ConfigError(
-            f"defense.fltrust_root_samples = {size} would take half the {n} training samples: "
-            "FLTrust needs only a small root dataset (e.g. 100)"
-        )
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x726F6F74,)))
-    root = np.sort(rng.choice(n, size=size, replace=False))
-    rest = np.setdiff1d(np.arange(n), root)
-    return rest, root
-
-
-def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
-    if factory is None:
-        return build_model(spec, seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory(spec.in_features, spec.num_classes, **spec.options)
-
-
-class _CheckpointHook:
-    def __init__(self, store: CheckpointStore) -> None:
-        self.store = store
-
-    def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
-        self.store.save(engine.round, engine.model, engine.state_dict(), record.to_dict())
-
-
-class Simulation:
+class Simulation(Federation):
     """A federated training run on simulated clients.
 
     >>> sim = Simulation(load_config("examples/demo.toml"), out_dir="runs/demo")
     >>> result = sim.run()
 
-    With ``out_dir`` every committed round is checkpointed to ``out_dir/checkpoints.sqlite``;
-    :meth:`resume` continues such a run from its last committed round. ``model_factory``
-    (``factory(in_features, num_classes, **options)``) replaces the registry lookup of
-    ``config.model.name`` for a user-defined ``nn.Module``; with worker processes it must be
-    importable (a module-level class or function).
+    See :class:`~fedfort.federation.Federation` for checkpoints, resuming and model factories.
     """
 
-    def __init__(
-        self,
-        config: RunConfig,
-        out_dir: str | Path | None = None,
-        *,
-        model_factory: ModelFactory | None = None,
-        _resuming: bool = False,
-    ) -> None:
-        config = calibrated(config)
-        self.config = config
-        self.out_dir = None if out_dir is None else Path(out_dir)
-        # Small per-client models run fastest and reproducibly on one thread; an idle BLAS
-        # pool waking up for every aggregation costs more than the aggregation itself.
-        torch.set_num_threads(config.simulation.torch_threads)
-        threadpool_limits(config.simulation.torch_threads, user_api="blas")
-        self.dataset: Dataset = load_dataset(
-            config.data.dataset,
-            seed=config.seed,
-            test_fraction=config.data.test_fraction,
-            synthetic_samples=config.data.synthetic_samples,
-            synthetic_features=config.data.synthetic_features,
-            synthetic_classes=config.data.synthetic_classes,
-        )
-        train_idx = np.arange(self.dataset.y_train.shape[0])
-        self.root_idx: np.ndarray | None = None
-        if config.defense.aggregator == "fltrust":
-            train_idx, self.root_idx = _split_root(
-                self.dataset.y_train, config.defense.fltrust_root_samples, config.seed
-            )
-        self.partition: Partition = partition_dataset(
-            self.dataset.y_train[train_idx],
-            config.clients.count,
-            config.data.partition,
-            seed=config.seed,
-            alpha=config.data.alpha,
-            shards_per_client=config.data.shards_per_client,
-            min_samples=config.data.min_samples_per_client,
-        )
-        self.model_spec = ModelSpec(
-            config.model.name,
-            self.dataset.num_features,
-            self.dataset.num_classes,
-            dict(config.model.options),
-        )
-        build: Callable[[], nn.Module] = functools.partial(
-            _build, model_factory, self.model_spec, config.seed
-        )
-        self.trainer = LocalTrainer(build())
-        self.spec = self.trainer.spec
-        initial = self.trainer.bound.flatten()
-        self._evaluator = LocalTrainer(build())
-        self._x_test = torch.from_numpy(self.dataset.x_test)
-        self._y_test = torch.from_numpy(self.dataset.y_test)
-
-        width = max(3, len(str(config.clients.count - 1)))
-        ids = [f"client-{i:0{width}d}" for i in range(config.clients.count)]
-        x, y = self.dataset.x_train[train_idx], self.dataset.y_train[train_idx]
-        honest = [
-            FederatedClient(cid, ClientData.from_numpy(x[idx], y[idx]))
-            for cid, idx in zip(ids, self.partition.indices, strict=True)
-        ]
+    def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
+        config = self.config
+        honest = []
+        for k, cid in enumerate(self.ids):
+            x, y = self.data.client_arrays(k)
+            honest.append(FederatedClient(cid, ClientData.from_numpy(x, y)))
         self.attack = build_attack(config.attack, self.dataset.image_shape)
-        self.malicious: list[str] = []
         self.coalition: Coalition | None = None
         if self.attack is not None:
-            self.malicious = choose_malicious(ids, config.attack.fraction, config.seed)
+            self.malicious = choose_malicious(self.ids, config.attack.fraction, config.seed)
             self.coalition = Coalition(
                 self.attack,
                 self.malicious,
@@ -291,11 +69,10 @@ class Simulation:
                 for c in honest
             ]
         self.clients = SimulatedClients(honest, self.coalition)
-        self._backdoor = self._backdoor_test_set()
         sim = config.simulation
-        self.executor: SequentialExecutor | PoolExecutor
+        executor: SequentialExecutor | PoolExecutor
         if sim.workers == 0:
-            self.executor = SequentialExecutor(
+            executor = SequentialExecutor(
                 self.clients,
                 self.trainer,
                 seed=config.seed,
@@ -303,170 +80,28 @@ class Simulation:
                 secure_dropout_rate=config.secure_aggregation.simulated_dropout,
             )
         else:
-            self.executor = PoolExecutor(
+            executor = PoolExecutor(
                 self.clients,
-                build,
+                self.build_module,
                 workers=sim.workers,
                 seed=config.seed,
                 dropout_rate=sim.dropout_rate,
                 secure_dropout_rate=config.secure_aggregation.simulated_dropout,
                 threads=sim.torch_threads,
             )
+        return executor, {"clients": self.clients}
 
-        self.store: CheckpointStore | None = None
-        hooks = []
-        if self.out_dir is not None:
-            self.store = CheckpointStore(self.out_dir / CHECKPOINT_FILE)
-            hooks.append(_CheckpointHook(self.store))
-        self.engine = RoundEngine(
-            initial,
-            ids,
-            self._stages(config),
-            self.executor,
-            seed=config.seed,
-            max_attempts=config.server.max_attempts,
-            hooks=hooks,
-            extra_state={"clients": self.clients},
-        )
-        if self.store is not None:
-            self._open_store(_resuming)
+    def directory(self) -> Mapping[str, bytes]:
+        return self.clients.directory
 
-    def _server_update(self, model: np.ndarray) -> np.ndarray:
-        """FLTrust's server update: local training on the server's root dataset."""
-        assert self._root is not None
-        local = dataclasses.replace(self.config.clients.local_training(), algorithm="fedavg")
-        task = TrainTask(0, 0, "server", model, local, task_seed(self.config.seed, 0, 0, "root"))
-        return self._evaluator.fit(task, self._root).delta
-
-    def _stages(self, config: RunConfig) -> list[Stage]:
-        srv, dim, defense = config.server, self.spec.dim, config.defense
-        scaffold = (
-            ScaffoldControl(dim, config.clients.count)
-            if config.clients.algorithm == "scaffold"
-            else None
-        )
-        self._root = None
-        if self.root_idx is not None:
-            self._root = ClientData.from_numpy(
-                self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
-            )
-        aggregator = make_aggregator(
-            defense.aggregator,
-            num_byzantine=defense.num_byzantine,
-            trim_ratio=defense.trim_ratio,
-            norm_bound=defense.norm_bound,
-            robust_lr_threshold=defense.robust_lr_threshold,
-            centered_clipping_tau=defense.centered_clipping_tau,
-            centered_clipping_iterations=defense.centered_clipping_iterations,
-            flame_noise=defense.flame_noise,
-            server_update=self._server_update if self._root is not None else None,
-            seed=config.seed,
-        )
-        privacy = PrivacySetup(config)
-        self.privacy_ledger = privacy.ledger
-        rep = config.reputation
-        self.ledger: ReputationLedger | None = None
-        if rep.enabled:
-            self.ledger = ReputationLedger(
-                initial=rep.initial,
-                reward=rep.reward,
-                penalty=rep.penalty,
-                decay=rep.decay,
-                quarantine_threshold=rep.quarantine_threshold,
-                quarantine_rounds=rep.quarantine_rounds,
-                min_weight=rep.min_weight,
-            )
-        secure = self._secure_stage(config, privacy)
-        stages: list[Stage] = [
-            *privacy.guard(),
-            privacy.selection() or SelectClients(srv.fraction, srv.min_clients, policy=self.ledger),
-            Broadcast(
-                local_training(config),
-                config.seed,
-                control=None if scaffold is None else scaffold.current,
-                privacy=privacy.directive(),
-                secure=None if secure is None else secure.directive,
-            ),
-            Collect(srv.deadline_s),
-            VerifyUpdates(dim, expect_control=scaffold is not None, sealed=secure is not None),
-        ]
-        det = config.detection
-        if det.enabled:
-            detector = AnomalyDetector(
-                dim,
-                components=det.components,
-                threshold=det.threshold,
-                num_byzantine=defense.num_byzantine,
-                seed=config.seed,
-            )
-            stages.append(DetectAnomalies(detector, det.action, det.downweight_factor))
-        need = min_updates(defense.aggregator, defense.num_byzantine)
-        stages += [
-            EnforceQuorum(max(srv.min_participants, need), srv.quorum),
-            secure or privacy.aggregate or Aggregate(aggregator),
-        ]
-        if scaffold is not None:
-            stages.append(scaffold)
-        optimizer = make_server_optimizer(
-            srv.optimizer,
-            lr=srv.lr,
-            momentum=srv.momentum,
-            beta1=srv.beta1,
-            beta2=srv.beta2,
-            tau=srv.tau,
-        )
-        stages += [ApplyServerOptimizer(optimizer), Evaluate(self.evaluate, srv.eval_every)]
-        stages += privacy.accounting()
-        if self.ledger is not None:
-            stages.append(UpdateReputation(self.ledger))
-        return stages
-
-    def _secure_stage(self, config: RunConfig, privacy: PrivacySetup) -> SecureAggregate | None:
-        """The secure aggregation stage, when ``[secure_aggregation]`` switches it on."""
-        sa = config.secure_aggregation
-        if sa.mode == "none":
+    def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Triggered test inputs whose true label is not the target, labelled as the target."""
+        if not isinstance(self.attack, Backdoor):
             return None
-        return SecureAggregate(
-            sa.mode,
-            self.spec.dim,
-            run_id=config.identity_hash()[:32],
-            directory=lambda: self.clients.directory,
-            bits=sa.bits,
-            value_range=sa.value_range,
-            max_weight=sa.max_weight,
-            threshold=sa.threshold,
-            degree=sa.degree,
-            corrupt_fraction=sa.corrupt_fraction,
-            dropout_fraction=sa.dropout_fraction,
-            ckks_poly_modulus_degree=sa.ckks_poly_modulus_degree,
-            step_deadline_s=sa.step_deadline_s,
-            privacy=privacy.directive(),
-            private=privacy.aggregate,
-        )
-
-    def _open_store(self, resuming: bool) -> None:
-        assert self.store is not None
-        identity = self.config.identity_hash()
-        latest = self.store.latest_round()
-        if not resuming:
-            if latest is not None:
-                raise ConfigError(
-                    f"{self.store.path} already holds a run (up to round {latest}): resume it "
-                    "with --resume or choose another --out directory"
-                )
-            self.store.set_meta("config", json.dumps(self.config.to_dict(), sort_keys=True))
-            self.store.set_meta("identity", identity)
-            self.store.set_meta("fedfort_version", __version__)
-            self.store.set_meta("param_spec", json.dumps(self.spec.describe()))
-            self.store.save(0, self.engine.model, self.engine.state_dict(), {"round": 0})
-            return
-        if self.store.get_meta("identity") != identity:
-            raise CheckpointError(
-                f"{self.store.path} was written by a different configuration; only 'rounds' "
-                "and 'simulation.workers' may change when resuming"
-            )
-        checkpoint = self.store.load()
-        self.engine.load_state_dict(checkpoint.model, checkpoint.state)
+        keep = self.dataset.y_test != self.attack.target
+        x = self.attack.trigger.apply(self.dataset.x_test[keep])
+        y = np.full(int(keep.sum()), self.attack.target, dtype=self.dataset.y_test.dtype)
+        return torch.from_numpy(x), torch.from_numpy(y)
 
     @classmethod
     def resume(
@@ -478,89 +113,5 @@ class Simulation:
         model_factory: ModelFactory | None = None,
     ) -> Simulation:
         """Reopen the run in ``out_dir`` at its last committed round."""
-        path = Path(out_dir) / CHECKPOINT_FILE
-        if not path.exists():
-            raise CheckpointError(f"no run to resume: {path} does not exist")
-        with CheckpointStore(path) as store:
-            raw = store.get_meta("config")
-        if raw is None:
-            raise CheckpointError(f"{path} has no stored configuration")
-        config = RunConfig.model_validate(json.loads(raw)).with_overrides(
-            {"rounds": rounds, "simulation.workers": workers}
-        )
+        config = cls._reopen_config(out_dir, {"rounds": rounds, "simulation.workers": workers})
         return cls(config, out_dir, model_factory=model_factory, _resuming=True)
-
-    def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Triggered test inputs whose true label is not the target, labelled as the target."""
-        if not isinstance(self.attack, Backdoor):
-            return None
-        keep = self.dataset.y_test != self.attack.target
-        x = self.attack.trigger.apply(self.dataset.x_test[keep])
-        y = np.full(int(keep.sum()), self.attack.target, dtype=self.dataset.y_test.dtype)
-        return torch.from_numpy(x), torch.from_numpy(y)
-
-    def evaluate(self, vector: np.ndarray) -> dict[str, float]:
-        """Accuracy and loss of ``vector`` on the server's held-out test set.
-
-        Under a backdoor attack, ``backdoor_asr`` is the share of triggered test inputs whose
-        true label is not the target that the model classifies as the target.
-        """
-        result = evaluate_vector(self._evaluator, vector, self._x_test, self._y_test)
-        if self._backdoor is not None:
-            triggered = evaluate_vector(self._evaluator, vector, *self._backdoor)
-            result["backdoor_asr"] = triggered["accuracy"]
-        return result
-
-    @property
-    def model(self) -> np.ndarray:
-        """The current global model vector."""
-        return self.engine.model
-
-    def global_module(self) -> nn.Module:
-        """The current global model as a ``torch.nn.Module``."""
-        self._evaluator.bound.load(self.engine.model)
-        return self._evaluator.model
-
-    def run(
-        self,
-        rounds: int | None = None,
-        on_round: Callable[[RoundRecord], None] | None = None,
-    ) -> SimulationResult:
-        """Run until ``rounds`` rounds (default: the config's) are committed."""
-        target = self.config.rounds if rounds is None else rounds
-        if target < self.engine.round:
-            raise ConfigError(
-                f"the run already committed {self.engine.round} rounds; ask for more than that"
-            )
-        records: list[dict[str, Any]] = []
-        if self.store is not None:
-            records = [r for r in self.store.records() if r["round"] >= 1]
-        while self.engine.round < target:
-            try:
-                record = self.engine.run_round(final=self.engine.round + 1 == target)
-            except PrivacyBudgetExhausted as exc:
-                exc.result = SimulationResult(
-                    self.config,
-                    records,
-                    self.engine.model.copy(),
-                    list(self.malicious),
-                    stopped="privacy_budget_exhausted",
-                )
-                raise
-            records.append(record.to_dict())
-            if on_round is not None:
-                on_round(record)
-        return SimulationResult(
-            self.config, records, self.engine.model.copy(), list(self.malicious)
-        )
-
-    def close(self) -> None:
-        self.executor.close()
-        if self.store is not None:
-            self.store.close()
-
-    def __enter__(self) -> Simulation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
