@@ -32,6 +32,7 @@ __all__ = [
     "DetectionConfig",
     "DpSgdConfig",
     "ModelConfig",
+    "NetworkConfig",
     "PrivacyConfig",
     "ReputationConfig",
     "RunConfig",
@@ -235,6 +236,40 @@ class SecureAggregationConfig(_Section):
         return self.mode != "none"
 
 
+class NetworkConfig(_Section):
+    """The gRPC runtime (``fedfort server`` / ``fedfort client``; see docs/deployment.md).
+
+    None of these settings is part of a run's identity: a resumed server may change them.
+    """
+
+    address: str = Field("127.0.0.1:50051", description="host:port the server listens on")
+    round_deadline_s: float = Field(
+        120.0, gt=0, description="collect deadline when server.deadline_s is unset"
+    )
+    step_deadline_s: float = Field(
+        60.0, gt=0, description="secure aggregation step deadline when its own is unset"
+    )
+    poll_timeout_s: float = Field(5.0, gt=0, description="how long a client's poll may wait")
+    heartbeat_s: float = Field(1.0, gt=0, description="client heartbeat period")
+    liveness_s: float = Field(
+        6.0, gt=0, description="a client silent this long is treated as dropped"
+    )
+    start_clients: int | None = Field(
+        None, ge=1, description="enrolled clients to wait for before round 1 (default: all)"
+    )
+    start_timeout_s: float = Field(300.0, gt=0)
+    chunk_bytes: int = Field(1 << 20, ge=1024, le=16 << 20, description="frame payload size")
+    max_payload_bytes: int = Field(
+        64 << 20, ge=1 << 16, description="largest message a peer may send"
+    )
+    rate_per_s: float = Field(50.0, gt=0, description="per-client request rate")
+    burst: float = Field(100.0, ge=1)
+    max_concurrent_rpcs: int = Field(256, ge=4, description="bounded concurrent streams")
+    linger_s: float = Field(10.0, ge=0, description="serve 'finished' this long after the run")
+    backoff_initial_s: float = Field(0.2, gt=0)
+    backoff_max_s: float = Field(5.0, gt=0)
+
+
 class RunConfig(_Section):
     """A whole simulation run."""
 
@@ -251,6 +286,7 @@ class RunConfig(_Section):
     attack: AttackConfig = Field(default_factory=NoAttack)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -287,6 +323,7 @@ class RunConfig(_Section):
         """SHA-256 of the config without ``rounds``: what a resumed run must match."""
         body = self.to_dict()
         body.pop("rounds")
+        body.pop("network")
         body["simulation"].pop("workers")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 

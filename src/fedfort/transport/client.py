@@ -1,0 +1,408 @@
+"""``fedfort client``: one data holder taking part in a served federation over gRPC + mTLS.
+
+:class:`NetworkClient` runs the same :class:`~fedfort.client.FederatedClient` and
+:class:`~fedfort.client.LocalTrainer` as a simulated client. Its loop: enroll its identity
+binding, poll for work, check that the work is signed by the server's current key and
+addressed to it, train (or answer a secure-aggregation step), and submit the signed reply
+bound to the server's nonce. While it trains, a heartbeat tells the server it is alive. When
+the connection fails it reconnects with exponential backoff and jitter; work it already
+answered is answered again from a cache (same bytes, same nonce), never trained twice.
+
+The identity key lives in ``state_dir/identity.key`` (owner-only). ``fedfort keys rotate``
+replaces it while the client runs; the client picks the new key up before its next signature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from fedfort.client.client import FederatedClient
+from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.config import NetworkConfig
+from fedfort.errors import ProtocolError, Refused, SecAggAbort
+from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.secagg.crypto import SigningKey, verify
+from fedfort.transport import codec
+from fedfort.transport.frames import FRAME_OVERHEAD, read_message, to_frames
+from fedfort.transport.identity import (
+    SERVER,
+    Route,
+    check_binding,
+    envelope_statement,
+    load_identity_key,
+    make_binding,
+    save_identity_key,
+    seal_envelope,
+)
+from fedfort.transport.pki import load_certificate, load_private_key
+from fedfort.transport.proto import fedfort_pb2 as pb
+from fedfort.transport.server import Credentials
+
+__all__ = ["ClientReport", "NetworkClient", "rotate_client_key"]
+
+log = logging.getLogger("fedfort.transport")
+
+_RETRY = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.ABORTED,
+}
+
+
+@dataclass
+class ClientReport:
+    """What a client did in a served run."""
+
+    client_id: str
+    rounds_trained: list[int] = field(default_factory=list)
+    secagg_messages: int = 0
+    acknowledged: list[int] = field(default_factory=list)
+    reconnects: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
+
+
+class _Stub:
+    def __init__(self, channel: grpc.Channel) -> None:
+        ser = _serialize
+        self.enroll = channel.unary_unary(
+            "/fedfort.v1.Federation/Enroll", ser, pb.EnrollReply.FromString
+        )
+        self.poll = channel.unary_stream("/fedfort.v1.Federation/Poll", ser, pb.Frame.FromString)
+        self.submit = channel.stream_unary(
+            "/fedfort.v1.Federation/Submit", ser, pb.Verdict.FromString
+        )
+        self.heartbeat = channel.unary_unary(
+            "/fedfort.v1.Federation/Heartbeat", ser, pb.HeartbeatReply.FromString
+        )
+
+
+def _serialize(message: object) -> bytes:
+    assert hasattr(message, "SerializeToString")
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def open_channel(target: str, credentials: Credentials, network: NetworkConfig) -> grpc.Channel:
+    """A mutually authenticated channel to the federation server at ``target``."""
+    ca, key, cert = credentials.channel_options()
+    limit = network.chunk_bytes + FRAME_OVERHEAD
+    return grpc.secure_channel(
+        target,
+        grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+    )
+
+
+class _Identity:
+    """The client's identity key on disk, re-read when ``fedfort keys rotate`` replaced it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "identity.key"
+        self.meta = state_dir / "identity.json"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            save_identity_key(SigningKey(), self.path)
+            self.meta.write_text(json.dumps({"version": 1}))
+        self._stamp: tuple[int, ...] | None = None
+        self.reload()
+
+    def reload(self) -> None:
+        a, b = self.path.stat(), self.meta.stat()
+        stamp = (a.st_mtime_ns, a.st_ino, b.st_mtime_ns, b.st_ino)
+        if stamp != self._stamp:
+            self.key = load_identity_key(self.path)
+            self.version = int(json.loads(self.meta.read_text())["version"])
+            self._stamp = stamp
+
+    def current(self) -> tuple[SigningKey, int]:
+        self.reload()
+        return self.key, self.version
+
+
+class NetworkClient:
+    """A federated client served by a :class:`~fedfort.transport.server.NetworkServer`."""
+
+    def __init__(
+        self,
+        client_id: str,
+        data: ClientData,
+        trainer: LocalTrainer,
+        *,
+        target: str,
+        credentials: Credentials,
+        state_dir: str | Path,
+        network: NetworkConfig | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.trainer = trainer
+        self.target = target
+        self.credentials = credentials
+        self.network = network or NetworkConfig()
+        self.federation_id = credentials.federation_id
+        self.ca = load_certificate(credentials.ca)
+        self.cert_pem = credentials.cert.read_bytes()
+        self.cert_key = load_private_key(credentials.key)
+        self.identity = _Identity(Path(state_dir))
+        self.client = FederatedClient(client_id, data)
+        self.client.identity = self.client.secure.identity = self.identity.current()[0]
+        self.report = ClientReport(client_id)
+        self.server_key: tuple[bytes, int] | None = None
+        self._channel: grpc.Channel | None = None
+        self._stub: _Stub | None = None
+        self._answers: OrderedDict[bytes, list[pb.Frame]] = OrderedDict()
+        self._updates: dict[int, ClientUpdate] = {}
+        self._latest = (0, 0)
+        self._stop = threading.Event()
+        self._busy = threading.Event()
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> _Stub:
+        if self._stub is None:
+            self._channel = open_channel(self.target, self.credentials, self.network)
+            self._stub = _Stub(self._channel)
+        return self._stub
+
+    def _disconnect(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel, self._stub = None, None
+
+    def binding(self) -> pb.IdentityBinding:
+        key, version = self.identity.current()
+        return make_binding(
+            self.federation_id, self.client_id, key, version, self.cert_pem, self.cert_key
+        )
+
+    def enroll(self) -> None:
+        """Register the identity binding and learn the server's signing key."""
+        reply = self._connect().enroll(pb.EnrollRequest(identity=self.binding()), timeout=30)
+        if not reply.verdict.accepted:
+            raise Refused(reply.verdict.reason, reply.verdict.detail)
+        self._accept_server_key(reply.server)
+
+    def _accept_server_key(self, binding: pb.IdentityBinding) -> None:
+        if binding.subject != SERVER:
+            raise Refused("bad_signature", "the server's key binding names another subject")
+        check_binding(binding, self.federation_id, self.ca)
+        if self.server_key is not None and binding.version < self.server_key[1]:
+            raise Refused("stale_key_version", "the server offered an older key than it uses")
+        self.server_key = (binding.public_key, binding.version)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, timeout_s: float | None = None) -> ClientReport:
+        """Take part until the server says the run is finished (or ``timeout_s`` passes)."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        backoff = self.network.backoff_initial_s
+        beat = threading.Thread(target=self._heartbeats, daemon=True)
+        beat.start()
+        try:
+            while not self._stop.is_set() and not self.report.finished:
+                if end is not None and time.monotonic() > end:
+                    break
+                try:
+                    if self.server_key is None:
+                        self.enroll()
+                    self._poll_once()
+                    backoff = self.network.backoff_initial_s
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    if code not in _RETRY:
+                        raise Refused("refused", f"server refused {self.client_id}: {exc}") from exc
+                    self.report.reconnects += 1
+                    log.info("%s: %s; retrying in %.1fs", self.client_id, code, backoff)
+                    self._disconnect()
+                    self._stop.wait(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, self.network.backoff_max_s)
+        finally:
+            self._stop.set()
+            beat.join(timeout=5)
+            self._disconnect()
+        return self.report
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self.network.heartbeat_s):
+            if not self._busy.is_set():
+                continue
+            stub = self._stub
+            if stub is None:
+                continue
+            with contextlib.suppress(grpc.RpcError):
+                stub.heartbeat(
+                    pb.HeartbeatRequest(federation_id=self.federation_id, client_id=self.client_id),
+                    timeout=self.network.heartbeat_s * 2,
+                )
+
+    def _poll_once(self) -> None:
+        stub = self._connect()
+        assert self.server_key is not None
+        request = pb.PollRequest(
+            federation_id=self.federation_id,
+            client_id=self.client_id,
+            server_key_version=self.server_key[1],
+        )
+        frames = stub.poll(request, timeout=self.network.poll_timeout_s + 30)
+        envelope, payload, keys = read_message(frames, 1 << 40)
+        for binding in keys:
+            self._accept_server_key(binding)
+        try:
+            self._check(envelope, payload)
+        except Refused as exc:
+            self.report.refused[exc.reason] = self.report.refused.get(exc.reason, 0) + 1
+            log.warning("%s refused a message from the server: %s", self.client_id, exc)
+            return
+        if envelope.kind == "finished":
+            self.report.finished = True
+        elif envelope.kind == "ack":
+            update = self._updates.pop(envelope.round, None)
+            if update is not None:
+                self.client.acknowledge(update)
+                self.report.acknowledged.append(envelope.round)
+        elif envelope.kind in ("task", "secagg"):
+            self._answer(stub, envelope, payload)
+
+    def _check(self, e: pb.Envelope, payload: bytes) -> None:
+        assert self.server_key is not None
+        public, version = self.server_key
+        if e.federation_id != self.federation_id or e.recipient != self.client_id:
+            raise Refused("misaddressed", "a message for another federation or client")
+        if e.key_version != version:
+            raise Refused("bad_signature", f"signed with server key {e.key_version}, not {version}")
+        if hashlib.sha256(payload).digest() != e.payload_sha256 or len(payload) != e.payload_size:
+            raise Refused("payload_hash_mismatch", "payload differs from what the server signed")
+        if not verify(public, e.signature, envelope_statement(e)):
+            raise Refused("bad_signature", "message not signed by the server's current key")
+        if e.kind in ("task", "secagg") and (e.round, e.attempt) < self._latest:
+            raise Refused("stale_round", f"work for round {e.round} after {self._latest}")
+
+    def _answer(self, stub: _Stub, e: pb.Envelope, payload: bytes) -> None:
+        cached = self._answers.get(e.nonce)
+        if cached is None:
+            self._busy.set()
+            try:
+                reply = self._work(e, payload)
+            finally:
+                self._busy.clear()
+            if reply is None:
+                return
+            data = pb.Payload(body=codec.to_value(reply)).SerializeToString()
+            kind = "update" if e.kind == "task" else "secagg"
+            route = Route(
+                self.federation_id,
+                self.client_id,
+                SERVER,
+                kind,
+                e.round,
+                e.attempt,
+                e.step,
+                e.nonce,
+            )
+            key, version = self.identity.current()
+            self.client.identity = self.client.secure.identity = key
+            cached = to_frames(
+                seal_envelope(route, data, key, version), data, self.network.chunk_bytes
+            )
+            self._answers[e.nonce] = cached
+            while len(self._answers) > 8:
+                self._answers.popitem(last=False)
+        verdict = stub.submit(iter(cached), timeout=self.network.round_deadline_s)
+        if not verdict.accepted:
+            self.report.refused[verdict.reason] = self.report.refused.get(verdict.reason, 0) + 1
+            log.warning(
+                "%s: server refused the reply: %s %s",
+                self.client_id,
+                verdict.reason,
+                verdict.detail,
+            )
+
+    def _work(self, e: pb.Envelope, payload: bytes) -> object | None:
+        try:
+            message = pb.Payload.FromString(payload)
+            body = codec.from_value(message.body, TrainTask if e.kind == "task" else None)
+        except Exception as exc:  # a peer's bytes: protobuf and codec errors alike
+            log.warning("%s: undecodable work item: %s", self.client_id, exc)
+            return None
+        self._latest = max(self._latest, (e.round, e.attempt))
+        if e.kind == "secagg":
+            self.report.secagg_messages += 1
+            try:
+                return self.client.secure_handle(e.round, e.attempt, body)
+            except (ProtocolError, SecAggAbort) as exc:
+                log.warning("%s: secure aggregation step refused: %s", self.client_id, exc)
+                return None
+        assert isinstance(body, TrainTask)
+        if body.client_id != self.client_id or body.round != e.round:
+            log.warning("%s: task header mismatch", self.client_id)
+            return None
+        update = self.client.handle(body, self.trainer)
+        self._updates = {r: u for r, u in self._updates.items() if r >= body.round - 1}
+        self._updates[body.round] = update
+        self.report.rounds_trained.append(body.round)
+        if body.secure is None:
+            return update
+        directory = {}
+        for binding in message.directory:
+            try:
+                check_binding(binding, self.federation_id, self.ca)
+            except Refused as exc:
+                log.warning("%s: directory entry refused: %s", self.client_id, exc)
+                continue
+            directory[binding.subject] = binding.public_key
+        return self.client.seal(body, update, directory)
+
+
+def rotate_client_key(
+    target: str,
+    credentials: Credentials,
+    client_id: str,
+    state_dir: str | Path,
+    network: NetworkConfig | None = None,
+) -> int:
+    """Replace the client's identity key: enroll a binding of a fresh key at the next version,
+    then swap the key file. The server refuses the old key from that moment on."""
+    identity = _Identity(Path(state_dir))
+    _, version = identity.current()
+    new_key, new_version = SigningKey(), version + 1
+    binding = make_binding(
+        credentials.federation_id,
+        client_id,
+        new_key,
+        new_version,
+        credentials.cert.read_bytes(),
+        load_private_key(credentials.key),
+    )
+    channel = open_channel(target, credentials, network or NetworkConfig())
+    try:
+        reply = _Stub(channel).enroll(pb.EnrollRequest(identity=binding), timeout=30)
+    finally:
+        channel.close()
+    if not reply.verdict.accepted:
+        raise Refused(reply.verdict.reason, reply.verdict.detail)
+    tmp_meta = identity.meta.with_suffix(".json.tmp")
+    tmp_meta.write_text(json.dumps({"version": new_version}))
+    save_identity_key(new_key, identity.path)
+    tmp_meta.replace(identity.meta)
+    return new_version

@@ -1,0 +1,314 @@
+"""The server's admission gate: who may speak, and which messages are fresh (sans-I/O).
+
+Everything a client sends passes :class:`Gate` before the round engine sees it. The gate
+holds no sockets; the gRPC service hands it the peer's certificate and the received bytes, and
+it answers with the decoded message or raises :class:`~fedfort.errors.Refused` with a reason
+code. Every refusal is counted (:attr:`Gate.counts`) and logged. Reason codes, in the order
+they are checked:
+
+==========================  ============================================================
+``revoked_certificate``     the peer's certificate is on the CA's revocation list
+``foreign_certificate``     not issued by this federation's CA (TLS refuses these first)
+``expired_certificate``     outside its validity window (TLS refuses these first)
+``unknown_client``          not on the run's roster, or never enrolled
+``identity_mismatch``       the certificate's name is not the client the message claims
+``rate_limited``            the client exceeded its request rate
+``wrong_federation``        signed for another federation
+``oversized``/``truncated`` payload larger than allowed / shorter than signed
+``payload_hash_mismatch``   payload differs from the SHA-256 the sender signed
+``bad_signature``           not signed by the client's current identity key
+``stale_round``             for a round before the current one
+``future_round``            for a round after the current one
+``replayed``                the exact message was already accepted (same nonce, same bytes)
+``duplicate``               a second, different answer to a work item already answered
+``unknown_nonce``           the server never issued (or already withdrew) this nonce
+``mismatched_nonce``        the nonce was issued for another kind, attempt or step
+``malformed``               the payload does not decode to the expected message
+``mismatched_header``       the message's own round or client id contradicts its envelope
+==========================  ============================================================
+
+Values inside a well-formed update (NaN/Inf, wrong shape) are the round engine's to judge:
+:class:`~fedfort.server.verify.VerifyUpdates` rejects them with its own reason codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from fedfort.errors import MalformedMessage, Refused
+from fedfort.messages import ClientUpdate
+from fedfort.transport import codec
+from fedfort.transport.identity import NONCE_BYTES, check_binding, open_envelope
+from fedfort.transport.pki import RevocationList, common_name, verify_certificate
+from fedfort.transport.proto import fedfort_pb2 as pb
+from fedfort.transport.registry import Registry
+
+__all__ = ["Admitted", "Gate", "TokenBucket"]
+
+log = logging.getLogger("fedfort.transport")
+
+
+class TokenBucket:
+    """Per-key token buckets: ``rate`` requests per second, bursts up to ``burst``."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        tokens, last = self._state.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._state[key] = (tokens, now)
+            return False
+        self._state[key] = (tokens - 1.0, now)
+        return True
+
+
+@dataclass(frozen=True)
+class _Issued:
+    kind: str
+    round: int
+    attempt: int
+    step: int
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A message that passed the gate."""
+
+    client_id: str
+    kind: str
+    round: int
+    attempt: int
+    step: int
+    nonce: bytes
+    body: object
+
+
+class Gate:
+    """Admission control for one federation (thread-safe)."""
+
+    def __init__(
+        self,
+        federation_id: str,
+        ca_cert: x509.Certificate,
+        registry: Registry,
+        roster: Collection[str],
+        *,
+        revoked: RevocationList | None = None,
+        max_payload: int = 64 * 2**20,
+        rate_per_s: float = 50.0,
+        burst: float = 100.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.federation_id = federation_id
+        self.ca_cert = ca_cert
+        self.registry = registry
+        self.roster = frozenset(roster)
+        self.revoked = revoked
+        self.max_payload = max_payload
+        self.limiter = TokenBucket(rate_per_s, burst, clock)
+        self.counts: Counter[str] = Counter()
+        self.accepted = 0
+        self.round = 0
+        self._lock = threading.RLock()
+        self._certs: dict[bytes, x509.Certificate] = {}
+        self._keys: dict[str, tuple[bytes, int]] = {}
+        self._issued: dict[tuple[str, bytes], _Issued] = {}
+        self._answered: dict[tuple[str, bytes], tuple[int, bytes]] = {}
+
+    # -- refusals ---------------------------------------------------------------------------
+
+    def refuse(self, client: str, reason: str, detail: str) -> Refused:
+        """Count and log a refusal; return the error to raise."""
+        with self._lock:
+            self.counts[reason] += 1
+        log.warning("refused %s from %s: %s", reason, client or "?", detail)
+        return Refused(reason, detail)
+
+    def _counted(self, client: str, exc: Refused) -> Refused:
+        return self.refuse(client, exc.reason, exc.detail)
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def peer(self, certificate_pem: bytes | None, claimed: str) -> str:
+        """Authenticate the TLS peer as client ``claimed``; return its id."""
+        try:
+            return self._peer(certificate_pem, claimed)
+        except Refused as exc:
+            raise self._counted(claimed, exc) from None
+
+    def _peer(self, certificate_pem: bytes | None, claimed: str) -> str:
+        if not certificate_pem:
+            raise Refused("foreign_certificate", "the peer presented no client certificate")
+        digest = hashlib.sha256(certificate_pem).digest()
+        cert = self._certs.get(digest)
+        if cert is None or (
+            self.revoked is not None and self.revoked.is_revoked(cert.serial_number)
+        ):
+            cert = verify_certificate(
+                certificate_pem, self.ca_cert, role="client", revoked=self.revoked
+            )
+            with self._lock:
+                if len(self._certs) > 4 * len(self.roster) + 16:
+                    self._certs.clear()
+                self._certs[digest] = cert
+        name = common_name(cert)
+        if name not in self.roster:
+            raise Refused("unknown_client", f"{name!r} is not a member of this federation")
+        if name != claimed:
+            raise Refused(
+                "identity_mismatch", f"certificate of {name!r} used to speak for {claimed!r}"
+            )
+        with self._lock:
+            allowed = self.limiter.allow(name)
+        if not allowed:
+            raise Refused("rate_limited", f"{name!r} exceeded its request rate; back off")
+        return name
+
+    def enroll(self, certificate_pem: bytes | None, binding: pb.IdentityBinding) -> None:
+        """Register (or rotate) a client's identity binding."""
+        try:
+            self._peer(certificate_pem, binding.subject)
+            check_binding(binding, self.federation_id, self.ca_cert, revoked=self.revoked)
+            changed = self.registry.put(binding)
+        except Refused as exc:
+            raise self._counted(binding.subject, exc) from None
+        with self._lock:
+            self._keys.pop(binding.subject, None)
+        if changed:
+            log.info("enrolled %s with key version %d", binding.subject, binding.version)
+
+    def key_of(self, client_id: str) -> tuple[bytes, int] | None:
+        """The client's current identity public key and its version (``None``: not enrolled)."""
+        with self._lock:
+            cached = self._keys.get(client_id)
+        if cached is not None:
+            return cached
+        b = self.registry.get(client_id)
+        if b is None:
+            return None
+        with self._lock:
+            self._keys[client_id] = (b.public_key, b.version)
+        return b.public_key, b.version
+
+    def enrolled(self) -> list[str]:
+        return sorted(s for s in self.registry.all() if s in self.roster)
+
+    # -- work items -------------------------------------------------------------------------
+
+    def begin_round(self, round_: int) -> None:
+        """Make ``round_`` current: earlier rounds' nonces and replay records are dropped."""
+        with self._lock:
+            self.round = round_
+            self._issued = {k: v for k, v in self._issued.items() if v.round >= round_}
+            self._answered = {k: v for k, v in self._answered.items() if v[0] >= round_ - 1}
+
+    def issue(self, client_id: str, kind: str, round_: int, attempt: int, step: int) -> bytes:
+        """A fresh nonce (OS randomness) for one work item to ``client_id``."""
+        nonce = os.urandom(NONCE_BYTES)
+        with self._lock:
+            self._issued[(client_id, nonce)] = _Issued(kind, round_, attempt, step)
+        return nonce
+
+    def withdraw(self, client_id: str, nonce: bytes) -> None:
+        """Forget an unanswered work item (its deadline passed)."""
+        with self._lock:
+            self._issued.pop((client_id, nonce), None)
+
+    def admit(
+        self, certificate_pem: bytes | None, envelope: pb.Envelope, payload: bytes
+    ) -> Admitted:
+        """Check one signed message from a client; consume its nonce; decode its payload."""
+        try:
+            admitted = self._admit(certificate_pem, envelope, payload)
+        except Refused as exc:
+            raise self._counted(envelope.sender, exc) from None
+        with self._lock:
+            self.accepted += 1
+        return admitted
+
+    def _admit(
+        self, certificate_pem: bytes | None, envelope: pb.Envelope, payload: bytes
+    ) -> Admitted:
+        cid = self._peer(certificate_pem, envelope.sender)
+        key = self.key_of(cid)
+        if key is None:
+            raise Refused("unknown_client", f"{cid!r} has not enrolled an identity key")
+        if envelope.federation_id != self.federation_id:
+            raise Refused("wrong_federation", f"signed for {envelope.federation_id!r}")
+        if envelope.kind not in ("update", "secagg"):
+            raise Refused("malformed", f"clients cannot send {envelope.kind!r} messages")
+        public, version = key
+        if envelope.key_version != version:
+            raise Refused(
+                "bad_signature",
+                f"signed with key version {envelope.key_version}; {cid!r} holds {version}",
+            )
+        open_envelope(envelope, payload, public, self.max_payload)
+        slot = (cid, envelope.nonce)
+        with self._lock:
+            if envelope.round < self.round:
+                raise Refused("stale_round", f"round {envelope.round}; now {self.round}")
+            if envelope.round > self.round:
+                raise Refused("future_round", f"round {envelope.round}; now {self.round}")
+            issued = self._issued.get(slot)
+            if issued is None:
+                answered = self._answered.get(slot)
+                if answered is not None and answered[1] == envelope.signature:
+                    raise Refused("replayed", "this message was already accepted")
+                if answered is not None:
+                    raise Refused("duplicate", f"{cid!r} already answered this work item")
+                raise Refused("unknown_nonce", "no open work item has this nonce")
+            got = (envelope.kind, envelope.round, envelope.attempt, envelope.step)
+            if got != (issued.kind, issued.round, issued.attempt, issued.step):
+                raise Refused("mismatched_nonce", f"nonce was issued for {issued}, used for {got}")
+        body = self._decode(envelope, payload)
+        with self._lock:
+            if self._issued.pop(slot, None) is None:  # a concurrent twin won the race
+                raise Refused("duplicate", f"{cid!r} already answered this work item")
+            self._answered[slot] = (envelope.round, envelope.signature)
+        return Admitted(
+            cid,
+            envelope.kind,
+            envelope.round,
+            envelope.attempt,
+            envelope.step,
+            envelope.nonce,
+            body,
+        )
+
+    def _decode(self, envelope: pb.Envelope, payload: bytes) -> object:
+        try:
+            message = pb.Payload.FromString(payload)
+            body = codec.from_value(
+                message.body, ClientUpdate if envelope.kind == "update" else None
+            )
+        except MalformedMessage as exc:
+            raise Refused("malformed", str(exc)) from None
+        except Exception as exc:  # protobuf's DecodeError and anything a parser may raise
+            raise Refused("malformed", f"payload is not a fedfort message: {exc}") from None
+        if envelope.kind == "update":
+            assert isinstance(body, ClientUpdate)
+            if body.client_id != envelope.sender or body.round != envelope.round:
+                raise Refused(
+                    "mismatched_header",
+                    f"update of {body.client_id!r} for round {body.round} in an envelope of "
+                    f"{envelope.sender!r} for round {envelope.round}",
+                )
+        elif getattr(body, "client_id", envelope.sender) != envelope.sender:
+            raise Refused("mismatched_header", "message names another client than its sender")
+        return body

@@ -1,0 +1,279 @@
+"""``fedfort server``: a federation whose clients are other processes or hosts, over gRPC + mTLS.
+
+:class:`NetworkServer` is a :class:`~fedfort.federation.Federation`: the same dataset split,
+stage pipeline, round engine and SQLite checkpoints as a simulation, with a
+:class:`~fedfort.transport.service.NetworkExecutor` as its runtime. Its state directory
+(``--out``) holds the checkpoints, the registry of enrolled identities and the server's
+identity key, so a killed server restarted with ``resume=True`` continues from its last
+committed round and its clients need not enroll again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fedfort.config import RunConfig
+from fedfort.errors import ConfigError, RoundFailed
+from fedfort.federation import CHECKPOINT_FILE, Federation, SimulationResult
+from fedfort.models import ModelFactory
+from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
+from fedfort.transport.frames import FRAME_OVERHEAD
+from fedfort.transport.gate import Gate
+from fedfort.transport.pki import (
+    CA_CERT_FILE,
+    CRL_FILE,
+    RevocationList,
+    load_certificate,
+    read_federation_id,
+)
+from fedfort.transport.registry import Registry
+from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
+
+__all__ = ["REGISTRY_FILE", "Credentials", "NetworkServer"]
+
+log = logging.getLogger("fedfort.transport")
+
+REGISTRY_FILE = "registry.sqlite"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A party's TLS credentials: its certificate and key, the CA, the CRL, the federation."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    crl: Path | None
+    federation_id: str
+
+    @classmethod
+    def from_pki(cls, pki_dir: str | Path, name: str) -> Credentials:
+        """``pki_dir/{name}.pem``, ``{name}.key``, ``ca.pem``, ``crl.pem`` (if present) and
+        the federation id from ``federation.json`` (or the CA certificate's organisation)."""
+        d = Path(pki_dir)
+        crl = d / CRL_FILE
+        try:
+            fid = read_federation_id(d)
+        except ConfigError:
+            fid = _organisation(d / CA_CERT_FILE)
+        return cls(
+            d / f"{name}.pem",
+            d / f"{name}.key",
+            d / CA_CERT_FILE,
+            crl if crl.exists() else None,
+            fid,
+        )
+
+    def channel_options(self) -> tuple[bytes, bytes, bytes]:
+        """(CA PEM, key PEM, certificate PEM) for gRPC's SSL credentials."""
+        try:
+            return self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read TLS credentials: {exc}") from exc
+
+
+def _organisation(ca_path: Path) -> str:
+    from cryptography.x509.oid import NameOID
+
+    attrs = load_certificate(ca_path).subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    if not attrs:
+        raise ConfigError(f"{ca_path} names no federation")
+    return str(attrs[0].value)
+
+
+class _CountRejections:
+    """Counts the engine's own rejections (NaN/Inf, wrong shape, ...) with the gate's."""
+
+    def __init__(self, server: NetworkServer) -> None:
+        self.server = server
+
+    def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
+        rejected = list(record.rejected)
+        for d in record.discarded_attempts:
+            rejected += d.get("rejected", [])
+        for r in rejected:
+            self.server.gate.counts[str(r["reason"])] += 1
+            log.warning("round %d rejected %s from %s", record.round, r["reason"], r["client_id"])
+
+
+class NetworkServer(Federation):
+    """A federation served over gRPC with mutual TLS (see docs/deployment.md).
+
+    >>> server = NetworkServer(config, "runs/net", credentials=Credentials.from_pki(...))
+    >>> result = server.serve()
+    """
+
+    resumable_overrides = ("rounds", "simulation.workers")
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out_dir: str | Path,
+        *,
+        credentials: Credentials,
+        model_factory: ModelFactory | None = None,
+        _resuming: bool = False,
+    ) -> None:
+        self.credentials = credentials
+        self.state_dir = Path(out_dir)
+        self._grpc: grpc.Server | None = None
+        self.port: int | None = None
+        super().__init__(config, out_dir, model_factory=model_factory, _resuming=_resuming)
+        self.engine.hooks.append(_CountRejections(self))
+
+    def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
+        net, cred = self.config.network, self.credentials
+        ca = load_certificate(cred.ca)
+        revoked = None if cred.crl is None else RevocationList(cred.crl, ca)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(self.state_dir / REGISTRY_FILE)
+        # a model's update and control delta, or a secure-aggregation vector, plus framing
+        self.max_payload = min(net.max_payload_bytes, 24 * self.spec.dim + (4 << 20))
+        self.gate = Gate(
+            cred.federation_id,
+            ca,
+            self.registry,
+            self.ids,
+            revoked=revoked,
+            max_payload=self.max_payload,
+            rate_per_s=net.rate_per_s,
+            burst=net.burst,
+        )
+        self.keys = ServerKeys(
+            self.state_dir, self.registry, cred.federation_id, cred.cert, cred.key
+        )
+        self.network = NetworkExecutor(
+            self.gate,
+            self.keys,
+            chunk_bytes=net.chunk_bytes,
+            round_deadline_s=net.round_deadline_s,
+            step_deadline_s=net.step_deadline_s,
+            liveness_s=net.liveness_s,
+        )
+        return self.network, {}
+
+    def directory(self) -> Mapping[str, bytes]:
+        members = set(self.ids)
+        return {s: b.public_key for s, b in self.registry.all().items() if s in members}
+
+    def start(self) -> int:
+        """Listen on ``network.address`` with mTLS; return the bound port."""
+        if self._grpc is not None:
+            assert self.port is not None
+            return self.port
+        net = self.config.network
+        ca_pem, key_pem, cert_pem = self.credentials.channel_options()
+        creds = grpc.ssl_server_credentials(
+            [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+        )
+        limit = net.chunk_bytes + FRAME_OVERHEAD
+        self.service = FederationService(
+            self.network, max_payload=self.max_payload, poll_timeout_s=net.poll_timeout_s
+        )
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=net.max_concurrent_rpcs + 8),
+            handlers=[self.service.handler()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_concurrent_streams", 16),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=net.max_concurrent_rpcs,
+        )
+        port = server.add_secure_port(net.address, creds)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {net.address}: is the port in use?")
+        server.start()
+        self._grpc, self.port = server, port
+        log.info("serving federation %s on port %d", self.credentials.federation_id, port)
+        return port
+
+    def wait_for_clients(self, count: int | None = None, timeout_s: float | None = None) -> None:
+        """Block until ``count`` roster clients enrolled and are online."""
+        net = self.config.network
+        need = count or net.start_clients or len(self.ids)
+        end = time.monotonic() + (timeout_s or net.start_timeout_s)
+        while True:
+            ready = set(self.gate.enrolled()) & set(self.network.online())
+            if len(ready) >= need:
+                return
+            if time.monotonic() >= end:
+                raise RoundFailed(
+                    f"only {len(ready)} of the {need} clients needed to start came online; "
+                    "start more clients or lower network.start_clients"
+                )
+            time.sleep(0.1)
+
+    def serve(
+        self,
+        rounds: int | None = None,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        *,
+        linger: bool = True,
+    ) -> SimulationResult:
+        """Start, wait for the clients, run the rounds, tell clients the run is finished."""
+        self.start()
+        if self.engine.round == 0 or not self.gate.enrolled():
+            self.wait_for_clients()
+        else:  # resumed: clients reconnect on their own; wait for the quorum's worth
+            self.wait_for_clients(count=max(1, self.config.server.min_participants))
+        try:
+            return self.run(rounds, on_round)
+        finally:
+            self.network.finish()
+            if linger:
+                self._linger()
+
+    def _linger(self) -> None:
+        """Keep answering polls with "finished" until every client heard it or time is up."""
+        end = time.monotonic() + self.config.network.linger_s
+        while time.monotonic() < end and self.network.online():
+            time.sleep(0.1)
+
+    @property
+    def rejections(self) -> dict[str, int]:
+        """Refusals by reason code: the gate's and the engine's verification's."""
+        return dict(self.gate.counts)
+
+    def close(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=1.0).wait()
+            self._grpc = None
+        super().close()
+        self.registry.close()
+
+    @classmethod
+    def resume(
+        cls,
+        out_dir: str | Path,
+        *,
+        credentials: Credentials,
+        rounds: int | None = None,
+        network: Mapping[str, Any] | None = None,
+        model_factory: ModelFactory | None = None,
+    ) -> NetworkServer:
+        """Reopen the served run in ``out_dir`` at its last committed round."""
+        config = cls._reopen_config(out_dir, {"rounds": rounds})
+        if network:
+            config = config.with_overrides({f"network.{k}": v for k, v in network.items()})
+        return cls(
+            config,
+            out_dir,
+            credentials=credentials,
+            model_factory=model_factory,
+            _resuming=True,
+        )
+
+
+def has_run(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` already holds a served run's checkpoints."""
+    return (Path(out_dir) / CHECKPOINT_FILE).exists()

@@ -1,0 +1,468 @@
+"""The server's gRPC runtime: mailboxes that the round engine fills, and the RPCs that empty them.
+
+:class:`NetworkExecutor` is the round engine's :class:`~fedfort.server.engine.ClientExecutor`
+and :class:`~fedfort.server.engine.SecureChannel` over the network. For each task (or
+secure-aggregation message) it asks the :class:`~fedfort.transport.gate.Gate` for a fresh nonce,
+signs the message with the server's identity key, and leaves it in the client's mailbox; then it
+waits until every addressee answered, the deadline passed, or the addressees still missing have
+gone silent (no poll or heartbeat for ``liveness_s``), exactly the "dropped" of simulation.
+
+:class:`FederationService` implements the RPCs of ``fedfort.v1.Federation``. It only moves
+bytes: authentication, freshness and decoding are the gate's, learning is the engine's. Work
+stays in a mailbox until it is answered or withdrawn, so a client that lost its connection
+gets the same item again when it comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from fedfort.errors import ConfigError, Refused
+from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.secagg.crypto import SigningKey
+from fedfort.server.engine import CollectOutcome
+from fedfort.transport import codec
+from fedfort.transport.frames import read_message, to_frames
+from fedfort.transport.gate import Admitted, Gate
+from fedfort.transport.identity import (
+    NONCE_BYTES,
+    SERVER,
+    Route,
+    load_identity_key,
+    make_binding,
+    save_identity_key,
+    seal_envelope,
+)
+from fedfort.transport.pki import load_certificate, load_private_key
+from fedfort.transport.proto import fedfort_pb2 as pb
+from fedfort.transport.registry import Registry
+
+__all__ = ["FederationService", "NetworkExecutor", "ServerKeys", "rotate_server_key"]
+
+_PEM = Encoding.PEM
+
+log = logging.getLogger("fedfort.transport")
+
+_VERSION_KEY = "server_key_version"
+
+
+def _key_path(state_dir: Path, version: int) -> Path:
+    return state_dir / f"server_identity.v{version}.key"
+
+
+class ServerKeys:
+    """The server's identity key and its binding; follows rotations made while it runs."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        registry: Registry,
+        federation_id: str,
+        cert_path: Path,
+        key_path: Path,
+    ) -> None:
+        self.state_dir, self.registry = state_dir, registry
+        self.federation_id = federation_id
+        self.cert_path, self.key_path = cert_path, key_path
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        if registry.get_meta(_VERSION_KEY) is None:
+            rotate_server_key(state_dir, registry, federation_id, cert_path, key_path)
+        self._load()
+
+    def _load(self) -> None:
+        version = int(self.registry.get_meta(_VERSION_KEY) or 0)
+        binding = self.registry.get(SERVER)
+        if binding is None or binding.version != version:
+            raise ConfigError(f"{self.registry.path} holds no binding for server key {version}")
+        self.key = load_identity_key(_key_path(self.state_dir, version))
+        self.version = version
+        self.binding = binding
+
+    def current(self) -> tuple[SigningKey, int, pb.IdentityBinding]:
+        """The key to sign with now (re-read at most twice a second)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked > 0.5:
+                self._checked = now
+                if int(self.registry.get_meta(_VERSION_KEY) or 0) != self.version:
+                    self._load()
+                    log.info("server identity key rotated to version %d", self.version)
+            return self.key, self.version, self.binding
+
+
+def rotate_server_key(
+    state_dir: Path, registry: Registry, federation_id: str, cert_path: Path, key_path: Path
+) -> int:
+    """Create the next server identity key, bind it to the server certificate, activate it.
+
+    A running server switches to it within half a second; clients accept the new binding
+    (checked against the CA) and refuse messages signed with the old key from then on. The old
+    private key file is deleted.
+    """
+    old = int(registry.get_meta(_VERSION_KEY) or 0)
+    version = old + 1
+    key = SigningKey()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_identity_key(key, _key_path(state_dir, version))
+    cert_pem = load_certificate(cert_path).public_bytes(_PEM)
+    registry.put(
+        make_binding(federation_id, SERVER, key, version, cert_pem, load_private_key(key_path))
+    )
+    registry.set_meta(_VERSION_KEY, str(version))
+    if old:
+        _key_path(state_dir, old).unlink(missing_ok=True)
+    return version
+
+
+@dataclass
+class _Item:
+    kind: str
+    round: int
+    attempt: int
+    step: int
+    nonce: bytes
+    frames: list[pb.Frame]
+    needs_reply: bool
+
+
+@dataclass
+class _Wait:
+    kind: str
+    nonces: dict[str, bytes]
+    replies: dict[str, object] = field(default_factory=dict)
+
+
+class NetworkExecutor:
+    """Carries the engine's tasks and secure-aggregation messages to networked clients."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        keys: ServerKeys,
+        *,
+        chunk_bytes: int,
+        round_deadline_s: float,
+        step_deadline_s: float,
+        liveness_s: float,
+    ) -> None:
+        self.gate, self.keys = gate, keys
+        self.chunk_bytes = chunk_bytes
+        self.round_deadline_s = round_deadline_s
+        self.step_deadline_s = step_deadline_s
+        self.liveness_s = liveness_s
+        self.cond = threading.Condition()
+        self.boxes: dict[str, list[_Item]] = {}
+        self.last_seen: dict[str, float] = {}
+        self.polling: Counter[str] = Counter()
+        self.finished = False
+        self.late = 0
+        self._waits: dict[tuple[int, int, int], _Wait] = {}
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    def seen(self, client_id: str) -> None:
+        with self.cond:
+            self.last_seen[client_id] = time.monotonic()
+
+    def alive(self, client_id: str) -> bool:
+        """Polling now, or heard from within ``liveness_s`` (call with the lock held)."""
+        if self.polling[client_id] > 0:
+            return True
+        last = self.last_seen.get(client_id)
+        return last is not None and time.monotonic() - last < self.liveness_s
+
+    def online(self) -> list[str]:
+        with self.cond:
+            return sorted(c for c in self.last_seen if self.alive(c))
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def _sign(
+        self,
+        client_id: str,
+        kind: str,
+        round_: int,
+        attempt: int,
+        step: int,
+        nonce: bytes,
+        payload: bytes,
+    ) -> list[pb.Frame]:
+        key, version, _ = self.keys.current()
+        route = Route(
+            self.gate.federation_id, SERVER, client_id, kind, round_, attempt, step, nonce
+        )
+        return to_frames(seal_envelope(route, payload, key, version), payload, self.chunk_bytes)
+
+    def notice(self, client_id: str, kind: str) -> list[pb.Frame]:
+        """A signed ``idle`` or ``finished`` notice (no payload, no reply expected)."""
+        nonce = os.urandom(NONCE_BYTES)
+        return self._sign(client_id, kind, self.gate.round, 0, 0, nonce, b"")
+
+    def _post(self, items: Mapping[str, _Item]) -> None:
+        with self.cond:
+            for cid, item in items.items():
+                self.boxes.setdefault(cid, []).append(item)
+            self.cond.notify_all()
+
+    def _round_trip(
+        self,
+        kind: str,
+        round_: int,
+        attempt: int,
+        step: int,
+        messages: Mapping[str, object],
+        directory: Sequence[pb.IdentityBinding],
+        deadline_s: float,
+    ) -> dict[str, object]:
+        """Send one message to each client; the replies that came back in time."""
+        items: dict[str, _Item] = {}
+        for cid, message in messages.items():
+            payload = pb.Payload(body=codec.to_value(message), directory=directory)
+            data = payload.SerializeToString()
+            nonce = self.gate.issue(
+                cid, "update" if kind == "task" else "secagg", round_, attempt, step
+            )
+            frames = self._sign(cid, kind, round_, attempt, step, nonce, data)
+            items[cid] = _Item(kind, round_, attempt, step, nonce, frames, True)
+        wait = _Wait(kind, {cid: item.nonce for cid, item in items.items()})
+        key = (round_, attempt, step)
+        with self.cond:
+            self._waits[key] = wait
+        self._post(items)
+        end = time.monotonic() + deadline_s
+        with self.cond:
+            while True:
+                pending = [c for c in wait.nonces if c not in wait.replies]
+                now = time.monotonic()
+                if not pending or now >= end or not any(self.alive(c) for c in pending):
+                    break
+                self.cond.wait(min(0.25, end - now))
+            del self._waits[key]
+            for cid in pending:
+                self.boxes[cid] = [
+                    i for i in self.boxes.get(cid, []) if i.nonce != wait.nonces[cid]
+                ]
+        for cid in pending:
+            self.gate.withdraw(cid, wait.nonces[cid])
+        return dict(wait.replies)
+
+    def deliver(self, admitted: Admitted) -> bool:
+        """Hand an admitted reply to the waiting round; False if nothing waits for it."""
+        with self.cond:
+            self.last_seen[admitted.client_id] = time.monotonic()
+            box = self.boxes.get(admitted.client_id, [])
+            self.boxes[admitted.client_id] = [i for i in box if i.nonce != admitted.nonce]
+            wait = self._waits.get((admitted.round, admitted.attempt, admitted.step))
+            if wait is None or wait.nonces.get(admitted.client_id) != admitted.nonce:
+                self.late += 1
+                return False
+            wait.replies[admitted.client_id] = admitted.body
+            self.cond.notify_all()
+            return True
+
+    # -- ClientExecutor / SecureChannel -----------------------------------------------------
+
+    def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
+        if not tasks:
+            return CollectOutcome([], [])
+        round_, attempt = tasks[0].round, tasks[0].attempt
+        self.gate.begin_round(round_)
+        directory: list[pb.IdentityBinding] = []
+        if any(t.secure is not None for t in tasks):
+            bindings = self.gate.registry.all()
+            directory = [bindings[t.client_id] for t in tasks if t.client_id in bindings]
+        replies = self._round_trip(
+            "task",
+            round_,
+            attempt,
+            0,
+            {t.client_id: t for t in tasks},
+            directory,
+            self.round_deadline_s if deadline_s is None else deadline_s,
+        )
+        received = [r for t in tasks if isinstance(r := replies.get(t.client_id), ClientUpdate)]
+        missing = [t.client_id for t in tasks if t.client_id not in replies]
+        return CollectOutcome(received, missing)
+
+    def exchange(
+        self,
+        round_: int,
+        attempt: int,
+        step: int,
+        outbox: Mapping[str, object],
+        deadline_s: float | None,
+    ) -> dict[str, object]:
+        return self._round_trip(
+            "secagg",
+            round_,
+            attempt,
+            step + 1,
+            outbox,
+            (),
+            self.step_deadline_s if deadline_s is None else deadline_s,
+        )
+
+    def acknowledge(self, round_: int, accepted: Sequence[ClientUpdate]) -> None:
+        """Tell each accepted client that its update of ``round_`` was committed."""
+        items = {}
+        for update in accepted:
+            cid = update.client_id
+            nonce = os.urandom(NONCE_BYTES)
+            items[cid] = _Item(
+                "ack", round_, 0, 0, nonce, self._sign(cid, "ack", round_, 0, 0, nonce, b""), False
+            )
+        self._post(items)
+
+    def finish(self) -> None:
+        with self.cond:
+            self.finished = True
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        self.finish()
+
+    # -- serving polls ----------------------------------------------------------------------
+
+    def next_item(
+        self, client_id: str, timeout_s: float, active: threading.Event
+    ) -> list[pb.Frame]:
+        """The frames of the client's next work item, or of an idle/finished notice."""
+        end = time.monotonic() + timeout_s
+        with self.cond:
+            self.polling[client_id] += 1
+            self.last_seen[client_id] = time.monotonic()
+            try:
+                while True:
+                    box = self.boxes.get(client_id)
+                    if box:
+                        item = box[0]
+                        if not item.needs_reply:
+                            box.pop(0)
+                        return item.frames
+                    now = time.monotonic()
+                    if self.finished or now >= end or not active.is_set():
+                        break
+                    self.cond.wait(min(0.5, end - now))
+            finally:
+                self.polling[client_id] -= 1
+                self.last_seen[client_id] = time.monotonic()
+            finished = self.finished
+        return self.notice(client_id, "finished" if finished else "idle")
+
+
+def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
+    certs = context.auth_context().get("x509_pem_cert")
+    return bytes(certs[0]) if certs else None
+
+
+_STATUS = {"rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class FederationService:
+    """The ``fedfort.v1.Federation`` RPCs, as gRPC generic handlers."""
+
+    def __init__(
+        self,
+        executor: NetworkExecutor,
+        *,
+        max_payload: int,
+        poll_timeout_s: float,
+    ) -> None:
+        self.executor = executor
+        self.gate = executor.gate
+        self.max_payload = max_payload
+        self.poll_timeout_s = poll_timeout_s
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        ser = _serialize
+        return grpc.method_handlers_generic_handler(
+            "fedfort.v1.Federation",
+            {
+                "Enroll": grpc.unary_unary_rpc_method_handler(
+                    self.enroll, pb.EnrollRequest.FromString, ser
+                ),
+                "Poll": grpc.unary_stream_rpc_method_handler(
+                    self.poll, pb.PollRequest.FromString, ser
+                ),
+                "Submit": grpc.stream_unary_rpc_method_handler(
+                    self.submit, pb.Frame.FromString, ser
+                ),
+                "Heartbeat": grpc.unary_unary_rpc_method_handler(
+                    self.heartbeat, pb.HeartbeatRequest.FromString, ser
+                ),
+            },
+        )
+
+    def _authenticate(self, context: grpc.ServicerContext, claimed: str) -> str:
+        try:
+            return self.gate.peer(_peer_certificate(context), claimed)
+        except Refused as exc:
+            context.abort(_STATUS.get(exc.reason, grpc.StatusCode.PERMISSION_DENIED), str(exc))
+            raise  # unreachable: abort raises
+
+    def enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollReply:
+        try:
+            self.gate.enroll(_peer_certificate(context), request.identity)
+        except Refused as exc:
+            return pb.EnrollReply(
+                verdict=pb.Verdict(accepted=False, reason=exc.reason, detail=exc.detail)
+            )
+        self.executor.seen(request.identity.subject)
+        _, _, binding = self.executor.keys.current()
+        return pb.EnrollReply(
+            verdict=pb.Verdict(accepted=True), server=binding, round=self.gate.round
+        )
+
+    def poll(self, request: pb.PollRequest, context: grpc.ServicerContext) -> Iterator[pb.Frame]:
+        cid = self._authenticate(context, request.client_id)
+        if self.gate.key_of(cid) is None:
+            self.gate.refuse(cid, "unknown_client", "poll before enrolling")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "unknown_client: enroll first")
+        _, version, binding = self.executor.keys.current()
+        active = threading.Event()
+        active.set()
+        context.add_callback(active.clear)
+        frames = self.executor.next_item(cid, self.poll_timeout_s, active)
+        if request.server_key_version < version:
+            yield pb.Frame(server_key=binding)
+        yield from frames
+
+    def submit(
+        self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext
+    ) -> pb.Verdict:
+        try:
+            envelope, payload, _ = read_message(request_iterator, self.max_payload)
+        except Refused as exc:
+            self.gate.refuse("", exc.reason, exc.detail)
+            return pb.Verdict(accepted=False, reason=exc.reason, detail=exc.detail)
+        try:
+            admitted = self.gate.admit(_peer_certificate(context), envelope, payload)
+        except Refused as exc:
+            return pb.Verdict(accepted=False, reason=exc.reason, detail=exc.detail)
+        if not self.executor.deliver(admitted):
+            return pb.Verdict(accepted=False, reason="late", detail="no round waits for it")
+        return pb.Verdict(accepted=True)
+
+    def heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> pb.HeartbeatReply:
+        cid = self._authenticate(context, request.client_id)
+        self.executor.seen(cid)
+        return pb.HeartbeatReply(round=self.gate.round, finished=self.executor.finished)
+
+
+def _serialize(message: object) -> bytes:
+    assert hasattr(message, "SerializeToString")
+    data: bytes = message.SerializeToString()
+    return data
