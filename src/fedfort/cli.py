@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--serial", type=serial_number, help="serial number to revoke (decimal or 0x...)"
     )
+    from fedfort.transport.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -388,6 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _privacy_plan(args)
         if args.command == "certs":
             return _certs(args)
+        if args.command in ("server", "client", "keys"):
+            from fedfort.transport import cli as transport_cli
+
+            run = {
+                "server": transport_cli.run_server,
+                "client": transport_cli.run_client,
+                "keys": transport_cli.run_keys,
+            }[args.command]
+            return run(args)
     except FedfortError as exc:
         print(f"fedfort: error: {exc}", file=sys.stderr)
         return 2

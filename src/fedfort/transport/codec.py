@@ -285,7 +285,9 @@ def loads(
 ) -> object:
     """The message encoded in ``data`` (as written by :func:`dumps`).
 
-    ``expected`` restricts the top-level record type (checked before its fields are decoded).
+    ``expected`` restricts the top-level record type. It is checked before any field is decoded
+    or any constructor runs, so a receiver should always pass the types it can accept there:
+    a peer then cannot make it build (and run the ``__post_init__`` checks of) other messages.
     ``max_bytes`` caps ``len(data)`` and the number of array elements in the message. Raises
     :class:`~fedfort.errors.MalformedMessage`, and nothing else, for any input it does not
     accept (see the module docstring); :class:`TypeError` only if ``expected`` is not a type.
@@ -309,7 +311,7 @@ def loads(
     except MalformedMessage:
         raise
     except Exception as exc:  # protobuf, NumPy, constructors, recursion: all the peer's fault
-        raise MalformedMessage(f"undecodable message: {type(exc).__name__}: {exc}") from exc
+        raise MalformedMessage(f"undecodable message: {_brief(exc)}") from exc
 
 
 def from_value(
@@ -337,7 +339,7 @@ def from_value(
     except MalformedMessage:
         raise
     except Exception as exc:
-        raise MalformedMessage(f"undecodable value: {type(exc).__name__}: {exc}") from exc
+        raise MalformedMessage(f"undecodable value: {_brief(exc)}") from exc
 
 
 def _check_expected(expected: type | tuple[type, ...] | None) -> tuple[type, ...] | None:
@@ -371,6 +373,12 @@ def _names(types_: tuple[type, ...]) -> str:
 def _show(text: str, limit: int = 40) -> str:
     """A peer's string, shortened for an error message."""
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message, shortened (it may quote whatever the peer sent)."""
+    text = str(exc) if isinstance(exc, MalformedMessage) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _kind_name(value: pb.Value) -> str:
@@ -756,11 +764,11 @@ def _decode_record(cls: type, record: pb.Record, ctx: _Context, depth: int) -> o
         try:
             values[key] = _decode(spec, field.value, ctx, depth + 1)
         except MalformedMessage as exc:
-            raise MalformedMessage(f"{name}.{key}: {exc}") from exc
+            raise MalformedMessage(f"{name}.{key}: {_brief(exc)}") from exc
     missing = [f for f, _ in schema.fields if f not in values]
     if missing:
         raise MalformedMessage(f"{name} is missing fields {missing}")
     try:
         return cls(**values)
     except Exception as exc:  # __post_init__ checks: ValueError, TypeError, ConfigError...
-        raise MalformedMessage(f"{name} refused its fields: {exc}") from exc
+        raise MalformedMessage(f"{name} refused its fields: {_brief(exc)}") from exc

@@ -1,0 +1,224 @@
+"""``fedfort server``, ``fedfort client`` and ``fedfort keys rotate``.
+
+Both sides read the same federation TOML (the ``[network]`` section says where the server
+listens); each names its credentials with ``--pki DIR --name NAME`` (``DIR/NAME.pem``,
+``DIR/NAME.key``, ``DIR/ca.pem`` and, for the server, ``DIR/crl.pem``), as written by
+``fedfort certs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fedfort.config import RunConfig, load_config
+from fedfort.errors import ConfigError
+from fedfort.server.engine import RoundRecord
+
+__all__ = ["add_parsers", "run_client", "run_keys", "run_server"]
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``server``, ``client`` and ``keys`` subcommands."""
+    srv = sub.add_parser(
+        "server",
+        help="serve a federation over gRPC with mutual TLS",
+        description="Run the server of a networked federation: wait for the clients, run the "
+        "rounds, write results.json, checkpoints.sqlite and registry.sqlite to --out.",
+    )
+    srv.add_argument("--config", required=True, help="federation TOML")
+    srv.add_argument("--pki", required=True, help="directory with NAME.pem/.key, ca.pem, crl.pem")
+    srv.add_argument("--name", default="server", help="certificate name (default %(default)s)")
+    srv.add_argument("--out", default="runs/server", help="state directory (default %(default)s)")
+    srv.add_argument("--address", help="host:port to listen on (overrides network.address)")
+    srv.add_argument("--rounds", type=int, help="rounds to commit")
+    srv.add_argument("--resume", action="store_true", help="continue the run in --out")
+    srv.add_argument("--quiet", action="store_true", help="no per-round lines")
+
+    cli = sub.add_parser(
+        "client",
+        help="take part in a networked federation",
+        description="Enroll with the server, then train on --data whenever selected, until "
+        "the server says the run is finished. Reconnects with backoff when the link fails.",
+    )
+    cli.add_argument("--config", required=True, help="federation TOML (same as the server's)")
+    cli.add_argument(
+        "--data",
+        required=True,
+        help="partition:K (client K's share of the embedded dataset, as in simulation) or a "
+        ".npz file with arrays x (float32, n x features) and y (int labels)",
+    )
+    cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
+    cli.add_argument("--name", required=True, help="client id = certificate name")
+    cli.add_argument("--server", help="host:port of the server (default: network.address)")
+    cli.add_argument("--state", help="where the identity key lives (default runs/clients/NAME)")
+    cli.add_argument("--timeout", type=float, help="give up after this many seconds")
+
+    keys = sub.add_parser("keys", help="identity keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    rot = keys.add_parser(
+        "rotate",
+        help="rotate a client's or the server's identity key without stopping the federation",
+        description="--client: enroll a fresh identity key for --name with the running server "
+        "and swap the key file (the running client picks it up). --server: create the next "
+        "server key in --out; the running server switches within a second. Old keys stop "
+        "working at once.",
+    )
+    who = rot.add_mutually_exclusive_group(required=True)
+    who.add_argument("--client", action="store_true")
+    who.add_argument("--server", action="store_true")
+    rot.add_argument("--pki", required=True, help="credentials directory")
+    rot.add_argument("--name", help="client id (with --client) or server certificate name")
+    rot.add_argument("--config", help="federation TOML (with --client: where the server is)")
+    rot.add_argument("--address", help="server host:port (with --client)")
+    rot.add_argument("--state", help="client state directory (with --client)")
+    rot.add_argument("--out", help="server state directory (with --server)")
+
+
+def _address(config: RunConfig, override: str | None) -> str:
+    return override or config.network.address
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """``fedfort server``."""
+    from fedfort.simulation.results import write_results
+    from fedfort.transport.server import Credentials, NetworkServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    credentials = Credentials.from_pki(args.pki, args.name)
+    network = {"address": args.address} if args.address else None
+    if args.resume:
+        server = NetworkServer.resume(
+            args.out, credentials=credentials, rounds=args.rounds, network=network
+        )
+    else:
+        config = load_config(args.config).with_overrides(
+            {"rounds": args.rounds, "network.address": args.address}
+        )
+        server = NetworkServer(config, args.out, credentials=credentials)
+    try:
+        port = server.start()
+        print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)
+
+        def progress(record: RoundRecord) -> None:
+            if not args.quiet:
+                r = record.to_dict()
+                acc = r.get("accuracy")
+                print(
+                    f"round {r.get('round')}: {r.get('participants')} clients, "
+                    f"accuracy {acc if acc is None else f'{acc:.4f}'}, "
+                    f"dropped {len(r.get('dropped', []))}, rejected {len(r.get('rejected', []))}",
+                    flush=True,
+                )
+
+        result = server.serve(on_round=progress)
+        write_results(result, args.out)
+        print(f"fedfort server: {result.final}; refusals {server.rejections}", flush=True)
+    finally:
+        server.close()
+    return 0
+
+
+def _client_data(spec: str, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    from fedfort.federation import split_data
+
+    if spec.startswith("partition:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError as exc:
+            raise ConfigError(f"--data {spec!r}: expected partition:K with an integer K") from exc
+        return split_data(config).client_arrays(k)
+    path = Path(spec)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            x, y = np.asarray(npz["x"], dtype=np.float32), np.asarray(npz["y"], dtype=np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"--data {spec}: need an .npz file with arrays x and y ({exc})") from exc
+    if x.ndim < 2 or y.shape != (x.shape[0],):
+        raise ConfigError(f"--data {spec}: x must be (n, ...) and y (n,), got {x.shape}, {y.shape}")
+    return x, y
+
+
+def run_client(args: argparse.Namespace) -> int:
+    """``fedfort client``."""
+    import torch
+
+    from fedfort.client.training import ClientData, LocalTrainer
+    from fedfort.federation import split_data
+    from fedfort.models import ModelSpec, build_model
+    from fedfort.transport.client import NetworkClient
+    from fedfort.transport.server import Credentials
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_config(args.config)
+    torch.set_num_threads(config.simulation.torch_threads)
+    dataset = split_data(config).dataset
+    spec = ModelSpec(
+        config.model.name, dataset.num_features, dataset.num_classes, dict(config.model.options)
+    )
+    x, y = _client_data(args.data, config)
+    if x.shape[1:] != dataset.x_train.shape[1:]:
+        raise ConfigError(
+            f"--data rows have shape {x.shape[1:]}, the model expects {dataset.x_train.shape[1:]}"
+        )
+    client = NetworkClient(
+        args.name,
+        ClientData.from_numpy(x, y),
+        LocalTrainer(build_model(spec, seed=config.seed)),
+        target=_address(config, args.server),
+        credentials=Credentials.from_pki(args.pki, args.name),
+        state_dir=args.state or Path("runs/clients") / args.name,
+        network=config.network,
+    )
+    report = client.run(timeout_s=args.timeout)
+    print(
+        f"fedfort client {args.name}: trained rounds {report.rounds_trained}, committed "
+        f"{report.acknowledged}, reconnects {report.reconnects}, refused {report.refused}, "
+        f"finished {report.finished}",
+        flush=True,
+    )
+    return 0 if report.finished else 1
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """``fedfort keys rotate``."""
+    from fedfort.transport.client import rotate_client_key
+    from fedfort.transport.registry import Registry
+    from fedfort.transport.server import REGISTRY_FILE, Credentials
+    from fedfort.transport.service import rotate_server_key
+
+    if args.client:
+        if not args.name or not args.config:
+            raise ConfigError("keys rotate --client needs --name and --config")
+        config = load_config(args.config)
+        credentials = Credentials.from_pki(args.pki, args.name)
+        version = rotate_client_key(
+            _address(config, args.address),
+            credentials,
+            args.name,
+            args.state or Path("runs/clients") / args.name,
+            config.network,
+        )
+        print(f"{args.name}: identity key rotated to version {version}")
+        return 0
+    if not args.out:
+        raise ConfigError("keys rotate --server needs --out (the server's state directory)")
+    name = args.name or "server"
+    credentials = Credentials.from_pki(args.pki, name)
+    registry_path = Path(args.out) / REGISTRY_FILE
+    if not registry_path.exists():
+        raise ConfigError(f"{registry_path} does not exist: is --out the server's directory?")
+    registry = Registry(registry_path)
+    try:
+        version = rotate_server_key(
+            Path(args.out), registry, credentials.federation_id, credentials.cert, credentials.key
+        )
+    finally:
+        registry.close()
+    print(f"server identity key rotated to version {version}", file=sys.stdout)
+    return 0
