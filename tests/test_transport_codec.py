@@ -14,8 +14,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -157,11 +159,12 @@ def masking_params() -> MaskingParams:
     )
 
 
-def fuzz_corpus() -> list[object]:
+@functools.cache
+def fuzz_corpus() -> tuple[object, ...]:
     """Deterministic, realistic messages of most types (the seeds of the mutation fuzzers)."""
     sid = bytes(range(32))
     blob = bytes(range(60))
-    return [
+    return (
         train_task(),
         TrainTask(1, 0, "c1", np.zeros(8, np.float32), LocalTrainingConfig(), 5),
         client_update(),
@@ -183,7 +186,7 @@ def fuzz_corpus() -> list[object]:
         EncryptedInput(sid, "c1", (blob, blob[:20]), 11),
         DecryptRequest(sid, (blob,), 11, ("c1", "c2")),
         DecryptedSum(sid, np.arange(11, dtype="<f8").tobytes()),
-    ]
+    )
 
 
 @functools.cache
@@ -764,6 +767,23 @@ def deeply_nested_bytes(depth: int) -> bytes:
     return data
 
 
+def test_array_annotations_with_a_dtype_are_enforced() -> None:
+    strict = codec._compile(npt.NDArray[np.float32])
+    loose = codec._compile(npt.NDArray[np.unsignedinteger[Any]])
+    ctx = codec._Context(100)
+    f4, f8, u4 = (to_value(np.ones(2, t)) for t in (np.float32, np.float64, np.uint32))
+    assert strict.decode(f4, "array", ctx, 1).dtype == np.float32  # type: ignore[attr-defined]
+    assert loose.decode(u4, "array", ctx, 1).dtype == np.uint32  # type: ignore[attr-defined]
+    for spec, value in ((strict, f8), (strict, u4), (loose, f4)):
+        with pytest.raises(MalformedMessage, match="expected an array of"):
+            spec.decode(value, "array", ctx, 1)
+    # the messages annotate plain np.ndarray: any allowed dtype passes, the receiver checks it
+    value = to_value(train_task())
+    field_of(value, "weights").CopyFrom(to_value(np.ones(3, np.float64)))
+    task = loads(encoded(value), TrainTask)
+    assert isinstance(task, TrainTask) and task.weights.dtype == np.float64
+
+
 def test_too_deep_nesting_is_rejected() -> None:
     def nested(depth: int) -> pb.Value:
         value = pb.Value(integer=1)
@@ -935,10 +955,71 @@ def _edited_message(draw: st.DrawFn, trees: st.SearchStrategy[pb.Value]) -> pb.V
     return value
 
 
+_SAME_KIND: dict[str, st.SearchStrategy[pb.Value]] = {
+    "none": st.booleans().map(lambda b: pb.Value(none=b)),
+    "boolean": st.booleans().map(lambda b: pb.Value(boolean=b)),
+    "integer": (st.integers(-3, 70_000) | st.sampled_from([2**31, 2**63 - 1, -(2**63)])).map(
+        lambda i: pb.Value(integer=i)
+    ),
+    "real": st.floats().map(lambda x: pb.Value(real=x)),
+    "text": (st.sampled_from(TEXTS) | st.text(max_size=12)).map(lambda s: pb.Value(text=s)),
+    "blob": st.binary(max_size=70).map(lambda b: pb.Value(blob=b)),
+}
+
+
+@st.composite
+def _tweaked_message(draw: st.DrawFn) -> pb.Value:
+    """A realistic message's tree with one small edit that keeps the node's kind."""
+    value = to_value(draw(st.sampled_from(fuzz_corpus())))
+    nodes = _nodes(value)
+    target = nodes[draw(st.integers(0, len(nodes) - 1))]
+    kind = target.WhichOneof("kind")
+    if kind in _SAME_KIND:
+        target.CopyFrom(draw(_SAME_KIND[kind]))
+    elif kind == "array":
+        array = target.array
+        op = draw(st.sampled_from(["shape", "truncate", "dtype", "data"]))
+        if op == "shape":
+            del array.shape[:]
+            array.shape.extend(draw(st.lists(st.integers(0, 300), max_size=3)))
+        elif op == "truncate":
+            array.data = array.data[: draw(st.integers(0, len(array.data)))]
+        elif op == "dtype":
+            array.dtype = draw(st.sampled_from(FUZZ_DTYPES))
+        else:
+            array.data = draw(st.binary(min_size=len(array.data), max_size=len(array.data)))
+    elif kind in ("items", "mapping", "record"):
+        entries: Any = {
+            "items": lambda: target.items.items,
+            "mapping": lambda: target.mapping.entries,
+            "record": lambda: target.record.fields,
+        }[kind]()
+        op = draw(st.sampled_from(["drop", "duplicate", "swap", "rename"]))
+        if len(entries) == 0 or (op == "rename" and kind == "items"):
+            op = "clear"
+        else:
+            i = draw(st.integers(0, len(entries) - 1))
+            j = draw(st.integers(0, len(entries) - 1))
+        if op == "clear":
+            del entries[:]
+        elif op == "drop":
+            del entries[i]
+        elif op == "duplicate":
+            entries.add().CopyFrom(entries[i])
+        elif op == "swap":
+            saved = type(entries[i])()
+            saved.CopyFrom(entries[i])
+            entries[i].CopyFrom(entries[j])
+            entries[j].CopyFrom(saved)
+        else:
+            entries[i].name = draw(st.sampled_from(FIELD_NAMES))
+    return value
+
+
 def value_trees() -> st.SearchStrategy[pb.Value]:
-    """Strategy 3: random ``Value`` trees, and realistic trees with a random subtree."""
+    """Strategy 3: random ``Value`` trees, and realistic trees with a random or small edit."""
     trees = st.recursive(_leaf_values(), _containers, max_leaves=24)
-    return trees | _edited_message(trees)
+    return trees | _edited_message(trees) | _tweaked_message()
 
 
 def check_loads(data: bytes) -> object | None:

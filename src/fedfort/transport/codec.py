@@ -8,12 +8,13 @@ bytes of a ``fedfort.v1.Value`` (see ``fedfort/transport/proto/fedfort.proto``) 
 Why a whitelist and annotation checks. Bytes from a peer must never choose what code runs on
 the receiver: there is no pickle, no import by name and no arbitrary class. A ``Record`` names
 its type, and only the classes in :data:`RECORD_TYPES` (looked up by ``__name__`` in a fixed
-table) can be built. Each field is decoded against the class's resolved annotation (``int``,
-``float``, ``str``, ``bytes``, ``bool``, ``np.ndarray``, ``X | None``, ``tuple[T, ...]``,
-``tuple[A, B]``, ``dict[str, T]``, ``Literal[...]``, nested whitelisted dataclasses and unions
-of those), so a peer cannot put a string where the receiver expects an int, a record of another
-type where it expects a :class:`~fedfort.messages.LocalTrainingConfig`, or an out-of-set value
-in a ``Literal`` field; the class's own ``__post_init__`` checks run as well.
+table) can be built. Each field is decoded against the class's resolved annotation: ``int``,
+``float``, ``str``, ``bytes``, ``bool``, ``np.ndarray``, ``NDArray[T]`` (then only dtypes of
+``T``), ``X | None``, ``tuple[T, ...]``, ``tuple[A, B]``, ``list[T]``, ``dict[str, T]``,
+``Literal[...]``, nested whitelisted dataclasses and unions of those. So a peer cannot put a
+string where the receiver expects an int, a record of another type where it expects a
+:class:`~fedfort.messages.LocalTrainingConfig`, or an out-of-set value in a ``Literal``
+field; and the class's own ``__post_init__`` checks run as well.
 
 What :func:`loads` rejects, always with :class:`~fedfort.errors.MalformedMessage` and never
 with any other exception: input longer than ``max_bytes``; bytes protobuf cannot parse; a
@@ -22,23 +23,23 @@ fields, padded varints: anything but what :func:`dumps` writes); a top-level val
 a whitelisted record, or not an instance of ``expected``; unknown record types; missing, extra
 or duplicate fields (fields with defaults must be sent too); values whose kind does not match
 the annotation (``bool`` is not an ``int``; an ``int`` is accepted, as a float, where a
-``float`` is declared); arrays of a dtype outside :data:`ARRAY_DTYPES`, whose byte length is
-not dtype x shape, or whose ``|b1`` bytes are not 0/1; nesting deeper than
-:data:`MAX_DEPTH` values; more than ``max_bytes`` array elements in one message; a tuple, list
-or map of more than :data:`MAX_ENTRIES` entries; a string (or map key) longer than
-:data:`MAX_TEXT_BYTES` bytes of UTF-8; and whatever the dataclass's constructor refuses.
-Sizes are checked before anything is allocated from them.
+``float`` is declared); arrays of a dtype outside :data:`ARRAY_DTYPES` or not the
+annotation's, whose byte length is not dtype x shape, or whose ``|b1`` bytes are not 0/1;
+nesting deeper than :data:`MAX_DEPTH` values; more than ``max_bytes`` array elements in one
+message; a tuple, list or map of more than :data:`MAX_ENTRIES` entries; a string (or map key)
+longer than :data:`MAX_TEXT_BYTES` bytes of UTF-8; and whatever the dataclass's constructor
+refuses. Sizes are checked before anything is allocated from them.
 
 What it does not check: meaning. Floats are carried faithfully, NaN and infinities included
 (the server's verification stage rejects non-finite updates with its own reason code), and a
-vector's length is for the receiver to check against the model. Nor does it authenticate: the
-caller checks the sender's signature over the payload bytes *before* decoding them, so only
-authenticated peers ever reach this parser.
+vector's length and dtype (the messages annotate plain ``np.ndarray``) are for the receiver to
+check against the model. Nor does it authenticate: the caller checks the sender's signature
+over the payload bytes *before* decoding them, so only authenticated peers reach this parser.
 
 Encoding is deterministic (same message, same bytes): fields in declaration order, map entries
-sorted by key, arrays little-endian, an ``int`` in a ``float`` field written as a float,
-protobuf's deterministic serialisation. Encoding an object the codec does not
-support raises :class:`TypeError`: that is a bug on the sending side, not a peer's fault.
+sorted by key, arrays little-endian, an ``int`` in a ``float`` field written as a float, and
+protobuf's deterministic serialisation. Encoding an object the codec does not support raises
+:class:`TypeError`: that is a bug on the sending side, not a peer's fault.
 
 The CKKS message types live in :mod:`fedfort.secagg.ckks`, which imports TenSEAL; they are
 whitelisted by name and their module is imported on first use (decoding such a record, or
@@ -418,10 +419,13 @@ def _text(text: str) -> str:
     return text
 
 
-def _array(message: pb.NdArray, ctx: _Context) -> np.ndarray:
+def _array(message: pb.NdArray, ctx: _Context, family: type[np.generic] = np.generic) -> np.ndarray:
     code = message.dtype
     if code not in ARRAY_DTYPES:
         raise MalformedMessage(f"array dtype {_show(code)} is not allowed")
+    dtype = np.dtype(code)
+    if not np.issubdtype(dtype, family):
+        raise MalformedMessage(f"expected an array of {family.__name__}, got {code}")
     shape = tuple(message.shape)
     if len(shape) > MAX_NDIM:
         raise MalformedMessage(f"an array of more than {MAX_NDIM} dimensions")
@@ -432,7 +436,6 @@ def _array(message: pb.NdArray, ctx: _Context) -> np.ndarray:
         count *= n
         if bound > ctx.elements_left:
             raise MalformedMessage("the message holds too many array elements")
-    dtype = np.dtype(code)
     data = message.data
     if count * dtype.itemsize != len(data):
         raise MalformedMessage(
@@ -440,7 +443,7 @@ def _array(message: pb.NdArray, ctx: _Context) -> np.ndarray:
             f"got {len(data)}"
         )
     ctx.elements_left -= count
-    if code == "|b1" and data and max(data) > 1:
+    if code == "|b1" and data and np.frombuffer(data, dtype=np.uint8).max() > 1:
         raise MalformedMessage("a boolean array holds bytes other than 0 and 1")
     raw = np.frombuffer(data, dtype=dtype).reshape(shape)
     return raw.astype(dtype.newbyteorder("="), order="C", copy=True)
@@ -504,11 +507,16 @@ class _FloatSpec(_Spec):
 
 
 class _ArraySpec(_Spec):
-    label = "array"
+    """``np.ndarray``, or ``np.ndarray[shape, np.dtype[T]]`` (``NDArray[T]``): dtypes of ``T``."""
+
     kinds = frozenset({"array"})
 
+    def __init__(self, family: type[np.generic] = np.generic) -> None:
+        self.family = family
+        self.label = "array" if family is np.generic else f"array of {family.__name__}"
+
     def _decode(self, value: pb.Value, kind: str, ctx: _Context, depth: int) -> object:
-        return _array(value.array, ctx)
+        return _array(value.array, ctx, self.family)
 
 
 class _SequenceSpec(_Spec):
@@ -701,11 +709,24 @@ def _compile(annotation: object) -> _Spec:
         return _SequenceSpec(_compile(args[0]), None, as_list=True)
     if origin is dict and len(args) == 2 and args[0] is str:
         return _MappingSpec(_compile(args[1]))
-    if origin is np.ndarray:  # np.ndarray[shape, dtype]: the dtype is for the receiver
-        return _SCALARS[np.ndarray]
+    if origin is np.ndarray:  # np.ndarray[shape, np.dtype[T]], e.g. NDArray[np.float32]
+        return _ArraySpec(_array_family(args))
     if isinstance(annotation, type) and _is_record_class(annotation):
         return _RecordSpec(annotation)
     raise TypeError(f"the wire codec cannot express the annotation {annotation!r}")
+
+
+def _array_family(args: tuple[object, ...]) -> type[np.generic]:
+    """The scalar type ``T`` of ``np.ndarray[shape, np.dtype[T]]`` (``np.generic`` if any)."""
+    if len(args) != 2 or get_origin(args[1]) is not np.dtype:
+        return np.generic
+    (scalar,) = get_args(args[1]) or (Any,)
+    if scalar is Any:
+        return np.generic
+    scalar = get_origin(scalar) or scalar  # np.floating[Any] -> np.floating
+    if isinstance(scalar, type) and issubclass(scalar, np.generic):
+        return scalar
+    raise TypeError(f"the wire codec cannot express the array dtype {scalar!r}")
 
 
 @dataclasses.dataclass(frozen=True)

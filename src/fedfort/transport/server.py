@@ -25,6 +25,8 @@ from fedfort.errors import ConfigError, RoundFailed
 from fedfort.federation import CHECKPOINT_FILE, Federation, SimulationResult
 from fedfort.models import ModelFactory
 from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
+from fedfort.server.stages import EnforceQuorum
+from fedfort.simulation.privacy_setup import sample_size
 from fedfort.transport.frames import FRAME_OVERHEAD
 from fedfort.transport.gate import Gate
 from fedfort.transport.pki import (
@@ -224,8 +226,8 @@ class NetworkServer(Federation):
         self.start()
         if self.engine.round == 0 or not self.gate.enrolled():
             self.wait_for_clients()
-        else:  # resumed: clients reconnect on their own; wait for the quorum's worth
-            self.wait_for_clients(count=max(1, self.config.server.min_participants))
+        else:  # resumed: clients reconnect on their own, with backoff
+            self._wait_for_returning_clients()
         try:
             return self.run(rounds, on_round)
         finally:
@@ -233,10 +235,22 @@ class NetworkServer(Federation):
             if linger:
                 self._linger()
 
+    def _wait_for_returning_clients(self) -> None:
+        """After a restart: a quorum's worth of clients, then a grace period (two backoff
+        ceilings) for the others to come back, so none is dropped for being slow to retry."""
+        quorum = self.engine.stage("quorum")
+        need = quorum.required(sample_size(self.config)) if isinstance(quorum, EnforceQuorum) else 1
+        self.wait_for_clients(count=need)
+        net = self.config.network
+        end = time.monotonic() + 2 * net.backoff_max_s + net.heartbeat_s
+        enrolled = set(self.gate.enrolled())
+        while time.monotonic() < end and not enrolled <= set(self.network.online()):
+            time.sleep(0.1)
+
     def _linger(self) -> None:
         """Keep answering polls with "finished" until every client heard it or time is up."""
         end = time.monotonic() + self.config.network.linger_s
-        while time.monotonic() < end and self.network.online():
+        while time.monotonic() < end and set(self.network.online()) - self.network.told_finished:
             time.sleep(0.1)
 
     @property

@@ -166,6 +166,7 @@ class NetworkExecutor:
         self.last_seen: dict[str, float] = {}
         self.polling: Counter[str] = Counter()
         self.finished = False
+        self.told_finished: set[str] = set()
         self.late = 0
         self._waits: dict[tuple[int, int, int], _Wait] = {}
 
@@ -358,6 +359,8 @@ class NetworkExecutor:
                 self.polling[client_id] -= 1
                 self.last_seen[client_id] = time.monotonic()
             finished = self.finished
+            if finished:
+                self.told_finished.add(client_id)
         return self.notice(client_id, "finished" if finished else "idle")
 
 

@@ -1,0 +1,222 @@
+"""Test harness for the gRPC runtime: a PKI, an in-process server thread, client threads, and a
+raw client that crafts messages byte by byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.config import RunConfig, parse_config
+from fedfort.federation import client_ids, split_data
+from fedfort.secagg.crypto import SigningKey
+from fedfort.transport import codec
+from fedfort.transport.client import NetworkClient, _Stub, open_channel
+from fedfort.transport.frames import read_message, to_frames
+from fedfort.transport.identity import SERVER, Route, make_binding, seal_envelope
+from fedfort.transport.pki import (
+    init_ca,
+    issue_certificate,
+    issue_clients,
+    load_private_key,
+)
+from fedfort.transport.proto import fedfort_pb2 as pb
+from fedfort.transport.server import Credentials, NetworkServer
+
+FEDERATION = "testfed"
+
+
+def make_pki(root: Path, clients: int) -> Path:
+    pki = root / "pki"
+    init_ca(pki, FEDERATION)
+    issue_certificate(pki, pki, "server", role="server")
+    issue_clients(pki, pki, clients)
+    return pki
+
+
+def net_config(clients: int = 3, rounds: int = 2, **sections: dict[str, Any]) -> RunConfig:
+    body: dict[str, Any] = {
+        "seed": 0,
+        "rounds": rounds,
+        "clients": {"count": clients},
+        "model": {"name": "logreg"},
+        "server": {"fraction": 1.0},
+        "network": {
+            "address": "127.0.0.1:0",
+            "poll_timeout_s": 1.0,
+            "liveness_s": 2.0,
+            "heartbeat_s": 0.3,
+            "linger_s": 2.0,
+            "round_deadline_s": 30.0,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 0.5,
+        },
+    }
+    for name, values in sections.items():
+        body[name] = {**body.get(name, {}), **values}
+    return parse_config(body)
+
+
+class ServerThread:
+    """A NetworkServer serving in a background thread."""
+
+    def __init__(self, config: RunConfig, out: Path, pki: Path, *, resume: bool = False) -> None:
+        cred = Credentials.from_pki(pki, "server")
+        if resume:
+            self.server = NetworkServer.resume(out, credentials=cred)
+        else:
+            self.server = NetworkServer(config, out, credentials=cred)
+        self.port = self.server.start()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.result = self.server.serve()
+        except BaseException as exc:  # surfaced by join()
+            self.error = exc
+
+    def join(self, timeout: float = 120) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "server did not finish"
+        self.server.close()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def start_clients(
+    config: RunConfig, pki: Path, root: Path, port: int, ks: list[int]
+) -> tuple[list[NetworkClient], list[threading.Thread]]:
+    data = split_data(config)
+    ids = client_ids(config.clients.count)
+    clients, threads = [], []
+    from fedfort.models import ModelSpec, build_model
+
+    spec = ModelSpec(config.model.name, data.dataset.num_features, data.dataset.num_classes, {})
+    for k in ks:
+        x, y = data.client_arrays(k)
+        c = NetworkClient(
+            ids[k],
+            ClientData.from_numpy(x, y),
+            LocalTrainer(build_model(spec, seed=config.seed)),
+            target=f"localhost:{port}",
+            credentials=Credentials.from_pki(pki, ids[k]),
+            state_dir=root / ids[k],
+            network=config.network,
+        )
+        t = threading.Thread(target=c.run, kwargs={"timeout_s": 120}, daemon=True)
+        t.start()
+        clients.append(c)
+        threads.append(t)
+    return clients, threads
+
+
+class RawClient:
+    """A client that builds every message by hand (to send what honest code never would)."""
+
+    def __init__(self, pki: Path, name: str, port: int, network: Any) -> None:
+        self.name = name
+        self.cred = Credentials.from_pki(pki, name)
+        self.channel = open_channel(f"localhost:{port}", self.cred, network)
+        self.stub = _Stub(self.channel)
+        self.identity = SigningKey()
+        self.version = 1
+        self.server_version = 0
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def enroll(self, name: str | None = None, version: int = 1) -> pb.EnrollReply:
+        binding = make_binding(
+            FEDERATION,
+            name or self.name,
+            self.identity,
+            version,
+            self.cred.cert.read_bytes(),
+            load_private_key(self.cred.key),
+        )
+        reply: pb.EnrollReply = self.stub.enroll(pb.EnrollRequest(identity=binding), timeout=10)
+        if reply.verdict.accepted:
+            self.server_version = reply.server.version
+        return reply
+
+    def poll(self, want: str = "task", timeout: float = 30) -> tuple[pb.Envelope, object]:
+        """Poll until a message of kind ``want`` arrives; its envelope and decoded body."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            frames = self.stub.poll(
+                pb.PollRequest(
+                    federation_id=FEDERATION,
+                    client_id=self.name,
+                    server_key_version=self.server_version,
+                ),
+                timeout=10,
+            )
+            envelope, payload, _ = read_message(frames, 1 << 30)
+            if envelope.kind == want:
+                body = codec.from_value(pb.Payload.FromString(payload).body) if payload else None
+                return envelope, body
+        raise AssertionError(f"no {want} within {timeout}s")
+
+    def frames(
+        self,
+        task: pb.Envelope,
+        body: object,
+        *,
+        key: SigningKey | None = None,
+        round_: int | None = None,
+        nonce: bytes | None = None,
+        federation: str = FEDERATION,
+        kind: str = "update",
+    ) -> list[pb.Frame]:
+        data = pb.Payload(body=codec.to_value(body)).SerializeToString()
+        route = Route(
+            federation,
+            self.name,
+            SERVER,
+            kind,
+            task.round if round_ is None else round_,
+            task.attempt,
+            task.step,
+            task.nonce if nonce is None else nonce,
+        )
+        envelope = seal_envelope(route, data, key or self.identity, self.version)
+        return to_frames(envelope, data, 1 << 20)
+
+    def submit(self, frames: list[pb.Frame]) -> pb.Verdict:
+        verdict: pb.Verdict = self.stub.submit(iter(frames), timeout=10)
+        return verdict
+
+
+def update_for(task: Any, delta: np.ndarray, **changes: Any) -> Any:
+    from fedfort.messages import ClientUpdate
+
+    u = ClientUpdate(round=task.round, client_id=task.client_id, delta=delta, num_samples=10)
+    return dataclasses.replace(u, **changes)
+
+
+def tampered(frames: list[pb.Frame]) -> list[pb.Frame]:
+    """The same message with one payload byte flipped (the signed hash no longer matches)."""
+    out = [pb.Frame(envelope=frames[0].envelope)]
+    data = bytearray(b"".join(f.chunk for f in frames[1:]))
+    data[len(data) // 2] ^= 0x01
+    out.append(pb.Frame(chunk=bytes(data)))
+    return out
+
+
+def sha(x: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def rpc_code(exc: BaseException) -> grpc.StatusCode | None:
+    return exc.code() if isinstance(exc, grpc.RpcError) else None  # type: ignore[attr-defined]
