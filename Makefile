@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_aggregators.py
 	$(BIN)/python benchmarks/bench_privacy.py
 	$(BIN)/python benchmarks/bench_secagg.py
+	$(BIN)/python benchmarks/bench_grpc_load.py
+	$(BIN)/python benchmarks/bench_fuzz_codec.py
 
 redteam: $(STAMP)
 	$(BIN)/fedfort redteam --config examples/redteam.toml --out runs/redteam

@@ -26,7 +26,7 @@ from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 from fedfort.transport.server import REGISTRY_FILE, Credentials
 from fedfort.transport.service import rotate_server_key
-from tests.netfed import (
+from netfed import (
     FEDERATION,
     RawClient,
     ServerThread,
@@ -119,7 +119,7 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
         task2, body2 = raw.poll()
         assert task2.round == 2
         model[:] = server.engine.model  # round 1 committed; round 2 is collecting
-        refused(raw.frames(task, good), "stale_round")
+        refused(raw.frames(task, good, nonce=b"\1" * 16), "stale_round")
         assert raw.submit(raw.frames(task2, update_for(body2, np.zeros(dim + 1, np.float32))))
         # -- round 3: Inf
         task3, body3 = raw.poll()

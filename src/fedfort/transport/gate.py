@@ -17,10 +17,10 @@ they are checked:
 ``oversized``/``truncated`` payload larger than allowed / shorter than signed
 ``payload_hash_mismatch``   payload differs from the SHA-256 the sender signed
 ``bad_signature``           not signed by the client's current identity key
-``stale_round``             for a round before the current one
-``future_round``            for a round after the current one
 ``replayed``                the exact message was already accepted (same nonce, same bytes)
 ``duplicate``               a second, different answer to a work item already answered
+``stale_round``             for a round before the current one
+``future_round``            for a round after the current one
 ``unknown_nonce``           the server never issued (or already withdrew) this nonce
 ``mismatched_nonce``        the nonce was issued for another kind, attempt or step
 ``malformed``               the payload does not decode to the expected message
@@ -261,17 +261,17 @@ class Gate:
         open_envelope(envelope, payload, public, self.max_payload)
         slot = (cid, envelope.nonce)
         with self._lock:
+            answered = self._answered.get(slot)
+            if answered is not None and answered[1] == envelope.signature:
+                raise Refused("replayed", "this message was already accepted")
+            if answered is not None:
+                raise Refused("duplicate", f"{cid!r} already answered this work item")
             if envelope.round < self.round:
                 raise Refused("stale_round", f"round {envelope.round}; now {self.round}")
             if envelope.round > self.round:
                 raise Refused("future_round", f"round {envelope.round}; now {self.round}")
             issued = self._issued.get(slot)
             if issued is None:
-                answered = self._answered.get(slot)
-                if answered is not None and answered[1] == envelope.signature:
-                    raise Refused("replayed", "this message was already accepted")
-                if answered is not None:
-                    raise Refused("duplicate", f"{cid!r} already answered this work item")
                 raise Refused("unknown_nonce", "no open work item has this nonce")
             got = (envelope.kind, envelope.round, envelope.attempt, envelope.step)
             if got != (issued.kind, issued.round, issued.attempt, issued.step):
