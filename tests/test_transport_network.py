@@ -78,13 +78,14 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
         good = update_for(body, np.zeros(dim, np.float32))
         frames = raw.frames(task, good)
 
-        def refused(frames: list[pb.Frame], reason: str) -> None:
+        def refused(frames: list[pb.Frame], reason: str, collecting: bool = True) -> None:
             before = counts[reason]
             verdict = raw.submit(frames)
             assert not verdict.accepted and verdict.reason == reason, verdict
             assert verdict.detail  # a clear message
             assert counts[reason] == before + 1
-            assert np.array_equal(server.engine.model, model)
+            if collecting:  # the round waits for the attacker: nothing may have moved
+                assert np.array_equal(server.engine.model, model)
 
         refused(tampered(frames), "payload_hash_mismatch")
         refused(raw.frames(task, good, key=SigningKey()), "bad_signature")
@@ -113,8 +114,9 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
         refused(raw.frames(task, good, round_=2), "future_round")
         nan = raw.frames(task, update_for(body, np.full(dim, np.nan, np.float32)))
         assert raw.submit(nan).accepted  # well-formed and signed: the engine judges values
-        refused(nan, "replayed")
-        refused(raw.frames(task, good), "duplicate")
+        # the round may commit from here on; the final comparison covers these two
+        refused(nan, "replayed", collecting=False)
+        refused(raw.frames(task, good), "duplicate", collecting=False)
         # -- round 2: a stale message, then a wrong shape
         task2, body2 = raw.poll()
         assert task2.round == 2
