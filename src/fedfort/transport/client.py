@@ -34,7 +34,7 @@ from fedfort.errors import ProtocolError, Refused, SecAggAbort
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey, verify
 from fedfort.transport import codec
-from fedfort.transport.frames import FRAME_OVERHEAD, read_message, to_frames
+from fedfort.transport.frames import FRAME_OVERHEAD, read_message, serialize, to_frames
 from fedfort.transport.identity import (
     SERVER,
     Route,
@@ -79,7 +79,7 @@ class ClientReport:
 
 class _Stub:
     def __init__(self, channel: grpc.Channel) -> None:
-        ser = _serialize
+        ser = serialize
         self.enroll = channel.unary_unary(
             "/fedfort.v1.Federation/Enroll", ser, pb.EnrollReply.FromString
         )
@@ -90,12 +90,6 @@ class _Stub:
         self.heartbeat = channel.unary_unary(
             "/fedfort.v1.Federation/Heartbeat", ser, pb.HeartbeatReply.FromString
         )
-
-
-def _serialize(message: object) -> bytes:
-    assert hasattr(message, "SerializeToString")
-    data: bytes = message.SerializeToString()
-    return data
 
 
 def open_channel(target: str, credentials: Credentials, network: NetworkConfig) -> grpc.Channel:

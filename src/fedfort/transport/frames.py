@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from fedfort.errors import Refused
 from fedfort.transport.proto import fedfort_pb2 as pb
 
-__all__ = ["FRAME_OVERHEAD", "read_message", "to_frames"]
+__all__ = ["FRAME_OVERHEAD", "read_message", "serialize", "to_frames"]
 
 #: bytes a frame may add to its chunk (field tags, an envelope, a binding with a certificate)
 FRAME_OVERHEAD = 64 * 1024
@@ -67,3 +67,10 @@ def read_message(
     if got != size:
         raise Refused("truncated", f"payload has {got} of its declared {size} bytes")
     return envelope, b"".join(parts), keys
+
+
+def serialize(message: object) -> bytes:
+    """A protobuf message's bytes (the serializer both ends hand to gRPC)."""
+    assert hasattr(message, "SerializeToString")
+    data: bytes = message.SerializeToString()
+    return data

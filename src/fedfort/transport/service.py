@@ -32,7 +32,7 @@ from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
 from fedfort.server.engine import CollectOutcome
 from fedfort.transport import codec
-from fedfort.transport.frames import read_message, to_frames
+from fedfort.transport.frames import read_message, serialize, to_frames
 from fedfort.transport.gate import Admitted, Gate
 from fedfort.transport.identity import (
     NONCE_BYTES,
@@ -388,7 +388,7 @@ class FederationService:
         self.poll_timeout_s = poll_timeout_s
 
     def handler(self) -> grpc.GenericRpcHandler:
-        ser = _serialize
+        ser = serialize
         return grpc.method_handlers_generic_handler(
             "fedfort.v1.Federation",
             {
@@ -463,9 +463,3 @@ class FederationService:
         cid = self._authenticate(context, request.client_id)
         self.executor.seen(cid)
         return pb.HeartbeatReply(round=self.gate.round, finished=self.executor.finished)
-
-
-def _serialize(message: object) -> bytes:
-    assert hasattr(message, "SerializeToString")
-    data: bytes = message.SerializeToString()
-    return data
