@@ -4,13 +4,11 @@ raw client that crafts messages byte by byte."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
 from fedfort.client.training import ClientData, LocalTrainer
@@ -212,11 +210,3 @@ def tampered(frames: list[pb.Frame]) -> list[pb.Frame]:
     data[len(data) // 2] ^= 0x01
     out.append(pb.Frame(chunk=bytes(data)))
     return out
-
-
-def sha(x: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
-
-
-def rpc_code(exc: BaseException) -> grpc.StatusCode | None:
-    return exc.code() if isinstance(exc, grpc.RpcError) else None  # type: ignore[attr-defined]

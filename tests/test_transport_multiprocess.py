@@ -30,30 +30,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _setup(tmp_path: Path, clients: int, rounds: int, **network: object) -> tuple[Path, Path]:
-    body = tomllib.loads(EXAMPLE.read_text())
-    body["rounds"] = rounds
-    body["clients"]["count"] = clients
-    body["network"].update(address=f"127.0.0.1:{_free_port()}", linger_s=5.0, **network)
+def _setup(tmp_path: Path, clients: int, rounds: int, liveness_s: float = 6.0) -> tuple[Path, Path]:
+    """The example config with this test's rounds, clients and a free port; a fresh PKI."""
+    text = EXAMPLE.read_text()
+    for line, replacement in (
+        ("rounds = 15", f"rounds = {rounds}"),
+        ("count = 10", f"count = {clients}"),
+        ('address = "127.0.0.1:50051"', f'address = "127.0.0.1:{_free_port()}"'),
+        ("liveness_s = 6.0", f"liveness_s = {liveness_s}"),
+        ("linger_s = 10.0", "linger_s = 5.0"),
+    ):
+        assert line in text, f"examples/network/federation.toml no longer has {line!r}"
+        text = text.replace(line, replacement)
     config = tmp_path / "federation.toml"
-    config.write_text(_toml(body))
+    config.write_text(text)
     pki = tmp_path / "pki"
     init_ca(pki, "mp-test")
     issue_certificate(pki, pki, "server", role="server")
     issue_clients(pki, pki, clients)
     return config, pki
-
-
-def _toml(body: dict[str, object], prefix: str = "") -> str:
-    flat = [f"{k} = {json.dumps(v)}" for k, v in body.items() if not isinstance(v, dict)]
-    lines = ([f"[{prefix}]"] if prefix else []) + flat
-    for k, v in body.items():
-        if isinstance(v, dict):
-            if k == "options":
-                lines.append(f"options = {{ hidden = {json.dumps(v['hidden'])} }}")
-                continue
-            lines.append(_toml(v, f"{prefix}.{k}" if prefix else k))
-    return "\n".join(lines) + "\n"
 
 
 def _fedfort(*args: object, log: Path) -> subprocess.Popen[bytes]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import socket
 import threading
 import time
 from pathlib import Path
@@ -233,7 +234,6 @@ def test_key_rotation_and_revocation_while_running(tmp_path: Path) -> None:
     assert verdict.reason == "bad_signature"
     raw.identity = old
     assert raw.enroll(version=1).verdict.reason == "stale_key_version"  # no going back
-    raw.identity = raw.identity if False else SigningKey()
     # a real client rotates through the CLI path while it runs
     rotate_client_key(
         f"localhost:{srv.port}",
@@ -278,8 +278,6 @@ class _Proxy:
     """A TCP relay whose connections the test can cut (a network outage)."""
 
     def __init__(self, target_port: int) -> None:
-        import socket
-
         self.target = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -289,8 +287,6 @@ class _Proxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import socket
-
         while True:
             try:
                 a, _ = self.listener.accept()
@@ -305,16 +301,13 @@ class _Proxy:
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: object, dst: object) -> None:
-        try:
-            while data := src.recv(65536):  # type: ignore[attr-defined]
-                dst.sendall(data)  # type: ignore[attr-defined]
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()  # type: ignore[attr-defined]
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # a cut connection ends the relay
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
 
     def cut(self) -> None:
         self.up.clear()
@@ -347,3 +340,33 @@ def test_client_reconnects_after_a_network_cut(tmp_path: Path) -> None:
     participants = [r["participants"] for r in result.records]
     assert len(participants) == 60 and min(participants) == 1 and participants[-1] == 2
     assert direct[0].report.finished
+
+
+def test_concurrent_rpcs_are_bounded(tmp_path: Path) -> None:
+    config = net_config(2, 1, network={"max_concurrent_rpcs": 4, "poll_timeout_s": 5.0})
+    pki = make_pki(tmp_path, 2)
+    srv = ServerThread(config, tmp_path / "server", pki)
+    raw = RawClient(pki, "client-000", srv.port, config.network)
+    try:
+        assert raw.enroll().verdict.accepted
+        request = pb.PollRequest(
+            federation_id=FEDERATION, client_id="client-000", server_key_version=raw.server_version
+        )
+        held = [raw.stub.poll(request, timeout=10) for _ in range(4)]  # 4 idle long polls
+        time.sleep(0.5)
+        with pytest.raises(grpc.RpcError) as info:
+            raw.stub.heartbeat(
+                pb.HeartbeatRequest(federation_id=FEDERATION, client_id="client-000"), timeout=5
+            )
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for call in held:
+            call.cancel()
+        time.sleep(0.5)  # the slots free up: the same request now goes through
+        reply = raw.stub.heartbeat(
+            pb.HeartbeatRequest(federation_id=FEDERATION, client_id="client-000"), timeout=5
+        )
+        assert reply.round == 0
+    finally:
+        raw.close()
+        srv.server.network.finish()
+        srv.server.close()

@@ -94,7 +94,7 @@ class _Stub:
 
 def open_channel(target: str, credentials: Credentials, network: NetworkConfig) -> grpc.Channel:
     """A mutually authenticated channel to the federation server at ``target``."""
-    ca, key, cert = credentials.channel_options()
+    ca, key, cert = credentials.pems()
     limit = network.chunk_bytes + FRAME_OVERHEAD
     return grpc.secure_channel(
         target,
@@ -259,7 +259,7 @@ class NetworkClient:
             server_key_version=self.server_key[1],
         )
         frames = stub.poll(request, timeout=self.network.poll_timeout_s + 30)
-        envelope, payload, keys = read_message(frames, 1 << 40)
+        envelope, payload, keys = read_message(frames, self.network.max_payload_bytes)
         for binding in keys:
             self._accept_server_key(binding)
         try:

@@ -63,6 +63,7 @@ __all__ = [
     "IssuedFiles",
     "RevocationList",
     "common_name",
+    "federation_of",
     "init_ca",
     "issue_certificate",
     "issue_clients",
@@ -301,6 +302,14 @@ def common_name(cert: x509.Certificate) -> str:
         return ""
     value = attrs[0].value
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def federation_of(ca_cert: x509.Certificate) -> str:
+    """The federation a CA certificate belongs to: its subject organisation (O)."""
+    attrs = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    value = attrs[0].value if attrs else ""
+    name = value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return _check_name(name, "federation id (organisation) of the CA certificate")
 
 
 # --------------------------------------------------------------------------- the CA

@@ -22,7 +22,7 @@ import grpc
 
 from fedfort.config import RunConfig
 from fedfort.errors import ConfigError, RoundFailed
-from fedfort.federation import CHECKPOINT_FILE, Federation, SimulationResult
+from fedfort.federation import Federation, SimulationResult
 from fedfort.models import ModelFactory
 from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
 from fedfort.server.stages import EnforceQuorum
@@ -33,8 +33,8 @@ from fedfort.transport.pki import (
     CA_CERT_FILE,
     CRL_FILE,
     RevocationList,
+    federation_of,
     load_certificate,
-    read_federation_id,
 )
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
@@ -58,14 +58,11 @@ class Credentials:
 
     @classmethod
     def from_pki(cls, pki_dir: str | Path, name: str) -> Credentials:
-        """``pki_dir/{name}.pem``, ``{name}.key``, ``ca.pem``, ``crl.pem`` (if present) and
-        the federation id from ``federation.json`` (or the CA certificate's organisation)."""
+        """``pki_dir/{name}.pem``, ``{name}.key``, ``ca.pem``, ``crl.pem`` (if present); the
+        federation id is the CA certificate's organisation, so a client needs no other file."""
         d = Path(pki_dir)
         crl = d / CRL_FILE
-        try:
-            fid = read_federation_id(d)
-        except ConfigError:
-            fid = _organisation(d / CA_CERT_FILE)
+        fid = federation_of(load_certificate(d / CA_CERT_FILE))
         return cls(
             d / f"{name}.pem",
             d / f"{name}.key",
@@ -74,21 +71,12 @@ class Credentials:
             fid,
         )
 
-    def channel_options(self) -> tuple[bytes, bytes, bytes]:
+    def pems(self) -> tuple[bytes, bytes, bytes]:
         """(CA PEM, key PEM, certificate PEM) for gRPC's SSL credentials."""
         try:
             return self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read TLS credentials: {exc}") from exc
-
-
-def _organisation(ca_path: Path) -> str:
-    from cryptography.x509.oid import NameOID
-
-    attrs = load_certificate(ca_path).subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    if not attrs:
-        raise ConfigError(f"{ca_path} names no federation")
-    return str(attrs[0].value)
 
 
 class _CountRejections:
@@ -102,8 +90,9 @@ class _CountRejections:
         for d in record.discarded_attempts:
             rejected += d.get("rejected", [])
         for r in rejected:
-            self.server.gate.counts[str(r["reason"])] += 1
-            log.warning("round %d rejected %s from %s", record.round, r["reason"], r["client_id"])
+            self.server.gate.refuse(
+                r["client_id"], r["reason"], f"round {record.round}: {r['detail']}"
+            )
 
 
 class NetworkServer(Federation):
@@ -112,8 +101,6 @@ class NetworkServer(Federation):
     >>> server = NetworkServer(config, "runs/net", credentials=Credentials.from_pki(...))
     >>> result = server.serve()
     """
-
-    resumable_overrides = ("rounds", "simulation.workers")
 
     def __init__(
         self,
@@ -172,7 +159,7 @@ class NetworkServer(Federation):
             assert self.port is not None
             return self.port
         net = self.config.network
-        ca_pem, key_pem, cert_pem = self.credentials.channel_options()
+        ca_pem, key_pem, cert_pem = self.credentials.pems()
         creds = grpc.ssl_server_credentials(
             [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
         )
@@ -286,8 +273,3 @@ class NetworkServer(Federation):
             model_factory=model_factory,
             _resuming=True,
         )
-
-
-def has_run(out_dir: str | Path) -> bool:
-    """Whether ``out_dir`` already holds a served run's checkpoints."""
-    return (Path(out_dir) / CHECKPOINT_FILE).exists()
