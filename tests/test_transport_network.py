@@ -12,11 +12,13 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 
+from fedfort.audit import AUDIT_FILE, read_entries, verify_run
 from fedfort.errors import Refused
 from fedfort.secagg.crypto import SigningKey
 from fedfort.simulation import Simulation
@@ -133,7 +135,17 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
     for t in threads:
         t.join(30)
     raw.close()
+    metrics = server.metrics.registry
+    for reason, count in server.rejections.items():
+        # the gate's refusals and the engine's rejections are one Prometheus series
+        assert metrics.get_sample_value("fedfort_updates_rejected_total", {"reason": reason}) == (
+            count
+        )
     return result.model, dict(server.rejections), [r["participants"] for r in result.records]
+
+
+def _audited(run: Path, kind: str) -> list[dict[str, Any]]:
+    return [e.data for e in read_entries(run / AUDIT_FILE) if e.kind == kind]
 
 
 def test_bad_inputs_are_refused_counted_and_change_nothing(tmp_path: Path) -> None:
@@ -160,6 +172,20 @@ def test_bad_inputs_are_refused_counted_and_change_nothing(tmp_path: Path) -> No
         assert counts.get(reason, 0) >= 1, (reason, counts)
     assert counts["non_finite"] == 2
     assert not silent_counts
+    # the audit log holds every refusal with its reason, and still verifies
+    run = tmp_path / "a" / "server"
+    assert verify_run(run).ok
+    refused = _audited(run, "update_refused")
+    assert {r["reason"] for r in refused} == set(counts) - {"non_finite", "bad_shape"}
+    logged: dict[str, int] = {}
+    for r in refused:
+        assert r["client_id"] in ("client-002", "")  # "": a frame that named no one
+        logged[r["reason"]] = logged.get(r["reason"], 0) + r["count"]
+    assert logged == {k: v for k, v in counts.items() if k not in ("non_finite", "bad_shape")}
+    rejected = _audited(run, "update_rejected")
+    assert sorted(r["reason"] for r in rejected) == ["bad_shape", "non_finite", "non_finite"]
+    enrolled = _audited(run, "client_enrolled")
+    assert sorted(e["client_id"] for e in enrolled) == ["client-000", "client-001", "client-002"]
 
 
 def test_unknown_foreign_and_expired_certificates_are_refused(tmp_path: Path) -> None:
@@ -259,6 +285,16 @@ def test_key_rotation_and_revocation_while_running(tmp_path: Path) -> None:
     assert len(participants) == 4 and participants[-1] == 1  # only client-000 at the end
     assert server.gate.counts["revoked_certificate"] >= 1
     assert server.keys.version == old_version + 1
+    # key lifecycle events are in the audit log
+    run = tmp_path / "server"
+    assert verify_run(run).ok
+    assert [e["key_version"] for e in _audited(run, "server_key_rotated")] == [2]
+    rotated = sorted(
+        (e["client_id"], e["key_version"]) for e in _audited(run, "client_key_rotated")
+    )
+    assert rotated == [("client-000", 2), ("client-002", 2)]
+    revoked = [e for e in _audited(run, "update_refused") if e["reason"] == "revoked_certificate"]
+    assert revoked and revoked[0]["client_id"] == "client-001"
     c0 = clients[0]
     assert c0.report.finished and c0.server_key is not None and c0.server_key[1] == 2
     assert c0.report.rounds_trained[-1] == 4 and c0.identity.version == 2

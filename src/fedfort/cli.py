@@ -5,6 +5,7 @@ knobs, shows a progress bar with live accuracy, and writes ``results.json``, ``t
 and ``checkpoints.sqlite`` to ``--out``. ``--resume`` continues a run from its last committed
 round. ``fedfort redteam`` runs a matrix of attacks x defences x seeds and writes a report.
 ``fedfort privacy plan`` finds the noise multiplier that meets a target (epsilon, delta).
+``fedfort audit|model|dashboard|report`` work on a run directory (:mod:`fedfort.governance_cli`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from fedfort import __version__
 from fedfort.config import RunConfig, load_config, parse_config
 from fedfort.errors import FedfortError, PrivacyBudgetExhausted
+from fedfort.governance_cli import monitoring_arguments
 from fedfort.server.engine import RoundRecord
 
 __all__ = ["main"]
@@ -68,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         help="secagg, secagg+, ckks or none: the server learns only the sum of the updates",
     )
     sim.add_argument("--delta", type=float, help="delta of the privacy guarantee")
+    sim.add_argument(
+        "--rollback-drop",
+        type=float,
+        help="roll back to the best version when validation accuracy falls this far below it",
+    )
+    monitoring_arguments(sim)
 
     red = sub.add_parser(
         "redteam",
@@ -153,9 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--serial", type=serial_number, help="serial number to revoke (decimal or 0x...)"
     )
+    from fedfort.governance_cli import add_parsers as add_governance
     from fedfort.transport.cli import add_parsers
 
     add_parsers(sub)
+    add_governance(sub)
     return parser
 
 
@@ -237,6 +247,7 @@ def _simulate(args: argparse.Namespace) -> int:
             "server.optimizer": args.server_optimizer,
             "simulation.workers": args.workers,
             "secure_aggregation.mode": args.secure_aggregation,
+            "governance.rollback_drop": args.rollback_drop,
         }
         config = load_config(args.config)
         if args.attack is not None:
@@ -247,6 +258,8 @@ def _simulate(args: argparse.Namespace) -> int:
         config = _privacy_overrides(config, args)
         sim = Simulation(config, args.out)
     with sim:
+        for name, url in sim.start_monitoring(args.metrics, args.dashboard).items():
+            print(f"fedfort: {name} at {url}", file=sys.stderr)
         done = sim.engine.round
         target = sim.config.rounds
         bar = tqdm(total=target, initial=done, desc="rounds", unit="round", disable=args.quiet)
@@ -391,6 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _privacy_plan(args)
         if args.command == "certs":
             return _certs(args)
+        if args.command in ("audit", "model", "dashboard", "report"):
+            from fedfort import governance_cli
+
+            return governance_cli.run(args)
         if args.command in ("server", "client", "keys"):
             from fedfort.transport import cli as transport_cli
 

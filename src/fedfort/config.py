@@ -31,7 +31,9 @@ __all__ = [
     "DefenseConfig",
     "DetectionConfig",
     "DpSgdConfig",
+    "GovernanceConfig",
     "ModelConfig",
+    "MonitoringConfig",
     "NetworkConfig",
     "PrivacyConfig",
     "ReputationConfig",
@@ -270,6 +272,31 @@ class NetworkConfig(_Section):
     backoff_max_s: float = Field(5.0, gt=0)
 
 
+class GovernanceConfig(_Section):
+    """The audit log and automatic rollback (see docs/governance.md)."""
+
+    audit: bool = Field(
+        True, description="keep the signed, hash-chained audit log (runs with an output dir)"
+    )
+    rollback_drop: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="roll back to the best version when validation accuracy falls this far below",
+    )
+
+
+class MonitoringConfig(_Section):
+    """Live monitoring endpoints; not part of a run's identity (see docs/governance.md)."""
+
+    metrics_address: str | None = Field(
+        None, description="host:port to serve Prometheus /metrics on (e.g. 127.0.0.1:9464)"
+    )
+    dashboard_address: str | None = Field(
+        None, description="host:port to serve the live dashboard on (e.g. 127.0.0.1:8321)"
+    )
+
+
 class RunConfig(_Section):
     """A whole simulation run."""
 
@@ -287,6 +314,8 @@ class RunConfig(_Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -320,11 +349,23 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
     def identity_hash(self) -> str:
-        """SHA-256 of the config without ``rounds``: what a resumed run must match."""
+        """SHA-256 of the config without ``rounds``: what a resumed run must match.
+
+        Settings of the runtime (``network``, ``monitoring``, ``simulation.workers``) and the
+        audit switch are not part of it.
+        """
         body = self.to_dict()
         body.pop("rounds")
         body.pop("network")
+        body.pop("monitoring")
         body["simulation"].pop("workers")
+        if body["attack"].get("end_round") is None:
+            # settings added later, at their defaults, keep the identity of older runs
+            body["attack"].pop("end_round", None)
+        governance = body.pop("governance")
+        if governance["rollback_drop"] is not None:
+            # drift rollback changes which models are committed; the audit switch does not
+            body["rollback_drop"] = governance["rollback_drop"]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:

@@ -19,7 +19,8 @@ quorum)::
     │                            (e.g. Krum needs n > 2f + 2); the attempt is discarded
     ├── RoundFailed              a round could not commit (e.g. below quorum after all retries)
     ├── PrivacyBudgetExhausted   one more round would spend more privacy than the target
-    └── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
+    ├── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
+    └── AuditError               an audit log cannot be opened or written, or fails its check
 
 Messages say what was wrong and what to do about it.
 """
@@ -30,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "AggregationError",
+    "AuditError",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
@@ -157,3 +159,7 @@ def _rebuild_budget_error(
 
 class CheckpointError(FedfortError):
     """A checkpoint cannot be read, is corrupt, or does not match the current run."""
+
+
+class AuditError(FedfortError):
+    """An audit log cannot be opened or appended to, or does not verify."""

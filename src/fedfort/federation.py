@@ -32,6 +32,7 @@ from fedfort import __version__
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
 from fedfort.attacks.metrics import security_summary
+from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
 from fedfort.data.datasets import Dataset, load_dataset
@@ -41,10 +42,20 @@ from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
 from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
+from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
+from fedfort.params import vector_sha256
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.defense import DetectAnomalies, UpdateReputation
-from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stage, Stateful
+from fedfort.server.engine import (
+    ClientExecutor,
+    CommitHook,
+    RoundEngine,
+    RoundRecord,
+    Stage,
+    Stateful,
+)
 from fedfort.server.optimizers import make_server_optimizer
+from fedfort.server.rollback import DriftRollback
 from fedfort.server.scaffold import ScaffoldControl
 from fedfort.server.secure import SecureAggregate
 from fedfort.server.selection import SelectClients
@@ -58,10 +69,12 @@ from fedfort.server.stages import (
     task_seed,
 )
 from fedfort.server.verify import VerifyUpdates
+from fedfort.server.versions import PENDING_ROLLBACK_META
 from fedfort.simulation.privacy_setup import PrivacySetup, calibrated, local_training
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "PENDING_ROLLBACK_META",
     "Federation",
     "FederationData",
     "SimulationResult",
@@ -250,6 +263,9 @@ class _CheckpointHook:
 
     def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
         self.store.save(engine.round, engine.model, engine.state_dict(), record.to_dict())
+        # a rollback applied before this round is now part of a committed state
+        if self.store.get_meta(PENDING_ROLLBACK_META) is not None:
+            self.store.delete_meta(PENDING_ROLLBACK_META)
 
 
 class Federation(ABC):
@@ -305,10 +321,21 @@ class Federation(ABC):
         self._backdoor = self._backdoor_test_set()
 
         self.store: CheckpointStore | None = None
-        hooks = []
+        self.audit: AuditTrail | None = None
+        private = config.privacy.mode != "none" or config.privacy.dp_sgd.enabled
+        self.metrics = FederationMetrics(
+            epsilon_budget=config.privacy.target_epsilon if private else None
+        )
+        self._servers: list[MetricsServer | Any] = []
+        hooks: list[CommitHook] = []
         if self.out_dir is not None:
             self.store = CheckpointStore(self.out_dir / CHECKPOINT_FILE)
             hooks.append(_CheckpointHook(self.store))
+            if config.governance.audit:
+                log = AuditLog(self.out_dir / AUDIT_FILE, run_audit_key(self.out_dir))
+                self.audit = AuditTrail(log, self.store)
+                hooks.append(self.audit)
+        hooks.append(self.metrics)
         self.engine = RoundEngine(
             initial,
             self.ids,
@@ -418,7 +445,10 @@ class Federation(ABC):
             beta2=srv.beta2,
             tau=srv.tau,
         )
-        stages += [ApplyServerOptimizer(optimizer), Evaluate(self.evaluate, srv.eval_every)]
+        apply = ApplyServerOptimizer(optimizer)
+        stages += [apply, Evaluate(self.evaluate, srv.eval_every)]
+        if config.governance.rollback_drop is not None:
+            stages.append(DriftRollback(config.governance.rollback_drop, apply, self._load_version))
         stages += privacy.accounting()
         if self.ledger is not None:
             stages.append(UpdateReputation(self.ledger))
@@ -462,6 +492,13 @@ class Federation(ABC):
             self.store.set_meta("fedfort_version", __version__)
             self.store.set_meta("param_spec", json.dumps(self.spec.describe()))
             self.store.save(0, self.engine.model, self.engine.state_dict(), {"round": 0})
+            if self.audit is not None:
+                self.audit.run_start(
+                    self.config,
+                    runtime=type(self).__name__,
+                    model_sha256=vector_sha256(self.engine.model),
+                    param_spec=self.spec.describe(),
+                )
             return
         if self.store.get_meta("identity") != identity:
             raise CheckpointError(
@@ -470,6 +507,84 @@ class Federation(ABC):
             )
         checkpoint = self.store.load()
         self.engine.load_state_dict(checkpoint.model, checkpoint.state)
+        # the resumable settings (rounds, workers) as this run now uses them
+        self.store.set_meta("config", json.dumps(self.config.to_dict(), sort_keys=True))
+        if self.audit is not None:
+            self.audit.event(
+                "run_resumed",
+                {"runtime": type(self).__name__, "model_sha256": checkpoint.model_sha256},
+                checkpoint.round,
+            )
+        pending = self.store.get_meta(PENDING_ROLLBACK_META)
+        if pending is not None:
+            request = json.loads(pending)
+            self.rollback(int(request["to_version"]), str(request["reason"]), requested=request)
+
+    def _load_version(self, round_: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """The committed model of ``round_`` and its server optimizer state (for rollback)."""
+        if self.store is None:
+            raise ConfigError("rolling back to an earlier version needs a run directory (--out)")
+        checkpoint = self.store.load(round_)
+        return checkpoint.model, dict(checkpoint.state["stages"].get("server_optimizer", {}))
+
+    def rollback(
+        self, version: int, reason: str, *, requested: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Continue from committed version ``version`` (a round) instead of the current model.
+
+        Call it between rounds. The global model and the server optimizer's state become
+        those of ``version``; the next round trains from there. The rollback is audited and
+        survives a crash before the next commit (it is applied again on resume).
+        """
+        if not 0 <= version <= self.engine.round:
+            raise ConfigError(
+                f"version {version} does not exist: the run has versions 0..{self.engine.round}"
+            )
+        model, optimizer_state = self._load_version(version)
+        body: dict[str, Any] = {
+            "automatic": False,
+            "reason": reason,
+            "at_round": self.engine.round,
+            "from_sha256": vector_sha256(self.engine.model),
+            "to_version": version,
+            "to_sha256": vector_sha256(model),
+        }
+        if requested is not None:
+            body["requested_at"] = requested.get("requested_at")
+        assert self.store is not None
+        self.store.set_meta(PENDING_ROLLBACK_META, json.dumps({**body, **(requested or {})}))
+        self.engine.model = model.astype(np.float32, copy=True)
+        self.engine.stage("server_optimizer").load_state_dict(optimizer_state)
+        if self.audit is not None:
+            self.audit.event("rollback", body, self.engine.round)
+        self.metrics.rolled_back()
+        return body
+
+    def start_monitoring(
+        self, metrics_address: str | None = None, dashboard_address: str | None = None
+    ) -> dict[str, str]:
+        """Serve Prometheus ``/metrics`` and the live dashboard; return their URLs.
+
+        Addresses default to ``[monitoring]`` of the config; nothing is served without one.
+        """
+        urls: dict[str, str] = {}
+        metrics_address = metrics_address or self.config.monitoring.metrics_address
+        dashboard_address = dashboard_address or self.config.monitoring.dashboard_address
+        if metrics_address is not None:
+            server = MetricsServer(self.metrics.registry, metrics_address).start()
+            self._servers.append(server)
+            urls["metrics"] = server.url
+        if dashboard_address is not None:
+            from fedfort.monitoring.dashboard import DashboardServer
+
+            if self.out_dir is None:
+                raise ConfigError("the dashboard reads the run directory: give the run an --out")
+            dashboard = DashboardServer(
+                self.out_dir, dashboard_address, metrics=self.metrics.registry
+            ).start()
+            self._servers.append(dashboard)
+            urls["dashboard"] = dashboard.url
+        return urls
 
     @classmethod
     def _reopen_config(cls, out_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
@@ -526,6 +641,7 @@ class Federation(ABC):
             try:
                 record = self.engine.run_round(final=self.engine.round + 1 == target)
             except PrivacyBudgetExhausted as exc:
+                self._run_end("privacy_budget_exhausted")
                 exc.result = SimulationResult(
                     self.config,
                     records,
@@ -537,12 +653,26 @@ class Federation(ABC):
             records.append(record.to_dict())
             if on_round is not None:
                 on_round(record)
+        self._run_end(None)
         return SimulationResult(
             self.config, records, self.engine.model.copy(), list(self.malicious)
         )
 
+    def _run_end(self, stopped: str | None) -> None:
+        if self.audit is not None:
+            self.audit.run_end(
+                rounds=self.engine.round,
+                model_sha256=vector_sha256(self.engine.model),
+                stopped=stopped,
+            )
+
     def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
         self.executor.close()
+        if self.audit is not None:
+            self.audit.log.close()
         if self.store is not None:
             self.store.close()
 

@@ -14,8 +14,9 @@ round in one vectorised call, after seeing:
   omniscient-attacker setting the ALIE, IPM and Min-Max papers assume; and with
   ``colluding = False`` every member crafts alone.
 
-The attack starts at ``start_round``; before it malicious clients behave honestly (still on
-their poisoned data, as a data poisoner's data is poisoned from the start).
+The attack starts at ``start_round`` and, if ``end_round`` is set, stops after it; outside
+those rounds malicious clients behave honestly (still on their poisoned data, as a data
+poisoner's data is poisoned from the start).
 """
 
 from __future__ import annotations
@@ -66,19 +67,25 @@ class Coalition:
         colluding: bool = True,
         omniscient: bool = True,
         start_round: int = 1,
+        end_round: int | None = None,
         seed: int = 0,
     ) -> None:
         if start_round < 1:
             raise ConfigError(f"attack.start_round must be >= 1, got {start_round}")
+        if end_round is not None and end_round < start_round:
+            raise ConfigError(
+                f"attack.end_round ({end_round}) is before attack.start_round ({start_round})"
+            )
         self.attack = attack
         self.members = frozenset(members)
         self.colluding = colluding
         self.omniscient = omniscient
         self.start_round = start_round
+        self.end_round = end_round
         self.seed = seed
 
     def active(self, round_: int) -> bool:
-        return round_ >= self.start_round
+        return round_ >= self.start_round and (self.end_round is None or round_ <= self.end_round)
 
     def prepare(self, task: TrainTask) -> TrainTask:
         """The task a member actually trains on (the attack may change local training)."""
@@ -128,6 +135,7 @@ class Coalition:
             "colluding": self.colluding,
             "omniscient": self.omniscient,
             "start_round": self.start_round,
+            "end_round": self.end_round,
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ to another attack is refused by name. Keys common to every attack:
 - ``fraction``: share of the federation's clients that are malicious (seeded choice);
 - ``colluding``: malicious clients craft together (default) or each alone;
 - ``omniscient``: the coalition also sees the honest updates of the round (default);
-- ``start_round``: the first round in which they attack.
+- ``start_round``: the first round in which they attack;
+- ``end_round``: the last one (unset: every round from ``start_round`` on).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class _AttackBase(BaseModel):
     colluding: bool = True
     omniscient: bool = True
     start_round: int = Field(1, ge=1)
+    end_round: int | None = Field(None, ge=1, description="last round they attack (unset: all)")
 
 
 class NoAttack(_AttackBase):

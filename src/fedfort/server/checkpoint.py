@@ -136,6 +136,10 @@ class CheckpointStore:
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -192,6 +196,13 @@ class CheckpointStore:
                 f"checkpoint of round {round_} fails its SHA-256 check: the file was altered"
             )
         return Checkpoint(round_, model, str(row[1]), state, record)
+
+    def versions(self) -> list[tuple[int, float, str, dict[str, Any]]]:
+        """``(round, created, model_sha256, record)`` of every checkpoint, oldest first."""
+        rows = self._db.execute(
+            "SELECT round, created, model_sha256, record_json FROM checkpoints ORDER BY round"
+        )
+        return [(int(r), float(c), str(h), json.loads(t)) for r, c, h, t in rows]
 
     def records(self) -> list[dict[str, Any]]:
         """Round records of every committed round, oldest first."""

@@ -92,12 +92,26 @@ class UpdateReputation(Stage):
         ctx.pending_state[self.name] = state
         scores = state["scores"]
         quarantined = sorted(c for c, r in state["quarantined_until"].items() if r > ctx.round)
+        values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+        spread = (
+            dict(
+                zip(
+                    ("p10", "median", "p90"),
+                    np.quantile(values, [0.1, 0.5, 0.9]).tolist(),
+                    strict=True,
+                )
+            )
+            if scores
+            else {}
+        )
         ctx.measure(
             self.name,
             penalised=sorted(flagged | rejected),
             quarantined=quarantined,
-            mean=float(np.mean(list(scores.values()))) if scores else None,
-            min=float(min(scores.values())) if scores else None,
+            mean=float(values.mean()) if scores else None,
+            min=float(values.min()) if scores else None,
+            max=float(values.max()) if scores else None,
+            **spread,
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -187,6 +187,8 @@ class RoundRecord:
     discarded_attempts: list[dict[str, Any]]
     epsilon: float | None = None
     delta: float | None = None
+    #: ids of the clients whose updates went into the aggregate
+    accepted: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -309,6 +311,7 @@ class RoundEngine:
             # privacy spent so far, when a privacy stage accounted for the round
             epsilon=ctx.measurements.get("privacy", {}).get("epsilon"),
             delta=ctx.measurements.get("privacy", {}).get("delta"),
+            accepted=[u.client_id for u in ctx.accepted],
         )
         for hook in self.hooks:
             hook.on_commit(self, record)

@@ -53,6 +53,7 @@ class Simulation(Federation):
                 colluding=config.attack.colluding,
                 omniscient=config.attack.omniscient,
                 start_round=config.attack.start_round,
+                end_round=config.attack.end_round,
                 seed=config.seed,
             )
             bad = set(self.malicious)

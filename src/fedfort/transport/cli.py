@@ -17,6 +17,7 @@ import numpy as np
 
 from fedfort.config import RunConfig, load_config
 from fedfort.errors import ConfigError
+from fedfort.governance_cli import monitoring_arguments
 from fedfort.server.engine import RoundRecord
 
 __all__ = ["add_parsers", "run_client", "run_keys", "run_server"]
@@ -38,6 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv.add_argument("--rounds", type=int, help="rounds to commit")
     srv.add_argument("--resume", action="store_true", help="continue the run in --out")
     srv.add_argument("--quiet", action="store_true", help="no per-round lines")
+    monitoring_arguments(srv)
 
     cli = sub.add_parser(
         "client",
@@ -104,6 +106,8 @@ def run_server(args: argparse.Namespace) -> int:
     try:
         port = server.start()
         print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)
+        for what, url in server.start_monitoring(args.metrics, args.dashboard).items():
+            print(f"fedfort server: {what} at {url}", flush=True)
 
         def progress(record: RoundRecord) -> None:
             if not args.quiet:

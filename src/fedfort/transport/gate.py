@@ -129,14 +129,24 @@ class Gate:
         self._keys: dict[str, tuple[bytes, int]] = {}
         self._issued: dict[tuple[str, bytes], _Issued] = {}
         self._answered: dict[tuple[str, bytes], tuple[int, bytes]] = {}
+        #: called with (client, reason, detail) for every refusal (the audit log, metrics)
+        self.on_refused: Callable[[str, str, str], None] | None = None
+        #: called with (client, key version, SHA-256 of its public key) on a new binding
+        self.on_enrolled: Callable[[str, int, str], None] | None = None
 
     # -- refusals ---------------------------------------------------------------------------
 
-    def refuse(self, client: str, reason: str, detail: str) -> Refused:
-        """Count and log a refusal; return the error to raise."""
+    def refuse(self, client: str, reason: str, detail: str, *, report: bool = True) -> Refused:
+        """Count and log a refusal; return the error to raise.
+
+        ``report=False`` counts a refusal already reported elsewhere (the engine's own
+        verification, which its round record carries to the audit log and metrics).
+        """
         with self._lock:
             self.counts[reason] += 1
         log.warning("refused %s from %s: %s", reason, client or "?", detail)
+        if report and self.on_refused is not None:
+            self.on_refused(client, reason, detail)
         return Refused(reason, detail)
 
     def _counted(self, client: str, exc: Refused) -> Refused:
@@ -191,6 +201,9 @@ class Gate:
             self._keys.pop(binding.subject, None)
         if changed:
             log.info("enrolled %s with key version %d", binding.subject, binding.version)
+            if self.on_enrolled is not None:
+                digest = hashlib.sha256(binding.public_key).hexdigest()
+                self.on_enrolled(binding.subject, binding.version, digest)
 
     def key_of(self, client_id: str) -> tuple[bytes, int] | None:
         """The client's current identity public key and its version (``None``: not enrolled)."""

@@ -24,19 +24,17 @@ same binding of signatures to session and round).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedfort.errors import ConfigError, Refused
+from fedfort.keyfiles import load_signing_key, save_signing_key
 from fedfort.secagg.crypto import SigningKey, verify
 from fedfort.transport.pki import (
     CertificateRefused,
@@ -208,22 +206,5 @@ def open_envelope(e: pb.Envelope, payload: bytes, public_key: bytes, max_bytes: 
         raise Refused("bad_signature", f"envelope from {e.sender!r} has an invalid signature")
 
 
-def save_identity_key(key: SigningKey, path: Path) -> None:
-    """Write ``key`` as PKCS#8 PEM readable by the owner only (atomic replace)."""
-    pem = key.private_bytes()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    os.replace(tmp, path)
-
-
-def load_identity_key(path: Path) -> SigningKey:
-    """Read an Ed25519 identity key written by :func:`save_identity_key`."""
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot read identity key {path}: {exc}") from exc
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ConfigError(f"{path} is not an Ed25519 identity key")
-    return SigningKey(key)
+save_identity_key = save_signing_key
+load_identity_key = load_signing_key

@@ -10,7 +10,9 @@ committed round and its clients need not enroll again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -90,9 +92,72 @@ class _CountRejections:
         for d in record.discarded_attempts:
             rejected += d.get("rejected", [])
         for r in rejected:
+            # the round record already carries these to the audit log and the metrics
             self.server.gate.refuse(
-                r["client_id"], r["reason"], f"round {record.round}: {r['detail']}"
+                r["client_id"], r["reason"], f"round {record.round}: {r['detail']}", report=False
             )
+
+
+class _RuntimeEvents:
+    """Transport events for the audit log, gathered from gRPC threads (thread-safe).
+
+    Refusals at the gate, enrolments and key rotations happen on the service's threads; they
+    are buffered here and written by the engine's thread after each commit, so the audit log
+    and the checkpoint database keep a single writer. Refusals are coalesced per (client,
+    reason) and round, with a count and the first detail, and the number of distinct keys is
+    bounded, so a flood of bad requests cannot flood the log.
+    """
+
+    MAX_KEYS = 1024
+
+    def __init__(self, server: NetworkServer) -> None:
+        self.server = server
+        self._lock = threading.Lock()
+        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._refused: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def refused(self, client: str, reason: str, detail: str) -> None:
+        self.server.metrics.refused(reason)
+        with self._lock:
+            key = (client[:64], reason)
+            if key not in self._refused and len(self._refused) >= self.MAX_KEYS:
+                key = ("*", reason)
+            entry = self._refused.setdefault(
+                key,
+                {
+                    "client_id": key[0],
+                    "reason": reason,
+                    "detail": detail[:240],
+                    "count": 0,
+                    "first_at": time.time(),
+                },
+            )
+            entry["count"] += 1
+
+    def enrolled(self, client: str, version: int, key_sha256: str) -> None:
+        kind = "client_enrolled" if version <= 1 else "client_key_rotated"
+        body = {"client_id": client, "key_version": version, "public_key_sha256": key_sha256}
+        with self._lock:
+            self._events.append((kind, {**body, "at": time.time()}))
+
+    def server_key(self, version: int, public: bytes) -> None:
+        body = {"key_version": version, "public_key_sha256": hashlib.sha256(public).hexdigest()}
+        with self._lock:
+            self._events.append(("server_key_rotated", {**body, "at": time.time()}))
+
+    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            events = self._events + [("update_refused", e) for e in self._refused.values()]
+            self._events, self._refused = [], {}
+        return events
+
+    def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
+        self.flush(record.round)
+
+    def flush(self, round_: int | None) -> None:
+        events = self.drain()
+        if events and self.server.audit is not None:
+            self.server.audit.events([(kind, round_, body) for kind, body in events])
 
 
 class NetworkServer(Federation):
@@ -115,8 +180,12 @@ class NetworkServer(Federation):
         self.state_dir = Path(out_dir)
         self._grpc: grpc.Server | None = None
         self.port: int | None = None
+        self.events = _RuntimeEvents(self)
         super().__init__(config, out_dir, model_factory=model_factory, _resuming=_resuming)
-        self.engine.hooks.append(_CountRejections(self))
+        self.engine.hooks += [_CountRejections(self), self.events]
+        self.gate.on_refused = self.events.refused
+        self.gate.on_enrolled = self.events.enrolled
+        self.keys.on_rotated = self.events.server_key
 
     def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
         net, cred = self.config.network, self.credentials
@@ -218,6 +287,7 @@ class NetworkServer(Federation):
         try:
             return self.run(rounds, on_round)
         finally:
+            self.events.flush(self.engine.round)
             self.network.finish()
             if linger:
                 self._linger()

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,8 @@ class ServerKeys:
         self.cert_path, self.key_path = cert_path, key_path
         self._lock = threading.Lock()
         self._checked = 0.0
+        #: called with (version, public key) when the server switches to a rotated key
+        self.on_rotated: Callable[[int, bytes], None] | None = None
         if registry.get_meta(_VERSION_KEY) is None:
             rotate_server_key(state_dir, registry, federation_id, cert_path, key_path)
         self._load()
@@ -98,6 +100,8 @@ class ServerKeys:
                 if int(self.registry.get_meta(_VERSION_KEY) or 0) != self.version:
                     self._load()
                     log.info("server identity key rotated to version %d", self.version)
+                    if self.on_rotated is not None:
+                        self.on_rotated(self.version, self.key.public)
             return self.key, self.version, self.binding
 
 

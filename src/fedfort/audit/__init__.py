@@ -1,0 +1,42 @@
+"""The tamper-evident audit trail: a hash-chained, signed, append-only log in SQLite.
+
+- :mod:`~fedfort.audit.chain`: the entry format, its hash chain and signature;
+- :mod:`~fedfort.audit.log`: :class:`AuditLog`, the writer;
+- :mod:`~fedfort.audit.trail`: :class:`AuditTrail`, what a run writes (a commit hook);
+- :mod:`~fedfort.audit.verify`: :func:`verify_run` / :func:`verify_log` and the JSONL export.
+"""
+
+from fedfort.audit.chain import AuditEntry
+from fedfort.audit.log import (
+    AUDIT_FILE,
+    AUDIT_KEY_FILE,
+    AUDIT_PUBLIC_KEY_FILE,
+    AuditLog,
+    read_entries,
+    run_audit_key,
+)
+from fedfort.audit.trail import AuditTrail, config_sha256
+from fedfort.audit.verify import (
+    AuditVerification,
+    export_jsonl,
+    load_public_key,
+    verify_log,
+    verify_run,
+)
+
+__all__ = [
+    "AUDIT_FILE",
+    "AUDIT_KEY_FILE",
+    "AUDIT_PUBLIC_KEY_FILE",
+    "AuditEntry",
+    "AuditLog",
+    "AuditTrail",
+    "AuditVerification",
+    "config_sha256",
+    "export_jsonl",
+    "load_public_key",
+    "read_entries",
+    "run_audit_key",
+    "verify_log",
+    "verify_run",
+]

@@ -1,0 +1,170 @@
+"""``fedfort audit``, ``fedfort model``, ``fedfort dashboard`` and ``fedfort report``.
+
+- ``fedfort audit verify RUN`` checks the audit log's chain, signatures and witness and names
+  the first bad entry (exit status 1 when the check fails); ``fedfort audit export RUN``
+  writes it as JSONL.
+- ``fedfort model list|show|export|rollback RUN`` works on the run's model versions.
+- ``fedfort dashboard RUN`` serves the live dashboard of a run directory.
+- ``fedfort report RUN`` writes the self-contained HTML compliance report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fedfort.errors import ConfigError
+
+__all__ = ["add_parsers", "monitoring_arguments", "run"]
+
+COMMANDS = ("audit", "model", "dashboard", "report")
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the governance commands to the ``fedfort`` sub-parsers."""
+    audit = sub.add_parser("audit", help="verify or export a run's audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser(
+        "verify",
+        help="check the chain, the signatures and the witness; name the first bad entry",
+        description="Verify RUN/audit.sqlite against the pinned audit public key "
+        "(RUN/audit-key.pub unless --key) and the head witnessed in RUN/checkpoints.sqlite "
+        "(or --head). Exit status 1 when it fails.",
+    )
+    verify.add_argument("run", help="run directory")
+    verify.add_argument("--key", help="audit public key file (hex) held by the auditor")
+    verify.add_argument("--head", help="witnessed head as SEQ:HASH (from an earlier verify)")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    export = audit.add_parser("export", help="write the audit log as JSON lines")
+    export.add_argument("run", help="run directory")
+    export.add_argument("--out", help="output file (default RUN/audit.jsonl; - for stdout)")
+
+    model = sub.add_parser("model", help="the run's model versions").add_subparsers(
+        dest="model_command", required=True
+    )
+    mlist = model.add_parser("list", help="every committed version with its hash and metrics")
+    mlist.add_argument("run", help="run directory")
+    mlist.add_argument("--json", action="store_true", help="print JSON")
+    show = model.add_parser("show", help="one version in detail (its hash is checked)")
+    show.add_argument("run", help="run directory")
+    show.add_argument("--version", type=int, required=True, help="version (= round)")
+    mexport = model.add_parser("export", help="write a version's parameter vector (.npy)")
+    mexport.add_argument("run", help="run directory")
+    mexport.add_argument("--version", type=int, required=True, help="version (= round)")
+    mexport.add_argument("--out", required=True, help="output .npy file")
+    rollback = model.add_parser(
+        "rollback",
+        help="roll the run back to a version (audited now, applied on --resume)",
+    )
+    rollback.add_argument("run", help="run directory")
+    rollback.add_argument("--to", type=int, required=True, help="version to continue from")
+    rollback.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+
+    dash = sub.add_parser("dashboard", help="serve the live dashboard of a run directory")
+    dash.add_argument("run", help="run directory")
+    dash.add_argument("--address", default="127.0.0.1:8321", help="host:port (%(default)s)")
+
+    report = sub.add_parser("report", help="write the HTML compliance report of a run")
+    report.add_argument("run", help="run directory")
+    report.add_argument("--out", help="output file (default RUN/report.html)")
+
+
+def monitoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--metrics`` and ``--dashboard``: live endpoints of a running federation."""
+    parser.add_argument(
+        "--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics, e.g. 127.0.0.1:9464"
+    )
+    parser.add_argument(
+        "--dashboard", metavar="HOST:PORT", help="serve the live dashboard, e.g. 127.0.0.1:8321"
+    )
+
+
+def _head(text: str | None) -> tuple[int, str] | None:
+    if text is None:
+        return None
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64:
+        raise ConfigError(f"--head must be SEQ:HASH (64 hex characters), got {text!r}")
+    return int(seq), digest.lower()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from fedfort.audit import export_jsonl, load_public_key, verify_run
+
+    if args.audit_command == "verify":
+        key = None if args.key is None else load_public_key(Path(args.key))
+        result = verify_run(args.run, public_key=key, head=_head(args.head))
+        print(json.dumps(result.to_dict(), indent=2) if args.json else result.describe())
+        return 0 if result.ok else 1
+    out = args.out or str(Path(args.run) / "audit.jsonl")
+    if out == "-":
+        out = "/dev/stdout"
+    count = export_jsonl(args.run, out)
+    if args.out != "-":
+        print(f"wrote {count} entries to {out}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _model(args: argparse.Namespace) -> int:
+    from fedfort.server.versions import ModelRegistry
+
+    with ModelRegistry(args.run) as registry:
+        if args.model_command == "list":
+            versions = registry.versions()
+            if args.json:
+                print(json.dumps([v.to_dict() for v in versions], indent=2))
+                return 0
+            print(f"{'version':>7}  {'sha256':<16}  {'accuracy':>8}  {'loss':>8}  note")
+            for v in versions:
+                note = ""
+                if v.rollback:
+                    note = f"rolled back to v{v.rollback.get('to_version')}"
+                print(
+                    f"{v.version:>7}  {v.sha256[:16]}  {_fmt(v.accuracy):>8}  "
+                    f"{_fmt(v.loss):>8}  {note}"
+                )
+            pending = registry.pending()
+            if pending is not None:
+                print(
+                    f"pending: rollback to v{pending['to_version']} on resume ({pending['reason']})"
+                )
+            return 0
+        if args.model_command == "show":
+            print(json.dumps(registry.show(args.version), indent=2))
+            return 0
+        if args.model_command == "export":
+            path = registry.export(args.version, args.out)
+            print(f"wrote version {args.version} to {path}")
+            return 0
+        request = registry.request_rollback(args.to, args.reason)
+        print(
+            f"rollback to version {request['to_version']} filed and audited; it is applied "
+            f"when the run resumes (fedfort simulate --resume --out {args.run})"
+        )
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one of :data:`COMMANDS`."""
+    if args.command == "audit":
+        return _audit(args)
+    if args.command == "model":
+        return _model(args)
+    if args.command == "dashboard":
+        from fedfort.monitoring.dashboard import serve_dashboard
+
+        serve_dashboard(args.run, args.address)
+        return 0
+    from fedfort.report import write_report
+
+    path = write_report(args.run, args.out)
+    print(f"wrote {path}", file=sys.stdout)
+    return 0

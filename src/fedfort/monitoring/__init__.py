@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, the run dashboard and its state reader."""

@@ -1,0 +1,467 @@
+"""The live dashboard of a run directory, served over HTTP from a background thread.
+
+:class:`DashboardServer` serves one page (``static/dashboard.html`` with its script and style
+sheet, all package files: no CDN, no external font, nothing fetched from elsewhere) and the JSON
+it polls. The page draws the run's accuracy, loss, privacy spending and reputation as inline SVG
+charts, and tables of clients, rejections, model versions and lifecycle events; it re-renders
+every ``refresh_s`` seconds and says whether the run is still running or finished.
+
+Routes (``GET`` and ``HEAD``; any other method is answered ``405``, an unknown path ``404``):
+
+- ``/`` the page, ``/dashboard.js`` its script, ``/dashboard.css`` its style sheet;
+- ``/api/run`` :func:`~fedfort.monitoring.run_state.read_run` of the run directory as JSON (a
+  failure is a ``500`` with ``{"error": message}``);
+- ``/metrics`` the Prometheus exposition of ``metrics`` (``404`` when there is none);
+- ``/healthz`` ``ok``; ``/favicon.ico`` an empty ``204``.
+
+Everything is read from the run directory (SQLite readers do not block the run writing it), so
+the same server works inside a running federation (``Federation.start_monitoring``), for a
+finished run, and from another process (``fedfort dashboard RUN``, :func:`serve_dashboard`).
+The audit log's verification (a signature check per entry) is cached and redone only when the
+audit or checkpoint database files changed, at most once a second, and less often when a check
+is slow, so that a long log of a live run costs at most a tenth of a core; the rest of the
+state is cheap and re-read on every request.
+
+Non-finite numbers (a diverged model's loss) are sent as the strings ``"NaN"``, ``"Infinity"``
+and ``"-Infinity"``, because JSON has no literal for them.
+
+The data shown may be chosen by an attacker (client ids, rejection details), so the page only
+ever inserts text with ``textContent``; responses carry a strict ``Content-Security-Policy``
+(``default-src 'self'``, no inline script or style), ``X-Content-Type-Options: nosniff`` and
+``Cache-Control: no-store``. A server bound to a loopback address answers only requests whose
+``Host`` names a loopback address or ``localhost``, so a web page cannot reach it through DNS
+rebinding.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import logging
+import math
+import socket
+import socketserver
+import sqlite3
+import threading
+import time
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from fedfort.errors import ConfigError, FedfortError
+from fedfort.monitoring.run_state import read_run
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["DashboardServer", "RunStateReader", "json_ready", "serve_dashboard"]
+
+logger = logging.getLogger(__name__)
+
+#: the package folder holding the page, its script and its style sheet
+STATIC_DIR: Final = "static"
+#: placeholder in ``dashboard.html`` replaced by the polling interval in milliseconds
+_REFRESH_PLACEHOLDER: Final = "{{REFRESH_MS}}"
+
+#: files whose size and mtime decide whether the audit log is verified again
+_WATCHED_FILES: Final = (
+    "audit.sqlite",
+    "audit.sqlite-wal",
+    "checkpoints.sqlite",  # holds the witnessed audit head the verification compares with
+    "checkpoints.sqlite-wal",
+)
+#: a file modified this recently may change again without its mtime changing (coarse clocks)
+_RACY_S: Final = 2.0
+#: the most of its time a live dashboard spends verifying a long audit log
+_MAX_VERIFY_SHARE: Final = 0.1
+
+_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_SECURITY_HEADERS: Final = (
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", _CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
+_TEXT: Final = "text/plain; charset=utf-8"
+_JSON: Final = "application/json"
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both parts."""
+    usage = (
+        "dashboard address must be host:port, e.g. 127.0.0.1:8321 or [::1]:8321 (port 0 picks "
+        f"a free port), got {address!r}"
+    )
+    if not isinstance(address, str):
+        raise ConfigError(usage)
+    host, sep, port_text = address.strip().rpartition(":")
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
+        raise ConfigError(usage)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ConfigError(f"{usage}: {host!r} is not an IPv6 address") from exc
+    elif ":" in host or "[" in host or "]" in host or any(c.isspace() for c in host):
+        raise ConfigError(usage)
+    port = int(port_text)
+    if port > 65535:
+        raise ConfigError(f"{usage}: the port must be in 0..65535")
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address literal) is this machine's loopback."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(header: str) -> str:
+    """The host name of a ``Host`` header value (no port, no IPv6 brackets)."""
+    header = header.strip()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``"NaN"``, ``"Infinity"``..."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def _asset(name: str) -> bytes:
+    """A file of the page, from the installed package."""
+    try:
+        return (files("fedfort.monitoring") / STATIC_DIR / name).read_bytes()
+    except OSError as exc:
+        raise FedfortError(
+            f"the dashboard's {name} is missing from the installed fedfort package ({exc}); "
+            "reinstall fedfort"
+        ) from exc
+
+
+class RunStateReader:
+    """:func:`read_run` of one run directory, with the audit verification cached.
+
+    The audit part (verification, lifecycle events, and whether the log says the run ended) is
+    taken from a full ``read_run(verify=True)``, done again only when one of the run's
+    database files changed size or mtime, and then at most once per ``verify_interval_s`` or
+    per the last verification's duration divided by ``verify_share``, whichever is longer (so
+    a long log of a live run costs at most that share of a core; ``None``: no such limit).
+    Every other call reads the rest with ``read_run(verify=False)`` and adds the cached part.
+    Thread-safe.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        verify_interval_s: float = 1.0,
+        verify_share: float | None = _MAX_VERIFY_SHARE,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.verify_interval_s = verify_interval_s
+        self.verify_share = verify_share
+        self._lock = threading.Lock()
+        self._cached: dict[str, Any] | None = None
+        self._signature: tuple[tuple[int, int] | None, ...] = ()
+        self._verified_at = 0.0
+        self._gap = verify_interval_s
+        self._racy = True
+        #: how many times the audit log was verified (for tests and diagnostics)
+        self.verifications = 0
+
+    def _stat(self) -> tuple[tuple[int, int] | None, ...]:
+        out: list[tuple[int, int] | None] = []
+        for name in _WATCHED_FILES:
+            try:
+                st = (self.run_dir / name).stat()
+            except OSError:
+                out.append(None)
+            else:
+                out.append((st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def read(self) -> dict[str, Any]:
+        """The state of the run, as :func:`read_run` gives it (what ``/api/run`` serves)."""
+        with self._lock:
+            signature = self._stat()
+            now = time.monotonic()
+            stale = self._cached is None or (
+                now - self._verified_at >= self._gap
+                and (signature != self._signature or self._racy)
+            )
+            if stale:
+                state = read_run(self.run_dir, verify=True)
+                elapsed = time.monotonic() - now
+                share = self.verify_share
+                self._gap = max(self.verify_interval_s, 0.0 if share is None else elapsed / share)
+                self.verifications += 1
+                self._cached = {
+                    "audit": state["audit"],
+                    "events": state["events"],
+                    "finished": state["run"]["status"] == "finished",
+                }
+                self._signature, self._verified_at = signature, now
+                wall = time.time_ns()
+                self._racy = any(s is not None and wall - s[1] < _RACY_S * 1e9 for s in signature)
+                return state
+            cached = self._cached
+        assert cached is not None
+        state = read_run(self.run_dir, verify=False)
+        state["audit"] = cached["audit"]
+        state["events"] = cached["events"]
+        if cached["finished"]:
+            state["run"]["status"] = "finished"
+        return state
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server with daemon request threads that never waits on them."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, dashboard: DashboardServer) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.dashboard = dashboard
+        super().__init__((host, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, which can stall without DNS
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Routes of the dashboard; every response is built whole before any byte is sent."""
+
+    server: _HTTPServer
+    server_version = "fedfort-dashboard"
+    sys_version = ""
+    protocol_version = "HTTP/1.0"
+    timeout = 30.0  # a client that stops sending does not hold its thread forever
+
+    def do_GET(self) -> None:
+        self._respond(head=False)
+
+    def do_HEAD(self) -> None:
+        self._respond(head=True)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.command in ("GET", "HEAD"):
+            return True
+        # every other method (POST, PUT, DELETE, made-up ones...) is not allowed
+        self._send(405, b"method not allowed\n", _TEXT, head=False, extra=(("Allow", "GET, HEAD"),))
+        return False
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    def _host_allowed(self) -> bool:
+        dashboard = self.server.dashboard
+        if not _is_loopback(dashboard.host):
+            return True
+        header = self.headers.get("Host")
+        return header is None or _is_loopback(_host_of(header))
+
+    def _respond(self, *, head: bool) -> None:
+        if not self._host_allowed():
+            self._send(403, b"forbidden: unexpected Host header\n", _TEXT, head=head)
+            return
+        path = urlsplit(self.path).path
+        try:
+            status, body, content_type = self.server.dashboard.route(path)
+        except (FedfortError, sqlite3.Error, OSError) as exc:
+            logger.debug("dashboard %s failed: %s", path, exc)
+            status, body, content_type = 500, _error_body(exc), _JSON
+        except Exception as exc:
+            logger.exception("dashboard %s failed", path)
+            status, body, content_type = 500, _error_body(exc), _JSON
+        self._send(status, body, content_type, head=head)
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        head: bool,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (*_SECURITY_HEADERS, *extra):
+                self.send_header(name, value)
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("dashboard client went away before the response was sent")
+
+
+def _error_body(exc: BaseException) -> bytes:
+    message = str(exc) or type(exc).__name__
+    return json.dumps({"error": message}).encode()
+
+
+class DashboardServer:
+    """Serves the live dashboard of one run directory over HTTP (a background thread).
+
+    ``address`` is ``host:port``; port 0 picks a free port (read :attr:`port` or :attr:`url`
+    after :meth:`start`). A malformed address raises :class:`~fedfort.errors.ConfigError` here,
+    one that cannot be bound (in use, unknown host) raises it from :meth:`start`. ``metrics``,
+    the run's Prometheus registry, is also served at ``/metrics``. The page polls every
+    ``refresh_s`` seconds. Usable as a context manager.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        address: str = "127.0.0.1:0",
+        *,
+        metrics: CollectorRegistry | None = None,
+        refresh_s: float = 1.0,
+    ) -> None:
+        if not (isinstance(refresh_s, int | float) and math.isfinite(refresh_s) and refresh_s > 0):
+            raise ConfigError(
+                f"the dashboard's refresh_s must be a positive number, got {refresh_s}"
+            )
+        self.run_dir = Path(run_dir)
+        self.address = address
+        self.host, self._requested_port = _parse_address(address)
+        self.metrics = metrics
+        self.refresh_s = float(refresh_s)
+        self.state = RunStateReader(self.run_dir)
+        self._assets: dict[str, tuple[bytes, str]] = {}
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _load_assets(self) -> None:
+        refresh_ms = str(max(1, round(self.refresh_s * 1000)))
+        html = _asset("dashboard.html").decode("utf-8").replace(_REFRESH_PLACEHOLDER, refresh_ms)
+        self._assets = {
+            "/": (html.encode("utf-8"), "text/html; charset=utf-8"),
+            "/dashboard.js": (_asset("dashboard.js"), "text/javascript; charset=utf-8"),
+            "/dashboard.css": (_asset("dashboard.css"), "text/css; charset=utf-8"),
+        }
+
+    def route(self, path: str) -> tuple[int, bytes, str]:
+        """``(status, body, content type)`` of a ``GET`` of ``path``; raises on failure."""
+        asset = self._assets.get(path)
+        if asset is not None:
+            return 200, asset[0], asset[1]
+        if path == "/api/run":
+            state = json_ready(self.state.read())
+            return 200, json.dumps(state, allow_nan=False).encode("utf-8"), _JSON
+        if path == "/metrics":
+            if self.metrics is None:
+                return 404, b"no metrics here: this dashboard serves a run directory only\n", _TEXT
+            return 200, generate_latest(self.metrics), CONTENT_TYPE_LATEST
+        if path == "/healthz":
+            return 200, b"ok\n", _TEXT
+        if path == "/favicon.ico":  # browsers ask for it; answer without a console error
+            return 204, b"", _TEXT
+        return 404, b"not found\n", _TEXT
+
+    def start(self) -> DashboardServer:
+        """Bind and serve on a daemon thread; returns ``self``. Starting twice is a no-op."""
+        if self._server is not None:
+            return self
+        self._load_assets()
+        try:
+            server = _HTTPServer(self.host, self._requested_port, self)
+        except OSError as exc:  # address in use, unknown host, not permitted
+            raise ConfigError(f"cannot serve the dashboard on {self.address}: {exc}") from exc
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"fedfort-dashboard-{server.server_address[1]}",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (the free port chosen when 0 was asked for)."""
+        if self._server is None:
+            raise RuntimeError("the dashboard is not running: call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/`` of the running dashboard."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def close(self) -> None:
+        """Stop serving and release the port; safe to call more than once."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5.0)
+
+    def __enter__(self) -> DashboardServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_dashboard(run_dir: str | Path, address: str = "127.0.0.1:8321") -> None:
+    """Serve the dashboard of ``run_dir`` until interrupted (``fedfort dashboard RUN``).
+
+    Prints the URL; returns on ``KeyboardInterrupt`` (Ctrl-C). The run may still be writing,
+    or not have committed anything yet: the page says so and keeps polling.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ConfigError(f"{run} is not a directory: give the directory of a run (its --out)")
+    server = DashboardServer(run, address)
+    try:
+        server.start()
+        print(f"fedfort: dashboard of {run} at {server.url} (Ctrl-C to stop)", flush=True)
+        while True:
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -1,0 +1,371 @@
+"""Prometheus metrics of a federation run, and a small HTTP server that exposes them.
+
+:class:`FederationMetrics` is a commit hook of the :class:`~fedfort.server.RoundEngine`: append
+it to ``engine.hooks`` (``sim.engine.hooks.append(metrics)``) and every committed round updates
+its series from the :class:`~fedfort.server.engine.RoundRecord`. The network gate reports the
+updates it refuses before they reach a round through :meth:`FederationMetrics.refused`, and a
+rollback of the global model through :meth:`FederationMetrics.rolled_back`.
+
+Every instance owns a fresh :class:`~prometheus_client.CollectorRegistry` (never the process-wide
+default one), so several runs, or several tests, live side by side in one process.
+:class:`MetricsServer` serves such a registry at ``http://host:port/metrics`` for Prometheus to
+scrape (``deploy/prometheus/prometheus.yml``; dashboard: ``deploy/grafana``).
+
+The series, all prefixed ``fedfort_``:
+
+==========================================  =========  ============================================
+series                                      type       meaning
+==========================================  =========  ============================================
+``fedfort_round``                           gauge      last committed round number
+``fedfort_rounds_total``                    counter    rounds committed by this process
+``fedfort_round_duration_seconds``          histogram  wall time of each committed round
+``fedfort_last_round_duration_seconds``     gauge      wall time of the last committed round
+``fedfort_round_participants``              gauge      updates aggregated in the last round
+``fedfort_round_selected``                  gauge      clients selected for the last round
+``fedfort_round_dropped``                   gauge      selected clients that did not answer
+``fedfort_updates_rejected_total``          counter    refused updates, label ``reason`` (the
+                                                       verifier's code, e.g. ``non_finite``, or a
+                                                       network-gate code such as ``bad_signature``)
+``fedfort_clients_flagged_total``           counter    updates flagged by the anomaly detector
+``fedfort_round_clients_flagged``           gauge      updates flagged in the last round
+``fedfort_reputation``                      gauge      reputation scores, label ``stat`` in min,
+                                                       p10, median, p90, max, mean
+``fedfort_clients_quarantined``             gauge      clients currently quarantined
+``fedfort_privacy_epsilon_spent``           gauge      epsilon spent so far (privacy accounting)
+``fedfort_privacy_delta``                   gauge      the delta that epsilon is reported at
+``fedfort_privacy_epsilon_budget``          gauge      the run's target epsilon, when it has one
+``fedfort_validation_accuracy``             gauge      held-out accuracy of the global model
+``fedfort_validation_loss``                 gauge      held-out loss of the global model
+``fedfort_secagg_dropouts_total``           counter    clients that vanished mid-protocol in
+                                                       committed secure-aggregation sessions
+``fedfort_round_secagg_dropouts``           gauge      such dropouts in the last round
+``fedfort_rollbacks_total``                 counter    rollbacks of the global model
+``fedfort_round_attempts_discarded_total``  counter    round attempts discarded before a commit
+==========================================  =========  ============================================
+
+Gauges fed by optional measurements (accuracy and loss, privacy, reputation) keep their last
+value through rounds that do not report them (e.g. rounds between evaluations); the per-round
+gauges (participants, flagged, secagg dropouts...) describe the last round, 0 included. An
+unlabelled gauge never set reads 0 (e.g. epsilon spent in a run without privacy). Rejections
+inside discarded attempts are not counted under ``fedfort_updates_rejected_total``; only the
+discard itself is, under ``fedfort_round_attempts_discarded_total``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+from fedfort.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from fedfort.server.engine import RoundEngine, RoundRecord
+
+__all__ = ["DURATION_BUCKETS", "REPUTATION_STATS", "FederationMetrics", "MetricsServer"]
+
+#: histogram buckets (seconds) of round durations: a tiny simulated round to a slow deployment
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+
+#: the ``stat`` label values of ``fedfort_reputation`` (keys of the reputation measurement)
+REPUTATION_STATS: Final[tuple[str, ...]] = ("min", "p10", "median", "p90", "max", "mean")
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when it is missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _section(measurements: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """One stage's measurements, or an empty mapping when the stage did not report."""
+    section = measurements.get(name)
+    return section if isinstance(section, Mapping) else {}
+
+
+class FederationMetrics:
+    """Prometheus series of one federation; a commit hook of the round engine.
+
+    ``epsilon_budget`` (the run's target epsilon) is exported as
+    ``fedfort_privacy_epsilon_budget`` so dashboards can plot spent against budget. Without
+    ``registry`` the series live in a new registry of their own, never in the global default.
+    """
+
+    def __init__(
+        self,
+        *,
+        epsilon_budget: float | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry() if registry is None else registry
+        reg = self.registry
+
+        self._round = Gauge("fedfort_round", "Last committed round number.", registry=reg)
+        self._rounds = Counter(
+            "fedfort_rounds_total", "Rounds committed by this process.", registry=reg
+        )
+        self._duration = Histogram(
+            "fedfort_round_duration_seconds",
+            "Wall time of each committed round, from selection to commit.",
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self._last_duration = Gauge(
+            "fedfort_last_round_duration_seconds",
+            "Wall time of the last committed round.",
+            registry=reg,
+        )
+        self._participants = Gauge(
+            "fedfort_round_participants",
+            "Updates that went into the last round's aggregate.",
+            registry=reg,
+        )
+        self._selected = Gauge(
+            "fedfort_round_selected", "Clients selected for the last round.", registry=reg
+        )
+        self._dropped = Gauge(
+            "fedfort_round_dropped",
+            "Selected clients that did not answer in the last round.",
+            registry=reg,
+        )
+        self._rejected = Counter(
+            "fedfort_updates_rejected_total",
+            "Updates refused by the server's verification or the network gate, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self._flagged = Counter(
+            "fedfort_clients_flagged_total",
+            "Updates flagged by the anomaly detector.",
+            registry=reg,
+        )
+        self._round_flagged = Gauge(
+            "fedfort_round_clients_flagged",
+            "Updates flagged by the anomaly detector in the last round.",
+            registry=reg,
+        )
+        self._reputation = Gauge(
+            "fedfort_reputation",
+            "Distribution of the clients' reputation scores after the last round.",
+            ["stat"],
+            registry=reg,
+        )
+        self._quarantined = Gauge(
+            "fedfort_clients_quarantined",
+            "Clients quarantined by the reputation ledger after the last round.",
+            registry=reg,
+        )
+        self._epsilon = Gauge(
+            "fedfort_privacy_epsilon_spent",
+            "Differential-privacy epsilon spent so far.",
+            registry=reg,
+        )
+        self._delta = Gauge(
+            "fedfort_privacy_delta",
+            "The delta at which the spent epsilon is reported.",
+            registry=reg,
+        )
+        self._budget = Gauge(
+            "fedfort_privacy_epsilon_budget",
+            "The run's target epsilon (privacy budget).",
+            registry=reg,
+        )
+        self._accuracy = Gauge(
+            "fedfort_validation_accuracy",
+            "Held-out accuracy of the global model at its last evaluation.",
+            registry=reg,
+        )
+        self._loss = Gauge(
+            "fedfort_validation_loss",
+            "Held-out loss of the global model at its last evaluation.",
+            registry=reg,
+        )
+        self._secagg_dropouts = Counter(
+            "fedfort_secagg_dropouts_total",
+            "Clients that dropped out mid-protocol in committed secure-aggregation sessions.",
+            registry=reg,
+        )
+        self._round_secagg_dropouts = Gauge(
+            "fedfort_round_secagg_dropouts",
+            "Clients that dropped out of the last round's secure-aggregation session.",
+            registry=reg,
+        )
+        self._rollbacks = Counter(
+            "fedfort_rollbacks_total", "Rollbacks of the global model.", registry=reg
+        )
+        self._discarded = Counter(
+            "fedfort_round_attempts_discarded_total",
+            "Round attempts discarded (e.g. below quorum) before a commit.",
+            registry=reg,
+        )
+        if epsilon_budget is not None:
+            self._budget.set(float(epsilon_budget))
+
+    def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
+        """Update every series from a committed round (the engine's commit-hook protocol)."""
+        del engine  # everything needed is in the record
+        self._round.set(record.round)
+        self._rounds.inc()
+        self._duration.observe(record.duration_s)
+        self._last_duration.set(record.duration_s)
+        self._participants.set(record.participants)
+        self._selected.set(len(record.selected))
+        self._dropped.set(len(record.dropped))
+        for rejection in record.rejected:
+            self._rejected.labels(reason=str(rejection.get("reason") or "unknown")).inc()
+
+        if record.accuracy is not None:
+            self._accuracy.set(record.accuracy)
+        if record.loss is not None:
+            self._loss.set(record.loss)
+        if record.epsilon is not None:
+            self._epsilon.set(record.epsilon)
+        if record.delta is not None:
+            self._delta.set(record.delta)
+
+        measurements = record.measurements
+        flagged = _section(measurements, "detect").get("flagged") or []
+        self._flagged.inc(len(flagged))
+        self._round_flagged.set(len(flagged))
+
+        reputation = _section(measurements, "reputation")
+        for stat in REPUTATION_STATS:
+            value = _number(reputation.get(stat))
+            if value is not None:
+                self._reputation.labels(stat=stat).set(value)
+        quarantined = reputation.get("quarantined")
+        if quarantined is not None:
+            self._quarantined.set(len(quarantined))
+
+        dropouts = len(_section(measurements, "aggregate").get("protocol_dropped") or {})
+        self._secagg_dropouts.inc(dropouts)
+        self._round_secagg_dropouts.set(dropouts)
+
+        if "rollback" in measurements:
+            self._rollbacks.inc()
+        self._discarded.inc(len(record.discarded_attempts))
+
+    def refused(self, reason: str) -> None:
+        """Count an update the network gate refused (bad signature, replay, ...) by reason."""
+        self._rejected.labels(reason=reason).inc()
+
+    def rolled_back(self) -> None:
+        """Count a rollback of the global model."""
+        self._rollbacks.inc()
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format, as ``/metrics`` serves it."""
+        return generate_latest(self.registry)
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both parts."""
+    usage = (
+        f"metrics address must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464 (port 0 picks a "
+        f"free port), got {address!r}"
+    )
+    if not isinstance(address, str):
+        raise ConfigError(usage)
+    host, sep, port_text = address.strip().rpartition(":")
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
+        raise ConfigError(usage)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ConfigError(f"{usage}: {host!r} is not an IPv6 address") from exc
+    elif ":" in host or "[" in host or "]" in host or any(c.isspace() for c in host):
+        raise ConfigError(usage)
+    port = int(port_text)
+    if port > 65535:
+        raise ConfigError(f"{usage}: the port must be in 0..65535")
+    return host, port
+
+
+class MetricsServer:
+    """Serves /metrics of a registry over HTTP on a background thread.
+
+    ``address`` is ``host:port``; port 0 picks a free port (read it from :attr:`port` after
+    :meth:`start`). A bad address raises :class:`~fedfort.errors.ConfigError` here, one that
+    cannot be bound (in use, unknown host) raises it from :meth:`start`. Usable as a context
+    manager: ``with MetricsServer(metrics.registry, "127.0.0.1:9464") as server: ...``.
+    """
+
+    def __init__(self, registry: CollectorRegistry, address: str = "127.0.0.1:0") -> None:
+        self.registry = registry
+        self.address = address
+        self._host, self._requested_port = _parse_address(address)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MetricsServer:
+        """Bind and serve on a daemon thread; returns ``self``. Starting twice is a no-op."""
+        if self._server is not None:
+            return self
+        try:
+            server, thread = start_http_server(
+                self._requested_port, addr=self._host, registry=self.registry
+            )
+        except OSError as exc:  # address in use, unknown host, not permitted
+            raise ConfigError(f"cannot serve metrics on {self.address}: {exc}") from exc
+        self._server, self._thread = server, thread
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (the free port chosen when 0 was asked for)."""
+        if self._server is None:
+            raise RuntimeError("the metrics server is not running: call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/metrics`` of the running server."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and release the port; safe to call more than once."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5.0)
+
+    def __enter__(self) -> MetricsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

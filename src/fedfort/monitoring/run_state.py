@@ -1,0 +1,244 @@
+"""A run's state read from its directory: what the dashboard and the report show.
+
+:func:`read_run` reads ``checkpoints.sqlite`` (round records, model versions, the latest
+reputation ledger) and ``audit.sqlite`` (its verification and key lifecycle events) read-only,
+so it works while the run is writing (SQLite WAL readers do not block the writer), for a
+finished run, for any runtime, and from another process (``fedfort dashboard RUN``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from fedfort.audit import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries, verify_run
+from fedfort.errors import AuditError, CheckpointError
+from fedfort.server.checkpoint import unpack_state
+
+__all__ = ["EVENT_KINDS", "read_run", "run_records"]
+
+#: audit entry kinds shown as lifecycle events (keys, enrolment, rollbacks, the run itself)
+EVENT_KINDS = (
+    "run_start",
+    "run_resumed",
+    "run_end",
+    "audit_key_rotated",
+    "server_key_rotated",
+    "client_enrolled",
+    "client_key_rotated",
+    "client_revoked",
+    "update_refused",
+    "rollback",
+    "rollback_requested",
+)
+#: the most recent rejections listed individually
+_MAX_REJECTIONS = 500
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise CheckpointError(f"{path.parent} is not a fedfort run: {path.name} is missing")
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise CheckpointError(f"cannot open {path}: {exc}") from exc
+
+
+def run_records(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The stored config and the records of every committed round (oldest first)."""
+    db = _connect(Path(run_dir) / "checkpoints.sqlite")
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        rows = db.execute("SELECT record_json FROM checkpoints WHERE round > 0 ORDER BY round")
+        records = [json.loads(r[0]) for r in rows]
+    except sqlite3.Error as exc:
+        raise CheckpointError(f"cannot read the checkpoints of {run_dir}: {exc}") from exc
+    finally:
+        db.close()
+    return meta, records
+
+
+def _latest_state(run_dir: Path) -> dict[str, Any]:
+    db = _connect(run_dir / "checkpoints.sqlite")
+    try:
+        row = db.execute(
+            "SELECT state_json, state_arrays FROM checkpoints ORDER BY round DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        db.close()
+    if row is None:
+        return {}
+    state = unpack_state(row[0], row[1])
+    return state if isinstance(state, dict) else {}
+
+
+def _models(run_dir: Path) -> list[dict[str, Any]]:
+    db = _connect(run_dir / "checkpoints.sqlite")
+    try:
+        rows = db.execute(
+            "SELECT round, created, model_sha256, record_json FROM checkpoints ORDER BY round"
+        ).fetchall()
+    finally:
+        db.close()
+    versions = []
+    for round_, created, digest, text in rows:
+        record = json.loads(text)
+        versions.append(
+            {
+                "version": int(round_),
+                "round": int(round_),
+                "created": float(created),
+                "sha256": str(digest),
+                "accuracy": record.get("accuracy"),
+                "loss": record.get("loss"),
+                "participants": record.get("participants"),
+                "rollback": record.get("measurements", {}).get("rollback"),
+            }
+        )
+    return versions
+
+
+def _round_row(record: dict[str, Any]) -> dict[str, Any]:
+    m = record.get("measurements", {})
+    agg = m.get("aggregate", {})
+    return {
+        "round": record["round"],
+        "accuracy": record.get("accuracy"),
+        "loss": record.get("loss"),
+        "participants": record.get("participants"),
+        "selected": len(record.get("selected", [])),
+        "dropped": len(record.get("dropped", [])),
+        "rejected": len(record.get("rejected", [])),
+        "flagged": len(m.get("detect", {}).get("flagged", [])),
+        "epsilon": record.get("epsilon"),
+        "delta": record.get("delta"),
+        "duration_s": record.get("duration_s"),
+        "aggregation": agg.get("rule"),
+        "secagg_dropouts": len(agg.get("protocol_dropped", {})),
+        "reputation": {
+            k: m["reputation"].get(k)
+            for k in ("min", "p10", "median", "p90", "max", "mean")
+            if "reputation" in m
+        },
+        "rollback": m.get("rollback"),
+    }
+
+
+def _clients(records: list[dict[str, Any]], state: dict[str, Any]) -> list[dict[str, Any]]:
+    selected: Counter[str] = Counter()
+    accepted: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    flagged: Counter[str] = Counter()
+    last: dict[str, int] = {}
+    for record in records:
+        selected.update(record.get("selected", []))
+        accepted.update(record.get("accepted", []))
+        rejected.update(r["client_id"] for r in record.get("rejected", []))
+        flagged.update(record.get("measurements", {}).get("detect", {}).get("flagged", []))
+        for cid in record.get("selected", []):
+            last[cid] = record["round"]
+    ledger = state.get("stages", {}).get("reputation", {})
+    scores: dict[str, float] = ledger.get("scores", {})
+    quarantine: dict[str, int] = ledger.get("quarantined_until", {})
+    current = int(state.get("round", 0))
+    ids = sorted(set(selected) | set(scores))
+    return [
+        {
+            "id": cid,
+            "reputation": scores.get(cid),
+            "quarantined": quarantine.get(cid, 0) > current,
+            "selected": selected[cid],
+            "accepted": accepted[cid],
+            "rejected": rejected[cid],
+            "flagged": flagged[cid],
+            "last_round": last.get(cid),
+        }
+        for cid in ids
+    ]
+
+
+def _audit(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+    """Verification, lifecycle events, and whether the last thing logged is the run's end."""
+    if not (run_dir / AUDIT_FILE).exists():
+        return {"present": False, "ok": None, "problem": "the run keeps no audit log"}, [], False
+    try:
+        result = verify_run(run_dir).to_dict()
+        result["present"] = True
+        entries = list(read_entries(run_dir / AUDIT_FILE))
+    except AuditError as exc:
+        return {"present": True, "ok": False, "problem": str(exc)}, [], False
+    events = []
+    for e in entries:
+        if e.kind in EVENT_KINDS:
+            try:
+                body: Any = e.data
+            except ValueError:  # an edited body; the verification above names the entry
+                body = {"unreadable": e.body[:200]}
+            events.append(
+                {"seq": e.seq, "ts": e.ts, "kind": e.kind, "round": e.round, "body": body}
+            )
+    for event in events:
+        body = event["body"]
+        if isinstance(body, dict):
+            body.pop("config", None)  # the config is shown on its own
+    finished = bool(entries) and entries[-1].kind == "run_end"
+    result["public_key_file"] = str(run_dir / AUDIT_PUBLIC_KEY_FILE)
+    return result, events, finished
+
+
+def read_run(run_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """Everything the dashboard shows about the run in ``run_dir`` (JSON-ready)."""
+    run_dir = Path(run_dir)
+    meta, records = run_records(run_dir)
+    config: dict[str, Any] = json.loads(meta.get("config", "{}"))
+    state = _latest_state(run_dir)
+    if verify:
+        audit, events, finished = _audit(run_dir)
+    else:
+        audit, events, finished = {"present": None, "ok": None}, [], False
+    target = int(config.get("rounds", 0))
+    committed = records[-1]["round"] if records else 0
+    privacy_cfg = config.get("privacy", {})
+    private = privacy_cfg.get("mode", "none") != "none" or privacy_cfg.get("dp_sgd", {}).get(
+        "enabled", False
+    )
+    spent = next((r["epsilon"] for r in reversed(records) if r.get("epsilon") is not None), None)
+    rejections = [{"round": r["round"], **x} for r in records for x in r.get("rejected", [])][
+        -_MAX_REJECTIONS:
+    ]
+    reasons = Counter(x["reason"] for r in records for x in r.get("rejected", []))
+    pending = meta.get("pending_rollback")
+    return {
+        "run": {
+            "dir": str(run_dir.resolve()),
+            "name": run_dir.resolve().name,
+            "fedfort_version": meta.get("fedfort_version"),
+            "identity": meta.get("identity"),
+            "rounds_committed": committed,
+            "rounds_target": target,
+            "status": "finished" if finished or (target and committed >= target) else "running",
+        },
+        "config": config,
+        "rounds": [_round_row(r) for r in records],
+        "privacy": {
+            "mode": privacy_cfg.get("mode"),
+            "dp_sgd": privacy_cfg.get("dp_sgd", {}).get("enabled", False),
+            "target_epsilon": privacy_cfg.get("target_epsilon"),
+            "delta": privacy_cfg.get("delta"),
+            "epsilon_spent": spent,
+        }
+        if private
+        else None,
+        "secure_aggregation": config.get("secure_aggregation", {}).get("mode", "none"),
+        "aggregation": config.get("defense", {}).get("aggregator"),
+        "clients": _clients(records, state),
+        "rejections": rejections,
+        "rejection_counts": dict(sorted(reasons.items())),
+        "audit": audit,
+        "events": events,
+        "models": _models(run_dir),
+        "pending_rollback": None if pending is None else json.loads(pending),
+    }

@@ -1,0 +1,145 @@
+"""The model registry of a run: every committed global model is a version.
+
+Version ``k`` is the global model committed by round ``k`` (version 0 is the initial model).
+Each is stored in the run's ``checkpoints.sqlite`` with its SHA-256 (checked on every read),
+its round record (accuracy, loss, participants) and the state to continue from it, and the
+audit log holds a ``model_version`` entry for it. :class:`ModelRegistry` lists and shows
+versions, exports one, and files an operator's rollback: the request is audited at once and
+applied by the server when the run resumes (:meth:`fedfort.federation.Federation.rollback`),
+so the rolled-back model is what the next round trains from. Automatic rollback on accuracy
+drift is :class:`~fedfort.server.rollback.DriftRollback`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog, AuditTrail
+from fedfort.errors import CheckpointError, ConfigError
+from fedfort.keyfiles import load_signing_key
+from fedfort.server.checkpoint import CheckpointStore
+
+__all__ = ["PENDING_ROLLBACK_META", "ModelRegistry", "ModelVersion"]
+
+#: checkpoint-database meta key of an operator's rollback, applied when the run resumes
+PENDING_ROLLBACK_META = "pending_rollback"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One committed global model."""
+
+    version: int
+    created: float
+    sha256: str
+    accuracy: float | None
+    loss: float | None
+    participants: int | None
+    rollback: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ModelRegistry:
+    """The versions of the run in ``run_dir``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        path = self.run_dir / "checkpoints.sqlite"
+        if not path.exists():
+            raise CheckpointError(f"{self.run_dir} is not a fedfort run: {path.name} is missing")
+        self.store = CheckpointStore(path)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, oldest first."""
+        out = []
+        for round_, created, digest, record in self.store.versions():
+            out.append(
+                ModelVersion(
+                    round_,
+                    created,
+                    digest,
+                    record.get("accuracy"),
+                    record.get("loss"),
+                    record.get("participants"),
+                    record.get("measurements", {}).get("rollback"),
+                )
+            )
+        return out
+
+    def show(self, version: int) -> dict[str, Any]:
+        """A version in detail; its model is read and its hash checked."""
+        checkpoint = self.store.load(self._existing(version))
+        record = checkpoint.record
+        return {
+            **next(v for v in self.versions() if v.version == version).to_dict(),
+            "hash_verified": True,
+            "parameters": int(checkpoint.model.shape[0]),
+            "norm": float(np.linalg.norm(checkpoint.model)),
+            "selected": record.get("selected", []),
+            "accepted": record.get("accepted", []),
+            "rejected": record.get("rejected", []),
+            "measurements": record.get("measurements", {}),
+            "epsilon": record.get("epsilon"),
+            "delta": record.get("delta"),
+        }
+
+    def export(self, version: int, out: str | Path) -> Path:
+        """Write version ``version``'s parameter vector to an ``.npy`` file (hash-checked)."""
+        checkpoint = self.store.load(self._existing(version))
+        path = Path(out)
+        np.save(path, checkpoint.model, allow_pickle=False)
+        return path
+
+    def pending(self) -> dict[str, Any] | None:
+        """The rollback filed for the next resume, if any."""
+        raw = self.store.get_meta(PENDING_ROLLBACK_META)
+        return None if raw is None else dict(json.loads(raw))
+
+    def request_rollback(self, version: int, reason: str) -> dict[str, Any]:
+        """File a rollback to ``version``; audited now, applied when the run resumes."""
+        self._existing(version)
+        if not reason.strip():
+            raise ConfigError("say why: a rollback needs a reason for the audit log")
+        latest = self.store.latest_round()
+        request = {
+            "to_version": version,
+            "reason": reason,
+            "requested_at": time.time(),
+            "at_round": latest,
+        }
+        if (self.run_dir / AUDIT_FILE).exists():
+            key_path = self.run_dir / AUDIT_KEY_FILE
+            if not key_path.exists():
+                raise ConfigError(
+                    f"{key_path} is missing: a rollback must be audited with the run's audit key"
+                )
+            with AuditLog(self.run_dir / AUDIT_FILE, load_signing_key(key_path)) as log:
+                AuditTrail(log, self.store).event("rollback_requested", request, latest)
+        self.store.set_meta(PENDING_ROLLBACK_META, json.dumps(request))
+        return request
+
+    def _existing(self, version: int) -> int:
+        rounds = self.store.rounds()
+        if version not in rounds:
+            raise ConfigError(
+                f"version {version} does not exist: the run has versions "
+                f"{rounds[0] if rounds else 0}..{rounds[-1] if rounds else 0}"
+            )
+        return version
