@@ -16,13 +16,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -rf runs/demo runs/demo-redteam runs/demo-private runs/demo-secure
+	rm -rf runs/demo runs/demo-redteam runs/demo-private runs/demo-secure runs/demo-rollback
 	$(BIN)/fedfort simulate --config examples/demo.toml --out runs/demo
 	$(BIN)/fedfort redteam --config examples/redteam-demo.toml --out runs/demo-redteam
 	$(BIN)/fedfort simulate --config examples/privacy/dp-fedavg-eps3.toml --out runs/demo-private
 	$(BIN)/fedfort simulate --config examples/secure-aggregation.toml --out runs/demo-secure
+	$(BIN)/fedfort simulate --config examples/rollback.toml --out runs/demo-rollback
+	$(BIN)/fedfort model list runs/demo-rollback
+	$(BIN)/fedfort audit verify runs/demo-rollback
+	$(BIN)/fedfort report runs/demo-rollback
 
 test: $(STAMP)
+	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
@@ -39,9 +44,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_secagg.py
 	$(BIN)/python benchmarks/bench_grpc_load.py
 	$(BIN)/python benchmarks/bench_fuzz_codec.py
+	$(BIN)/python benchmarks/bench_audit_overhead.py
 
 redteam: $(STAMP)
 	$(BIN)/fedfort redteam --config examples/redteam.toml --out runs/redteam
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs test-artifacts .pytest_cache .mypy_cache .ruff_cache
