@@ -1,1 +1,13 @@
-"""Monitoring: Prometheus metrics, the run dashboard and its state reader."""
+"""Monitoring: Prometheus metrics, the run dashboard and its state reader.
+
+- :mod:`~fedfort.monitoring.metrics`: :class:`FederationMetrics` (a commit hook) and
+  :class:`MetricsServer` (``/metrics``);
+- :mod:`~fedfort.monitoring.run_state`: :func:`read_run`, a run directory's state;
+- :mod:`~fedfort.monitoring.dashboard`: :class:`DashboardServer`, the live page.
+"""
+
+from fedfort.monitoring.dashboard import DashboardServer, serve_dashboard
+from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
+from fedfort.monitoring.run_state import read_run
+
+__all__ = ["DashboardServer", "FederationMetrics", "MetricsServer", "read_run", "serve_dashboard"]

@@ -54,6 +54,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fedfort.errors import ConfigError, FedfortError
 from fedfort.monitoring.run_state import read_run
+from fedfort.monitoring.serving import BackgroundServer
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -95,31 +96,6 @@ _SECURITY_HEADERS: Final = (
 )
 _TEXT: Final = "text/plain; charset=utf-8"
 _JSON: Final = "application/json"
-
-
-def _parse_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both parts."""
-    usage = (
-        "dashboard address must be host:port, e.g. 127.0.0.1:8321 or [::1]:8321 (port 0 picks "
-        f"a free port), got {address!r}"
-    )
-    if not isinstance(address, str):
-        raise ConfigError(usage)
-    host, sep, port_text = address.strip().rpartition(":")
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
-        raise ConfigError(usage)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise ConfigError(f"{usage}: {host!r} is not an IPv6 address") from exc
-    elif ":" in host or "[" in host or "]" in host or any(c.isspace() for c in host):
-        raise ConfigError(usage)
-    port = int(port_text)
-    if port > 65535:
-        raise ConfigError(f"{usage}: the port must be in 0..65535")
-    return host, port
 
 
 def _is_loopback(host: str) -> bool:
@@ -203,7 +179,8 @@ class RunStateReader:
             except OSError:
                 out.append(None)
             else:
-                out.append((st.st_size, st.st_mtime_ns))
+                # an empty write-ahead log holds nothing (readers create one when it is missing)
+                out.append(None if st.st_size == 0 else (st.st_size, st.st_mtime_ns))
         return tuple(out)
 
     def read(self) -> dict[str, Any]:
@@ -338,7 +315,7 @@ def _error_body(exc: BaseException) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-class DashboardServer:
+class DashboardServer(BackgroundServer):
     """Serves the live dashboard of one run directory over HTTP (a background thread).
 
     ``address`` is ``host:port``; port 0 picks a free port (read :attr:`port` or :attr:`url`
@@ -347,6 +324,8 @@ class DashboardServer:
     the run's Prometheus registry, is also served at ``/metrics``. The page polls every
     ``refresh_s`` seconds. Usable as a context manager.
     """
+
+    what = "the dashboard"
 
     def __init__(
         self,
@@ -360,15 +339,12 @@ class DashboardServer:
             raise ConfigError(
                 f"the dashboard's refresh_s must be a positive number, got {refresh_s}"
             )
+        super().__init__(address, 8321)
         self.run_dir = Path(run_dir)
-        self.address = address
-        self.host, self._requested_port = _parse_address(address)
         self.metrics = metrics
         self.refresh_s = float(refresh_s)
         self.state = RunStateReader(self.run_dir)
         self._assets: dict[str, tuple[bytes, str]] = {}
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def _load_assets(self) -> None:
         refresh_ms = str(max(1, round(self.refresh_s * 1000)))
@@ -397,15 +373,9 @@ class DashboardServer:
             return 204, b"", _TEXT
         return 404, b"not found\n", _TEXT
 
-    def start(self) -> DashboardServer:
-        """Bind and serve on a daemon thread; returns ``self``. Starting twice is a no-op."""
-        if self._server is not None:
-            return self
+    def _bind(self, host: str, port: int) -> tuple[Any, threading.Thread]:
         self._load_assets()
-        try:
-            server = _HTTPServer(self.host, self._requested_port, self)
-        except OSError as exc:  # address in use, unknown host, not permitted
-            raise ConfigError(f"cannot serve the dashboard on {self.address}: {exc}") from exc
+        server = _HTTPServer(host, port, self)
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -413,37 +383,7 @@ class DashboardServer:
             daemon=True,
         )
         thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    @property
-    def port(self) -> int:
-        """The port actually bound (the free port chosen when 0 was asked for)."""
-        if self._server is None:
-            raise RuntimeError("the dashboard is not running: call start() first")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """``http://host:port/`` of the running dashboard."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
-
-    def close(self) -> None:
-        """Stop serving and release the port; safe to call more than once."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5.0)
-
-    def __enter__(self) -> DashboardServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return server, thread
 
 
 def serve_dashboard(run_dir: str | Path, address: str = "127.0.0.1:8321") -> None:

@@ -53,7 +53,6 @@ discard itself is, under ``fedfort_round_attempts_discarded_total``.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -67,11 +66,9 @@ from prometheus_client import (
     start_http_server,
 )
 
-from fedfort.errors import ConfigError
+from fedfort.monitoring.serving import BackgroundServer
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from fedfort.server.engine import RoundEngine, RoundRecord
 
 __all__ = ["DURATION_BUCKETS", "REPUTATION_STATS", "FederationMetrics", "MetricsServer"]
@@ -287,32 +284,7 @@ class FederationMetrics:
         return generate_latest(self.registry)
 
 
-def _parse_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both parts."""
-    usage = (
-        f"metrics address must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464 (port 0 picks a "
-        f"free port), got {address!r}"
-    )
-    if not isinstance(address, str):
-        raise ConfigError(usage)
-    host, sep, port_text = address.strip().rpartition(":")
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
-        raise ConfigError(usage)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise ConfigError(f"{usage}: {host!r} is not an IPv6 address") from exc
-    elif ":" in host or "[" in host or "]" in host or any(c.isspace() for c in host):
-        raise ConfigError(usage)
-    port = int(port_text)
-    if port > 65535:
-        raise ConfigError(f"{usage}: the port must be in 0..65535")
-    return host, port
-
-
-class MetricsServer:
+class MetricsServer(BackgroundServer):
     """Serves /metrics of a registry over HTTP on a background thread.
 
     ``address`` is ``host:port``; port 0 picks a free port (read it from :attr:`port` after
@@ -321,51 +293,13 @@ class MetricsServer:
     manager: ``with MetricsServer(metrics.registry, "127.0.0.1:9464") as server: ...``.
     """
 
+    what = "metrics"
+    path = "/metrics"
+
     def __init__(self, registry: CollectorRegistry, address: str = "127.0.0.1:0") -> None:
+        super().__init__(address, 9464)
         self.registry = registry
-        self.address = address
-        self._host, self._requested_port = _parse_address(address)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> MetricsServer:
-        """Bind and serve on a daemon thread; returns ``self``. Starting twice is a no-op."""
-        if self._server is not None:
-            return self
-        try:
-            server, thread = start_http_server(
-                self._requested_port, addr=self._host, registry=self.registry
-            )
-        except OSError as exc:  # address in use, unknown host, not permitted
-            raise ConfigError(f"cannot serve metrics on {self.address}: {exc}") from exc
-        self._server, self._thread = server, thread
-        return self
-
-    @property
-    def port(self) -> int:
-        """The port actually bound (the free port chosen when 0 was asked for)."""
-        if self._server is None:
-            raise RuntimeError("the metrics server is not running: call start() first")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """``http://host:port/metrics`` of the running server."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}/metrics"
-
-    def close(self) -> None:
-        """Stop serving and release the port; safe to call more than once."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5.0)
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _bind(self, host: str, port: int) -> tuple[Any, threading.Thread]:
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        return server, thread

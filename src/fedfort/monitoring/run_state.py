@@ -16,7 +16,6 @@ from typing import Any
 
 from fedfort.audit import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries, verify_run
 from fedfort.errors import AuditError, CheckpointError
-from fedfort.server.checkpoint import unpack_state
 
 __all__ = ["EVENT_KINDS", "read_run", "run_records"]
 
@@ -47,58 +46,55 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise CheckpointError(f"cannot open {path}: {exc}") from exc
 
 
-def run_records(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The stored config and the records of every committed round (oldest first)."""
-    db = _connect(Path(run_dir) / "checkpoints.sqlite")
+def _snapshot(
+    run_dir: Path,
+) -> tuple[dict[str, str], list[tuple[int, float, str, dict[str, Any]]], dict[str, Any]]:
+    """Meta, every checkpoint's (round, created, hash, record) and the latest engine state,
+    read in one read transaction, so a live run's rounds are never mixed across commits."""
+    path = run_dir / "checkpoints.sqlite"
+    db = _connect(path)
     try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        rows = db.execute("SELECT record_json FROM checkpoints WHERE round > 0 ORDER BY round")
-        records = [json.loads(r[0]) for r in rows]
-    except sqlite3.Error as exc:
+        db.execute("BEGIN")
+        meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        rows = [
+            (int(r), float(c), str(h), json.loads(t))
+            for r, c, h, t in db.execute(
+                "SELECT round, created, model_sha256, record_json FROM checkpoints ORDER BY round"
+            )
+        ]
+        latest = db.execute(
+            "SELECT state_json FROM checkpoints ORDER BY round DESC LIMIT 1"
+        ).fetchone()
+        db.execute("COMMIT")
+    except (sqlite3.Error, ValueError) as exc:
         raise CheckpointError(f"cannot read the checkpoints of {run_dir}: {exc}") from exc
     finally:
         db.close()
-    return meta, records
+    # the ledger is plain JSON; the state's arrays (optimizer moments...) are not needed here
+    state = json.loads(latest[0]) if latest is not None else {}
+    return meta, rows, state if isinstance(state, dict) else {}
 
 
-def _latest_state(run_dir: Path) -> dict[str, Any]:
-    db = _connect(run_dir / "checkpoints.sqlite")
-    try:
-        row = db.execute(
-            "SELECT state_json, state_arrays FROM checkpoints ORDER BY round DESC LIMIT 1"
-        ).fetchone()
-    finally:
-        db.close()
-    if row is None:
-        return {}
-    state = unpack_state(row[0], row[1])
-    return state if isinstance(state, dict) else {}
+def run_records(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The stored config and the records of every committed round (oldest first)."""
+    meta, rows, _ = _snapshot(Path(run_dir))
+    return meta, [record for round_, _c, _h, record in rows if round_ > 0]
 
 
-def _models(run_dir: Path) -> list[dict[str, Any]]:
-    db = _connect(run_dir / "checkpoints.sqlite")
-    try:
-        rows = db.execute(
-            "SELECT round, created, model_sha256, record_json FROM checkpoints ORDER BY round"
-        ).fetchall()
-    finally:
-        db.close()
-    versions = []
-    for round_, created, digest, text in rows:
-        record = json.loads(text)
-        versions.append(
-            {
-                "version": int(round_),
-                "round": int(round_),
-                "created": float(created),
-                "sha256": str(digest),
-                "accuracy": record.get("accuracy"),
-                "loss": record.get("loss"),
-                "participants": record.get("participants"),
-                "rollback": record.get("measurements", {}).get("rollback"),
-            }
-        )
-    return versions
+def _models(rows: list[tuple[int, float, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "version": round_,
+            "round": round_,
+            "created": created,
+            "sha256": digest,
+            "accuracy": record.get("accuracy"),
+            "loss": record.get("loss"),
+            "participants": record.get("participants"),
+            "rollback": record.get("measurements", {}).get("rollback"),
+        }
+        for round_, created, digest, record in rows
+    ]
 
 
 def _round_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -192,9 +188,9 @@ def _audit(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
 def read_run(run_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
     """Everything the dashboard shows about the run in ``run_dir`` (JSON-ready)."""
     run_dir = Path(run_dir)
-    meta, records = run_records(run_dir)
+    meta, rows, state = _snapshot(run_dir)
+    records = [record for round_, _c, _h, record in rows if round_ > 0]
     config: dict[str, Any] = json.loads(meta.get("config", "{}"))
-    state = _latest_state(run_dir)
     if verify:
         audit, events, finished = _audit(run_dir)
     else:
@@ -239,6 +235,6 @@ def read_run(run_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
         "rejection_counts": dict(sorted(reasons.items())),
         "audit": audit,
         "events": events,
-        "models": _models(run_dir),
+        "models": _models(rows),
         "pending_rollback": None if pending is None else json.loads(pending),
     }

@@ -1,0 +1,141 @@
+"""The markup helpers of the compliance report: escaping, number formats, lists and tables.
+
+Every piece of run data reaches the page through :func:`esc` (:func:`html.escape`), except a
+:class:`Raw` value, which is markup built here from escaped parts. A :data:`Cell` is anything a
+table cell or a list value may hold; ``None`` shows as a dash.
+
+Number formats: :func:`f4` (accuracy and loss, 4 decimals), :func:`eps` (epsilon spent, 6
+significant digits), :func:`g` (``g`` format) and :func:`utc` (a timestamp as UTC ISO 8601).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+__all__ = [
+    "DASH",
+    "MAX_TEXT",
+    "Cell",
+    "Raw",
+    "badge",
+    "code",
+    "eps",
+    "esc",
+    "f4",
+    "g",
+    "join",
+    "kv",
+    "number",
+    "summary",
+    "table",
+    "truncate",
+    "utc",
+]
+
+#: longest free-text value shown in a cell (details and event bodies are diagnostics)
+MAX_TEXT: Final = 240
+DASH: Final = "\u2014"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Markup built by this module from escaped parts; any other value is escaped."""
+
+    html: str
+
+
+Cell = Raw | str | int | float | None
+
+
+def esc(value: Cell) -> str:
+    if isinstance(value, Raw):
+        return value.html
+    if value is None:
+        return DASH
+    return html.escape(str(value), quote=True)
+
+
+def join(*parts: Cell) -> Raw:
+    return Raw("".join(esc(p) for p in parts))
+
+
+def code(value: Cell) -> Raw:
+    return Raw(f"<code>{esc(value)}</code>")
+
+
+def badge(text: str, level: str) -> Raw:
+    return Raw(f'<span class="badge {level}">{esc(text)}</span>')
+
+
+def truncate(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def f4(value: Any) -> str | None:
+    """Accuracy and loss: 4 decimals."""
+    x = number(value)
+    return None if x is None else f"{x:.4f}"
+
+
+def eps(value: Any) -> str | None:
+    """Epsilon spent: 6 significant digits (shows a spend just below the budget as such)."""
+    x = number(value)
+    return None if x is None else f"{x:.6g}"
+
+
+def g(value: Any) -> str | None:
+    x = number(value)
+    return None if x is None else f"{x:g}"
+
+
+def utc(ts: Any) -> str | None:
+    x = number(ts)
+    if x is None or not math.isfinite(x):
+        return None
+    return datetime.fromtimestamp(x, UTC).isoformat(timespec="seconds")
+
+
+def summary(body: Any) -> str:
+    """A compact one-line rendering of an audit entry body."""
+    if not isinstance(body, dict):
+        return truncate(str(body))
+    parts = []
+    for key, value in sorted(body.items()):
+        shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        parts.append(f"{key}={shown}")
+    return truncate(", ".join(parts))
+
+
+def kv(items: Iterable[tuple[str, Cell]]) -> Raw:
+    """A bullet list of ``label: value`` lines."""
+    lines = [f"<li><b>{esc(label)}</b>: {esc(value)}</li>" for label, value in items]
+    return Raw('<ul class="kv">' + "".join(lines) + "</ul>")
+
+
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[Cell]], numeric: Sequence[int] = ()
+) -> str:
+    """An HTML table; ``numeric`` columns are right-aligned."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    body = []
+    for row in rows:
+        cells = [
+            f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
+            for i, c in enumerate(row)
+        ]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
