@@ -190,3 +190,29 @@ def test_a_non_finite_candidate_is_rolled_back() -> None:
     assert bad.measurements["rollback"]["to_version"] == 1
     assert bad.new_model is not None and np.array_equal(bad.new_model, good)
     assert bad.evaluation["accuracy"] == 0.8
+
+
+def test_a_rollback_filed_while_the_run_is_live_waits_for_its_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = load_config("examples/demo.toml").with_overrides(
+        {"rounds": 4, "clients.count": 4, "clients.epochs": 1}
+    )
+    with Simulation(cfg, out_dir=out) as sim:
+        sim.run(rounds=2)
+        # another process (the CLI) files a rollback and appends to the same audit log
+        with ModelRegistry(out) as registry:
+            registry.request_rollback(1, "filed while the run was live")
+        sim.run()
+    result = verify_run(out)
+    assert result.ok, result.describe()  # both writers chained onto the same head
+    kinds = [e.kind for e in read_entries(out / AUDIT_FILE)]
+    assert kinds.count("rollback_requested") == 1 and "rollback" not in kinds
+    with ModelRegistry(out) as registry:
+        assert registry.pending() is not None  # not cleared by the live run's commits
+        version_1 = registry.store.load(1).model
+    with Simulation.resume(out, rounds=5) as sim:
+        assert np.array_equal(sim.model, version_1)
+        sim.run()
+    with ModelRegistry(out) as registry:
+        assert registry.pending() is None
+    assert verify_run(out).ok

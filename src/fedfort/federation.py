@@ -260,12 +260,16 @@ def client_ids(count: int) -> list[str]:
 class _CheckpointHook:
     def __init__(self, store: CheckpointStore) -> None:
         self.store = store
+        #: a rollback was applied since the last commit (its request may now be cleared)
+        self.rolled_back = False
 
     def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
         self.store.save(engine.round, engine.model, engine.state_dict(), record.to_dict())
-        # a rollback applied before this round is now part of a committed state
-        if self.store.get_meta(PENDING_ROLLBACK_META) is not None:
+        if self.rolled_back:
+            # the applied rollback is part of a committed state now; a request filed while
+            # this process ran (not yet applied) stays for the next resume
             self.store.delete_meta(PENDING_ROLLBACK_META)
+            self.rolled_back = False
 
 
 class Federation(ABC):
@@ -328,9 +332,11 @@ class Federation(ABC):
         )
         self._servers: list[MetricsServer | Any] = []
         hooks: list[CommitHook] = []
+        self._checkpoints: _CheckpointHook | None = None
         if self.out_dir is not None:
             self.store = CheckpointStore(self.out_dir / CHECKPOINT_FILE)
-            hooks.append(_CheckpointHook(self.store))
+            self._checkpoints = _CheckpointHook(self.store)
+            hooks.append(self._checkpoints)
             if config.governance.audit:
                 log = AuditLog(self.out_dir / AUDIT_FILE, run_audit_key(self.out_dir))
                 self.audit = AuditTrail(log, self.store)
@@ -551,8 +557,9 @@ class Federation(ABC):
         }
         if requested is not None:
             body["requested_at"] = requested.get("requested_at")
-        assert self.store is not None
+        assert self.store is not None and self._checkpoints is not None
         self.store.set_meta(PENDING_ROLLBACK_META, json.dumps({**body, **(requested or {})}))
+        self._checkpoints.rolled_back = True
         self.engine.model = model.astype(np.float32, copy=True)
         self.engine.stage("server_optimizer").load_state_dict(optimizer_state)
         if self.audit is not None:

@@ -82,7 +82,8 @@ def run_audit_key(run_dir: Path) -> SigningKey:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False)
+    # autocommit mode: appends manage their own BEGIN IMMEDIATE ... COMMIT
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -162,7 +163,10 @@ class AuditLog:
     def head(self) -> tuple[int, str]:
         """``(seq, hash)`` of the last entry (``(0, GENESIS)`` when empty)."""
         with self._lock:
-            return self._seq, self._prev
+            row = self._db.execute(
+                "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
     def append(self, kind: str, body: dict[str, Any], round_: int | None = None) -> AuditEntry:
         """Append one entry in its own transaction."""
@@ -174,18 +178,27 @@ class AuditLog:
         """Append ``(kind, round, body)`` entries in one transaction, in order."""
         texts = [(kind, round_, canonical_body(body)) for kind, round_, body in items]
         with self._lock:
-            seq, prev = self._seq, self._prev
-            entries = []
-            now = time.time()
-            for kind, round_, text in texts:
-                seq += 1
-                digest = entry_hash(seq, now, kind, round_, text, prev, self._key_id)
-                signature = self._key.sign(signed_message(digest)).hex()
-                entries.append(
-                    AuditEntry(seq, now, kind, round_, text, prev, self._key_id, digest, signature)
-                )
-                prev = digest
-            with self._db:
+            # Chain from the file's head under SQLite's write lock, not from memory: another
+            # process holding the key (``fedfort model rollback`` beside a running server) may
+            # have appended since.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, prev = (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+                entries = []
+                now = time.time()
+                for kind, round_, text in texts:
+                    seq += 1
+                    digest = entry_hash(seq, now, kind, round_, text, prev, self._key_id)
+                    signature = self._key.sign(signed_message(digest)).hex()
+                    entries.append(
+                        AuditEntry(
+                            seq, now, kind, round_, text, prev, self._key_id, digest, signature
+                        )
+                    )
+                    prev = digest
                 self._db.executemany(
                     f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -193,6 +206,10 @@ class AuditLog:
                         for e in entries
                     ],
                 )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._seq, self._prev = seq, prev
             return entries
 
@@ -212,8 +229,6 @@ class AuditLog:
 
     def entries(self) -> list[AuditEntry]:
         """Every entry so far, oldest first."""
-        with self._lock:
-            self._db.commit()
         return list(read_entries(self.path))
 
     def close(self) -> None:
