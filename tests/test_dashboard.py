@@ -375,21 +375,20 @@ def test_serve_dashboard_prints_the_url_and_returns_on_ctrl_c(
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
     seen: list[int] = []
-    printed: list[str] = []
     returned = threading.Event()
 
     def interrupt_when_up() -> None:
+        # no capsys here: it is not safe to read from another thread; the URL is checked after
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not seen:
-            try:
-                seen.append(get(url + "healthz")[0])
-            except (urllib.error.URLError, http.client.HTTPException, OSError):
-                time.sleep(0.05)
-        while time.monotonic() < deadline and url not in "".join(printed):
-            printed.append(capsys.readouterr().out)
-            time.sleep(0.02)
-        if not returned.is_set():  # never interrupt whatever pytest runs next
-            _thread.interrupt_main()
+        try:
+            while time.monotonic() < deadline and not seen:
+                try:
+                    seen.append(get(url + "healthz")[0])
+                except (urllib.error.URLError, http.client.HTTPException, OSError):
+                    time.sleep(0.05)
+        finally:
+            if not returned.is_set():  # never interrupt whatever pytest runs next
+                _thread.interrupt_main()
 
     helper = threading.Thread(target=interrupt_when_up, daemon=True)
     helper.start()
@@ -401,7 +400,7 @@ def test_serve_dashboard_prints_the_url_and_returns_on_ctrl_c(
         returned.set()
     helper.join(timeout=5)
     assert seen == [200]
-    assert url in "".join(printed)
+    assert url in capsys.readouterr().out
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "healthz", timeout=2)
 
