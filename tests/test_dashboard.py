@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import fedfort.monitoring.dashboard as dashboard_module
 from fedfort.config import parse_config
 from fedfort.errors import ConfigError
 from fedfort.monitoring.dashboard import (
@@ -368,19 +369,29 @@ def test_federation_serves_its_dashboard_with_its_metrics(tmp_path: Path) -> Non
 
 
 def test_serve_dashboard_prints_the_url_and_returns_on_ctrl_c(
-    finished_run: Path, capsys: pytest.CaptureFixture[str]
+    finished_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
     seen: list[int] = []
+    printed = threading.Event()
     returned = threading.Event()
+
+    def print_and_signal(*args: Any, **kwargs: Any) -> None:
+        print(*args, **kwargs)
+        printed.set()
+
+    # The server answers as soon as it started, before serve_dashboard printed its URL: Ctrl-C
+    # is sent only once the URL is out, else the interrupt could land between the two lines.
+    monkeypatch.setattr(dashboard_module, "print", print_and_signal, raising=False)
 
     def interrupt_when_up() -> None:
         # no capsys here: it is not safe to read from another thread; the URL is checked after
         deadline = time.monotonic() + 20
         try:
+            printed.wait(timeout=20)
             while time.monotonic() < deadline and not seen:
                 try:
                     seen.append(get(url + "healthz")[0])
@@ -399,6 +410,7 @@ def test_serve_dashboard_prints_the_url_and_returns_on_ctrl_c(
     finally:
         returned.set()
     helper.join(timeout=5)
+    assert printed.is_set()
     assert seen == [200]
     assert url in capsys.readouterr().out
     with pytest.raises(urllib.error.URLError):
