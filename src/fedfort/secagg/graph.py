@@ -112,11 +112,13 @@ def plus_parameters(
     k += k % 2
     while k < others:
         exposed = _union_bound(n, others, min(others, corrupt + dropped), k, k)
-        for t in range(k // 2 + 1, k + 1):
-            leaked = _union_bound(n, others, corrupt, k, t) + exposed
-            # a client with fewer than t surviving neighbours to hold its shares
-            stuck = _union_bound(n, others, dropped, k, k - t + 1)
-            if leaked <= 2.0**-sigma and stuck <= 2.0**-eta:
-                return k, t
+        # every threshold of this degree at once (one tail evaluation per bound, not per t):
+        # a client leaks with >= t corrupt neighbours, or is stuck with fewer than t survivors
+        t = np.arange(k // 2 + 1, k + 1)
+        leaked = n * hypergeom.sf(t - 1, others, corrupt, k) + exposed
+        stuck = n * hypergeom.sf(k - t, others, dropped, k)
+        ok = np.flatnonzero((leaked <= 2.0**-sigma) & (stuck <= 2.0**-eta))
+        if ok.size:
+            return k, int(t[ok[0]])
         k += 2
     return others, complete_threshold(n)
