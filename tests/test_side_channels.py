@@ -293,11 +293,15 @@ class _Stub:
     def __init__(self, clock: _Clock) -> None:
         self.clock = clock
         self.sent: list[tuple[float, int]] = []
+        self.metrics: list[dict[str, float]] = []
 
     def submit(self, frames: object, timeout: float) -> pb.Verdict:
         assert hasattr(frames, "__iter__")
-        size = sum(len(f.chunk) for f in frames)
-        self.sent.append((self.clock.now, size))
+        data = b"".join(f.chunk for f in frames)
+        update = codec.from_value(pb.Payload.FromString(data).body, ClientUpdate)
+        assert isinstance(update, ClientUpdate)
+        self.sent.append((self.clock.now, len(data)))
+        self.metrics.append(update.metrics)
         return pb.Verdict(accepted=True)
 
 
@@ -335,6 +339,8 @@ def _submission_delays(tmp_path: Path, fraction: float | None) -> list[float]:
         client._answer(stub, envelope, b"")  # type: ignore[arg-type]
         delays.append(stub.sent[-1][0] - start)
     assert len({size for _, size in stub.sent}) == 1  # and the same padded size
+    # the training time does not travel in the metrics when the hold hides it
+    assert all(("train_time_s" in m) == (fraction is None) for m in stub.metrics)
     return delays
 
 

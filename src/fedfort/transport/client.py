@@ -15,6 +15,7 @@ replaces it while the client runs; the client picks the new key up before its ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -304,7 +305,8 @@ class NetworkClient:
         With ``network.submit_at_fraction_of_deadline = f`` every client holds its update
         until ``f * round_deadline_s`` after the task arrived, so the moment it is sent (which
         the server and the network see) does not depend on how long training took, and
-        training time grows with the client's data.
+        training time grows with the client's data. The update's ``train_time_s`` metric is
+        then left out as well.
         """
         fraction = self.network.submit_at_fraction_of_deadline
         if fraction is None:
@@ -326,6 +328,8 @@ class NetworkClient:
             if work is None or work[1] is None:
                 return
             request, reply = work
+            if at is not None and isinstance(reply, ClientUpdate):
+                reply = _without_timing(reply)
             data = pad_payload(
                 pb.Payload(body=codec.to_value(reply)), self.padding.reply_rule(request)
             )
@@ -395,6 +399,14 @@ class NetworkClient:
                 continue
             directory[binding.subject] = binding.public_key
         return body, self.client.seal(body, update, directory)
+
+
+def _without_timing(update: ClientUpdate) -> ClientUpdate:
+    """The update without its training time, which would tell the server what the hold hides."""
+    if "train_time_s" not in update.metrics:
+        return update
+    metrics = {k: v for k, v in update.metrics.items() if k != "train_time_s"}
+    return dataclasses.replace(update, metrics=metrics)
 
 
 def rotate_client_key(

@@ -11,10 +11,12 @@ See You", IEEE S&P 2012; RFC 8446 section 5.4 leaves record padding to the appli
 the server's secure-aggregation requests) from public facts only: the model dimension and the
 algorithm of the task, or the session's :class:`~fedfort.secagg.params.MaskingParams` (roster
 size, neighbour degree ``k``, modulus bits, input dimension). The size is that of a worst-case
-message of the kind (64-character ids, int64 counters, ``k + 1`` share entries, a float clip
-bit) plus an allowance for metrics, rounded up to :data:`PAD_UNIT`. The sender fills the gap
-with the ``padding`` (zero bytes) and ``pad_adjust`` fields of ``fedfort.v1.Payload``; both lie
-under the payload's signed SHA-256, so padding cannot be stripped or altered in transit.
+message of the kind (ids as long as the longest it may carry: 64 characters, or the session
+roster's longest; int64 counters; one share entry per neighbour, and one more where the
+client's own share can be among them; a float clip bit) plus an allowance for metrics,
+rounded up to :data:`PAD_UNIT`. The sender fills the gap with the ``padding`` (zero bytes) and
+``pad_adjust`` fields of ``fedfort.v1.Payload``; both lie under the payload's signed SHA-256,
+so padding cannot be stripped or altered in transit.
 
 The receiver refuses (reason ``wrong_padding``) a payload whose size is not the one the rule
 gives, whose padding is not zero, or whose filler is not the canonical one (:func:`filler`):
@@ -226,8 +228,8 @@ def _update_rule(dim: int, control: bool, sealed: bool) -> SizeRule:
     return _exact(_encoded(template), METRICS_ALLOWANCE)
 
 
-def _entries(count: int, blob: int) -> tuple[tuple[str, bytes], ...]:
-    return tuple((_ID, bytes(blob)) for _ in range(count))
+def _entries(name: str, count: int, blob: int) -> tuple[tuple[str, bytes], ...]:
+    return tuple((name, bytes(blob)) for _ in range(count))
 
 
 class PaddingPolicy:
@@ -252,14 +254,15 @@ class PaddingPolicy:
             while len(self._params) > self.max_sessions:
                 self._params.popitem(last=False)
 
-    def _session(self, request: object) -> tuple[bytes, MaskingParams, int] | None:
-        """The session id, parameters and most share holders (``k + 1``) of a request."""
+    def _session(self, request: object) -> tuple[bytes, MaskingParams, int, str] | None:
+        """A request's session id and parameters, the neighbour count ``k``, and an id as
+        long as the roster's longest (the template every entry is sized by)."""
         sid = getattr(request, "sid", None)
         params = self._params.get(sid) if isinstance(sid, bytes) else None
         if params is None or not isinstance(sid, bytes):
             return None
         k, _ = params.resolved()
-        return sid, params, min(k + 1, len(params.roster))
+        return sid, params, min(k, len(params.roster) - 1), "x" * max(map(len, params.roster))
 
     def reply_rule(self, request: object) -> SizeRule | None:
         """The size of a client's reply to ``request`` (``None``: padding is off)."""
@@ -271,23 +274,23 @@ class PaddingPolicy:
             control = request.config.algorithm == "scaffold"
             return _update_rule(int(request.weights.size), control, False)
         if isinstance(request, sm.AdvertiseRequest):
-            keys = bytes(_KEY_BYTES)
-            sig = bytes(_SIGNATURE_BYTES)
-            return _exact(_encoded(sm.AdvertisedKeys(request.sid, _ID, keys, keys, sig)))
+            keys, sig = bytes(_KEY_BYTES), bytes(_SIGNATURE_BYTES)
+            name = "x" * max(map(len, request.params.roster))
+            return _exact(_encoded(sm.AdvertisedKeys(request.sid, name, keys, keys, sig)))
         session = self._session(request)
         if session is None:
             return SizeRule(None)  # CKKS, or a session whose parameters were not seen
-        sid, params, holders = session
+        sid, params, k, name = session
         template: object
-        if isinstance(request, sm.ShareKeysRequest):
-            template = sm.EncryptedShares(sid, _ID, _entries(holders, _SEAL_BYTES))
+        if isinstance(request, sm.ShareKeysRequest):  # a blob for each neighbour
+            template = sm.EncryptedShares(sid, name, _entries(name, k, _SEAL_BYTES))
         elif isinstance(request, sm.MaskedInputRequest):
             vector = np.zeros(params.dim, dtype=mask_dtype(params.bits))
-            template = sm.MaskedInput(sid, _ID, vector)
+            template = sm.MaskedInput(sid, name, vector)
         elif isinstance(request, sm.ConsistencyRequest):
-            template = sm.ConsistencySignature(sid, _ID, bytes(_SIGNATURE_BYTES))
-        elif isinstance(request, sm.UnmaskRequest):
-            template = sm.UnmaskShares(sid, _ID, _entries(holders, SHARE_BYTES), ())
+            template = sm.ConsistencySignature(sid, name, bytes(_SIGNATURE_BYTES))
+        elif isinstance(request, sm.UnmaskRequest):  # a share for each neighbour and itself
+            template = sm.UnmaskShares(sid, name, _entries(name, k + 1, SHARE_BYTES), ())
         else:
             return SizeRule(None)
         return _exact(_encoded(template))
@@ -299,18 +302,18 @@ class PaddingPolicy:
         session = self._session(request)
         if session is None:
             return SizeRule(None)
-        sid, params, holders = session
+        sid, params, k, name = session
         template: object
-        if isinstance(request, sm.ShareKeysRequest):
+        if isinstance(request, sm.ShareKeysRequest):  # the keys of the neighbours and its own
             keys, sig = bytes(_KEY_BYTES), bytes(_SIGNATURE_BYTES)
-            advertised = sm.AdvertisedKeys(sid, _ID, keys, keys, sig)
-            template = sm.ShareKeysRequest(sid, tuple(advertised for _ in range(holders)))
+            advertised = sm.AdvertisedKeys(sid, name, keys, keys, sig)
+            template = sm.ShareKeysRequest(sid, tuple(advertised for _ in range(k + 1)))
         elif isinstance(request, sm.MaskedInputRequest):
-            template = sm.MaskedInputRequest(sid, _entries(holders, _SEAL_BYTES))
+            template = sm.MaskedInputRequest(sid, _entries(name, k + 1, _SEAL_BYTES))
         elif isinstance(request, sm.ConsistencyRequest):
-            template = sm.ConsistencyRequest(sid, tuple(_ID for _ in params.roster))
+            template = sm.ConsistencyRequest(sid, tuple(name for _ in params.roster))
         elif isinstance(request, sm.UnmaskRequest):
-            template = sm.UnmaskRequest(sid, _entries(holders, _SIGNATURE_BYTES))
+            template = sm.UnmaskRequest(sid, _entries(name, k + 1, _SIGNATURE_BYTES))
         else:
             return SizeRule(None)
         return _exact(_encoded(template))
