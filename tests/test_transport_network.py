@@ -91,6 +91,7 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
                 assert np.array_equal(server.engine.model, model)
 
         refused(tampered(frames), "payload_hash_mismatch")
+        refused(raw.frames(task, good, pad=False), "wrong_padding")  # its length would leak
         refused(raw.frames(task, good, key=SigningKey()), "bad_signature")
         refused(raw.frames(task, good, nonce=b"\0" * 16), "unknown_nonce")
         refused(raw.frames(task, good, federation="other"), "wrong_federation")
@@ -169,6 +170,7 @@ def test_bad_inputs_are_refused_counted_and_change_nothing(tmp_path: Path) -> No
         "replayed",
         "duplicate",
         "stale_round",
+        "wrong_padding",
         "non_finite",  # the engine's verification, counted with the gate's
         "bad_shape",
     ):
