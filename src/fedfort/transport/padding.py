@@ -157,7 +157,7 @@ def pad_payload(payload: pb.Payload, rule: SizeRule | None) -> bytes:
     gap = size - base
     if gap < 0 or gap == 1:
         raise ConfigError(
-            f"a {type_name(payload)} payload of {base} bytes does not fit its padded size of "
+            f"a {_type_name(payload)} payload of {base} bytes does not fit its padded size of "
             f"{size} bytes; send fewer metrics (at most {METRICS_ALLOWANCE} bytes) or disable "
             "network.pad_messages on the server and every client"
         )
@@ -169,7 +169,7 @@ def pad_payload(payload: pb.Payload, rule: SizeRule | None) -> bytes:
     return data
 
 
-def type_name(payload: pb.Payload) -> str:
+def _type_name(payload: pb.Payload) -> str:
     body = payload.body
     return body.record.type if body.WhichOneof("kind") == "record" else "message"
 
@@ -234,6 +234,11 @@ def _entries(name: str, count: int, blob: int) -> tuple[tuple[str, bytes], ...]:
 
 class PaddingPolicy:
     """Which size every payload of a round must have (both ends compute the same rules).
+
+    Defends against traffic analysis of message lengths (Dyer et al., IEEE S&P 2012): with
+    every reply of a step padded to one size derived from public parameters, the length of a
+    client's message no longer shows its sample count, metrics, DP-SGD report, id length or
+    dropped neighbours.
 
     Feed it every secure-aggregation request with :meth:`observe` (the ``AdvertiseRequest``
     carries the session's parameters); then :meth:`reply_rule` gives the size of the answer to
