@@ -19,6 +19,7 @@ from fedfort.transport import codec
 from fedfort.transport.client import NetworkClient, _Stub, open_channel
 from fedfort.transport.frames import read_message, to_frames
 from fedfort.transport.identity import SERVER, Route, make_binding, seal_envelope
+from fedfort.transport.padding import PaddingPolicy, pad_payload
 from fedfort.transport.pki import (
     init_ca,
     issue_certificate,
@@ -130,6 +131,8 @@ class RawClient:
         self.identity = SigningKey()
         self.version = 1
         self.server_version = 0
+        self.padding = PaddingPolicy(network.pad_messages)
+        self.requests: dict[bytes, object] = {}  # work items by nonce: their replies' sizes
 
     def close(self) -> None:
         self.channel.close()
@@ -163,6 +166,8 @@ class RawClient:
             envelope, payload, _ = read_message(frames, 1 << 30)
             if envelope.kind == want:
                 body = codec.from_value(pb.Payload.FromString(payload).body) if payload else None
+                self.padding.observe(body)
+                self.requests[envelope.nonce] = body
                 return envelope, body
         raise AssertionError(f"no {want} within {timeout}s")
 
@@ -176,8 +181,11 @@ class RawClient:
         nonce: bytes | None = None,
         federation: str = FEDERATION,
         kind: str = "update",
+        pad: bool = True,
     ) -> list[pb.Frame]:
-        data = pb.Payload(body=codec.to_value(body)).SerializeToString()
+        request = self.requests.get(task.nonce)
+        rule = self.padding.reply_rule(request) if pad and request is not None else None
+        data = pad_payload(pb.Payload(body=codec.to_value(body)), rule)
         route = Route(
             federation,
             self.name,

@@ -85,12 +85,13 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
             before = counts[reason]
             verdict = raw.submit(frames)
             assert not verdict.accepted and verdict.reason == reason, verdict
-            assert verdict.detail  # a clear message
+            assert not verdict.detail  # the reason code only: details stay in the log
             assert counts[reason] == before + 1
             if collecting:  # the round waits for the attacker: nothing may have moved
                 assert np.array_equal(server.engine.model, model)
 
         refused(tampered(frames), "payload_hash_mismatch")
+        refused(raw.frames(task, good, pad=False), "wrong_padding")  # its length would leak
         refused(raw.frames(task, good, key=SigningKey()), "bad_signature")
         refused(raw.frames(task, good, nonce=b"\0" * 16), "unknown_nonce")
         refused(raw.frames(task, good, federation="other"), "wrong_federation")
@@ -102,7 +103,10 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
         garbage[0].envelope.payload_size = 64
         refused(garbage, "payload_hash_mismatch")  # garbage never reaches the decoder unsigned
         signed_garbage = raw.frames(task, good)
-        data = b"\x0a\xff\xff\xff\xff\x0f garbage"
+        rule = raw.padding.reply_rule(raw.requests[task.nonce])
+        assert rule is not None and rule.exact is not None
+        # garbage of the padded size passes the size check and reaches the decoder
+        data = b"\x0a\xff\xff\xff\xff\x0f garbage".ljust(rule.exact, b"\0")
         env = seal_envelope(
             Route(FEDERATION, raw.name, SERVER, "update", task.round, task.attempt, 0, task.nonce),
             data,
@@ -166,6 +170,7 @@ def test_bad_inputs_are_refused_counted_and_change_nothing(tmp_path: Path) -> No
         "replayed",
         "duplicate",
         "stale_round",
+        "wrong_padding",
         "non_finite",  # the engine's verification, counted with the gate's
         "bad_shape",
     ):

@@ -270,6 +270,18 @@ class NetworkConfig(_Section):
     linger_s: float = Field(10.0, ge=0, description="serve 'finished' this long after the run")
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)
+    pad_messages: bool = Field(
+        True,
+        description="pad updates and secure-aggregation messages to fixed sizes "
+        "(docs/side-channels.md); server and clients must agree",
+    )
+    submit_at_fraction_of_deadline: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="client: hold a trained update until this fraction of "
+        "round_deadline_s after the task arrived, so its timing hides the training time",
+    )
 
 
 class GovernanceConfig(_Section):

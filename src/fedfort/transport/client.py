@@ -15,6 +15,7 @@ replaces it while the client runs; the client picks the new key up before its ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from fedfort.transport.identity import (
     save_identity_key,
     seal_envelope,
 )
+from fedfort.transport.padding import PaddingPolicy, open_payload, pad_payload
 from fedfort.transport.pki import load_certificate, load_private_key
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
@@ -167,6 +170,10 @@ class NetworkClient:
         self._latest = (0, 0)
         self._stop = threading.Event()
         self._busy = threading.Event()
+        #: the padded sizes of replies and server requests (docs/side-channels.md)
+        self.padding = PaddingPolicy(self.network.pad_messages)
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], object] = self._stop.wait
 
     # -- connection -------------------------------------------------------------------------
 
@@ -292,17 +299,40 @@ class NetworkClient:
         if e.kind in ("task", "secagg") and (e.round, e.attempt) < self._latest:
             raise Refused("stale_round", f"work for round {e.round} after {self._latest}")
 
+    def submit_at(self, received_at: float) -> float | None:
+        """When to submit the answer to a task received at ``received_at`` (``None``: at once).
+
+        With ``network.submit_at_fraction_of_deadline = f`` every client holds its update
+        until ``f * round_deadline_s`` after the task arrived, so the moment it is sent (which
+        the server and the network see) does not depend on how long training took, and
+        training time grows with the client's data. The update's ``train_time_s`` metric is
+        then left out as well.
+        """
+        fraction = self.network.submit_at_fraction_of_deadline
+        if fraction is None:
+            return None
+        return received_at + fraction * self.network.round_deadline_s
+
     def _answer(self, stub: _Stub, e: pb.Envelope, payload: bytes) -> None:
         cached = self._answers.get(e.nonce)
         if cached is None:
-            self._busy.set()
+            received_at = self._clock()
+            self._busy.set()  # heartbeats go on while training and while holding the reply
             try:
-                reply = self._work(e, payload)
+                work = self._work(e, payload)
+                at = self.submit_at(received_at) if e.kind == "task" else None
+                if work is not None and at is not None:
+                    self._sleep(max(0.0, at - self._clock()))
             finally:
                 self._busy.clear()
-            if reply is None:
+            if work is None or work[1] is None:
                 return
-            data = pb.Payload(body=codec.to_value(reply)).SerializeToString()
+            request, reply = work
+            if at is not None and isinstance(reply, ClientUpdate):
+                reply = _without_timing(reply)
+            data = pad_payload(
+                pb.Payload(body=codec.to_value(reply)), self.padding.reply_rule(request)
+            )
             kind = "update" if e.kind == "task" else "secagg"
             route = Route(
                 self.federation_id,
@@ -325,25 +355,28 @@ class NetworkClient:
         verdict = stub.submit(iter(cached), timeout=self.network.round_deadline_s)
         if not verdict.accepted:
             self.report.refused[verdict.reason] = self.report.refused.get(verdict.reason, 0) + 1
-            log.warning(
-                "%s: server refused the reply: %s %s",
-                self.client_id,
-                verdict.reason,
-                verdict.detail,
-            )
+            log.warning("%s: server refused the reply: %s", self.client_id, verdict.reason)
 
-    def _work(self, e: pb.Envelope, payload: bytes) -> object | None:
+    def _work(self, e: pb.Envelope, payload: bytes) -> tuple[object, object] | None:
+        """The work item and the reply to it, or ``None`` when there is nothing to send."""
         try:
             message = pb.Payload.FromString(payload)
             body = codec.from_value(message.body, TrainTask if e.kind == "task" else None)
         except Exception as exc:  # a peer's bytes: protobuf and codec errors alike
             log.warning("%s: undecodable work item: %s", self.client_id, exc)
             return None
+        self.padding.observe(body)
+        try:
+            open_payload(payload, self.padding.request_rule(body))
+        except Refused as exc:
+            self.report.refused[exc.reason] = self.report.refused.get(exc.reason, 0) + 1
+            log.warning("%s refused a work item: %s", self.client_id, exc)
+            return None
         self._latest = max(self._latest, (e.round, e.attempt))
         if e.kind == "secagg":
             self.report.secagg_messages += 1
             try:
-                return self.client.secure_handle(e.round, e.attempt, body)
+                return body, self.client.secure_handle(e.round, e.attempt, body)
             except (ProtocolError, SecAggAbort) as exc:
                 log.warning("%s: secure aggregation step refused: %s", self.client_id, exc)
                 return None
@@ -356,7 +389,7 @@ class NetworkClient:
         self._updates[body.round] = update
         self.report.rounds_trained.append(body.round)
         if body.secure is None:
-            return update
+            return body, update
         directory = {}
         for binding in message.directory:
             try:
@@ -365,7 +398,15 @@ class NetworkClient:
                 log.warning("%s: directory entry refused: %s", self.client_id, exc)
                 continue
             directory[binding.subject] = binding.public_key
-        return self.client.seal(body, update, directory)
+        return body, self.client.seal(body, update, directory)
+
+
+def _without_timing(update: ClientUpdate) -> ClientUpdate:
+    """The update without its training time, which would tell the server what the hold hides."""
+    if "train_time_s" not in update.metrics:
+        return update
+    metrics = {k: v for k, v in update.metrics.items() if k != "train_time_s"}
+    return dataclasses.replace(update, metrics=metrics)
 
 
 def rotate_client_key(

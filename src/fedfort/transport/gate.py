@@ -23,6 +23,8 @@ they are checked:
 ``future_round``            for a round after the current one
 ``unknown_nonce``           the server never issued (or already withdrew) this nonce
 ``mismatched_nonce``        the nonce was issued for another kind, attempt or step
+``wrong_padding``           the payload is not exactly the padded size of its work item, or
+                            its padding is not canonical zero bytes (docs/side-channels.md)
 ``malformed``               the payload does not decode to the expected message
 ``mismatched_header``       the message's own round or client id contradicts its envelope
 ==========================  ============================================================
@@ -48,6 +50,7 @@ from fedfort.errors import MalformedMessage, Refused
 from fedfort.messages import ClientUpdate
 from fedfort.transport import codec
 from fedfort.transport.identity import NONCE_BYTES, check_binding, open_envelope
+from fedfort.transport.padding import SizeRule, open_payload
 from fedfort.transport.pki import RevocationList, common_name, verify_certificate
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
@@ -83,6 +86,7 @@ class _Issued:
     round: int
     attempt: int
     step: int
+    rule: SizeRule | None = None
 
 
 @dataclass(frozen=True)
@@ -230,11 +234,22 @@ class Gate:
             self._issued = {k: v for k, v in self._issued.items() if v.round >= round_}
             self._answered = {k: v for k, v in self._answered.items() if v[0] >= round_ - 1}
 
-    def issue(self, client_id: str, kind: str, round_: int, attempt: int, step: int) -> bytes:
-        """A fresh nonce (OS randomness) for one work item to ``client_id``."""
+    def issue(
+        self,
+        client_id: str,
+        kind: str,
+        round_: int,
+        attempt: int,
+        step: int,
+        rule: SizeRule | None = None,
+    ) -> bytes:
+        """A fresh nonce (OS randomness) for one work item to ``client_id``.
+
+        ``rule`` is the padded size its reply must have (``None``: padding is off).
+        """
         nonce = os.urandom(NONCE_BYTES)
         with self._lock:
-            self._issued[(client_id, nonce)] = _Issued(kind, round_, attempt, step)
+            self._issued[(client_id, nonce)] = _Issued(kind, round_, attempt, step, rule)
         return nonce
 
     def withdraw(self, client_id: str, nonce: bytes) -> None:
@@ -289,7 +304,13 @@ class Gate:
             got = (envelope.kind, envelope.round, envelope.attempt, envelope.step)
             if got != (issued.kind, issued.round, issued.attempt, issued.step):
                 raise Refused("mismatched_nonce", f"nonce was issued for {issued}, used for {got}")
-        body = self._decode(envelope, payload)
+            rule = issued.rule
+            if rule is not None and not rule.admits(envelope.payload_size):
+                raise Refused(
+                    "wrong_padding",
+                    f"payload of {envelope.payload_size} bytes; expected {rule.describe()}",
+                )
+        body = self._decode(envelope, payload, rule)
         with self._lock:
             if self._issued.pop(slot, None) is None:  # a concurrent twin won the race
                 raise Refused("duplicate", f"{cid!r} already answered this work item")
@@ -304,9 +325,9 @@ class Gate:
             body,
         )
 
-    def _decode(self, envelope: pb.Envelope, payload: bytes) -> object:
+    def _decode(self, envelope: pb.Envelope, payload: bytes, rule: SizeRule | None) -> object:
+        message = open_payload(payload, rule)
         try:
-            message = pb.Payload.FromString(payload)
             body = codec.from_value(
                 message.body, ClientUpdate if envelope.kind == "update" else None
             )

@@ -31,6 +31,7 @@ from fedfort.server.stages import EnforceQuorum
 from fedfort.simulation.privacy_setup import sample_size
 from fedfort.transport.frames import FRAME_OVERHEAD
 from fedfort.transport.gate import Gate
+from fedfort.transport.padding import PaddingPolicy
 from fedfort.transport.pki import (
     CA_CERT_FILE,
     CRL_FILE,
@@ -215,6 +216,7 @@ class NetworkServer(Federation):
             round_deadline_s=net.round_deadline_s,
             step_deadline_s=net.step_deadline_s,
             liveness_s=net.liveness_s,
+            padding=PaddingPolicy(net.pad_messages),
         )
         return self.network, {}
 

@@ -43,6 +43,7 @@ from fedfort.transport.identity import (
     save_identity_key,
     seal_envelope,
 )
+from fedfort.transport.padding import PaddingPolicy, pad_payload
 from fedfort.transport.pki import load_certificate, load_private_key
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
@@ -159,8 +160,11 @@ class NetworkExecutor:
         round_deadline_s: float,
         step_deadline_s: float,
         liveness_s: float,
+        padding: PaddingPolicy | None = None,
     ) -> None:
         self.gate, self.keys = gate, keys
+        #: the padded sizes of requests and replies (docs/side-channels.md)
+        self.padding = PaddingPolicy() if padding is None else padding
         self.chunk_bytes = chunk_bytes
         self.round_deadline_s = round_deadline_s
         self.step_deadline_s = step_deadline_s
@@ -233,10 +237,16 @@ class NetworkExecutor:
         """Send one message to each client; the replies that came back in time."""
         items: dict[str, _Item] = {}
         for cid, message in messages.items():
+            self.padding.observe(message)
             payload = pb.Payload(body=codec.to_value(message), directory=directory)
-            data = payload.SerializeToString()
+            data = pad_payload(payload, self.padding.request_rule(message))
             nonce = self.gate.issue(
-                cid, "update" if kind == "task" else "secagg", round_, attempt, step
+                cid,
+                "update" if kind == "task" else "secagg",
+                round_,
+                attempt,
+                step,
+                self.padding.reply_rule(message),
             )
             frames = self._sign(cid, kind, round_, attempt, step, nonce, data)
             items[cid] = _Item(kind, round_, attempt, step, nonce, frames, True)
@@ -376,6 +386,15 @@ def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
 _STATUS = {"rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
+def _refusal(exc: Refused) -> pb.Verdict:
+    """A refusal as the client sees it: the reason code and nothing else.
+
+    The detail (rounds, nonces, sizes, other clients' names) goes to the server's log and audit
+    trail only, so a verdict carries no server state and no timing beyond its reason.
+    """
+    return pb.Verdict(accepted=False, reason=exc.reason)
+
+
 class FederationService:
     """The ``fedfort.v1.Federation`` RPCs, as gRPC generic handlers."""
 
@@ -414,17 +433,15 @@ class FederationService:
     def _authenticate(self, context: grpc.ServicerContext, claimed: str) -> str:
         try:
             return self.gate.peer(_peer_certificate(context), claimed)
-        except Refused as exc:
-            context.abort(_STATUS.get(exc.reason, grpc.StatusCode.PERMISSION_DENIED), str(exc))
+        except Refused as exc:  # the reason code only: the detail stays in the server's log
+            context.abort(_STATUS.get(exc.reason, grpc.StatusCode.PERMISSION_DENIED), exc.reason)
             raise  # unreachable: abort raises
 
     def enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollReply:
         try:
             self.gate.enroll(_peer_certificate(context), request.identity)
         except Refused as exc:
-            return pb.EnrollReply(
-                verdict=pb.Verdict(accepted=False, reason=exc.reason, detail=exc.detail)
-            )
+            return pb.EnrollReply(verdict=_refusal(exc))
         self.executor.seen(request.identity.subject)
         _, _, binding = self.executor.keys.current()
         return pb.EnrollReply(
@@ -452,13 +469,13 @@ class FederationService:
             envelope, payload, _ = read_message(request_iterator, self.max_payload)
         except Refused as exc:
             self.gate.refuse("", exc.reason, exc.detail)
-            return pb.Verdict(accepted=False, reason=exc.reason, detail=exc.detail)
+            return _refusal(exc)
         try:
             admitted = self.gate.admit(_peer_certificate(context), envelope, payload)
         except Refused as exc:
-            return pb.Verdict(accepted=False, reason=exc.reason, detail=exc.detail)
+            return _refusal(exc)
         if not self.executor.deliver(admitted):
-            return pb.Verdict(accepted=False, reason="late", detail="no round waits for it")
+            return pb.Verdict(accepted=False, reason="late")
         return pb.Verdict(accepted=True)
 
     def heartbeat(

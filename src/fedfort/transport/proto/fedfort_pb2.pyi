@@ -125,12 +125,16 @@ class Frame(_message.Message):
     def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., chunk: _Optional[bytes] = ..., server_key: _Optional[_Union[IdentityBinding, _Mapping]] = ...) -> None: ...
 
 class Payload(_message.Message):
-    __slots__ = ("body", "directory")
+    __slots__ = ("body", "directory", "padding", "pad_adjust")
     BODY_FIELD_NUMBER: _ClassVar[int]
     DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    PAD_ADJUST_FIELD_NUMBER: _ClassVar[int]
     body: Value
     directory: _containers.RepeatedCompositeFieldContainer[IdentityBinding]
-    def __init__(self, body: _Optional[_Union[Value, _Mapping]] = ..., directory: _Optional[_Iterable[_Union[IdentityBinding, _Mapping]]] = ...) -> None: ...
+    padding: bytes
+    pad_adjust: bool
+    def __init__(self, body: _Optional[_Union[Value, _Mapping]] = ..., directory: _Optional[_Iterable[_Union[IdentityBinding, _Mapping]]] = ..., padding: _Optional[bytes] = ..., pad_adjust: _Optional[bool] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
     __slots__ = ("identity",)
