@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from fedfort.attacks.inference.membership import logit_confidence
 from fedfort.client.training import ClientData, LocalTrainer
@@ -85,12 +86,16 @@ def train_shadow_models(
     local: LocalTrainingConfig,
     server_lr: float = 1.0,
     seed: int = 0,
+    threads: int = 1,
 ) -> ShadowStatistics:
     """Train ``num_shadows`` FedAvg shadows on balanced random halves of the pool ``(x, y)``.
 
     ``trainer`` wraps a model of the target's architecture (its weights are overwritten);
-    ``initial`` is the target run's initial global model.
+    ``initial`` is the target run's initial global model. Training runs on ``threads`` torch
+    threads (small models train fastest on one), restored afterwards.
     """
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     if x.shape[0] != y.shape[0]:
         raise ConfigError(f"pool has {x.shape[0]} samples but {y.shape[0]} labels")
     if clients < 1 or rounds < 1:
@@ -98,18 +103,24 @@ def train_shadow_models(
             f"shadow training needs clients >= 1 and rounds >= 1, got {clients}, {rounds}"
         )
     in_mask = balanced_halves(num_shadows, x.shape[0], seed)
-    if int(in_mask[0].sum()) < clients:
+    smallest = int(in_mask.sum(axis=1).min())
+    if smallest < clients:
         raise ConfigError(
-            f"a shadow's half of the pool ({int(in_mask[0].sum())} samples) cannot fill "
-            f"{clients} clients: use a larger pool or fewer clients"
+            f"a shadow's half of the pool ({smallest} samples) cannot fill {clients} clients: "
+            "use a larger pool or fewer clients"
         )
     rng = np.random.default_rng([seed, 1])
     phi = np.empty(in_mask.shape, dtype=np.float64)
-    for s in range(num_shadows):
-        idx = rng.permutation(np.flatnonzero(in_mask[s]))
-        parts = [
-            ClientData.from_numpy(x[chunk], y[chunk]) for chunk in np.array_split(idx, clients)
-        ]
-        model = _fedavg(trainer, initial, parts, local, rounds, server_lr, rng)
-        phi[s] = logit_confidence(trainer, model, x, y)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for s in range(num_shadows):
+            idx = rng.permutation(np.flatnonzero(in_mask[s]))
+            parts = [
+                ClientData.from_numpy(x[chunk], y[chunk]) for chunk in np.array_split(idx, clients)
+            ]
+            model = _fedavg(trainer, initial, parts, local, rounds, server_lr, rng)
+            phi[s] = logit_confidence(trainer, model, x, y)
+    finally:
+        torch.set_num_threads(previous)
     return ShadowStatistics(phi, in_mask)
