@@ -24,12 +24,12 @@ import torch
 from fedfort.attacks.inference import InversionExperiment, evaluate_inversion_defences
 
 
-def _fmt(value: object, digits: int = 2) -> str:
+def _fmt(value: float | str | None, digits: int = 2) -> str:
     if value is None:
         return "-"
     if isinstance(value, str):
         return value
-    return f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+    return f"{value:.{digits}f}"
 
 
 def main() -> None:
