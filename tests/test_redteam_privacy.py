@@ -118,6 +118,7 @@ def test_plain_redteam_command_still_needs_its_config(capsys) -> None:
         ("[membership]", '[defenses.bad]\nprivacy = { mode = "central" }\n[membership]', "'bad'"),
         ("trials = 1", "trials = 1\nno_such_field = 1", "inversion"),
         ("trials = 1", "trials = 0", "trials"),
+        ("update_round = 1", "update_round = 3", "update_round = 3"),
     ],
 )
 def test_bad_configs_are_refused_before_anything_runs(tmp_path, old, new, message) -> None:
@@ -196,3 +197,11 @@ def test_local_dp_and_secure_aggregation_close_the_update_leak(bars) -> None:
     assert _auc(secure, "global_model", "lira_offline") == _auc(
         none, "global_model", "lira_offline"
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"shadows": 3}, {"shadows": -2}, {"fpr": 0.0}, {"level": 1.0}, {"update_round": 0}]
+)
+def test_membership_settings_refuse_bad_values(kwargs) -> None:
+    with pytest.raises(ConfigError):
+        MembershipSettings(**kwargs)

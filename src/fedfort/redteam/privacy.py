@@ -43,6 +43,7 @@ from fedfort.config import read_toml
 from fedfort.errors import ConfigError
 from fedfort.redteam.privacy_membership import (
     MembershipSettings,
+    check_defences,
     defence_config,
     evaluate_membership,
 )
@@ -113,11 +114,13 @@ def load_privacy_redteam_config(path: str | Path) -> PrivacyRedteamConfig:
             f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid privacy red-team config {path}:\n  {problems}") from None
-    for name, defence in cfg.defenses.items():
-        try:
-            defence_config(cfg.base, defence, cfg.seeds[0])
-        except ConfigError as exc:
-            raise ConfigError(f"defence {name!r}: {exc}") from None
+    m = cfg.membership
+    check_defences(
+        cfg.base,
+        cfg.defenses,
+        cfg.seeds[0],
+        MembershipSettings(m.shadows, m.fpr, m.update_round, m.level),
+    )
     cfg.experiment()
     return cfg
 

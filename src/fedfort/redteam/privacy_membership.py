@@ -41,14 +41,15 @@ from fedfort.attacks.inference.membership import (
 from fedfort.attacks.inference.shadow_models import ShadowStatistics, train_shadow_models
 from fedfort.client.training import LocalTrainer
 from fedfort.config import RunConfig, parse_config
-from fedfort.errors import ConfigError
-from fedfort.federation import Federation
+from fedfort.errors import ConfigError, PrivacyBudgetExhausted
+from fedfort.federation import Federation, SimulationResult
 from fedfort.redteam.server_view import ServerView
 from fedfort.simulation import Simulation
 
 __all__ = [
     "MEMBERSHIP_ATTACKS",
     "MembershipSettings",
+    "check_defences",
     "defence_config",
     "evaluate_membership",
     "membership_run",
@@ -70,6 +71,14 @@ class MembershipSettings:
     fpr: float = 0.01
     update_round: int | None = None
     level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.shadows < 0 or self.shadows % 2:
+            raise ConfigError(f"shadows must be an even number >= 0, got {self.shadows}")
+        if not 0.0 < self.fpr < 1.0 or not 0.0 < self.level < 1.0:
+            raise ConfigError(f"fpr and level must be in (0, 1), got {self.fpr}, {self.level}")
+        if self.update_round is not None and self.update_round < 1:
+            raise ConfigError(f"update_round must be >= 1, got {self.update_round}")
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,7 +179,12 @@ def membership_run(
     with Simulation(config) as sim:
         initial = sim.engine.model.copy()
         view = ServerView.attach(sim)
-        result = sim.run()
+        try:
+            result = sim.run()
+        except PrivacyBudgetExhausted as exc:  # the budget ended the run: attack what it made
+            if not isinstance(exc.result, SimulationResult) or not exc.result.records:
+                raise
+            result = exc.result
         cand = _candidates(sim, seed)
         trainer = LocalTrainer(sim.build_module())
         final = result.model
@@ -252,6 +266,25 @@ def _fold(runs: Sequence[dict[str, Any]], level: float) -> dict[str, Any]:
     return row
 
 
+def check_defences(
+    base: Mapping[str, Any],
+    defences: Mapping[str, Mapping[str, Any]],
+    seed: int,
+    settings: MembershipSettings,
+) -> None:
+    """Validate every defence's run config and the attacked round before anything runs."""
+    for name, defence in defences.items():
+        try:
+            rounds = defence_config(base, defence, seed).rounds
+        except ConfigError as exc:
+            raise ConfigError(f"defence {name!r}: {exc}") from None
+        if settings.update_round is not None and settings.update_round > rounds:
+            raise ConfigError(
+                f"membership.update_round = {settings.update_round} but defence {name!r} runs "
+                f"{rounds} rounds"
+            )
+
+
 def evaluate_membership(
     base: Mapping[str, Any],
     defences: Mapping[str, Mapping[str, Any]],
@@ -268,11 +301,7 @@ def evaluate_membership(
         raise ConfigError("membership evaluation needs at least one seed")
     if not defences:
         raise ConfigError("membership evaluation needs at least one defence")
-    for name, defence in defences.items():  # validate every config before the first run
-        try:
-            defence_config(base, defence, seeds[0])
-        except ConfigError as exc:
-            raise ConfigError(f"defence {name!r}: {exc}") from None
+    check_defences(base, defences, seeds[0], settings)
     plain = defence_config(base, {}, seeds[0])
     cache: dict[int, ShadowStatistics] = {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in defences}
