@@ -193,9 +193,10 @@ def test_local_dp_and_secure_aggregation_close_the_update_leak(bars) -> None:
     assert local["epsilon"]["mean"] > 10  # ten per round, composed over the rounds
     assert secure["server_sees"] == "aggregate"
     assert _auc(secure, "client_update", "loss_change")["mean"] < undefended["low"]
-    # secure aggregation hides updates, not the model every client receives
-    assert _auc(secure, "global_model", "lira_offline") == _auc(
-        none, "global_model", "lira_offline"
+    # secure aggregation hides updates, not the model every client receives (its fixed-point
+    # encoding rounds with OS randomness, so the model differs from plain FedAvg by ~1e-7)
+    assert _auc(secure, "global_model", "lira_offline")["mean"] == pytest.approx(
+        _auc(none, "global_model", "lira_offline")["mean"], abs=0.005
     )
 
 
