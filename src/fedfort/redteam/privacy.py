@@ -35,10 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fedfort.attacks.inference.inversion_defences import (
-    InversionExperiment,
-    evaluate_inversion_defences,
-)
+from fedfort.attacks.inference import InversionExperiment, evaluate_inversion_defences
 from fedfort.config import read_toml
 from fedfort.errors import ConfigError
 from fedfort.redteam.privacy_membership import (
