@@ -96,7 +96,7 @@ def membership_metrics(
     if not 0.0 < fpr < 1.0:
         raise ConfigError(f"fpr must be in (0, 1), got {fpr}")
     s, lab = _check_scores(scores, labels)
-    false_pos, true_pos, _ = roc_curve(lab, s)
+    false_pos, true_pos, _ = roc_curve(lab, s, drop_intermediate=False)
     within = false_pos <= fpr
     return MembershipMetrics(
         auc=float(roc_auc_score(lab, s)),
