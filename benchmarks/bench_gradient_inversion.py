@@ -1,6 +1,6 @@
 """Gradient inversion against each defence: the table in ``docs/gradient-inversion.md``.
 
-Runs :func:`fedfort.attacks.inference.evaluate_inversion_defences` (DLG, iDLG and Inverting
+Runs :func:`fedfort.redteam.privacy_inversion.evaluate_inversion_defences` (DLG, iDLG and Inverting
 Gradients on one digits image per client, an MLP with one hidden layer of 64 at its seeded
 initialisation) and prints one Markdown row per defence: the attack's best reconstruction
 against the client's true image, the same score for the attack's starting noise (the
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from fedfort.attacks.inference import InversionExperiment, evaluate_inversion_defences
+from fedfort.redteam.privacy_inversion import InversionExperiment, evaluate_inversion_defences
 
 
 def _fmt(value: float | str | None, digits: int = 2) -> str:

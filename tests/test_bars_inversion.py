@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedfort.attacks.inference import InversionExperiment, evaluate_inversion_defences
 from fedfort.attacks.inference.inversion_results import LEAK_PSNR_DB, LEAK_SSIM, DefenceRow
+from fedfort.redteam.privacy_inversion import InversionExperiment, evaluate_inversion_defences
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,7 @@ from torch.nn import functional as F  # noqa: N812
 from fedfort.attacks.inference import (
     DLG,
     IDLG,
-    InversionExperiment,
     InvertingGradients,
-    evaluate_inversion_defences,
     recover_labels,
     target_from_update,
 )
@@ -28,6 +26,7 @@ from fedfort.errors import ConfigError, FedfortError, InvalidUpdate
 from fedfort.messages import LocalTrainingConfig, TrainTask
 from fedfort.models import ModelSpec
 from fedfort.params import ParamSpec
+from fedfort.redteam.privacy_inversion import InversionExperiment, evaluate_inversion_defences
 
 LR = 0.1
 

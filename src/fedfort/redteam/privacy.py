@@ -21,7 +21,7 @@ A privacy red-team config (TOML) names a base run, the defences and the attack s
 :func:`run_privacy_redteam` runs membership inference
 (:mod:`fedfort.redteam.privacy_membership`: every defence x seed on fedfort's real
 federation) and the gradient-inversion defence evaluation
-(:func:`fedfort.attacks.inference.inversion_defences.evaluate_inversion_defences`), writes
+(:func:`fedfort.redteam.privacy_inversion.evaluate_inversion_defences`), writes
 ``privacy.json`` and the report (:mod:`fedfort.redteam.privacy_report`).
 """
 
@@ -35,9 +35,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fedfort.attacks.inference import InversionExperiment, evaluate_inversion_defences
 from fedfort.config import read_toml
 from fedfort.errors import ConfigError
+from fedfort.redteam.privacy_inversion import InversionExperiment, evaluate_inversion_defences
 from fedfort.redteam.privacy_membership import (
     MembershipSettings,
     check_defences,

@@ -2,7 +2,9 @@
 
 Membership inference (loss threshold, LiRA) on models and updates: ``docs/privacy-redteam.md``.
 
-See ``docs/gradient-inversion.md``.
+Gradient inversion (DLG, iDLG, Inverting Gradients): ``docs/gradient-inversion.md``. The
+evaluation that runs these attacks against each defence is a red-team harness and lives in
+:mod:`fedfort.redteam.privacy_inversion`.
 """
 
 from fedfort.attacks.inference.gradient_inversion import DLG as DLG
@@ -10,10 +12,6 @@ from fedfort.attacks.inference.gradient_inversion import IDLG as IDLG
 from fedfort.attacks.inference.gradient_inversion import GradientInversion as GradientInversion
 from fedfort.attacks.inference.gradient_inversion import InversionResult as InversionResult
 from fedfort.attacks.inference.gradient_inversion import InvertingGradients as InvertingGradients
-from fedfort.attacks.inference.inversion_defences import InversionExperiment as InversionExperiment
-from fedfort.attacks.inference.inversion_defences import (
-    evaluate_inversion_defences as evaluate_inversion_defences,
-)
 from fedfort.attacks.inference.inversion_results import DefenceRow as DefenceRow
 from fedfort.attacks.inference.inversion_results import InversionReport as InversionReport
 from fedfort.attacks.inference.inversion_results import TrialOutcome as TrialOutcome
@@ -39,7 +37,6 @@ __all__ = [
     "DefenceRow",
     "GradientInversion",
     "Interval",
-    "InversionExperiment",
     "InversionReport",
     "InversionResult",
     "InversionTarget",
@@ -48,7 +45,6 @@ __all__ = [
     "MembershipMetrics",
     "ShadowStatistics",
     "TrialOutcome",
-    "evaluate_inversion_defences",
     "fit_lira",
     "lira_scores",
     "logit_confidence",

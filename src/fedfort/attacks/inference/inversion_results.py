@@ -1,6 +1,6 @@
 """Result types of the gradient-inversion defence evaluation, in a JSON-friendly form.
 
-:func:`fedfort.attacks.inference.inversion_defences.evaluate_inversion_defences` returns an
+:func:`fedfort.redteam.privacy_inversion.evaluate_inversion_defences` returns an
 :class:`InversionReport`: one :class:`DefenceRow` per defence setting, each holding one
 :class:`TrialOutcome` per attacked image. ``to_json()`` on any of them gives plain dicts,
 lists, numbers and strings (images as nested lists of floats rounded to 4 decimals, an

@@ -52,11 +52,6 @@ from fedfort.attacks.inference.gradient_inversion import (
     InvertingGradients,
 )
 from fedfort.attacks.inference.image_quality import mse, psnr, ssim
-from fedfort.attacks.inference.inversion_experiment import (
-    DEFENCES,
-    InversionExperiment,
-    plan_rows,
-)
 from fedfort.attacks.inference.inversion_results import DefenceRow, InversionReport, TrialOutcome
 from fedfort.attacks.inference.observed_update import target_from_update
 from fedfort.client.privacy import privatize
@@ -66,6 +61,11 @@ from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
 from fedfort.models import ModelSpec
 from fedfort.params import ParamSpec
+from fedfort.redteam.inversion_experiment import (
+    DEFENCES,
+    InversionExperiment,
+    plan_rows,
+)
 from fedfort.secagg.client import MaskingClient
 from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.local import run_locally

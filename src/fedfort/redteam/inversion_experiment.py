@@ -1,7 +1,7 @@
 """The settings of a gradient-inversion defence evaluation and the rows it fills.
 
 :class:`InversionExperiment` holds every knob of
-:func:`fedfort.attacks.inference.inversion_defences.evaluate_inversion_defences`;
+:func:`fedfort.redteam.privacy_inversion.evaluate_inversion_defences`;
 :func:`plan_rows` turns it into one row per defence setting, with the privacy directive the
 clients apply (built by fedfort's own :class:`~fedfort.server.privacy.PrivateAggregate` for
 distributed DP) and the epsilon fedfort's accountant gives it.
