@@ -4,6 +4,7 @@
 knobs, shows a progress bar with live accuracy, and writes ``results.json``, ``training.png``
 and ``checkpoints.sqlite`` to ``--out``. ``--resume`` continues a run from its last committed
 round. ``fedfort redteam`` runs a matrix of attacks x defences x seeds and writes a report.
+``fedfort redteam privacy`` runs membership inference and gradient inversion per privacy defence.
 ``fedfort privacy plan`` finds the noise multiplier that meets a target (epsilon, delta).
 ``fedfort audit|model|dashboard|report`` work on a run directory (:mod:`fedfort.governance_cli`).
 """
@@ -83,12 +84,33 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a red-team matrix from a TOML file and write redteam.json, "
         "report.md, report.html and heatmaps to --out.",
     )
-    red.add_argument("--config", required=True, help="red-team TOML (see examples/redteam.toml)")
+    red.add_argument("--config", help="red-team TOML (see examples/redteam.toml); required")
     red.add_argument("--out", default="runs/redteam", help="output directory (default %(default)s)")
     red.add_argument("--workers", type=int, help="processes (default: the config's; 0 = all cores)")
     red.add_argument("--rounds", type=int, help="override the rounds of every cell")
     red.add_argument("--seeds", help="comma-separated seeds overriding the config's, e.g. 0,1")
     red.add_argument("--quiet", action="store_true", help="no progress bar")
+    red_sub = red.add_subparsers(dest="redteam_command", metavar="{privacy}")
+    red_priv = red_sub.add_parser(
+        "privacy",
+        help="membership inference and gradient inversion against every privacy defence",
+        description="Run membership inference (loss threshold, LiRA) on real federated runs "
+        "and gradient inversion on client updates, with and without each privacy defence; "
+        "write privacy.json, report.md and a self-contained report.html to --out.",
+    )
+    red_priv.add_argument(
+        "--config",
+        dest="privacy_config",
+        required=True,
+        help="privacy red-team TOML (see examples/redteam-privacy.toml)",
+    )
+    red_priv.add_argument(
+        "--out",
+        dest="privacy_out",
+        default="runs/redteam-privacy",
+        help="output directory (default %(default)s)",
+    )
+    red_priv.add_argument("--quiet", dest="privacy_quiet", action="store_true", help="no progress")
     priv = sub.add_parser("privacy", help="privacy planning").add_subparsers(
         dest="privacy_command", required=True
     )
@@ -312,9 +334,37 @@ def _verdict_line(verdict: dict[str, Any], best: dict[str, Any]) -> str:
     )
 
 
+def _redteam_privacy(args: argparse.Namespace) -> int:
+    from fedfort.redteam.privacy import (
+        PRIVACY_FILE,
+        load_privacy_redteam_config,
+        run_privacy_redteam,
+    )
+
+    cfg = load_privacy_redteam_config(args.privacy_config)
+    quiet = args.privacy_quiet or args.quiet
+    body = run_privacy_redteam(cfg, args.privacy_out, None if quiet else print)
+    for name, row in body["membership"]["rows"].items():
+        model = max(row["global_model"].values(), key=lambda c: c["auc"]["mean"])["auc"]
+        update = row["client_update"]["loss_change"]["auc"]
+        eps = row["epsilon"]["mean"] if row["epsilon"] else None
+        print(
+            f"{name:>24}: membership AUC model {model['mean']:.3f} [{model['low']:.3f}, "
+            f"{model['high']:.3f}], update {update['mean']:.3f}"
+            + ("" if eps is None else f", epsilon {eps:.3g}")
+        )
+    out = args.privacy_out
+    print(f"report: {out}/report.md, {out}/report.html, {out}/{PRIVACY_FILE}")
+    return 0
+
+
 def _redteam(args: argparse.Namespace) -> int:
     from fedfort.redteam.matrix import REDTEAM_FILE, load_redteam_config, run_redteam
 
+    if getattr(args, "redteam_command", None) == "privacy":
+        return _redteam_privacy(args)
+    if args.config is None:
+        raise FedfortError("fedfort redteam needs --config FILE (or: fedfort redteam privacy)")
     cfg = load_redteam_config(args.config)
     if args.seeds:
         try:
