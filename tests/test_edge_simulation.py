@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,16 +11,21 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedfort.client.training import LocalTrainer
 from fedfort.config import RunConfig, load_config
 from fedfort.edge import EdgeConfig, Records
 from fedfort.errors import ConfigError, InvalidRecord
-from fedfort.federation import local_training_data, partition_records, split_data
+from fedfort.federation import client_ids, local_training_data, partition_records, split_data
 from fedfort.messages import TrainTask
+from fedfort.models import build_model
 from fedfort.server.engine import CollectOutcome
 from fedfort.simulation import Simulation
 from fedfort.simulation.results import write_results
 from fedfort.transport import codec
 from fedfort.transport.cli import _client_records
+from fedfort.transport.client import NetworkClient
+from fedfort.transport.server import Credentials
+from netfed import ServerThread, make_pki, net_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "edge" / "breast-cancer.toml"
 DROPPED = ("patient_name", "birth_date", "notes")
@@ -145,3 +151,38 @@ def test_network_client_reads_records_and_runs_the_same_pipeline(tmp_path: Path)
     plain = config.with_overrides({"edge": {}})
     with pytest.raises(ConfigError, match=r"declare them in \[edge.fields\]"):
         local_training_data(plain, Records(records.x, records.y, records.columns), "c", 2)
+
+
+@pytest.mark.slow
+def test_networked_clients_run_the_same_pipeline_as_simulated_ones(tmp_path: Path) -> None:
+    edge = load_config(EXAMPLE).edge.model_dump(mode="json")
+    config = net_config(3, 2, data={"dataset": "breast_cancer", "partition": "iid"}, edge=edge)
+    pki = make_pki(tmp_path, 3)
+    srv = ServerThread(config, tmp_path / "server", pki)
+    data = split_data(config)
+    threads = []
+    for k, cid in enumerate(client_ids(3)):
+        records = partition_records(config, data, k)
+        local, metrics = local_training_data(config, records, cid, 2, tmp_path / cid)
+        client = NetworkClient(
+            cid,
+            local,
+            LocalTrainer(build_model(srv.server.model_spec, seed=config.seed)),
+            target=f"localhost:{srv.port}",
+            credentials=Credentials.from_pki(pki, cid),
+            state_dir=tmp_path / cid,
+            network=config.network,
+            data_metrics=metrics,
+        )
+        thread = threading.Thread(target=client.run, kwargs={"timeout_s": 120}, daemon=True)
+        thread.start()
+        threads.append(thread)
+    result = srv.join()
+    for thread in threads:
+        thread.join(30)
+    with Simulation(config) as sim:
+        simulated = sim.run()
+    assert np.array_equal(result.model, simulated.model)
+    net_edge = result.records[-1]["measurements"]["edge"]
+    assert net_edge == simulated.records[-1]["measurements"]["edge"]
+    assert net_edge["totals"]["fields_dropped"] == 9
