@@ -93,6 +93,12 @@ def test_feature_matrix_range_missing_and_labels() -> None:
     x[1, 1] = np.nan
     with pytest.raises(InvalidRecord, match="missing"):
         validate(cfg, Records(x, rec.y), num_classes=2)
+    dropping = EdgeConfig(features=FeatureSpec(max=5, invalid="drop_row"))
+    x_inf = rec.x.copy()
+    x_inf[0, 0] = np.inf
+    x_inf[2, 1] = 99.0
+    out, counts = validate(dropping, Records(x_inf, rec.y), num_classes=2)
+    assert len(out) == 1 and counts.rows_dropped_invalid == 2
     imputing = EdgeConfig(features=FeatureSpec(missing="impute", fill=0.5))
     out, counts = validate(imputing, Records(x, rec.y), num_classes=2)
     assert out.x[1, 1] == 0.5 and counts.values_imputed == 1

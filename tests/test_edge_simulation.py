@@ -126,6 +126,17 @@ def test_a_run_without_edge_is_unchanged() -> None:
     assert "edge" not in result.records[-1]["measurements"]
 
 
+def test_private_updates_carry_no_counts() -> None:
+    # the counts are data-dependent: under user-level DP an update carries public metrics only
+    config = _config(**{"clients.count": 3}).with_overrides(
+        {"privacy.mode": "central", "privacy.noise_multiplier": 0.5}
+    )
+    with Simulation(config) as sim:
+        result = sim.run()
+    assert "edge" not in result.records[-1]["measurements"]
+    assert result.records[-1]["epsilon"] is not None
+
+
 def test_network_client_reads_records_and_runs_the_same_pipeline(tmp_path: Path) -> None:
     config = _config()
     data = split_data(config)

@@ -137,12 +137,21 @@ def _validate_features(
         raise DatasetError(f"features x must be a numeric (n, d) matrix, got {x.dtype} {x.shape}")
     values = x.astype(np.float64)
     missing = np.isnan(values)
+    valid = ~missing
+    checks: list[tuple[np.ndarray, str]] = [
+        (valid & ~np.isfinite(values), "{value} is not a finite number")
+    ]
+    if spec.min is not None:
+        checks.append((valid & (values < spec.min), f"{{value}} is below the minimum {spec.min}"))
+    if spec.max is not None:
+        checks.append((valid & (values > spec.max), f"{{value}} is above the maximum {spec.max}"))
     bad = np.zeros(values.shape, dtype=bool)
     first: InvalidRecord | None = None
-    for j in range(values.shape[1]):  # per column only to name the first bad cell
-        col_bad, err = _check_numeric(f"x[:, {j}]", values[:, j], ~missing[:, j], spec, False)
-        bad[:, j] = col_bad
-        first = first or err
+    for cells, problem in checks:
+        if first is None and cells.any():
+            row, col = np.argwhere(cells)[0]
+            first = InvalidRecord(f"x[:, {col}]", int(row), problem.format(value=values[row, col]))
+        bad |= cells
     if first is not None and spec.invalid == "reject":
         raise first
     drop_missing = np.zeros(values.shape[0], dtype=bool)
