@@ -53,7 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--data",
         required=True,
         help="partition:K (client K's share of the embedded dataset, as in simulation) or a "
-        ".npz file with arrays x (float32, n x features) and y (int labels)",
+        ".npz file with arrays x (float32, n x features) and y (int labels); with [edge], also "
+        "one array per declared field, validated, masked and sanitised on this machine",
     )
     cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
     cli.add_argument("--name", required=True, help="client id = certificate name")
