@@ -166,3 +166,13 @@ def test_example_config_loads_and_keeps_identity_of_plain_runs() -> None:
     assert "edge" not in plain.identity_hash() and plain.identity_hash() != cfg.identity_hash()
     with pytest.raises(ConfigError, match="deduplicate_on"):
         parse_config({"edge": {"deduplicate_on": "nope"}})
+
+
+def test_text_fields_read_numbers_and_bytes_as_text() -> None:
+    spec = FieldSpec(type="identifier", mask="pseudonymise", missing="drop_row")
+    out, counts = validate(
+        _schema(mrn=spec), _records(mrn=np.array([12345.0, np.nan, 7.0])), num_classes=2
+    )
+    assert out.columns["mrn"].tolist() == ["12345", "7"] and counts.rows_dropped_missing == 1
+    out, _ = validate(_schema(mrn=spec), _records(mrn=np.array([b"A1", b"", b"B2"])), num_classes=2)
+    assert out.columns["mrn"].tolist() == ["A1", "B2"]

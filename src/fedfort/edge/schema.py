@@ -56,7 +56,7 @@ class ValidationCounts:
 def _is_missing_text(values: np.ndarray) -> np.ndarray:
     out = np.zeros(values.shape[0], dtype=bool)
     for i, v in enumerate(values.tolist()):
-        out[i] = v is None or v == "" or (isinstance(v, float) and v != v)
+        out[i] = v is None or v in ("", b"") or (isinstance(v, float) and v != v)
     return out
 
 
@@ -82,15 +82,23 @@ def _as_numbers(
 
 
 def _as_text(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    missing = _is_missing_text(column) if column.dtype.kind in "OUS" else np.zeros(0, bool)
-    if column.dtype.kind == "f":
-        missing = np.isnan(column)
-        text = np.array(["" if m else repr(float(v)) for v, m in zip(column, missing, strict=True)])
-        return text.astype(object), missing
+    """The column as text (``object`` array) and its missing mask."""
     if column.dtype.kind in "iub":
         return column.astype(str).astype(object), np.zeros(column.shape[0], dtype=bool)
-    text = np.array(["" if m else str(v) for v, m in zip(column, missing, strict=True)], object)
-    return text, missing
+    if column.dtype.kind == "f":
+        missing = np.isnan(column)
+        # whole numbers read as ids: 12345.0 -> "12345"
+        text = [
+            "" if m else (str(int(v)) if float(v).is_integer() else repr(float(v)))
+            for v, m in zip(column.tolist(), missing.tolist(), strict=True)
+        ]
+        return np.array(text, dtype=object), missing
+    missing = _is_missing_text(column)
+    strings = [v.decode() if isinstance(v, bytes) else str(v) for v in column.tolist()]
+    out = np.array(
+        ["" if m else v for v, m in zip(strings, missing.tolist(), strict=True)], dtype=object
+    )
+    return out, missing
 
 
 def _first(
