@@ -176,3 +176,11 @@ def test_text_fields_read_numbers_and_bytes_as_text() -> None:
     assert out.columns["mrn"].tolist() == ["12345", "7"] and counts.rows_dropped_missing == 1
     out, _ = validate(_schema(mrn=spec), _records(mrn=np.array([b"A1", b"", b"B2"])), num_classes=2)
     assert out.columns["mrn"].tolist() == ["A1", "B2"]
+
+
+def test_edge_settings_without_enabled_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"edge\.enabled = false"):
+        parse_config({"edge": {"fields": {"notes": {"type": "string", "mask": "drop"}}}})
+    with pytest.raises(ConfigError, match=r"edge\.enabled = false"):
+        parse_config({"edge": {"sanitise": {"outliers": "robust_z"}}})
+    assert not parse_config({"edge": {"enabled": False}}).edge.enabled

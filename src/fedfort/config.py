@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fedfort.aggregation.preconditions import AggregatorName, min_updates
 from fedfort.attacks.config import AttackConfig, NoAttack
-from fedfort.edge.config import EdgeConfig
+from fedfort.edge.config import EdgeConfig, check_run_settings
 from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
 
@@ -325,6 +325,7 @@ class RunConfig(_Section):
     def _consistent(self) -> RunConfig:
         _check_privacy(self)
         _check_secure_aggregation(self)
+        check_run_settings(self.edge)
         if self.server.min_clients > self.clients.count:
             raise ValueError(
                 f"server.min_clients ({self.server.min_clients}) exceeds clients.count "

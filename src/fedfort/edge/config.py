@@ -33,6 +33,7 @@ __all__ = [
     "MaskAction",
     "MissingPolicy",
     "SanitiseConfig",
+    "check_run_settings",
 ]
 
 #: the columns :func:`fedfort.edge.records.with_synthetic_identifiers` adds
@@ -214,6 +215,23 @@ class EdgeConfig(_Spec):
             if spec is None or spec.mask != "pseudonymise":
                 raise ValueError("deduplicate_on must name a declared, pseudonymised field")
         return self
+
+
+def check_run_settings(edge: EdgeConfig) -> None:
+    """Refuse ``[edge]`` settings in a run config that leaves the pipeline switched off."""
+    customised = (
+        edge.fields
+        or edge.features != FeatureSpec()
+        or edge.sanitise != SanitiseConfig()
+        or edge.deduplicate_on is not None
+        or edge.key_dir is not None
+        or edge.synthetic_identifiers
+    )
+    if not edge.enabled and customised:
+        raise ValueError(
+            "[edge] settings are given but edge.enabled = false: set enabled = true, or "
+            "remove them (nothing would validate, mask or sanitise the records)"
+        )
 
 
 def _check_range(low: float | None, high: float | None) -> None:
