@@ -93,10 +93,10 @@ def test_confident_learning_finds_flipped_labels() -> None:
     assert flags is not None
     precision = flipped[flags].mean()
     recall = flags[flipped].mean()
-    assert precision > 0.7 and recall > 0.7, (precision, recall)
+    assert precision > 0.75 and recall > 0.6, (precision, recall)  # measured 0.86, 0.75
     # a clean dataset has few label issues
     clean = confident_learning_flags(data.x_train, data.y_train, folds=3, seed=0)
-    assert clean is not None and clean.mean() < 0.08
+    assert clean is not None and clean.mean() < 0.03  # measured 0.004
 
 
 def test_filters_edge_cases() -> None:
