@@ -6,6 +6,7 @@ A config file has top-level ``seed`` and ``rounds`` and the tables ``[data]``, `
 has a default, so an empty file is a valid run. Unknown keys, wrong types and impossible
 combinations raise :class:`~fedfort.errors.ConfigError` naming the key and what to change.
 ``docs/configuration.md`` lists every key.
+``[edge]`` (client-side data protection) is described in :mod:`fedfort.edge.config`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fedfort.aggregation.preconditions import AggregatorName, min_updates
 from fedfort.attacks.config import AttackConfig, NoAttack
+from fedfort.edge.config import EdgeConfig, check_run_settings
 from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
 
@@ -31,6 +33,7 @@ __all__ = [
     "DefenseConfig",
     "DetectionConfig",
     "DpSgdConfig",
+    "EdgeConfig",
     "GovernanceConfig",
     "ModelConfig",
     "MonitoringConfig",
@@ -328,11 +331,13 @@ class RunConfig(_Section):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         _check_privacy(self)
         _check_secure_aggregation(self)
+        check_run_settings(self.edge)
         if self.server.min_clients > self.clients.count:
             raise ValueError(
                 f"server.min_clients ({self.server.min_clients}) exceeds clients.count "
@@ -374,6 +379,8 @@ class RunConfig(_Section):
         if body["attack"].get("end_round") is None:
             # settings added later, at their defaults, keep the identity of older runs
             body["attack"].pop("end_round", None)
+        if body["edge"] == EdgeConfig().model_dump(mode="json"):
+            body.pop("edge")  # runs without client-side data protection keep their identity
         governance = body.pop("governance")
         if governance["rollback_drop"] is not None:
             # drift rollback changes which models are committed; the audit switch does not

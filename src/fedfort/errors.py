@@ -8,6 +8,7 @@ quorum)::
     FedfortError
     ├── ConfigError              the configuration or an argument is invalid; fix it and rerun
     │   └── DatasetError         the data cannot be built or split as asked
+    │       └── InvalidRecord    a client's record breaks its declared schema (field, row)
     ├── PeerError                a peer sent something unacceptable; the server keeps running
     │   ├── InvalidUpdate        an update failed verification (shape, dtype, NaN/Inf, round...)
     │   ├── ProtocolError        a secure-aggregation message is malformed, forged or inconsistent
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "FedfortError",
+    "InvalidRecord",
     "InvalidUpdate",
     "MalformedMessage",
     "PeerError",
@@ -57,6 +59,23 @@ class ConfigError(FedfortError, ValueError):
 
 class DatasetError(ConfigError):
     """A dataset cannot be loaded or partitioned as configured."""
+
+
+class InvalidRecord(DatasetError):
+    """A client's record breaks the declared schema of its dataset (``fedfort.edge``).
+
+    ``field`` names the column (``x[:, j]`` for feature ``j``, ``y`` for the label), ``row``
+    the 0-based row and ``problem`` what is wrong. The message never holds a whole record.
+    """
+
+    def __init__(self, field: str, row: int, problem: str) -> None:
+        super().__init__(f"field {field!r}, row {row}: {problem}")
+        self.field = field
+        self.row = row
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (InvalidRecord, (self.field, self.row, self.problem))
 
 
 class PeerError(FedfortError):

@@ -39,12 +39,15 @@ from fedfort.data.datasets import Dataset, load_dataset
 from fedfort.data.partition import Partition, partition_dataset
 from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
+from fedfort.edge.records import client_training_data, with_synthetic_identifiers
+from fedfort.edge.schema import Records
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
 from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
 from fedfort.server.checkpoint import CheckpointStore
+from fedfort.server.data_report import ReportDataProtection
 from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import (
     ClientExecutor,
@@ -79,6 +82,8 @@ __all__ = [
     "FederationData",
     "SimulationResult",
     "client_ids",
+    "local_training_data",
+    "partition_records",
     "split_data",
 ]
 
@@ -249,6 +254,33 @@ def split_data(config: RunConfig) -> FederationData:
         min_samples=config.data.min_samples_per_client,
     )
     return FederationData(dataset, train_idx, root_idx, partition)
+
+
+def partition_records(config: RunConfig, data: FederationData, k: int) -> Records:
+    """Client ``k``'s records: its partition, with synthetic identifiers when configured."""
+    x, y = data.client_arrays(k)
+    if config.edge.enabled and config.edge.synthetic_identifiers:
+        return with_synthetic_identifiers(x, y, config.seed, k)
+    return Records(x, y)
+
+
+def local_training_data(
+    config: RunConfig,
+    records: Records,
+    client_id: str,
+    num_classes: int,
+    state_dir: str | Path | None = None,
+) -> tuple[ClientData, dict[str, float]]:
+    """What a client trains on, in every runtime: ``records`` through the ``[edge]`` pipeline
+    (validate, mask, sanitise; see :mod:`fedfort.edge`) and its ``edge_*`` count metrics."""
+    return client_training_data(
+        config.edge,
+        records,
+        client_id=client_id,
+        num_classes=num_classes,
+        seed=config.seed,
+        state_dir=state_dir,
+    )
 
 
 def client_ids(count: int) -> list[str]:
@@ -426,6 +458,8 @@ class Federation(ABC):
             Collect(srv.deadline_s),
             VerifyUpdates(dim, expect_control=scaffold is not None, sealed=secure is not None),
         ]
+        if config.edge.enabled:
+            stages.append(ReportDataProtection())
         det = config.detection
         if det.enabled:
             detector = AnomalyDetector(

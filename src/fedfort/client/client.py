@@ -32,9 +32,16 @@ class FederatedClient:
     registers (the secure-aggregation protocol signs with it).
     """
 
-    def __init__(self, client_id: str, data: ClientData) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        data: ClientData,
+        data_metrics: Mapping[str, float] | None = None,
+    ) -> None:
         self.client_id = client_id
         self.data = data
+        #: counts of the client's data-protection pipeline (``edge_*``, see fedfort.edge)
+        self.data_metrics = dict(data_metrics or {})
         self.control: np.ndarray | None = None
         self._dp_sgd: DpSgdLedger | None = None
         self.identity = SigningKey()
@@ -58,6 +65,8 @@ class FederatedClient:
         """The trained update as it leaves the client: with DP-SGD, the client's own epsilon
         (rounds committed so far plus this one) is attached, then the task's privacy directive
         is applied (see :func:`fedfort.client.privacy.privatize`)."""
+        if self.data_metrics:
+            update = dataclasses.replace(update, metrics={**update.metrics, **self.data_metrics})
         settings = task.config.dp_sgd
         if settings is not None and "dp_sgd_steps" in update.metrics:
             stats = _dp_sgd_stats(update)

@@ -19,8 +19,13 @@ from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malic
 from fedfort.attacks.config import build_attack
 from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
-from fedfort.client.training import ClientData
-from fedfort.federation import CHECKPOINT_FILE, Federation, SimulationResult
+from fedfort.federation import (
+    CHECKPOINT_FILE,
+    Federation,
+    SimulationResult,
+    local_training_data,
+    partition_records,
+)
 from fedfort.models import ModelFactory
 from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
@@ -41,8 +46,9 @@ class Simulation(Federation):
         config = self.config
         honest = []
         for k, cid in enumerate(self.ids):
-            x, y = self.data.client_arrays(k)
-            honest.append(FederatedClient(cid, ClientData.from_numpy(x, y)))
+            records = partition_records(config, self.data, k)
+            data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
+            honest.append(FederatedClient(cid, data, metrics))
         self.attack = build_attack(config.attack, self.dataset.image_shape)
         self.coalition: Coalition | None = None
         if self.attack is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fedfort.config import RunConfig, load_config
+from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
 from fedfort.governance_cli import monitoring_arguments
 from fedfort.server.engine import RoundRecord
@@ -52,7 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--data",
         required=True,
         help="partition:K (client K's share of the embedded dataset, as in simulation) or a "
-        ".npz file with arrays x (float32, n x features) and y (int labels)",
+        ".npz file with arrays x (float32, n x features) and y (int labels); with [edge], also "
+        "one array per declared field, validated, masked and sanitised on this machine",
     )
     cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
     cli.add_argument("--name", required=True, help="client id = certificate name")
@@ -148,12 +150,29 @@ def _client_data(spec: str, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _client_records(spec: str, config: RunConfig) -> Records:
+    """The client's records: a partition (with synthetic identifiers when configured) or a
+    file; with ``[edge]`` on, an .npz may carry one array per declared field besides x and y."""
+    from fedfort.edge.records import load_records
+    from fedfort.federation import partition_records, split_data
+
+    if spec.startswith("partition:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError as exc:
+            raise ConfigError(f"--data {spec!r}: expected partition:K with an integer K") from exc
+        return partition_records(config, split_data(config), k)
+    if config.edge.enabled:
+        return load_records(spec)
+    return Records(*_client_data(spec, config))
+
+
 def run_client(args: argparse.Namespace) -> int:
     """``fedfort client``."""
     import torch
 
-    from fedfort.client.training import ClientData, LocalTrainer
-    from fedfort.federation import split_data
+    from fedfort.client.training import LocalTrainer
+    from fedfort.federation import local_training_data, split_data
     from fedfort.models import ModelSpec, build_model
     from fedfort.transport.client import NetworkClient
     from fedfort.transport.server import Credentials
@@ -165,19 +184,26 @@ def run_client(args: argparse.Namespace) -> int:
     spec = ModelSpec(
         config.model.name, dataset.num_features, dataset.num_classes, dict(config.model.options)
     )
-    x, y = _client_data(args.data, config)
-    if x.shape[1:] != dataset.x_train.shape[1:]:
+    records = _client_records(args.data, config)
+    if records.x.shape[1:] != dataset.x_train.shape[1:]:
         raise ConfigError(
-            f"--data rows have shape {x.shape[1:]}, the model expects {dataset.x_train.shape[1:]}"
+            f"--data rows have shape {records.x.shape[1:]}, the model expects "
+            f"{dataset.x_train.shape[1:]}"
         )
+    state_dir = args.state or Path("runs/clients") / args.name
+    # validate, mask and sanitise on this machine ([edge]); only counts reach the server
+    data, data_metrics = local_training_data(
+        config, records, args.name, dataset.num_classes, state_dir
+    )
     client = NetworkClient(
         args.name,
-        ClientData.from_numpy(x, y),
+        data,
         LocalTrainer(build_model(spec, seed=config.seed)),
         target=_address(config, args.server),
         credentials=Credentials.from_pki(args.pki, args.name),
-        state_dir=args.state or Path("runs/clients") / args.name,
+        state_dir=state_dir,
         network=config.network,
+        data_metrics=data_metrics,
     )
     report = client.run(timeout_s=args.timeout)
     print(

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +148,7 @@ class NetworkClient:
         credentials: Credentials,
         state_dir: str | Path,
         network: NetworkConfig | None = None,
+        data_metrics: Mapping[str, float] | None = None,
     ) -> None:
         self.client_id = client_id
         self.trainer = trainer
@@ -159,7 +160,7 @@ class NetworkClient:
         self.cert_pem = credentials.cert.read_bytes()
         self.cert_key = load_private_key(credentials.key)
         self.identity = _Identity(Path(state_dir))
-        self.client = FederatedClient(client_id, data)
+        self.client = FederatedClient(client_id, data, data_metrics)
         self.client.identity = self.client.secure.identity = self.identity.current()[0]
         self.report = ClientReport(client_id)
         self.server_key: tuple[bytes, int] | None = None
