@@ -37,6 +37,7 @@ from fedfort.transport.pki import (
     RevocationList,
     federation_of,
     load_certificate,
+    tls_key_pem,
 )
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
@@ -75,8 +76,9 @@ class Credentials:
 
     def pems(self) -> tuple[bytes, bytes, bytes]:
         """(CA PEM, key PEM, certificate PEM) for gRPC's SSL credentials."""
+        key = tls_key_pem(self.key)  # decrypted in memory only, never written out plain
         try:
-            return self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes()
+            return self.ca.read_bytes(), key, self.cert.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read TLS credentials: {exc}") from exc
 
