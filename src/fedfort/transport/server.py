@@ -120,6 +120,8 @@ class _RuntimeEvents:
 
     def refused(self, client: str, reason: str, detail: str) -> None:
         self.server.metrics.refused(reason)
+        if self.server.alerts is not None:
+            self.server.alerts.refused(client, reason, detail)
         with self._lock:
             key = (client[:64], reason)
             if key not in self._refused and len(self._refused) >= self.MAX_KEYS:
