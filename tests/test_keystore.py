@@ -184,30 +184,39 @@ def test_cli_encrypts_plain_keys_in_place(
 # --- PKCS#11 (SoftHSM2) ------------------------------------------------------------------
 
 
-@pytest.fixture
-def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A fresh SoftHSM2 token in ``tmp_path``; fails (never skips) when SoftHSM2 is missing."""
+@pytest.fixture(scope="module")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One SoftHSM2 token for the module (the library reads its config once per process);
+    fails (never skips) when SoftHSM2 is missing."""
     util = shutil.which("softhsm2-util")
     if util is None or not SOFTHSM_MODULE.exists():
-        pytest.fail(
-            "SoftHSM2 is not installed: run `apt-get install softhsm2` (Debian), then rerun"
-        )
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+        pytest.fail("SoftHSM2 is missing: run `apt-get install softhsm2` (Debian), then rerun")
+    root = tmp_path_factory.mktemp("softhsm")
+    (root / "tokens").mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n")
+    saved = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(
         [util, "--init-token", "--free", "--label", "fedfort", "--pin", "1234", "--so-pin", "9876"],
         check=True,
         capture_output=True,
-        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
     )
-    yield {
+    yield conf
+    if saved is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = saved
+
+
+@pytest.fixture
+def softhsm(softhsm_token: Path, tmp_path: Path) -> dict[str, str]:
+    """The token's environment, with a key-label prefix of this test's own."""
+    return {
         "FEDFORT_PKCS11_MODULE": str(SOFTHSM_MODULE),
         "FEDFORT_PKCS11_TOKEN": "fedfort",
         "FEDFORT_PKCS11_PIN": "1234",
-        "FEDFORT_PKCS11_LABEL_PREFIX": f"t{os.getpid()}-{tmp_path.name}:",
+        "FEDFORT_PKCS11_LABEL_PREFIX": f"{tmp_path.name}:",
     }
 
 
@@ -248,3 +257,30 @@ def test_pkcs11_keys_sign_on_the_token_and_never_leave_it(
         Pkcs11KeyStore(SOFTHSM_MODULE, "fedfort", "0000")
     with pytest.raises(ConfigError, match="no PKCS#11 token"):
         Pkcs11KeyStore(SOFTHSM_MODULE, "absent", "1234")
+
+
+def test_a_run_signs_its_audit_log_on_the_token(
+    softhsm: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedfort import Simulation
+    from fedfort.audit import AUDIT_PUBLIC_KEY_FILE, verify_run
+    from fedfort.config import parse_config
+
+    for name, value in softhsm.items():
+        monkeypatch.setenv(name, value)
+    cfg = parse_config(
+        {
+            "rounds": 2,
+            "data": {"dataset": "digits", "partition": "iid"},
+            "model": {"name": "logreg"},
+            "clients": {"count": 4, "epochs": 1, "batch_size": 0},
+        }
+    )
+    with Simulation(cfg, tmp_path / "run") as sim:
+        sim.run()
+    assert not (tmp_path / "run" / AUDIT_KEY_FILE).exists()  # the key stayed on the token
+    result = verify_run(tmp_path / "run")
+    assert result.ok and result.entries > 2
+    on_token = open_keystore(tmp_path, environ=softhsm).get("audit-key")
+    pub = (tmp_path / "run" / AUDIT_PUBLIC_KEY_FILE).read_text().strip()
+    assert on_token.public.hex() == pub

@@ -143,9 +143,9 @@ class Pkcs11KeyStore(KeyStore):
         with self._lock:
             private = self._find(name, ObjectClass.PRIVATE_KEY)
             public = self._find(name, ObjectClass.PUBLIC_KEY)
-        if private is None or public is None:
-            raise ConfigError(f"no key pair labelled {self._label(name)!r} on the token")
-        point = _raw_point(bytes(public[Attribute.EC_POINT]))
+            if private is None or public is None:
+                raise ConfigError(f"no key pair labelled {self._label(name)!r} on the token")
+            point = _raw_point(bytes(public[Attribute.EC_POINT]))
         return TokenSigningKey(private, point, self._lock, self._label(name))
 
     def generate(self, name: str) -> SigningKey:

@@ -120,7 +120,7 @@ class _Identity:
         self.path = state_dir / f"{self.NAME}.key"
         self.meta = state_dir / "identity.json"
         state_dir.mkdir(parents=True, exist_ok=True)
-        if not self.meta.exists() or not self.store.exists(self.NAME):
+        if not self.store.exists(self.NAME):
             self.store.generate(self.NAME)
             self.meta.write_text(json.dumps({"version": 1}))
         self._stamp: tuple[int, ...] | None = None
