@@ -31,7 +31,7 @@ from torch import nn
 from fedfort import __version__
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
-from fedfort.alerts import AlertManager
+from fedfort.alerts import AlertManager, webhook_url
 from fedfort.attacks.metrics import security_summary
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
@@ -295,6 +295,8 @@ class Federation(ABC):
         _resuming: bool = False,
     ) -> None:
         config = calibrated(config)
+        if config.alerts.enabled:
+            webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
         # Small per-client models run fastest and reproducibly on one thread; an idle BLAS
