@@ -331,7 +331,6 @@ def _simulate(cfg: RunConfig, out: Path | None = None) -> AlertManager:
         return sim.alerts
 
 
-@pytest.mark.slow
 def test_poisoned_round_alerts_the_webhook_and_a_clean_run_does_not(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
