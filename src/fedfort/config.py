@@ -28,6 +28,7 @@ from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
 
 __all__ = [
+    "AlertsConfig",
     "ClientsConfig",
     "DataConfig",
     "DefenseConfig",
@@ -312,6 +313,91 @@ class MonitoringConfig(_Section):
     )
 
 
+AlertRuleName = Literal[
+    "client_flag_rate",
+    "accuracy_drop",
+    "privacy_budget",
+    "dropout_spike",
+    "audit_chain",
+    "bad_signatures",
+]
+
+
+class AlertsConfig(_Section):
+    """Alert rules and their delivery to the log and a webhook (see docs/alerting.md).
+
+    ``rules`` lists the rules that run (all by default); the other keys are their thresholds.
+    Not part of a run's identity: a resumed run may change its alerting.
+    """
+
+    enabled: bool = Field(False, description="evaluate the rules and deliver alerts")
+    run_id: str | None = Field(
+        None, description="run id in alerts; default: the run directory's name"
+    )
+    rules: tuple[AlertRuleName, ...] = Field(
+        (
+            "client_flag_rate",
+            "accuracy_drop",
+            "privacy_budget",
+            "dropout_spike",
+            "audit_chain",
+            "bad_signatures",
+        ),
+        description="the rules that run",
+    )
+    flag_rate: float = Field(
+        0.3, ge=0, lt=1, description="share of scored updates flagged by detection above this"
+    )
+    accuracy_drop: float = Field(
+        0.1, gt=0, le=1, description="validation accuracy this far below the best so far"
+    )
+    accuracy_drop_round: float = Field(
+        0.05, gt=0, le=1, description="validation accuracy this far below the previous round"
+    )
+    epsilon_margin: float = Field(0.5, ge=0, description="epsilon spent within this of the budget")
+    epsilon_budget: float | None = Field(
+        None, gt=0, description="budget to watch; default privacy.target_epsilon"
+    )
+    dropout_rate: float = Field(0.5, ge=0, lt=1, description="dropped / selected above this")
+    audit_verify_every: int = Field(
+        5, ge=1, description="verify the audit log every N rounds (rule audit_chain)"
+    )
+    bad_signatures: int = Field(
+        5, ge=1, description="refusals of one client within the window that raise an alert"
+    )
+    bad_signature_window_s: float = Field(60.0, gt=0)
+    bad_signature_reasons: tuple[str, ...] = Field(
+        ("bad_signature",), min_length=1, description="gate reason codes that count"
+    )
+    webhook_url: str | None = Field(None, description="http(s) URL alerts are POSTed to")
+    webhook_url_env: str | None = Field(
+        None, description="environment variable holding the webhook URL (for secret URLs)"
+    )
+    webhook_attempts: int = Field(5, ge=1, le=20, description="tries per alert, first included")
+    webhook_backoff_s: float = Field(0.5, gt=0, description="first retry delay; doubles")
+    webhook_backoff_max_s: float = Field(30.0, gt=0)
+    webhook_timeout_s: float = Field(5.0, gt=0, description="per HTTP request")
+    webhook_queue_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertsConfig:
+        if self.webhook_url is not None and self.webhook_url_env is not None:
+            raise ValueError(
+                "set alerts.webhook_url or alerts.webhook_url_env (for a secret URL), not both"
+            )
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("alerts.webhook_url must start with http:// or https://")
+        if self.webhook_backoff_max_s < self.webhook_backoff_s:
+            raise ValueError("alerts.webhook_backoff_max_s must be >= alerts.webhook_backoff_s")
+        if not self.enabled and (self.webhook_url or self.webhook_url_env):
+            raise ValueError(
+                "alerts has a webhook but alerts.enabled = false: set enabled = true to send it"
+            )
+        return self
+
+
 class RunConfig(_Section):
     """A whole simulation run."""
 
@@ -332,6 +418,7 @@ class RunConfig(_Section):
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -375,6 +462,7 @@ class RunConfig(_Section):
         body.pop("rounds")
         body.pop("network")
         body.pop("monitoring")
+        body.pop("alerts", None)
         body["simulation"].pop("workers")
         if body["attack"].get("end_round") is None:
             # settings added later, at their defaults, keep the identity of older runs

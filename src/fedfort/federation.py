@@ -31,6 +31,7 @@ from torch import nn
 from fedfort import __version__
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
+from fedfort.alerts import AlertManager, webhook_url
 from fedfort.attacks.metrics import security_summary
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
@@ -326,6 +327,8 @@ class Federation(ABC):
         _resuming: bool = False,
     ) -> None:
         config = calibrated(config)
+        if config.alerts.enabled:
+            webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
         # Small per-client models run fastest and reproducibly on one thread; an idle BLAS
@@ -374,6 +377,10 @@ class Federation(ABC):
                 self.audit = AuditTrail(log, self.store)
                 hooks.append(self.audit)
         hooks.append(self.metrics)
+        self.alerts: AlertManager | None = None
+        if config.alerts.enabled:
+            self.alerts = self._alert_manager(config, private)
+            hooks.append(self.alerts)
         self.engine = RoundEngine(
             initial,
             self.ids,
@@ -386,6 +393,18 @@ class Federation(ABC):
         )
         if self.store is not None:
             self._open_store(_resuming)
+
+    def _alert_manager(self, config: RunConfig, private: bool) -> AlertManager:
+        """The ``[alerts]`` rules of this run, after the audit and metrics hooks."""
+        default_id = self.out_dir.name if self.out_dir is not None else config.identity_hash()[:12]
+        audited = self.out_dir is not None and config.governance.audit
+        return AlertManager(
+            config.alerts,
+            run_id=config.alerts.run_id or default_id,
+            epsilon_budget=config.privacy.target_epsilon if private else None,
+            run_dir=self.out_dir if audited else None,
+            registry=self.metrics.registry,
+        )
 
     @abstractmethod
     def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
@@ -711,6 +730,8 @@ class Federation(ABC):
         for server in self._servers:
             server.close()
         self._servers.clear()
+        if self.alerts is not None:
+            self.alerts.close()
         self.executor.close()
         if self.audit is not None:
             self.audit.log.close()

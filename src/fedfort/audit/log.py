@@ -7,7 +7,8 @@ triggers, which stops accidents; what stops an attacker with write access to the
 chain and the signatures, checked by :func:`fedfort.audit.verify_log`.
 
 The log is signed with the server's *audit key*, an Ed25519 key kept beside the log
-(``audit-key.pem``, readable by its owner only) and published as ``audit-key.pub``. It is
+(``audit-key.pem``, readable by its owner only, encrypted under ``FEDFORT_KEY_PASSPHRASE`` when
+set) or on a PKCS#11 token (:mod:`fedfort.keystore`) and published as ``audit-key.pub``. It is
 separate from the server's transport identity key because the two live differently: the
 identity key is rotated and deleted for transport security, while the audit key must keep the
 whole history verifiable. Rotating the audit key (:meth:`AuditLog.rotate_key`) writes an entry
@@ -31,8 +32,8 @@ from fedfort.audit.chain import (
     key_id,
     signed_message,
 )
-from fedfort.errors import AuditError
-from fedfort.keyfiles import load_signing_key, save_signing_key
+from fedfort.errors import AuditError, ConfigError
+from fedfort.keystore import KeyStore, open_keystore
 from fedfort.secagg.crypto import SigningKey
 
 __all__ = [
@@ -40,12 +41,14 @@ __all__ = [
     "AUDIT_KEY_FILE",
     "AUDIT_PUBLIC_KEY_FILE",
     "AuditLog",
+    "audit_keystore",
     "read_entries",
     "run_audit_key",
 ]
 
 AUDIT_FILE = "audit.sqlite"
-AUDIT_KEY_FILE = "audit-key.pem"
+AUDIT_KEY_NAME = "audit-key"
+AUDIT_KEY_FILE = f"{AUDIT_KEY_NAME}.pem"
 AUDIT_PUBLIC_KEY_FILE = "audit-key.pub"
 
 _SCHEMA = """
@@ -69,14 +72,28 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 _COLUMNS = "seq, ts, kind, round, body, prev, key, hash, signature"
 
 
-def run_audit_key(run_dir: Path) -> SigningKey:
-    """The audit key of the run in ``run_dir``, created (with its ``.pub``) on first use."""
-    path = run_dir / AUDIT_KEY_FILE
-    if path.exists():
-        return load_signing_key(path)
+def audit_keystore(run_dir: Path) -> KeyStore:
+    """Where the audit key of the run in ``run_dir`` lives: ``audit-key.pem`` in the run
+    directory, or a PKCS#11 token when ``FEDFORT_PKCS11_MODULE`` is set (see
+    :mod:`fedfort.keystore`)."""
+    return open_keystore(run_dir, suffix=".pem")
+
+
+def run_audit_key(run_dir: Path, *, create: bool = True) -> SigningKey:
+    """The audit key of the run in ``run_dir``, created (with its ``.pub``) on first use.
+
+    With ``create=False`` a missing key raises :class:`~fedfort.errors.ConfigError`.
+    """
+    store = audit_keystore(run_dir)
+    if store.exists(AUDIT_KEY_NAME):
+        return store.get(AUDIT_KEY_NAME)
+    if not create:
+        raise ConfigError(
+            f"the audit key {AUDIT_KEY_NAME!r} of {run_dir} is missing: a rollback must be "
+            "audited with the run's audit key"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
-    key = SigningKey()
-    save_signing_key(key, path)
+    key = store.generate(AUDIT_KEY_NAME)
     (run_dir / AUDIT_PUBLIC_KEY_FILE).write_text(key.public.hex() + "\n", encoding="ascii")
     return key
 

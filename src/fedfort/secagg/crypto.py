@@ -127,6 +127,11 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
 
+    @property
+    def private_key(self) -> ed25519.Ed25519PrivateKey:
+        """The ``cryptography`` private key (for serialising it, e.g. encrypted)."""
+        return self._private
+
     def private_bytes(self) -> bytes:
         """The private key as unencrypted PKCS#8 PEM (store it readable by its owner only)."""
         return self._private.private_bytes(

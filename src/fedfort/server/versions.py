@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog, AuditTrail
+from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.errors import CheckpointError, ConfigError
-from fedfort.keyfiles import load_signing_key
 from fedfort.server.checkpoint import CheckpointStore
 
 __all__ = ["PENDING_ROLLBACK_META", "ModelRegistry", "ModelVersion"]
@@ -125,12 +124,8 @@ class ModelRegistry:
             "at_round": latest,
         }
         if (self.run_dir / AUDIT_FILE).exists():
-            key_path = self.run_dir / AUDIT_KEY_FILE
-            if not key_path.exists():
-                raise ConfigError(
-                    f"{key_path} is missing: a rollback must be audited with the run's audit key"
-                )
-            with AuditLog(self.run_dir / AUDIT_FILE, load_signing_key(key_path)) as log:
+            key = run_audit_key(self.run_dir, create=False)
+            with AuditLog(self.run_dir / AUDIT_FILE, key) as log:
                 AuditTrail(log, self.store).event("rollback_requested", request, latest)
         self.store.set_meta(PENDING_ROLLBACK_META, json.dumps(request))
         return request

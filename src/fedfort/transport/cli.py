@@ -1,4 +1,4 @@
-"""``fedfort server``, ``fedfort client`` and ``fedfort keys rotate``.
+"""``fedfort server``, ``fedfort client``, ``fedfort keys rotate`` and ``keys encrypt``.
 
 Both sides read the same federation TOML (the ``[network]`` section says where the server
 listens); each names its credentials with ``--pki DIR --name NAME`` (``DIR/NAME.pem``,
@@ -82,6 +82,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rot.add_argument("--address", help="server host:port (with --client)")
     rot.add_argument("--state", help="client state directory (with --client)")
     rot.add_argument("--out", help="server state directory (with --server)")
+    enc = keys.add_parser(
+        "encrypt",
+        help="encrypt existing plain private key files under FEDFORT_KEY_PASSPHRASE",
+        description="Rewrite each plain PKCS#8 key file (identity, audit, TLS or CA key) "
+        "encrypted under the passphrase in FEDFORT_KEY_PASSPHRASE or FEDFORT_KEY_PASSPHRASE_FILE "
+        "(see docs/key-custody.md). Already encrypted files are left as they are.",
+    )
+    enc.add_argument("paths", nargs="+", help="key files")
 
 
 def _address(config: RunConfig, override: str | None) -> str:
@@ -215,8 +223,36 @@ def run_client(args: argparse.Namespace) -> int:
     return 0 if report.finished else 1
 
 
+def _encrypt_keys(paths: list[str]) -> int:
+    """``fedfort keys encrypt``: re-encrypt plain key files in place (atomic, mode 0600)."""
+    import dataclasses
+
+    from fedfort.keyfiles import KeyProtection, load_private_pem, private_pem, write_private_file
+
+    protection = KeyProtection.from_env()
+    if protection.passphrase is None:
+        raise ConfigError(
+            "keys encrypt needs a passphrase: set FEDFORT_KEY_PASSPHRASE or "
+            "FEDFORT_KEY_PASSPHRASE_FILE"
+        )
+    reading = dataclasses.replace(protection, allow_plaintext=True)
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"key file {path} does not exist")
+        if b"ENCRYPTED PRIVATE KEY" in path.read_bytes():
+            print(f"{path}: already encrypted")
+            continue
+        key = load_private_pem(path, reading)
+        write_private_file(path, private_pem(key, protection))
+        print(f"{path}: encrypted")
+    return 0
+
+
 def run_keys(args: argparse.Namespace) -> int:
-    """``fedfort keys rotate``."""
+    """``fedfort keys rotate`` and ``fedfort keys encrypt``."""
+    if args.keys_command == "encrypt":
+        return _encrypt_keys(args.paths)
     from fedfort.transport.client import rotate_client_key
     from fedfort.transport.registry import Registry
     from fedfort.transport.server import REGISTRY_FILE, Credentials

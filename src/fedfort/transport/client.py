@@ -33,6 +33,7 @@ from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import NetworkConfig
 from fedfort.errors import ProtocolError, Refused, SecAggAbort
+from fedfort.keystore import FileKeyStore, open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey, verify
 from fedfort.transport import codec
@@ -42,9 +43,7 @@ from fedfort.transport.identity import (
     Route,
     check_binding,
     envelope_statement,
-    load_identity_key,
     make_binding,
-    save_identity_key,
     seal_envelope,
 )
 from fedfort.transport.padding import PaddingPolicy, open_payload, pad_payload
@@ -110,25 +109,40 @@ def open_channel(target: str, credentials: Credentials, network: NetworkConfig) 
 
 
 class _Identity:
-    """The client's identity key on disk, re-read when ``fedfort keys rotate`` replaced it."""
+    """The client's identity key, re-read when ``fedfort keys rotate`` replaced it.
+
+    It lives in the key store of ``state_dir`` (:func:`fedfort.keystore.open_keystore`):
+    ``state_dir/identity.key`` (owner-only, encrypted under a passphrase when one is set) or a
+    PKCS#11 token. ``identity.json`` beside it holds the key's version.
+    """
+
+    NAME = "identity"
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "identity.key"
+        self.store = open_keystore(state_dir)
+        self.path = state_dir / f"{self.NAME}.key"
         self.meta = state_dir / "identity.json"
         state_dir.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            save_identity_key(SigningKey(), self.path)
+        if not self.store.exists(self.NAME):
+            self.store.generate(self.NAME)
             self.meta.write_text(json.dumps({"version": 1}))
         self._stamp: tuple[int, ...] | None = None
         self.reload()
 
     def reload(self) -> None:
-        a, b = self.path.stat(), self.meta.stat()
-        stamp = (a.st_mtime_ns, a.st_ino, b.st_mtime_ns, b.st_ino)
+        b = self.meta.stat()
+        stamp: tuple[int, ...] = (b.st_mtime_ns, b.st_ino)
+        if isinstance(self.store, FileKeyStore):
+            a = self.path.stat()
+            stamp += (a.st_mtime_ns, a.st_ino)
         if stamp != self._stamp:
-            self.key = load_identity_key(self.path)
+            self.key = self.store.get(self.NAME)
             self.version = int(json.loads(self.meta.read_text())["version"])
             self._stamp = stamp
+
+    def replace(self, key: SigningKey) -> None:
+        """Make ``key`` the identity key (after the server accepted its binding)."""
+        self.store.put(self.NAME, key)
 
     def current(self) -> tuple[SigningKey, int]:
         self.reload()
@@ -439,6 +453,6 @@ def rotate_client_key(
         raise Refused(reply.verdict.reason, reply.verdict.detail)
     tmp_meta = identity.meta.with_suffix(".json.tmp")
     tmp_meta.write_text(json.dumps({"version": new_version}))
-    save_identity_key(new_key, identity.path)
+    identity.replace(new_key)
     tmp_meta.replace(identity.meta)
     return new_version

@@ -27,7 +27,9 @@ a :class:`RevocationList`, which re-reads ``crl.pem`` whenever the file changes 
 running server honours a revocation without a restart.
 
 Keys are ECDSA P-256 (the curve best supported by BoringSSL); private keys are written as
-unencrypted PKCS#8 PEM readable by their owner only (mode 0600), certificates as PEM (0644).
+PKCS#8 PEM readable by their owner only (mode 0600), encrypted under ``FEDFORT_KEY_PASSPHRASE``
+when it is set (see :mod:`fedfort.keyfiles`; gRPC gets them decrypted in memory), and
+certificates as PEM (0644).
 Layout of a CA directory: ``ca.pem``, ``ca.key``, ``crl.pem`` and ``federation.json``.
 """
 
@@ -46,12 +48,13 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedfort.errors import ConfigError, Refused
+from fedfort.keyfiles import load_private_pem, private_pem, write_private_file
 
 __all__ = [
     "CA_CERT_FILE",
@@ -72,6 +75,7 @@ __all__ = [
     "read_federation_id",
     "revoke",
     "sign_with_key",
+    "tls_key_pem",
     "verify_certificate",
     "verify_with_certificate",
 ]
@@ -155,14 +159,7 @@ def _check_days(days: int) -> int:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600; refuse if it exists (never overwrite a key)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path} already exists; refusing to overwrite a private key") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    write_private_file(path, data, exclusive=True)
 
 
 def _write_public(path: Path, data: bytes) -> None:
@@ -184,11 +181,8 @@ def _write_public(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    # encrypted under FEDFORT_KEY_PASSPHRASE when it is set (fedfort.keyfiles)
+    return private_pem(key)
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
@@ -263,23 +257,26 @@ def load_certificate(path: Path) -> x509.Certificate:
 
 
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """Load an unencrypted PEM ECDSA private key from ``path``.
+    """Load a PEM ECDSA private key from ``path``, decrypting it in memory when it is encrypted.
 
-    Raises ConfigError if the file is missing or unreadable, is not a PEM private key, is
-    encrypted, or holds a key of another type.
+    Follows the custody rules of :mod:`fedfort.keyfiles` (passphrase from
+    ``FEDFORT_KEY_PASSPHRASE``, owner-only file). Raises ConfigError if the file is missing or
+    unreadable, accessible by group or others, not a PEM private key, encrypted without (or
+    with a wrong) passphrase, or holds a key of another type.
     """
-    data = _read_bytes(Path(path), "private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(
-            f"{path} is an encrypted private key; fedfort needs it unencrypted"
-        ) from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"{path} is not a PEM private key") from None
+    key = load_private_pem(Path(path))
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{path} holds a {type(key).__name__}, not an ECDSA private key")
     return key
+
+
+def tls_key_pem(path: Path) -> bytes:
+    """The TLS private key at ``path`` as unencrypted PEM bytes, for gRPC (kept in memory)."""
+    return load_private_key(path).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def read_federation_id(ca_dir: Path) -> str:

@@ -38,6 +38,7 @@ from fedfort.transport.pki import (
     RevocationList,
     federation_of,
     load_certificate,
+    tls_key_pem,
 )
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
@@ -76,8 +77,9 @@ class Credentials:
 
     def pems(self) -> tuple[bytes, bytes, bytes]:
         """(CA PEM, key PEM, certificate PEM) for gRPC's SSL credentials."""
+        key = tls_key_pem(self.key)  # decrypted in memory only, never written out plain
         try:
-            return self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes()
+            return self.ca.read_bytes(), key, self.cert.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read TLS credentials: {exc}") from exc
 
@@ -119,6 +121,8 @@ class _RuntimeEvents:
 
     def refused(self, client: str, reason: str, detail: str) -> None:
         self.server.metrics.refused(reason)
+        if self.server.alerts is not None:
+            self.server.alerts.refused(client, reason, detail)
         with self._lock:
             key = (client[:64], reason)
             if key not in self._refused and len(self._refused) >= self.MAX_KEYS:

@@ -28,6 +28,7 @@ import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from fedfort.errors import ConfigError, Refused
+from fedfort.keystore import open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
 from fedfort.server.engine import CollectOutcome
@@ -38,9 +39,7 @@ from fedfort.transport.identity import (
     NONCE_BYTES,
     SERVER,
     Route,
-    load_identity_key,
     make_binding,
-    save_identity_key,
     seal_envelope,
 )
 from fedfort.transport.padding import PaddingPolicy, pad_payload
@@ -57,8 +56,9 @@ log = logging.getLogger("fedfort.transport")
 _VERSION_KEY = "server_key_version"
 
 
-def _key_path(state_dir: Path, version: int) -> Path:
-    return state_dir / f"server_identity.v{version}.key"
+def _key_name(version: int) -> str:
+    """The key-store name of server identity key ``version`` (file ``NAME.key``)."""
+    return f"server_identity.v{version}"
 
 
 class ServerKeys:
@@ -88,7 +88,7 @@ class ServerKeys:
         binding = self.registry.get(SERVER)
         if binding is None or binding.version != version:
             raise ConfigError(f"{self.registry.path} holds no binding for server key {version}")
-        self.key = load_identity_key(_key_path(self.state_dir, version))
+        self.key = open_keystore(self.state_dir).get(_key_name(version))
         self.version = version
         self.binding = binding
 
@@ -117,16 +117,16 @@ def rotate_server_key(
     """
     old = int(registry.get_meta(_VERSION_KEY) or 0)
     version = old + 1
-    key = SigningKey()
     state_dir.mkdir(parents=True, exist_ok=True)
-    save_identity_key(key, _key_path(state_dir, version))
+    store = open_keystore(state_dir)
+    key = store.generate(_key_name(version))  # on the token itself with a PKCS#11 store
     cert_pem = load_certificate(cert_path).public_bytes(_PEM)
     registry.put(
         make_binding(federation_id, SERVER, key, version, cert_pem, load_private_key(key_path))
     )
     registry.set_meta(_VERSION_KEY, str(version))
     if old:
-        _key_path(state_dir, old).unlink(missing_ok=True)
+        store.delete(_key_name(old))
     return version
 
 
