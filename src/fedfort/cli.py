@@ -161,11 +161,13 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--serial", type=serial_number, help="serial number to revoke (decimal or 0x...)"
     )
+    from fedfort.access.cli import add_parsers as add_access
     from fedfort.governance_cli import add_parsers as add_governance
     from fedfort.transport.cli import add_parsers
 
     add_parsers(sub)
     add_governance(sub)
+    add_access(sub)
     return parser
 
 
@@ -258,7 +260,9 @@ def _simulate(args: argparse.Namespace) -> int:
         config = _privacy_overrides(config, args)
         sim = Simulation(config, args.out)
     with sim:
-        for name, url in sim.start_monitoring(args.metrics, args.dashboard).items():
+        for name, url in sim.start_monitoring(
+            args.metrics, args.dashboard, getattr(args, "operator", None)
+        ).items():
             print(f"fedfort: {name} at {url}", file=sys.stderr)
         done = sim.engine.round
         target = sim.config.rounds
@@ -408,6 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fedfort import governance_cli
 
             return governance_cli.run(args)
+        if args.command in ("access", "operator"):
+            from fedfort.access import cli as access_cli
+
+            return (access_cli.run_access if args.command == "access" else access_cli.run_operator)(
+                args
+            )
         if args.command in ("server", "client", "keys"):
             from fedfort.transport import cli as transport_cli
 

@@ -1,0 +1,108 @@
+"""Access control from ``[access]``: the guard of a run, and its operator API.
+
+:func:`access_guard` builds the :class:`~fedfort.access.guard.AccessGuard` of a run directory
+(the token store of ``access.tokens``, decisions written to the run's audit log);
+:func:`start_operator_api` serves :class:`~fedfort.access.api.OperatorServer` for a live
+federation. Without ``access.tokens`` there is no guard, and the monitoring servers may only
+bind loopback addresses.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fedfort.access.api import OperatorServer, server_tls_context
+from fedfort.access.guard import AccessAudit, AccessGuard
+from fedfort.access.operations import Operations
+from fedfort.access.tokens import TokenStore
+from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog
+from fedfort.config import AccessConfig
+from fedfort.errors import ConfigError
+from fedfort.keyfiles import load_signing_key
+
+if TYPE_CHECKING:
+    from fedfort.federation import Federation
+
+__all__ = ["access_guard", "federation_guard", "start_operator_api", "tls_context"]
+
+
+def access_guard(
+    access: AccessConfig, run_dir: str | Path, *, log: AuditLog | None = None
+) -> AccessGuard | None:
+    """The guard of ``run_dir`` per ``access`` (``None`` when access control is off).
+
+    Decisions go to ``log`` or to the run's own audit log, opened with its audit key; a run
+    without an audit log cannot be put behind access control (its decisions must be audited).
+    """
+    if access.tokens is None:
+        return None
+    if log is None:
+        run = Path(run_dir)
+        key = run / AUDIT_KEY_FILE
+        if not (run / AUDIT_FILE).exists() or not key.exists():
+            raise ConfigError(
+                f"access control audits every decision, but {run} has no audit log and key: "
+                "keep governance.audit on and give the run an --out"
+            )
+        log = AuditLog(run / AUDIT_FILE, load_signing_key(key))
+    audit = AccessAudit(log, window_s=access.audit_window_s)
+    return AccessGuard(TokenStore(access.tokens), audit)
+
+
+def federation_guard(federation: Federation) -> AccessGuard | None:
+    """The (one, cached) guard of a live federation, from its ``[access]`` section."""
+    cached: AccessGuard | None = getattr(federation, "_access_guard", None)
+    if cached is not None or federation.config.access.tokens is None:
+        return cached
+    if federation.audit is None or federation.out_dir is None:
+        raise ConfigError(
+            "access control audits every decision: the run needs an --out and governance.audit"
+        )
+    guard = access_guard(federation.config.access, federation.out_dir, log=federation.audit.log)
+    federation._access_guard = guard  # type: ignore[attr-defined]
+    return guard
+
+
+def tls_context(
+    access: AccessConfig,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+    ca: str | Path | None = None,
+) -> ssl.SSLContext | None:
+    """HTTPS for the operator API and monitoring: ``access.tls_*`` or the given credentials."""
+    cert = access.tls_cert or cert
+    key = access.tls_key or key
+    ca = access.tls_ca or ca
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("HTTPS needs both access.tls_cert and access.tls_key")
+    return server_tls_context(cert, key, ca)
+
+
+def start_operator_api(
+    federation: Federation, address: str | None = None, *, tls: ssl.SSLContext | None = None
+) -> OperatorServer | None:
+    """Serve the operator API of ``federation`` (``access.operator_address`` by default)."""
+    access = federation.config.access
+    address = address or access.operator_address
+    if address is None:
+        return None
+    guard = federation_guard(federation)
+    if guard is None:
+        raise ConfigError(
+            "the operator API needs access control: set access.tokens (a token store made "
+            "with fedfort access token issue)"
+        )
+    operations = Operations.for_federation(federation, ca_dir=access.ca_dir)
+    server = OperatorServer(
+        operations,
+        guard,
+        address,
+        tls=tls if tls is not None else tls_context(access),
+        metrics=federation.metrics.registry,
+    ).start()
+    federation._servers.append(server)
+    return server
