@@ -60,6 +60,8 @@ class RunControl:
         self.round = 0
         #: whether a run loop is consulting this control now
         self.attached = False
+        #: whether the run loop is parked between rounds (held or paused) right now
+        self.parked = False
         self._commands: deque[_Command] = deque()
         #: (time, state) of every transition, for status and tests
         self.history: list[tuple[float, str]] = [(time.time(), self.state)]
@@ -145,9 +147,12 @@ class RunControl:
                 if self._commands:
                     continue
                 if self.state == "stopping":
+                    self.parked = False
                     return False
                 if self.state == "running":
+                    self.parked = False
                     return True
+                self.parked = True
                 self._cond.wait(0.25)
 
     def finished(self, stopped: str | None, round_: int) -> None:
@@ -155,6 +160,7 @@ class RunControl:
         with self._cond:
             self.round = round_
             self.attached = False
+            self.parked = False
             self._set_locked("stopped" if stopped == "operator_stop" else "finished")
             commands, self._commands = list(self._commands), deque()
         for command in commands:
@@ -184,5 +190,6 @@ class RunControl:
             "state": self.state,
             "round": self.round,
             "attached": self.attached,
+            "parked": self.parked,
             "queued_commands": len(self._commands),
         }
