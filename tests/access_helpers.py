@@ -20,7 +20,12 @@ def small_config(rounds: int = 2, **access: Any) -> RunConfig:
         {
             "seed": 3,
             "rounds": rounds,
-            "data": {"dataset": "synthetic", "synthetic_samples": 400, "synthetic_features": 8, "synthetic_classes": 2},
+            "data": {
+                "dataset": "synthetic",
+                "synthetic_samples": 400,
+                "synthetic_features": 8,
+                "synthetic_classes": 2,
+            },
             "clients": {"count": 4, "epochs": 1},
             "model": {"name": "logreg"},
             "access": access,
@@ -50,7 +55,9 @@ def make_pki(root: Path) -> Pki:
 def client_context(pki: Pki, cert_name: str | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(pki.ca))
     if cert_name is not None:
-        context.load_cert_chain(str(pki.out / f"{cert_name}.pem"), str(pki.out / f"{cert_name}.key"))
+        context.load_cert_chain(
+            str(pki.out / f"{cert_name}.pem"), str(pki.out / f"{cert_name}.key")
+        )
     return context
 
 

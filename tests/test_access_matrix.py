@@ -125,16 +125,24 @@ def test_allowed_actions_took_effect(setup: Setup) -> None:
     token = setup.tokens["admin"]
     context = client_context(setup.pki)
     setup.ops.control = RunControl()
-    status, payload, _ = call(setup.server.port, "POST", "/v1/run/pause", token=token, context=context)
+    status, payload, _ = call(
+        setup.server.port, "POST", "/v1/run/pause", token=token, context=context
+    )
     assert status == 200 and json.loads(payload)["state"] == "paused"
     assert setup.ops.control.state == "paused"
-    status, payload, _ = call(setup.server.port, "POST", "/v1/keys/rotate", token=token, context=context)
+    status, payload, _ = call(
+        setup.server.port, "POST", "/v1/keys/rotate", token=token, context=context
+    )
     first = json.loads(payload)["key_version"]
-    status, payload, _ = call(setup.server.port, "POST", "/v1/keys/rotate", token=token, context=context)
+    status, payload, _ = call(
+        setup.server.port, "POST", "/v1/keys/rotate", token=token, context=context
+    )
     assert json.loads(payload)["key_version"] == first + 1
     from fedfort.transport.pki import RevocationList, load_certificate
 
-    crl = RevocationList(setup.pki.ca_dir / "crl.pem", load_certificate(setup.pki.ca_dir / "ca.pem"))
+    crl = RevocationList(
+        setup.pki.ca_dir / "crl.pem", load_certificate(setup.pki.ca_dir / "ca.pem")
+    )
     assert crl.is_revoked(setup.client_serial)
     status, payload, _ = call(
         setup.server.port,
@@ -151,7 +159,7 @@ def test_unauthenticated_calls_are_refused(setup: Setup) -> None:
     context = client_context(setup.pki)
     for action in ACTIONS:
         method, path = ROUTE_OF[action]
-        status, payload, headers = call(setup.server.port, method, path, body={}, context=context)
+        status, _, headers = call(setup.server.port, method, path, body={}, context=context)
         assert status == 401, action
         assert headers["www-authenticate"].startswith("Bearer")
         entry = _last_decision(setup, action)
@@ -215,7 +223,9 @@ def test_scopes_narrow_a_role(setup: Setup) -> None:
     token = setup.store.issue("prometheus", "viewer", scopes=["metrics.read"])[0]
     context = client_context(setup.pki)
     assert call(setup.server.port, "GET", "/metrics", token=token, context=context)[0] == 200
-    status, payload, _ = call(setup.server.port, "GET", "/v1/dashboard", token=token, context=context)
+    status, payload, _ = call(
+        setup.server.port, "GET", "/v1/dashboard", token=token, context=context
+    )
     assert status == 403 and json.loads(payload)["error"] == "outside_scopes"
 
 
