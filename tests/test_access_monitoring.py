@@ -212,3 +212,8 @@ def test_access_and_operator_commands(tmp_path: Path, capsys: pytest.CaptureFixt
         assert main(["access", "token", "revoke", "--store", store, token.split("_")[1]]) == 0
         assert main(["operator", "metrics", "--url", url, "--token-file", str(token_file)]) == 2
         assert "revoked_token" in capsys.readouterr().err
+
+
+def test_the_docs_show_the_matrix_as_declared() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "access-control.md"
+    assert matrix_markdown() in doc.read_text(encoding="utf-8")
