@@ -276,9 +276,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        tls_handshake(self.request)
+        self.tls_failed = False
+        try:
+            tls_handshake(self.request)
+        except OSError as exc:  # not TLS, a foreign certificate, a dropped connection
+            logger.debug("TLS handshake failed: %s", exc)
+            self.tls_failed = True
 
     def handle(self) -> None:
+        if self.tls_failed:
+            return
         try:
             super().handle()
         except OSError as exc:  # a failed TLS handshake, a reset connection
