@@ -316,7 +316,3 @@ class OperatorServer(BackgroundServer):
         )
         thread.start()
         return server, thread
-
-    def close(self) -> None:
-        super().close()
-        self.guard.audit.flush()

@@ -536,4 +536,4 @@ def serve_dashboard(
     finally:
         server.close()
         if guard is not None:
-            guard.audit.flush()
+            guard.audit.log.close()

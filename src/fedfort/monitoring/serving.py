@@ -161,6 +161,8 @@ class BackgroundServer(ABC):
             server.server_close()
         if thread is not None:
             thread.join(timeout=5.0)
+        if self.guard is not None:
+            self.guard.audit.flush()  # coalesced decisions still pending go to the log now
 
     def __enter__(self) -> Self:
         return self.start()
