@@ -217,3 +217,15 @@ def test_access_and_operator_commands(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_the_docs_show_the_matrix_as_declared() -> None:
     doc = Path(__file__).resolve().parents[1] / "docs" / "access-control.md"
     assert matrix_markdown() in doc.read_text(encoding="utf-8")
+
+
+def test_a_held_run_without_an_operator_api_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'rounds = 1\n[clients]\ncount = 4\n[model]\nname = "logreg"\n'
+        f'[access]\ntokens = "{tmp_path / "t.sqlite"}"\nhold_at_start = true\n'
+    )
+    code = main(["simulate", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 2 and "hold_at_start" in capsys.readouterr().err

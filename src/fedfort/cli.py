@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fedfort import __version__
 from fedfort.config import RunConfig, load_config, parse_config
-from fedfort.errors import FedfortError, PrivacyBudgetExhausted
+from fedfort.errors import ConfigError, FedfortError, PrivacyBudgetExhausted
 from fedfort.governance_cli import monitoring_arguments
 from fedfort.server.engine import RoundRecord
 
@@ -260,9 +260,13 @@ def _simulate(args: argparse.Namespace) -> int:
         config = _privacy_overrides(config, args)
         sim = Simulation(config, args.out)
     with sim:
-        for name, url in sim.start_monitoring(
-            args.metrics, args.dashboard, getattr(args, "operator", None)
-        ).items():
+        urls = sim.start_monitoring(args.metrics, args.dashboard, getattr(args, "operator", None))
+        if sim.control.state == "held" and "operator" not in urls:
+            raise ConfigError(
+                "access.hold_at_start waits for `fedfort operator start`: serve the operator "
+                "API too (access.operator_address or --operator)"
+            )
+        for name, url in urls.items():
             print(f"fedfort: {name} at {url}", file=sys.stderr)
         done = sim.engine.round
         target = sim.config.rounds
