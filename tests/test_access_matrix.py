@@ -21,10 +21,20 @@ from cryptography import x509
 from access_helpers import Pki, access_entries, call, client_context, make_pki, small_config
 from fedfort.access import AccessAudit, AccessGuard, Operations, OperatorServer, TokenStore
 from fedfort.access.api import ROUTES, server_tls_context
+from fedfort.access.guard import CertificateRoles
 from fedfort.access.roles import ACTIONS, PERMISSIONS, ROLES, allowed
+from fedfort.access.setup import certificate_roles
 from fedfort.audit import AUDIT_FILE, AuditLog, run_audit_key, verify_run
+from fedfort.config import AccessConfig
+from fedfort.errors import ConfigError
 from fedfort.server.control import RunControl
 from fedfort.simulation import Simulation
+from fedfort.transport.pki import (
+    RevocationList,
+    issue_certificate,
+    load_certificate,
+    revoke,
+)
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import rotate_server_key
 
@@ -63,7 +73,22 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     store = TokenStore(root / "tokens.sqlite")
     tokens = {role: store.issue(f"{role}-1", role)[0] for role in ROLES}
     log = AuditLog(run / AUDIT_FILE, run_audit_key(run))
-    guard = AccessGuard(store, AccessAudit(log, window_s=3600))
+    for name in ("ops-carol", "audit-dan", "ops-eve"):
+        issue_certificate(pki.ca_dir, pki.out, name, role="client")
+    revoke(pki.ca_dir, pki.out / "ops-eve.pem")
+    ca_cert = load_certificate(pki.ca_dir / "ca.pem")
+    roles = CertificateRoles(
+        {
+            "ops-carol": "operator",
+            "audit-dan": "auditor",
+            "ops-eve": "operator",
+            "client-000": "admin",
+        },
+        ca_cert,
+        RevocationList(pki.ca_dir / "crl.pem", ca_cert),
+        frozenset({"client-000", "client-001"}),
+    )
+    guard = AccessGuard(store, AccessAudit(log, window_s=3600), certificates=roles)
     ops = Operations(run, RunControl(), rotate_key=rotate, ca_dir=pki.ca_dir)
     tls = server_tls_context(pki.out / "server.pem", pki.out / "server.key", pki.ca)
     server = OperatorServer(ops, guard, "127.0.0.1:0", tls=tls, metrics=registry_metrics).start()
@@ -138,7 +163,6 @@ def test_allowed_actions_took_effect(setup: Setup) -> None:
         setup.server.port, "POST", "/v1/keys/rotate", token=token, context=context
     )
     assert json.loads(payload)["key_version"] == first + 1
-    from fedfort.transport.pki import RevocationList, load_certificate
 
     crl = RevocationList(
         setup.pki.ca_dir / "crl.pem", load_certificate(setup.pki.ca_dir / "ca.pem")
@@ -217,6 +241,46 @@ def test_a_federation_client_certificate_cannot_operate(setup: Setup) -> None:
         entry = _last_decision(setup, action)
         assert entry["identity"] == "cert:client-000" and entry["decision"] == "deny"
     assert setup.ops.control.state == "running"
+
+
+@pytest.mark.parametrize(
+    ("name", "action", "status", "reason"),
+    [
+        ("ops-carol", "run.pause", 200, "role_permitted"),
+        ("ops-carol", "keys.rotate", 403, "role_not_permitted"),
+        ("audit-dan", "audit.verify", 200, "role_permitted"),
+        ("audit-dan", "run.stop", 403, "role_not_permitted"),
+        ("ops-eve", "run.pause", 401, "revoked_certificate"),
+        ("client-000", "run.pause", 403, "certificate_not_operator"),  # mapped, but a member
+    ],
+)
+def test_certificate_roles(setup: Setup, name: str, action: str, status: int, reason: str) -> None:
+    """``access.roles``: an operator's certificate has its mapped role, unless it is revoked
+    or belongs to a federation member."""
+    setup.ops.control = RunControl()
+    method, path = ROUTE_OF[action]
+    got, payload, _ = call(
+        setup.server.port, method, path, body={}, context=client_context(setup.pki, name)
+    )
+    assert got == status, payload
+    entry = _last_decision(setup, action)
+    assert entry["identity"] == f"cert:{name}" and entry["reason"] == reason
+    assert entry["decision"] == ("allow" if status == 200 else "deny")
+    assert setup.ops.control.state == (
+        "paused" if action == "run.pause" and status == 200 else "running"
+    )
+
+
+def test_certificate_roles_need_the_ca_and_its_crl(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tls_ca"):
+        certificate_roles(AccessConfig(roles={"ops": "operator"}), [])
+    (tmp_path / "ca.pem").write_text("x")
+    with pytest.raises(ConfigError, match="revocation list"):
+        certificate_roles(
+            AccessConfig(roles={"ops": "operator"}, tls_ca=str(tmp_path / "ca.pem")), []
+        )
+    with pytest.raises(ValueError):
+        AccessConfig.model_validate({"roles": {"ops": "root"}})
 
 
 def test_scopes_narrow_a_role(setup: Setup) -> None:

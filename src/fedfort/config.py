@@ -314,6 +314,10 @@ class AccessConfig(_Section):
         None, description="the federation's ca.pem (identifies client certs)"
     )
     ca_dir: str | None = Field(None, description="CA directory (ca.key) for clients.revoke")
+    roles: dict[str, Literal["admin", "operator", "auditor", "viewer"]] = Field(
+        default_factory=dict,
+        description="client-certificate common name -> role (needs tls_ca and a CRL beside it)",
+    )
     hold_at_start: bool = Field(False, description="wait for 'fedfort operator start'")
     audit_window_s: float = Field(
         60.0, gt=0, description="coalescing window of polled reads' access entries"

@@ -164,18 +164,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._respond("POST")
 
-    def _peer_name(self) -> str | None:
+    def _peer_certificate(self) -> bytes | None:
+        """The DER of the client certificate the TLS handshake accepted, if any."""
         if not isinstance(self.request, ssl.SSLSocket):
             return None
-        cert = self.request.getpeercert()
-        if not cert:
-            return None
-        subject: Any = cert.get("subject", ())
-        for rdn in subject:
-            for pair in rdn:
-                if pair[0] == "commonName":
-                    return str(pair[1])
-        return "?"
+        return self.request.getpeercert(binary_form=True) or None
 
     def _respond(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
@@ -197,7 +190,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             decision = api.guard.check(
                 action,
                 authorization=self.headers.get("Authorization"),
-                peer_certificate=self._peer_name(),
+                peer_certificate=self._peer_certificate(),
                 remote=str(self.client_address[0]),
             )
         except Exception:  # the decision could not be audited: fail closed

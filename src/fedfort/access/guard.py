@@ -22,15 +22,32 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from fedfort.access.roles import PERMISSIONS, POLLED_ACTIONS
 from fedfort.access.tokens import TokenStore
 from fedfort.audit import AuditLog
 from fedfort.errors import AccessDenied
+from fedfort.transport.pki import (
+    CertificateRefused,
+    RevocationList,
+    common_name,
+    verify_certificate,
+)
 
-__all__ = ["ACCESS_KIND", "AccessAudit", "AccessGuard", "Decision", "bearer_token"]
+__all__ = [
+    "ACCESS_KIND",
+    "AccessAudit",
+    "AccessGuard",
+    "CertificateRoles",
+    "Decision",
+    "bearer_token",
+]
 
 #: the audit log's entry kind of an access decision
 ACCESS_KIND: Final = "access"
@@ -73,6 +90,22 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+@dataclass(frozen=True)
+class CertificateRoles:
+    """Roles of TLS client certificates, by common name (``access.roles``).
+
+    A certificate earns its mapped role only when it was issued by ``ca_cert`` for client
+    authentication, is in its validity window, is not in the CRL (``revoked``, re-read when it
+    changes) and is not one of the federation's ``members`` (client ids): a federation client's
+    certificate never carries an operator role, whatever the map says.
+    """
+
+    roles: Mapping[str, str]
+    ca_cert: x509.Certificate
+    revoked: RevocationList | None
+    members: frozenset[str] = field(default_factory=frozenset)
 
 
 class AccessAudit:
@@ -139,9 +172,16 @@ class AccessAudit:
 class AccessGuard:
     """Authenticates a request's credential and authorizes one action; audits the decision."""
 
-    def __init__(self, tokens: TokenStore, audit: AccessAudit) -> None:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        audit: AccessAudit,
+        *,
+        certificates: CertificateRoles | None = None,
+    ) -> None:
         self.tokens = tokens
         self.audit = audit
+        self.certificates = certificates
 
     def check(
         self,
@@ -149,14 +189,15 @@ class AccessGuard:
         *,
         authorization: str | None = None,
         session: str | None = None,
-        peer_certificate: str | None = None,
+        peer_certificate: bytes | None = None,
         remote: str = "",
     ) -> Decision:
         """Decide whether the credential may take ``action``; the decision is audited.
 
         ``authorization`` is the ``Authorization`` header, ``session`` the dashboard cookie's
-        token, ``peer_certificate`` the common name of a TLS client certificate the connection
-        presented (a federation member's: it never carries an operator role).
+        token, ``peer_certificate`` the DER of a TLS client certificate the connection
+        presented. A token, when there is one, decides; a certificate has a role only through
+        :class:`CertificateRoles` (a federation member's never has one).
         """
         decision = self._decide(action, authorization, session, peer_certificate, remote)
         self.audit.record(decision)
@@ -167,7 +208,7 @@ class AccessGuard:
         action: str,
         authorization: str | None,
         session: str | None,
-        peer_certificate: str | None,
+        peer_certificate: bytes | None,
         remote: str,
     ) -> Decision:
         if action not in PERMISSIONS:
@@ -178,15 +219,7 @@ class AccessGuard:
         token = token or session
         if token is None:
             if peer_certificate is not None:
-                return Decision(
-                    f"cert:{peer_certificate[:64]}",
-                    None,
-                    action,
-                    False,
-                    "certificate_not_operator",
-                    403,
-                    remote,
-                )
+                return self._certificate(action, peer_certificate, remote)
             return Decision("anonymous", None, action, False, "missing_credential", 401, remote)
         try:
             info = self.tokens.authenticate(token)
@@ -198,3 +231,28 @@ class AccessGuard:
         if action not in info.actions:
             return Decision(identity, info.role, action, False, "outside_scopes", 403, remote)
         return Decision(identity, info.role, action, True, "role_permitted", 200, remote)
+
+    def _certificate(self, action: str, der: bytes, remote: str) -> Decision:
+        """The decision on a TLS client certificate presented without a token."""
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            name = common_name(cert)
+        except ValueError:
+            return Decision("cert:?", None, action, False, "malformed_certificate", 401, remote)
+        identity = f"cert:{name[:64]}"
+        roles = self.certificates
+        if roles is None or name not in roles.roles or name in roles.members:
+            return Decision(identity, None, action, False, "certificate_not_operator", 403, remote)
+        try:
+            verify_certificate(
+                cert.public_bytes(serialization.Encoding.PEM),
+                roles.ca_cert,
+                role="client",
+                revoked=roles.revoked,
+            )
+        except CertificateRefused as exc:
+            return Decision(identity, None, action, False, exc.reason, 401, remote)
+        role = roles.roles[name]
+        if role not in PERMISSIONS[action]:
+            return Decision(identity, role, action, False, "role_not_permitted", 403, remote)
+        return Decision(identity, role, action, True, "role_permitted", 200, remote)

@@ -10,26 +10,62 @@ bind loopback addresses.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedfort.access.api import OperatorServer, server_tls_context
-from fedfort.access.guard import AccessAudit, AccessGuard
+from fedfort.access.guard import AccessAudit, AccessGuard, CertificateRoles
 from fedfort.access.operations import Operations
 from fedfort.access.tokens import TokenStore
 from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog
 from fedfort.config import AccessConfig
 from fedfort.errors import ConfigError
 from fedfort.keyfiles import load_signing_key
+from fedfort.transport.pki import CRL_FILE, RevocationList, load_certificate
 
 if TYPE_CHECKING:
     from fedfort.federation import Federation
 
-__all__ = ["access_guard", "federation_guard", "start_operator_api", "tls_context"]
+__all__ = [
+    "access_guard",
+    "certificate_roles",
+    "federation_guard",
+    "start_operator_api",
+    "tls_context",
+]
+
+
+def certificate_roles(access: AccessConfig, members: Iterable[str]) -> CertificateRoles | None:
+    """``access.roles`` with the CA (``access.tls_ca``) and its CRL; ``None`` when unset.
+
+    The CRL is ``crl.pem`` beside ``tls_ca`` or in ``ca_dir``; without one, certificates
+    cannot be checked for revocation and the map is refused (fail closed).
+    """
+    if not access.roles:
+        return None
+    if access.tls_ca is None:
+        raise ConfigError("access.roles needs access.tls_ca, the CA that issued the certificates")
+    ca_path = Path(access.tls_ca)
+    candidates = [ca_path.parent / CRL_FILE]
+    if access.ca_dir is not None:
+        candidates.append(Path(access.ca_dir) / CRL_FILE)
+    crl = next((c for c in candidates if c.exists()), None)
+    if crl is None:
+        raise ConfigError(
+            f"access.roles needs the CA's revocation list ({CRL_FILE} beside access.tls_ca or "
+            "in access.ca_dir): a certificate's role must be revocable"
+        )
+    ca = load_certificate(ca_path)
+    return CertificateRoles(dict(access.roles), ca, RevocationList(crl, ca), frozenset(members))
 
 
 def access_guard(
-    access: AccessConfig, run_dir: str | Path, *, log: AuditLog | None = None
+    access: AccessConfig,
+    run_dir: str | Path,
+    *,
+    log: AuditLog | None = None,
+    members: Iterable[str] = (),
 ) -> AccessGuard | None:
     """The guard of ``run_dir`` per ``access`` (``None`` when access control is off).
 
@@ -48,7 +84,8 @@ def access_guard(
             )
         log = AuditLog(run / AUDIT_FILE, load_signing_key(key))
     audit = AccessAudit(log, window_s=access.audit_window_s)
-    return AccessGuard(TokenStore(access.tokens), audit)
+    certificates = certificate_roles(access, members)
+    return AccessGuard(TokenStore(access.tokens), audit, certificates=certificates)
 
 
 def federation_guard(federation: Federation) -> AccessGuard | None:
@@ -60,7 +97,12 @@ def federation_guard(federation: Federation) -> AccessGuard | None:
         raise ConfigError(
             "access control audits every decision: the run needs an --out and governance.audit"
         )
-    guard = access_guard(federation.config.access, federation.out_dir, log=federation.audit.log)
+    guard = access_guard(
+        federation.config.access,
+        federation.out_dir,
+        log=federation.audit.log,
+        members=federation.ids,
+    )
     federation._access_guard = guard  # type: ignore[attr-defined]
     return guard
 
