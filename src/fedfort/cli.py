@@ -296,9 +296,10 @@ def _simulate(args: argparse.Namespace) -> int:
     acc_text = "n/a" if acc is None else f"{acc:.4f}"
     eps = final.get("epsilon")
     eps_text = "" if eps is None else f", epsilon {eps:.3f} at delta {final['delta']:g}"
-    print(
-        f"finished {final['rounds']} rounds: test accuracy {acc_text}{eps_text}; results in {path}"
-    )
+    done_text = f"finished {final['rounds']} rounds"
+    if final.get("stopped") == "operator_stop":
+        done_text = f"stopped by an operator after {final['rounds']} rounds (--resume continues)"
+    print(f"{done_text}: test accuracy {acc_text}{eps_text}; results in {path}")
     return 0
 
 
