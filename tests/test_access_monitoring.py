@@ -153,8 +153,11 @@ def test_the_token_store_keeps_only_hashes(tmp_path: Path) -> None:
     path = tmp_path / "tokens.sqlite"
     with TokenStore(path) as store:
         token, info = store.issue("ops", "operator", ttl_s=3600)
-        assert token.startswith("fft_") and len(token.split("_")[2]) == 43  # 256 bits
+        assert token.startswith("fft_") and len(token.split("_", 2)[2]) == 43  # 256 bits
         assert store.authenticate(token).role == "operator"
+        many = [store.issue(f"t{i}", "viewer")[0] for i in range(40)]
+        assert any("_" in t[17:] or "-" in t[17:] for t in many)  # url-safe secrets parse too
+        assert all(store.authenticate(t).name == f"t{i}" for i, t in enumerate(many))
         with pytest.raises(ConfigError, match="unknown role"):
             store.issue("x", "root")
         with pytest.raises(ConfigError, match="only narrows"):
@@ -163,9 +166,9 @@ def test_the_token_store_keeps_only_hashes(tmp_path: Path) -> None:
             store.authenticate(token, now=info.expires + 1)
         assert exc.value.reason == "expired_token" and exc.value.status == 401
     raw = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("tokens.sqlite-*"))
-    assert token.encode() not in raw and token.split("_")[2].encode() not in raw
+    assert token.encode() not in raw and token.split("_", 2)[2].encode() not in raw
     db = sqlite3.connect(path)
-    assert db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 1  # refusals wrote nothing
+    assert db.execute("SELECT count(*) FROM tokens").fetchone()[0] == 41  # refusals wrote nothing
     db.close()
 
 

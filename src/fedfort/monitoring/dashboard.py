@@ -54,20 +54,27 @@ import time
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fedfort.errors import ConfigError, FedfortError
 from fedfort.monitoring.run_state import read_run
 from fedfort.monitoring.serving import (
-    SESSION_COOKIE,
     BackgroundServer,
     check_exposure,
     is_loopback,
     request_decision,
     tls_handshake,
     tls_request,
+)
+from fedfort.monitoring.signin import (
+    LOGIN_PAGE,
+    PUBLIC_ROUTES,
+    SESSION_S,
+    login,
+    refusal,
+    session_cookie,
 )
 
 if TYPE_CHECKING:
@@ -118,19 +125,7 @@ _JSON: Final = "application/json"
 
 
 _is_loopback = is_loopback
-
 _LOGIN_CSP: Final = _CSP.replace("form-action 'none'", "form-action 'self'")
-_LOGIN_PAGE: Final = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>fedfort dashboard: sign in</title></head>
-<body><h1>fedfort dashboard</h1>
-<form method="post" action="/login">
-<label>Access token <input type="password" name="token" autocomplete="off" required></label>
-<button type="submit">Sign in</button></form>
-<p>Ask an administrator for a token (<code>fedfort access token issue --role viewer</code>).</p>
-</body></html>
-"""
-#: routes answered without a credential
-_PUBLIC: Final = frozenset({"/healthz", "/favicon.ico", "/login", "/logout"})
 
 
 def _host_of(header: str) -> str:
@@ -325,42 +320,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         header = self.headers.get("Host")
         return header is None or _is_loopback(_host_of(header))
 
-    def _cookie(self, value: str, max_age: int) -> tuple[str, str]:
-        secure = "; Secure" if self.server.dashboard.tls is not None else ""
-        return (
-            "Set-Cookie",
-            f"{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; "
-            f"Max-Age={max_age}{secure}",
-        )
-
     def _login(self) -> None:
         """``POST /login``: a valid viewer token becomes the HttpOnly session cookie."""
-        guard = self.server.dashboard.guard
-        assert guard is not None
+        dashboard = self.server.dashboard
+        assert dashboard.guard is not None
         try:
             length = min(int(self.headers.get("Content-Length") or 0), 4096)
         except ValueError:
             length = 0
-        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-        token = (form.get("token") or [""])[0].strip()
-        decision = guard.check(
-            "dashboard.view",
-            authorization=f"Bearer {token}" if token else None,
-            remote=str(self.client_address[0]),
+        decision, token = login(
+            dashboard.guard, self.rfile.read(length), str(self.client_address[0])
         )
         if not decision.allowed:
-            self._send(
-                decision.status, f"sign-in refused: {decision.reason}\n".encode(), _TEXT, head=False
-            )
+            body = f"sign-in refused: {decision.reason}\n".encode()
+            self._send(decision.status, body, _TEXT, head=False)
             return
-        self._send(
-            303, b"", _TEXT, head=False, extra=(("Location", "/"), self._cookie(token, 43200))
-        )
+        cookie = session_cookie(token, max_age=SESSION_S, secure=dashboard.tls is not None)
+        self._send(303, b"", _TEXT, head=False, extra=(("Location", "/"), cookie))
 
     def _guarded(self, path: str, head: bool) -> bool:
         """Whether the request may go on (a refusal has been answered when not)."""
         dashboard = self.server.dashboard
-        if dashboard.guard is None or path in _PUBLIC:
+        if dashboard.guard is None or path in PUBLIC_ROUTES:
             return True
         action = "metrics.read" if path == "/metrics" else "dashboard.view"
         decision = request_decision(
@@ -368,11 +349,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
         if decision.allowed:
             return True
-        if decision.status == 401 and path == "/" and self.command == "GET":
-            self._send(303, b"", _TEXT, head=head, extra=(("Location", "/login"),))
-            return False
-        extra = (("WWW-Authenticate", 'Bearer realm="fedfort"'),) if decision.status == 401 else ()
-        self._send(decision.status, f"{decision.reason}\n".encode(), _TEXT, head=head, extra=extra)
+        status, body, extra = refusal(decision, path, self.command)
+        self._send(status, body, _TEXT, head=head, extra=extra)
         return False
 
     def _respond(self, *, head: bool) -> None:
@@ -383,11 +361,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         dashboard = self.server.dashboard
         if dashboard.guard is not None and path in ("/login", "/logout"):
             if path == "/login":
-                self._send(200, _LOGIN_PAGE, "text/html; charset=utf-8", head=head, csp=_LOGIN_CSP)
+                self._send(200, LOGIN_PAGE, "text/html; charset=utf-8", head=head, csp=_LOGIN_CSP)
             else:
-                self._send(
-                    303, b"", _TEXT, head=head, extra=(("Location", "/login"), self._cookie("", 0))
-                )
+                cookie = session_cookie("", max_age=0, secure=dashboard.tls is not None)
+                self._send(303, b"", _TEXT, head=head, extra=(("Location", "/login"), cookie))
             return
         if not self._guarded(path, head):
             return

@@ -53,16 +53,11 @@ discard itself is, under ``fedfort_round_attempts_discarded_total``.
 
 from __future__ import annotations
 
-import http.server
-import logging
-import socket
-import socketserver
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -71,21 +66,14 @@ from prometheus_client import (
     start_http_server,
 )
 
-from fedfort.monitoring.serving import (
-    BackgroundServer,
-    check_exposure,
-    request_decision,
-    tls_handshake,
-    tls_request,
-)
+from fedfort.monitoring.metrics_http import GuardedMetricsHTTP
+from fedfort.monitoring.serving import BackgroundServer, check_exposure
 
 if TYPE_CHECKING:
     import ssl
 
     from fedfort.access.guard import AccessGuard
     from fedfort.server.engine import RoundEngine, RoundRecord
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["DURATION_BUCKETS", "REPUTATION_STATS", "FederationMetrics", "MetricsServer"]
 
@@ -300,92 +288,6 @@ class FederationMetrics:
         return generate_latest(self.registry)
 
 
-class _GuardedServer(http.server.ThreadingHTTPServer):
-    """``/metrics`` behind access control (and TLS when given)."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, host: str, port: int, owner: MetricsServer) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.owner = owner
-        super().__init__((host, port), _GuardedHandler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        return tls_request(self.owner.tls, sock), addr
-
-
-class _GuardedHandler(http.server.BaseHTTPRequestHandler):
-    server: _GuardedServer
-    server_version = "fedfort-metrics"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-    timeout = 30.0
-
-    def setup(self) -> None:
-        super().setup()
-        self.tls_failed = False
-        try:
-            tls_handshake(self.request)
-        except OSError as exc:  # not TLS, a foreign certificate, a dropped connection
-            logger.debug("TLS handshake failed: %s", exc)
-            self.tls_failed = True
-
-    def handle(self) -> None:
-        if self.tls_failed:
-            return
-        try:
-            super().handle()
-        except OSError as exc:
-            logger.debug("metrics connection failed: %s", exc)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        owner = self.server.owner
-        if self.path.split("?", 1)[0] != "/metrics":
-            self._send(404, b"not found\n", "text/plain; charset=utf-8")
-            return
-        decision = (
-            None
-            if owner.guard is None
-            else request_decision(
-                owner.guard, "metrics.read", self.headers, str(self.client_address[0])
-            )
-        )
-        if decision is not None and not decision.allowed:
-            extra = (
-                (("WWW-Authenticate", 'Bearer realm="fedfort"'),) if decision.status == 401 else ()
-            )
-            body = f"{decision.reason}\n".encode()
-            self._send(decision.status, body, "text/plain; charset=utf-8", extra)
-            return
-        self._send(200, generate_latest(owner.registry), CONTENT_TYPE_LATEST)
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, extra: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for name, value in extra:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            logger.debug("metrics client went away before the response was sent")
-
-
 class MetricsServer(BackgroundServer):
     """Serves /metrics of a registry over HTTP on a background thread.
 
@@ -419,7 +321,7 @@ class MetricsServer(BackgroundServer):
         if self.guard is None and self.tls is None:
             server, thread = start_http_server(port, addr=host, registry=self.registry)
             return server, thread
-        guarded = _GuardedServer(host, port, self)
+        guarded = GuardedMetricsHTTP(host, port, self)
         thread = threading.Thread(
             target=guarded.serve_forever,
             kwargs={"poll_interval": 0.1},
