@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from fedfort import __version__
 from fedfort.config import RunConfig, load_config, parse_config
-from fedfort.errors import FedfortError, PrivacyBudgetExhausted
+from fedfort.errors import ConfigError, FedfortError, PrivacyBudgetExhausted
 from fedfort.governance_cli import monitoring_arguments
 from fedfort.server.engine import RoundRecord
 
@@ -183,11 +183,13 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--serial", type=serial_number, help="serial number to revoke (decimal or 0x...)"
     )
+    from fedfort.access.cli import add_parsers as add_access
     from fedfort.governance_cli import add_parsers as add_governance
     from fedfort.transport.cli import add_parsers
 
     add_parsers(sub)
     add_governance(sub)
+    add_access(sub)
     return parser
 
 
@@ -280,7 +282,13 @@ def _simulate(args: argparse.Namespace) -> int:
         config = _privacy_overrides(config, args)
         sim = Simulation(config, args.out)
     with sim:
-        for name, url in sim.start_monitoring(args.metrics, args.dashboard).items():
+        urls = sim.start_monitoring(args.metrics, args.dashboard, getattr(args, "operator", None))
+        if sim.control.state == "held" and "operator" not in urls:
+            raise ConfigError(
+                "access.hold_at_start waits for `fedfort operator start`: serve the operator "
+                "API too (access.operator_address or --operator)"
+            )
+        for name, url in urls.items():
             print(f"fedfort: {name} at {url}", file=sys.stderr)
         done = sim.engine.round
         target = sim.config.rounds
@@ -310,9 +318,10 @@ def _simulate(args: argparse.Namespace) -> int:
     acc_text = "n/a" if acc is None else f"{acc:.4f}"
     eps = final.get("epsilon")
     eps_text = "" if eps is None else f", epsilon {eps:.3f} at delta {final['delta']:g}"
-    print(
-        f"finished {final['rounds']} rounds: test accuracy {acc_text}{eps_text}; results in {path}"
-    )
+    done_text = f"finished {final['rounds']} rounds"
+    if final.get("stopped") == "operator_stop":
+        done_text = f"stopped by an operator after {final['rounds']} rounds (--resume continues)"
+    print(f"{done_text}: test accuracy {acc_text}{eps_text}; results in {path}")
     return 0
 
 
@@ -458,6 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fedfort import governance_cli
 
             return governance_cli.run(args)
+        if args.command in ("access", "operator"):
+            from fedfort.access import cli as access_cli
+
+            return (access_cli.run_access if args.command == "access" else access_cli.run_operator)(
+                args
+            )
         if args.command in ("server", "client", "keys"):
             from fedfort.transport import cli as transport_cli
 

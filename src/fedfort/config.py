@@ -28,6 +28,7 @@ from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
 
 __all__ = [
+    "AccessConfig",
     "AlertsConfig",
     "ClientsConfig",
     "DataConfig",
@@ -398,6 +399,32 @@ class AlertsConfig(_Section):
         return self
 
 
+class AccessConfig(_Section):
+    """Role-based access control of the operator API, dashboard and /metrics; not part of a
+    run's identity (see docs/access-control.md). Off while ``tokens`` is unset."""
+
+    tokens: str | None = Field(
+        None, description="SQLite token store (fedfort access token issue); enables access control"
+    )
+    operator_address: str | None = Field(
+        None, description="host:port of the operator API (HTTPS; e.g. 127.0.0.1:8443)"
+    )
+    tls_cert: str | None = Field(None, description="certificate for HTTPS (server's, from the PKI)")
+    tls_key: str | None = Field(None, description="its private key")
+    tls_ca: str | None = Field(
+        None, description="the federation's ca.pem (identifies client certs)"
+    )
+    ca_dir: str | None = Field(None, description="CA directory (ca.key) for clients.revoke")
+    roles: dict[str, Literal["admin", "operator", "auditor", "viewer"]] = Field(
+        default_factory=dict,
+        description="client-certificate common name -> role (needs tls_ca and a CRL beside it)",
+    )
+    hold_at_start: bool = Field(False, description="wait for 'fedfort operator start'")
+    audit_window_s: float = Field(
+        60.0, gt=0, description="coalescing window of polled reads' access entries"
+    )
+
+
 class RunConfig(_Section):
     """A whole simulation run."""
 
@@ -419,6 +446,7 @@ class RunConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -463,6 +491,7 @@ class RunConfig(_Section):
         body.pop("network")
         body.pop("monitoring")
         body.pop("alerts", None)
+        body.pop("access", None)
         body["simulation"].pop("workers")
         if body["attack"].get("end_round") is None:
             # settings added later, at their defaults, keep the identity of older runs

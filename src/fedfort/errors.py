@@ -21,7 +21,9 @@ quorum)::
     ├── RoundFailed              a round could not commit (e.g. below quorum after all retries)
     ├── PrivacyBudgetExhausted   one more round would spend more privacy than the target
     ├── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
-    └── AuditError               an audit log cannot be opened or written, or fails its check
+    ├── AuditError               an audit log cannot be opened or written, or fails its check
+    └── AccessDenied             a credential is missing, unknown, expired or revoked (401), or
+                                 its role lacks the permission (403); the action did not run
 
 Messages say what was wrong and what to do about it.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessDenied",
     "AggregationError",
     "AuditError",
     "CheckpointError",
@@ -182,3 +185,19 @@ class CheckpointError(FedfortError):
 
 class AuditError(FedfortError):
     """An audit log cannot be opened or appended to, or does not verify."""
+
+
+class AccessDenied(FedfortError):
+    """An operator, auditor or viewer request was refused by access control.
+
+    ``status`` is 401 (no credential, or one that is unknown, expired or revoked) or 403 (a
+    valid credential whose role lacks the permission); ``reason`` is a machine-readable code
+    (``missing_credential``, ``unknown_token``, ``expired_token``, ``revoked_token``,
+    ``role_not_permitted``, ...; see ``docs/access-control.md``).
+    """
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail

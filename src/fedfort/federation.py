@@ -48,6 +48,7 @@ from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
 from fedfort.server.checkpoint import CheckpointStore
+from fedfort.server.control import RunControl
 from fedfort.server.data_report import ReportDataProtection
 from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import (
@@ -366,6 +367,8 @@ class Federation(ABC):
             epsilon_budget=config.privacy.target_epsilon if private else None
         )
         self._servers: list[MetricsServer | Any] = []
+        #: operator control of the run loop (pause, resume, stop between rounds)
+        self.control = RunControl(hold=config.access.hold_at_start)
         hooks: list[CommitHook] = []
         self._checkpoints: _CheckpointHook | None = None
         if self.out_dir is not None:
@@ -621,17 +624,34 @@ class Federation(ABC):
         return body
 
     def start_monitoring(
-        self, metrics_address: str | None = None, dashboard_address: str | None = None
+        self,
+        metrics_address: str | None = None,
+        dashboard_address: str | None = None,
+        operator_address: str | None = None,
+        *,
+        tls: Any = None,
     ) -> dict[str, str]:
-        """Serve Prometheus ``/metrics`` and the live dashboard; return their URLs.
+        """Serve Prometheus ``/metrics``, the live dashboard and the operator API; return URLs.
 
-        Addresses default to ``[monitoring]`` of the config; nothing is served without one.
+        Addresses default to ``[monitoring]`` and ``access.operator_address`` of the config;
+        nothing is served without one. With ``[access]`` every endpoint is behind access
+        control (docs/access-control.md); ``tls`` (an ``ssl.SSLContext``) serves HTTPS.
         """
+        from fedfort.access.setup import federation_guard, start_operator_api, tls_context
+
         urls: dict[str, str] = {}
+        guard = federation_guard(self)
+        if guard is not None and tls is None:
+            tls = tls_context(self.config.access)
         metrics_address = metrics_address or self.config.monitoring.metrics_address
         dashboard_address = dashboard_address or self.config.monitoring.dashboard_address
+        operator = start_operator_api(self, operator_address, tls=tls)
+        if operator is not None:
+            urls["operator"] = operator.url
         if metrics_address is not None:
-            server = MetricsServer(self.metrics.registry, metrics_address).start()
+            server = MetricsServer(
+                self.metrics.registry, metrics_address, guard=guard, tls=tls
+            ).start()
             self._servers.append(server)
             urls["metrics"] = server.url
         if dashboard_address is not None:
@@ -640,7 +660,11 @@ class Federation(ABC):
             if self.out_dir is None:
                 raise ConfigError("the dashboard reads the run directory: give the run an --out")
             dashboard = DashboardServer(
-                self.out_dir, dashboard_address, metrics=self.metrics.registry
+                self.out_dir,
+                dashboard_address,
+                metrics=self.metrics.registry,
+                guard=guard,
+                tls=tls,
             ).start()
             self._servers.append(dashboard)
             urls["dashboard"] = dashboard.url
@@ -697,25 +721,34 @@ class Federation(ABC):
         records: list[dict[str, Any]] = []
         if self.store is not None:
             records = [r for r in self.store.records() if r["round"] >= 1]
-        while self.engine.round < target:
-            try:
-                record = self.engine.run_round(final=self.engine.round + 1 == target)
-            except PrivacyBudgetExhausted as exc:
-                self._run_end("privacy_budget_exhausted")
-                exc.result = SimulationResult(
-                    self.config,
-                    records,
-                    self.engine.model.copy(),
-                    list(self.malicious),
-                    stopped="privacy_budget_exhausted",
-                )
-                raise
-            records.append(record.to_dict())
-            if on_round is not None:
-                on_round(record)
-        self._run_end(None)
+        stopped: str | None = None
+        self.control.begin()
+        try:
+            while self.engine.round < target:
+                if not self.control.between_rounds(self.engine.round):
+                    stopped = "operator_stop"
+                    break
+                try:
+                    record = self.engine.run_round(final=self.engine.round + 1 == target)
+                except PrivacyBudgetExhausted as exc:
+                    stopped = "privacy_budget_exhausted"
+                    self._run_end(stopped)
+                    exc.result = SimulationResult(
+                        self.config,
+                        records,
+                        self.engine.model.copy(),
+                        list(self.malicious),
+                        stopped=stopped,
+                    )
+                    raise
+                records.append(record.to_dict())
+                if on_round is not None:
+                    on_round(record)
+            self._run_end(stopped)
+        finally:
+            self.control.finished(stopped, self.engine.round)
         return SimulationResult(
-            self.config, records, self.engine.model.copy(), list(self.malicious)
+            self.config, records, self.engine.model.copy(), list(self.malicious), stopped=stopped
         )
 
     def _run_end(self, stopped: str | None) -> None:

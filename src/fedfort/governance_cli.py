@@ -67,6 +67,7 @@ def add_parsers(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="serve the live dashboard of a run directory")
     dash.add_argument("run", help="run directory")
     dash.add_argument("--address", default="127.0.0.1:8321", help="host:port (%(default)s)")
+    dash.add_argument("--config", help="TOML whose [access] puts the dashboard behind tokens")
 
     report = sub.add_parser("report", help="write the HTML compliance report of a run")
     report.add_argument("run", help="run directory")
@@ -80,6 +81,11 @@ def monitoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dashboard", metavar="HOST:PORT", help="serve the live dashboard, e.g. 127.0.0.1:8321"
+    )
+    parser.add_argument(
+        "--operator",
+        metavar="HOST:PORT",
+        help="serve the operator API (needs [access]), e.g. 127.0.0.1:8443",
     )
 
 
@@ -161,7 +167,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "dashboard":
         from fedfort.monitoring.dashboard import serve_dashboard
 
-        serve_dashboard(args.run, args.address)
+        access = None
+        if args.config:
+            from fedfort.config import load_config
+
+            access = load_config(args.config).access
+        serve_dashboard(args.run, args.address, access=access)
         return 0
     from fedfort.report import write_report
 

@@ -31,12 +31,18 @@ ever inserts text with ``textContent``; responses carry a strict ``Content-Secur
 ``Cache-Control: no-store``. A server bound to a loopback address answers only requests whose
 ``Host`` names a loopback address or ``localhost``, so a web page cannot reach it through DNS
 rebinding.
+
+With access control (``guard``, from ``[access]``), every route but ``/healthz``,
+``/favicon.ico`` and ``/login`` needs a credential allowed ``dashboard.view`` (``/metrics``:
+``metrics.read``): an ``Authorization: Bearer`` header, or the HttpOnly, ``SameSite=Strict``
+session cookie set by ``POST /login`` (a form at ``GET /login``; ``/logout`` clears it). A
+browser without one is sent to ``/login``; other clients get ``401``, a role without the
+permission ``403``. Every decision is audited (docs/access-control.md).
 """
 
 from __future__ import annotations
 
 import http.server
-import ipaddress
 import json
 import logging
 import math
@@ -54,10 +60,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fedfort.errors import ConfigError, FedfortError
 from fedfort.monitoring.run_state import read_run
-from fedfort.monitoring.serving import BackgroundServer
+from fedfort.monitoring.serving import (
+    BackgroundServer,
+    check_exposure,
+    is_loopback,
+    request_decision,
+    tls_handshake,
+    tls_request,
+)
+from fedfort.monitoring.signin import (
+    LOGIN_PAGE,
+    PUBLIC_ROUTES,
+    SESSION_S,
+    login,
+    refusal,
+    session_cookie,
+)
 
 if TYPE_CHECKING:
+    import ssl
+
     from prometheus_client import CollectorRegistry
+
+    from fedfort.access.guard import AccessGuard
+    from fedfort.config import AccessConfig
 
 __all__ = ["DashboardServer", "RunStateReader", "json_ready", "serve_dashboard"]
 
@@ -98,14 +124,8 @@ _TEXT: Final = "text/plain; charset=utf-8"
 _JSON: Final = "application/json"
 
 
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address literal) is this machine's loopback."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_is_loopback = is_loopback
+_LOGIN_CSP: Final = _CSP.replace("form-action 'none'", "form-action 'self'")
 
 
 def _host_of(header: str) -> str:
@@ -235,6 +255,10 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self.server_name = str(self.server_address[0])
         self.server_port = int(self.server_address[1])
 
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        return tls_request(self.dashboard.tls, sock), addr
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Routes of the dashboard; every response is built whole before any byte is sent."""
@@ -245,16 +269,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     timeout = 30.0  # a client that stops sending does not hold its thread forever
 
+    def setup(self) -> None:
+        super().setup()
+        self.tls_failed = False
+        try:
+            tls_handshake(self.request)
+        except OSError as exc:  # not TLS, a foreign certificate, a dropped connection
+            logger.debug("TLS handshake failed: %s", exc)
+            self.tls_failed = True
+
+    def handle(self) -> None:
+        if self.tls_failed:
+            return
+        try:
+            super().handle()
+        except OSError as exc:  # a failed TLS handshake, a reset connection
+            logger.debug("dashboard connection failed: %s", exc)
+
     def do_GET(self) -> None:
         self._respond(head=False)
 
     def do_HEAD(self) -> None:
         self._respond(head=True)
 
+    def do_POST(self) -> None:
+        self._login()
+
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
         if self.command in ("GET", "HEAD"):
+            return True
+        guarded = self.server.dashboard.guard is not None
+        if guarded and self.command == "POST" and urlsplit(self.path).path == "/login":
             return True
         # every other method (POST, PUT, DELETE, made-up ones...) is not allowed
         self._send(405, b"method not allowed\n", _TEXT, head=False, extra=(("Allow", "GET, HEAD"),))
@@ -273,11 +320,54 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         header = self.headers.get("Host")
         return header is None or _is_loopback(_host_of(header))
 
+    def _login(self) -> None:
+        """``POST /login``: a valid viewer token becomes the HttpOnly session cookie."""
+        dashboard = self.server.dashboard
+        assert dashboard.guard is not None
+        try:
+            length = min(int(self.headers.get("Content-Length") or 0), 4096)
+        except ValueError:
+            length = 0
+        decision, token = login(
+            dashboard.guard, self.rfile.read(length), str(self.client_address[0])
+        )
+        if not decision.allowed:
+            body = f"sign-in refused: {decision.reason}\n".encode()
+            self._send(decision.status, body, _TEXT, head=False)
+            return
+        cookie = session_cookie(token, max_age=SESSION_S, secure=dashboard.tls is not None)
+        self._send(303, b"", _TEXT, head=False, extra=(("Location", "/"), cookie))
+
+    def _guarded(self, path: str, head: bool) -> bool:
+        """Whether the request may go on (a refusal has been answered when not)."""
+        dashboard = self.server.dashboard
+        if dashboard.guard is None or path in PUBLIC_ROUTES:
+            return True
+        action = "metrics.read" if path == "/metrics" else "dashboard.view"
+        decision = request_decision(
+            dashboard.guard, action, self.headers, str(self.client_address[0])
+        )
+        if decision.allowed:
+            return True
+        status, body, extra = refusal(decision, path, self.command)
+        self._send(status, body, _TEXT, head=head, extra=extra)
+        return False
+
     def _respond(self, *, head: bool) -> None:
         if not self._host_allowed():
             self._send(403, b"forbidden: unexpected Host header\n", _TEXT, head=head)
             return
         path = urlsplit(self.path).path
+        dashboard = self.server.dashboard
+        if dashboard.guard is not None and path in ("/login", "/logout"):
+            if path == "/login":
+                self._send(200, LOGIN_PAGE, "text/html; charset=utf-8", head=head, csp=_LOGIN_CSP)
+            else:
+                cookie = session_cookie("", max_age=0, secure=dashboard.tls is not None)
+                self._send(303, b"", _TEXT, head=head, extra=(("Location", "/login"), cookie))
+            return
+        if not self._guarded(path, head):
+            return
         try:
             status, body, content_type = self.server.dashboard.route(path)
         except (FedfortError, sqlite3.Error, OSError) as exc:
@@ -296,12 +386,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         *,
         head: bool,
         extra: tuple[tuple[str, str], ...] = (),
+        csp: str = _CSP,
     ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             for name, value in (*_SECURITY_HEADERS, *extra):
+                if name == "Content-Security-Policy":
+                    value = csp
                 self.send_header(name, value)
             self.end_headers()
             if not head:
@@ -322,7 +415,9 @@ class DashboardServer(BackgroundServer):
     after :meth:`start`). A malformed address raises :class:`~fedfort.errors.ConfigError` here,
     one that cannot be bound (in use, unknown host) raises it from :meth:`start`. ``metrics``,
     the run's Prometheus registry, is also served at ``/metrics``. The page polls every
-    ``refresh_s`` seconds. Usable as a context manager.
+    ``refresh_s`` seconds. ``guard`` (an :class:`~fedfort.access.guard.AccessGuard`) puts every
+    route behind access control; ``tls`` serves HTTPS (required with a guard off loopback).
+    Usable as a context manager.
     """
 
     what = "the dashboard"
@@ -334,12 +429,16 @@ class DashboardServer(BackgroundServer):
         *,
         metrics: CollectorRegistry | None = None,
         refresh_s: float = 1.0,
+        guard: AccessGuard | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not (isinstance(refresh_s, int | float) and math.isfinite(refresh_s) and refresh_s > 0):
             raise ConfigError(
                 f"the dashboard's refresh_s must be a positive number, got {refresh_s}"
             )
-        super().__init__(address, 8321)
+        super().__init__(address, 8321, guard=guard)
+        check_exposure(self.what, self.host, guard, tls)
+        self.tls = tls
         self.run_dir = Path(run_dir)
         self.metrics = metrics
         self.refresh_s = float(refresh_s)
@@ -386,7 +485,9 @@ class DashboardServer(BackgroundServer):
         return server, thread
 
 
-def serve_dashboard(run_dir: str | Path, address: str = "127.0.0.1:8321") -> None:
+def serve_dashboard(
+    run_dir: str | Path, address: str = "127.0.0.1:8321", *, access: AccessConfig | None = None
+) -> None:
     """Serve the dashboard of ``run_dir`` until interrupted (``fedfort dashboard RUN``).
 
     Prints the URL; returns on ``KeyboardInterrupt`` (Ctrl-C). The run may still be writing,
@@ -395,7 +496,13 @@ def serve_dashboard(run_dir: str | Path, address: str = "127.0.0.1:8321") -> Non
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"{run} is not a directory: give the directory of a run (its --out)")
-    server = DashboardServer(run, address)
+    guard, tls = None, None
+    if access is not None:
+        from fedfort.access.setup import access_guard, tls_context
+
+        guard = access_guard(access, run)
+        tls = tls_context(access) if guard is not None else None
+    server = DashboardServer(run, address, guard=guard, tls=tls)
     try:
         server.start()
         print(f"fedfort: dashboard of {run} at {server.url} (Ctrl-C to stop)", flush=True)
@@ -405,3 +512,5 @@ def serve_dashboard(run_dir: str | Path, address: str = "127.0.0.1:8321") -> Non
         pass
     finally:
         server.close()
+        if guard is not None:
+            guard.audit.log.close()

@@ -66,9 +66,13 @@ from prometheus_client import (
     start_http_server,
 )
 
-from fedfort.monitoring.serving import BackgroundServer
+from fedfort.monitoring.metrics_http import GuardedMetricsHTTP
+from fedfort.monitoring.serving import BackgroundServer, check_exposure
 
 if TYPE_CHECKING:
+    import ssl
+
+    from fedfort.access.guard import AccessGuard
     from fedfort.server.engine import RoundEngine, RoundRecord
 
 __all__ = ["DURATION_BUCKETS", "REPUTATION_STATS", "FederationMetrics", "MetricsServer"]
@@ -291,15 +295,38 @@ class MetricsServer(BackgroundServer):
     :meth:`start`). A bad address raises :class:`~fedfort.errors.ConfigError` here, one that
     cannot be bound (in use, unknown host) raises it from :meth:`start`. Usable as a context
     manager: ``with MetricsServer(metrics.registry, "127.0.0.1:9464") as server: ...``.
+
+    With ``guard`` (access control) a scrape needs a bearer token allowed ``metrics.read``
+    (Prometheus: ``authorization`` in the scrape config) and ``tls`` serves HTTPS (required
+    off loopback); without a guard only a loopback address may be bound.
     """
 
     what = "metrics"
     path = "/metrics"
 
-    def __init__(self, registry: CollectorRegistry, address: str = "127.0.0.1:0") -> None:
-        super().__init__(address, 9464)
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        address: str = "127.0.0.1:0",
+        *,
+        guard: AccessGuard | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(address, 9464, guard=guard)
+        check_exposure(self.what, self.host, guard, tls)
         self.registry = registry
+        self.tls = tls
 
     def _bind(self, host: str, port: int) -> tuple[Any, threading.Thread]:
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        return server, thread
+        if self.guard is None and self.tls is None:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+            return server, thread
+        guarded = GuardedMetricsHTTP(host, port, self)
+        thread = threading.Thread(
+            target=guarded.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"fedfort-metrics-{guarded.server_address[1]}",
+            daemon=True,
+        )
+        thread.start()
+        return guarded, thread

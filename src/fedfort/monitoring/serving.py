@@ -5,18 +5,77 @@
 :class:`~fedfort.errors.ConfigError` at construction), bind on :meth:`~BackgroundServer.start`
 (an address in use is a ``ConfigError`` there), serve on a daemon thread, and stop and free the
 port on :meth:`~BackgroundServer.close`.
+
+Access rule: without an :class:`~fedfort.access.guard.AccessGuard` (no ``[access]`` section) a
+server may only bind a loopback address (local simulation; the dashboard then also refuses
+foreign ``Host`` headers); binding any other address without access control is a
+``ConfigError``. With a guard every request needs a credential whose role may take the route's
+action (see docs/access-control.md); :func:`request_decision` reads it from the request.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+import ssl
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Self
+from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
 from fedfort.errors import ConfigError
 
-__all__ = ["BackgroundServer", "parse_address"]
+if TYPE_CHECKING:
+    from fedfort.access.guard import AccessGuard, Decision
+
+__all__ = [
+    "SESSION_COOKIE",
+    "BackgroundServer",
+    "check_exposure",
+    "is_loopback",
+    "parse_address",
+    "request_decision",
+    "tls_handshake",
+    "tls_request",
+]
+
+#: the dashboard's HttpOnly cookie holding a viewer's token after ``/login``
+SESSION_COOKIE: Final = "fedfort_session"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address literal) is this machine's loopback."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def session_token(cookie_header: str | None) -> str | None:
+    """The token of the :data:`SESSION_COOKIE` in a ``Cookie`` header, or ``None``."""
+    if not cookie_header:
+        return None
+    try:
+        morsel = SimpleCookie(cookie_header).get(SESSION_COOKIE)
+    except CookieError:
+        return None
+    return None if morsel is None or not morsel.value else morsel.value
+
+
+class _Headers(Protocol):
+    def get(self, name: str, /) -> str | None: ...
+
+
+def request_decision(guard: AccessGuard, action: str, headers: _Headers, remote: str) -> Decision:
+    """The guard's (audited) decision on a request's ``Authorization`` header or cookie."""
+    return guard.check(
+        action,
+        authorization=headers.get("Authorization"),
+        session=session_token(headers.get("Cookie")),
+        remote=remote,
+    )
 
 
 def parse_address(address: str, what: str, example_port: int) -> tuple[str, int]:
@@ -52,9 +111,18 @@ class BackgroundServer(ABC):
     #: the path :attr:`url` points at
     path = "/"
 
-    def __init__(self, address: str, example_port: int) -> None:
+    def __init__(
+        self, address: str, example_port: int, *, guard: AccessGuard | None = None
+    ) -> None:
         self.address = address
         self.host, self._requested_port = parse_address(address, self.what, example_port)
+        self.guard = guard
+        if guard is None and not is_loopback(self.host):
+            raise ConfigError(
+                f"{self.what} on {address} would be reachable from other machines without "
+                "access control: configure [access] (docs/access-control.md) or bind to "
+                "127.0.0.1"
+            )
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -81,7 +149,8 @@ class BackgroundServer(ABC):
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{self.path}"
+        scheme = "https" if getattr(self, "tls", None) is not None else "http"
+        return f"{scheme}://{host}:{self.port}{self.path}"
 
     def close(self) -> None:
         """Stop serving and release the port; safe to call more than once."""
@@ -92,9 +161,34 @@ class BackgroundServer(ABC):
             server.server_close()
         if thread is not None:
             thread.join(timeout=5.0)
+        if self.guard is not None:
+            self.guard.audit.flush()  # coalesced decisions still pending go to the log now
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def tls_request(tls: ssl.SSLContext | None, sock: socket.socket) -> socket.socket:
+    """``sock`` wrapped for TLS without a handshake yet (done on the request's own thread by
+    :func:`tls_handshake`, so a slow client cannot stall the accepting thread)."""
+    if tls is None:
+        return sock
+    return tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+
+def tls_handshake(sock: Any) -> None:
+    """Finish the TLS handshake of a request socket from :func:`tls_request`."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.do_handshake()
+
+
+def check_exposure(what: str, host: str, guard: Any, tls: ssl.SSLContext | None) -> None:
+    """A guarded server off loopback must use TLS: tokens never cross a network in clear."""
+    if guard is not None and tls is None and not is_loopback(host):
+        raise ConfigError(
+            f"{what} on {host} with access control must use TLS (access.tls_cert and "
+            "access.tls_key), so that tokens never cross the network in clear"
+        )

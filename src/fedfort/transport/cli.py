@@ -116,7 +116,19 @@ def run_server(args: argparse.Namespace) -> int:
     try:
         port = server.start()
         print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)
-        for what, url in server.start_monitoring(args.metrics, args.dashboard).items():
+        from fedfort.access.setup import tls_context
+
+        tls = None
+        if server.config.access.tokens is not None:
+            creds = credentials
+            tls = tls_context(server.config.access, creds.cert, creds.key, creds.ca)
+        urls = server.start_monitoring(args.metrics, args.dashboard, args.operator, tls=tls)
+        if server.control.state == "held" and "operator" not in urls:
+            raise ConfigError(
+                "access.hold_at_start waits for `fedfort operator start`: serve the operator "
+                "API too (access.operator_address or --operator)"
+            )
+        for what, url in urls.items():
             print(f"fedfort server: {what} at {url}", flush=True)
 
         def progress(record: RoundRecord) -> None:
