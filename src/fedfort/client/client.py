@@ -28,16 +28,18 @@ class FederatedClient:
     that the client's update was committed (:meth:`acknowledge`), so a discarded round leaves
     ``c = mean_i(c_i)`` intact and costs the client no privacy in its report.
 
-    ``identity`` is the client's Ed25519 identity key; its public half is what the federation
-    registers (the secure-aggregation protocol signs with it).
+    ``identity`` is the client's Ed25519 identity key (a fresh one unless given); its public
+    half is what the federation registers (the secure-aggregation protocol signs with it).
     """
 
-    def __init__(self, client_id: str, data: ClientData) -> None:
+    def __init__(
+        self, client_id: str, data: ClientData, *, identity: SigningKey | None = None
+    ) -> None:
         self.client_id = client_id
         self.data = data
         self.control: np.ndarray | None = None
         self._dp_sgd: DpSgdLedger | None = None
-        self.identity = SigningKey()
+        self.identity = SigningKey() if identity is None else identity
         self.secure = SecureSessions(client_id, self.identity)
 
     def seal(

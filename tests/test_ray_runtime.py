@@ -1,0 +1,192 @@
+"""The Ray runtime: same models as in-process, dead workers are dropouts, lazy clients.
+
+One local Ray instance (2 logical CPUs, its own temp dir and ports) serves the whole module;
+every Simulation joins it and leaves it running, and the fixture shuts it down at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+
+from fedfort import Simulation
+from fedfort.cli import main
+from fedfort.config import RunConfig, parse_config
+from fedfort.errors import ConfigError
+
+ray = pytest.importorskip("ray")
+
+from fedfort.simulation.ray_runtime import RayConnection, RayExecutor  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    connection = RayConnection.open(None, local_cpus=2)
+    assert connection.started, "another test left Ray running in this process"
+    yield connection
+    connection.close()
+    assert not ray.is_initialized()
+
+
+def ray_config(body: dict[str, object], **simulation: object) -> RunConfig:
+    return parse_config({**body, "simulation": {"runtime": "ray", **simulation}})
+
+
+def run(cfg: RunConfig, **kwargs):
+    with Simulation(cfg, **kwargs) as sim:
+        result = sim.run()
+        executor = sim.executor
+    return result, executor
+
+
+STATEFUL_ATTACKED = {
+    "rounds": 3,
+    "clients": {"count": 8, "algorithm": "scaffold", "epochs": 1},
+    "server": {"optimizer": "fedadam", "lr": 0.05, "fraction": 0.5},
+    "attack": {"name": "backdoor", "fraction": 0.25},
+}
+
+
+def test_ray_and_in_process_commit_bit_identical_models() -> None:
+    """SCAFFOLD state, a backdoor coalition (poisoned data, adjusted tasks, crafted updates),
+    seeded dropouts and FedAdam: the Ray run commits exactly the in-process model."""
+    body = {**STATEFUL_ATTACKED, "simulation": {"dropout_rate": 0.2}}
+    local = run(parse_config(body))[0]
+    on_ray, executor = run(ray_config(body, dropout_rate=0.2))
+    assert isinstance(executor, RayExecutor)
+    np.testing.assert_array_equal(local.model, on_ray.model)
+    assert [r["dropped"] for r in on_ray.records] == [r["dropped"] for r in local.records]
+    assert [r["accepted"] for r in on_ray.records] == [r["accepted"] for r in local.records]
+    assert any(r["dropped"] for r in local.records), "the config should exercise dropouts"
+    assert on_ray.malicious == local.malicious and on_ray.malicious
+    attempts = [a for r in on_ray.records for a in (r, *r["discarded_attempts"])]
+    trained = sum(len(a["selected"]) - len(a["dropped"]) for a in attempts)
+    assert sum(executor.tasks_per_node.values()) == trained
+
+
+class KillOnce(nn.Module):
+    """A linear model whose first training forward pass after ``flag`` appears kills its
+    process with ``os._exit`` (the flag is claimed atomically, so exactly one worker dies)."""
+
+    def __init__(self, in_features: int, num_classes: int, flag: str = "") -> None:
+        super().__init__()
+        self.flag = flag
+        self.linear = nn.Linear(in_features, num_classes)
+
+    def forward(self, x):
+        if self.training and self.flag and os.path.exists(self.flag):
+            try:
+                os.rename(self.flag, self.flag + ".taken")
+            except OSError:
+                pass
+            else:
+                os._exit(1)
+        return self.linear(x)
+
+
+def test_a_worker_that_dies_mid_round_is_a_dropped_client(tmp_path) -> None:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    flag = tmp_path / "die"
+    flag.touch()
+    cfg = ray_config(
+        {
+            "rounds": 3,
+            "clients": {"count": 6, "epochs": 1},
+            "model": {"name": "kill_once", "options": {"flag": str(flag)}},
+        }
+    )
+    result, executor = run(cfg, model_factory=KillOnce)
+    first, *later = result.records
+    assert (tmp_path / "die.taken").exists(), "no worker took the kill switch"
+    assert len(first["dropped"]) == 1 and first["participants"] == 5
+    assert all(r["dropped"] == [] and r["participants"] == 6 for r in later)
+    assert executor.replaced_workers == 1
+    assert [r["round"] for r in result.records] == [1, 2, 3]
+
+
+def test_ten_thousand_registered_clients_are_not_built() -> None:
+    """The driver keeps a client only while it has something to keep."""
+    cfg = ray_config(
+        {
+            "rounds": 2,
+            "data": {"dataset": "synthetic", "synthetic_samples": 25_000, "partition": "iid"},
+            "clients": {"count": 10_000, "epochs": 1, "algorithm": "scaffold"},
+            "server": {"fraction": 0.001},
+            "model": {"name": "logreg"},
+        },
+        ray_actors=1,
+    )
+    tracemalloc.start()
+    try:
+        with Simulation(cfg) as sim:
+            built = tracemalloc.get_traced_memory()[1]
+            assert sim.clients.materialised == 0
+            sim.run()
+            # only the 2 x 10 selected clients hold state (their SCAFFOLD c_i)
+            assert 10 <= sim.clients.materialised <= 20
+            assert set(sim.clients.state_dict()) == set(sim.clients.clients)
+    finally:
+        tracemalloc.stop()
+    # data 25,000 x 32 float32 (3.2 MB) and 10,000 index arrays; no client objects or tensors
+    assert built < 40 << 20, built
+
+
+def test_ray_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="applies to the Ray runtime"):
+        parse_config({"simulation": {"ray_actors": 2}})
+    with pytest.raises(ConfigError, match=r"'auto'.*HOST:PORT"):
+        parse_config({"simulation": {"runtime": "ray", "ray_address": "localhost"}})
+    with pytest.raises(ConfigError, match="ray_actors instead"):
+        parse_config({"simulation": {"runtime": "ray", "workers": 2}})
+    with pytest.raises(ConfigError, match="fraction up to 1 or a whole number"):
+        parse_config({"simulation": {"runtime": "ray", "ray_gpus_per_client": 1.5}})
+    with pytest.raises(ConfigError, match="ray_cpus_per_client"):
+        parse_config({"simulation": {"runtime": "ray", "ray_cpus_per_client": 0}})
+    ok = parse_config({"simulation": {"runtime": "ray", "ray_address": "10.0.0.5:6379"}})
+    assert ok.simulation.ray_address == "10.0.0.5:6379"
+    # runtime keys do not change what a run computes, so not its identity
+    assert ok.identity_hash() == parse_config({}).identity_hash()
+
+
+@pytest.mark.parametrize(
+    ("simulation", "message"),
+    [
+        ({"ray_gpus_per_client": 0.5}, "has 0 GPUs"),
+        ({"ray_actors": 5}, "do not fit the Ray cluster"),
+        ({"ray_cpus_per_client": 4}, "has 2 CPUs"),
+    ],
+)
+def test_requests_the_cluster_cannot_meet_are_refused_before_any_work(simulation, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Simulation(ray_config({"rounds": 1}, **simulation))
+
+
+def test_cli_runs_on_ray_and_resumes_in_process(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["simulate", "--rounds", "1", "--clients", "4", "--quiet", "--out", str(out)]
+    assert main([*args, "--runtime", "ray"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--resume",
+                "--rounds",
+                "2",
+                "--runtime",
+                "inprocess",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "finished 2 rounds" in capsys.readouterr().out
+    assert main([*args[:-1], str(tmp_path / "x"), "--ray-address", "nowhere"]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
