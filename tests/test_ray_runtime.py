@@ -6,8 +6,10 @@ every Simulation joins it and leaves it running, and the fixture shuts it down a
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from fedfort.config import RunConfig, parse_config
 from fedfort.errors import ConfigError
 
 ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
 
 from fedfort.simulation.ray_runtime import RayConnection, RayExecutor  # noqa: E402
 
@@ -167,26 +170,82 @@ def test_requests_the_cluster_cannot_meet_are_refused_before_any_work(simulation
         Simulation(ray_config({"rounds": 1}, **simulation))
 
 
-def test_cli_runs_on_ray_and_resumes_in_process(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "run"
-    args = ["simulate", "--rounds", "1", "--clients", "4", "--quiet", "--out", str(out)]
-    assert main([*args, "--runtime", "ray"]) == 0
-    assert (
-        main(
-            [
-                "simulate",
-                "--resume",
-                "--rounds",
-                "2",
-                "--runtime",
-                "inprocess",
-                "--quiet",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    assert "finished 2 rounds" in capsys.readouterr().out
-    assert main([*args[:-1], str(tmp_path / "x"), "--ray-address", "nowhere"]) == 2
+def test_cli_refuses_a_bad_ray_address(tmp_path: Path, capsys) -> None:
+    args = ["simulate", "--rounds", "1", "--quiet", "--out", str(tmp_path / "x")]
+    assert main([*args, "--ray-address", "nowhere"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
+    # this process is connected to the module's local Ray: another cluster is refused
+    assert main([*args, "--ray-address", "127.0.0.1:1"]) == 2
+    assert "already connected to the Ray cluster" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cli_runs_on_ray_and_resumes_in_process_with_the_same_model(tmp_path: Path, capsys) -> None:
+    base = ["simulate", "--clients", "4", "--quiet"]
+    moved, stayed = tmp_path / "moved", tmp_path / "stayed"
+    assert main([*base, "--rounds", "1", "--runtime", "ray", "--out", str(moved)]) == 0
+    resume = ["simulate", "--resume", "--rounds", "2", "--quiet", "--out", str(moved)]
+    assert main([*resume, "--runtime", "inprocess"]) == 0
+    assert main([*base, "--rounds", "2", "--out", str(stayed)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished 2 rounds") == 2
+    final = [json.loads((d / "results.json").read_text())["final"] for d in (moved, stayed)]
+    assert final[0]["model_sha256"] == final[1]["model_sha256"]
+
+
+class PeakMemory:
+    """Peak summed RSS of this process and all its descendants (the local Ray's processes)."""
+
+    def __init__(self, period_s: float = 0.2) -> None:
+        self.period_s = period_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _sample(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.peak = max(self.peak, self._sample())
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+@pytest.mark.slow
+def test_a_thousand_clients_ten_rounds_stay_under_four_gib(tmp_path: Path, capsys) -> None:
+    """The bar: 1,000 clients on Synthetic(1, 1), 10 rounds, 10% sampled, through the CLI
+    with its progress bar and results; peak RSS of driver + Ray processes < 4 GiB."""
+    config = tmp_path / "bar.toml"
+    config.write_text(
+        "rounds = 10\n"
+        "[data]\ndataset = 'fedprox_synthetic'\n"
+        "[clients]\ncount = 1000\n"
+        "[server]\nfraction = 0.1\n"
+        "[model]\nname = 'logreg'\n"
+        "[simulation]\nruntime = 'ray'\n"
+    )
+    out = tmp_path / "run"
+    with PeakMemory() as memory:
+        assert main(["simulate", "--config", str(config), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "rounds: 100%" in captured.err and "finished 10 rounds" in captured.out
+    body = json.loads((out / "results.json").read_text())
+    assert [r["participants"] for r in body["rounds"]] == [100] * 10
+    assert memory.peak < 4 << 30, f"peak RSS {memory.peak / 2**30:.2f} GiB"

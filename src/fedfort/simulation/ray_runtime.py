@@ -125,6 +125,7 @@ class RayConnection:
     def open(cls, address: str | None = None, *, local_cpus: int = 2) -> RayConnection:
         ray = _ray()
         if ray.is_initialized():
+            _same_cluster(ray, address)
             return cls(started=False)
         for key, value in _QUIET_ENV.items():
             os.environ.setdefault(key, value)
@@ -164,6 +165,21 @@ class RayConnection:
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
+
+
+def _same_cluster(ray: Any, address: str | None) -> None:
+    """Refuse an explicit address other than the cluster this process is connected to."""
+    if address is None or address == "auto":
+        return
+    current = ray.get_runtime_context().gcs_address
+    # a head may be reached under several host names and addresses; its port tells clusters
+    # of one machine apart
+    if address.rpartition(":")[2] != current.rpartition(":")[2]:
+        raise ConfigError(
+            f"this process is already connected to the Ray cluster at {current}, not "
+            f"{address}: leave simulation.ray_address unset to use it, or run fedfort in a "
+            "fresh process"
+        )
 
 
 def _probe(address: str, timeout_s: float = 5.0) -> None:
