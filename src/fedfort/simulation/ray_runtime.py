@@ -67,8 +67,9 @@ __all__ = ["LazyClients", "RayConnection", "RayExecutor", "RayOptions"]
 _QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 _LOCAL_OBJECT_STORE_BYTES = 256 << 20
 _READY_TIMEOUT_S = 120.0
-#: calls queued per actor: one running, one waiting, so an actor never idles between tasks
-_DEPTH = 2
+#: calls queued per actor: one running and a few waiting, so an actor never idles while the
+#: driver handles a result; only the running one is lost if the worker dies
+_DEPTH = 4
 _NO_WEIGHTS = np.empty(0, dtype=np.float32)
 
 
