@@ -6,6 +6,7 @@ every Simulation joins it and leaves it running, and the fixture shuts it down a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from fedfort import Simulation
 from fedfort.cli import main
 from fedfort.config import RunConfig, parse_config
 from fedfort.errors import ConfigError
+from fedfort.messages import TrainTask
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
@@ -128,13 +130,22 @@ def test_a_worker_that_dies_mid_round_is_a_dropped_client(tmp_path) -> None:
         },
         ray_actors=1,
     )
-    result, executor = run(cfg, model_factory=KillOnce)
-    first, *later = result.records
-    assert (tmp_path / "die.taken").exists(), "no worker took the kill switch"
-    assert len(first["dropped"]) == 1 and first["participants"] == 5
-    assert all(r["dropped"] == [] and r["participants"] == 6 for r in later)
-    assert executor.replaced_workers == 1
-    assert [r["round"] for r in result.records] == [1, 2]
+    with Simulation(cfg, model_factory=KillOnce) as sim:
+        result = sim.run()
+        executor = sim.executor
+        assert isinstance(executor, RayExecutor)
+        first, *later = result.records
+        assert (tmp_path / "die.taken").exists(), "no worker took the kill switch"
+        assert len(first["dropped"]) == 1 and first["participants"] == 5
+        assert all(r["dropped"] == [] and r["participants"] == 6 for r in later)
+        assert executor.replaced_workers == 1
+        assert [r["round"] for r in result.records] == [1, 2]
+        # past the collect deadline: both clients are missing and the busy worker is cut off
+        task = TrainTask(3, 0, "client-000", sim.model, cfg.clients.local_training(), seed=1)
+        late = [task, dataclasses.replace(task, client_id="client-001")]
+        outcome = executor.execute(late, deadline_s=1e-9)
+        assert outcome.received == [] and outcome.missing == ["client-000", "client-001"]
+        assert executor.replaced_workers == 2
 
 
 @pytest.mark.slow
