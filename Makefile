@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_grpc_load.py
 	$(BIN)/python benchmarks/bench_fuzz_codec.py
 	$(BIN)/python benchmarks/bench_audit_overhead.py
+	$(BIN)/python benchmarks/bench_runtimes.py
 
 redteam: $(STAMP)
 	$(BIN)/fedfort redteam --config examples/redteam.toml --out runs/redteam

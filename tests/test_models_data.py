@@ -136,7 +136,7 @@ def digits():
 
 
 def test_available_lists():
-    assert available_datasets() == ["breast_cancer", "digits", "synthetic"]
+    assert available_datasets() == ["breast_cancer", "digits", "fedprox_synthetic", "synthetic"]
     assert available_partitions() == ["dirichlet", "iid", "shards"]
 
 

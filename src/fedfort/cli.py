@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--algorithm", help="fedavg, fedprox or scaffold")
     sim.add_argument("--server-optimizer", help="fedavg, fedavgm or fedadam")
     sim.add_argument("--workers", type=int, help="worker processes (0 = sequential)")
+    sim.add_argument(
+        "--runtime",
+        choices=["inprocess", "ray"],
+        help="where clients train: this process (default) or Ray actors (docs/ray-runtime.md)",
+    )
+    sim.add_argument(
+        "--ray-address",
+        help="join a running Ray cluster: 'auto' or HOST:PORT of its head (implies --runtime ray)",
+    )
     sim.add_argument("--seed", type=int, help="seed for data split, selection and training")
     sim.add_argument("--out", default="runs/latest", help="output directory (default %(default)s)")
     sim.add_argument(
@@ -254,10 +263,16 @@ def _simulate(args: argparse.Namespace) -> int:
             for k in ("clients", "dataset", "model", "partition", "alpha", "algorithm", "seed")
         ):
             raise FedfortError(
-                "--resume continues the stored configuration; only --rounds and --workers "
-                "may be given with it"
+                "--resume continues the stored configuration; only --rounds, --workers, "
+                "--runtime and --ray-address may be given with it"
             )
-        sim = Simulation.resume(args.out, rounds=args.rounds, workers=args.workers)
+        sim = Simulation.resume(
+            args.out,
+            rounds=args.rounds,
+            workers=args.workers,
+            runtime=args.runtime,
+            ray_address=args.ray_address,
+        )
     else:
         overrides: dict[str, Any] = {
             "rounds": args.rounds,
@@ -270,6 +285,8 @@ def _simulate(args: argparse.Namespace) -> int:
             "model.name": args.model,
             "server.optimizer": args.server_optimizer,
             "simulation.workers": args.workers,
+            "simulation.runtime": "ray" if args.ray_address and not args.runtime else args.runtime,
+            "simulation.ray_address": args.ray_address,
             "secure_aggregation.mode": args.secure_aggregation,
             "governance.rollback_drop": args.rollback_drop,
         }

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -51,15 +52,23 @@ __all__ = [
 ]
 
 
+_HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class DataConfig(_Section):
-    """Which embedded dataset and how it is split across clients."""
+    """Which embedded dataset and how it is split across clients.
 
-    dataset: Literal["digits", "breast_cancer", "synthetic"] = "digits"
-    partition: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    ``fedprox_synthetic`` (Synthetic(alpha, beta) of the FedProx paper) is generated for
+    ``clients.count`` clients and carries its own split: ``partition`` defaults to ``natural``
+    for it (``iid``/``dirichlet``/``shards`` re-split its pooled training rows instead).
+    """
+
+    dataset: Literal["digits", "breast_cancer", "synthetic", "fedprox_synthetic"] = "digits"
+    partition: Literal["iid", "dirichlet", "shards", "natural"] = "dirichlet"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; small = skewed")
     shards_per_client: int = Field(2, ge=1)
     min_samples_per_client: int = Field(2, ge=1)
@@ -67,6 +76,30 @@ class DataConfig(_Section):
     synthetic_samples: int = Field(10_000, ge=20)
     synthetic_features: int = Field(32, ge=2)
     synthetic_classes: int = Field(10, ge=2)
+    fedprox_alpha: float = Field(1.0, ge=0, description="Synthetic(alpha, beta): model skew")
+    fedprox_beta: float = Field(1.0, ge=0, description="Synthetic(alpha, beta): data skew")
+    fedprox_max_samples: int = Field(1000, ge=2, description="cap on one client's samples")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _natural_by_default(cls, raw: Any) -> Any:
+        if (
+            isinstance(raw, dict)
+            and raw.get("dataset") == "fedprox_synthetic"
+            and "partition" not in raw
+        ):
+            return {**raw, "partition": "natural"}
+        return raw
+
+    @model_validator(mode="after")
+    def _natural_needs_a_split(self) -> DataConfig:
+        if self.partition == "natural" and self.dataset != "fedprox_synthetic":
+            raise ValueError(
+                f"data.partition = 'natural' uses a dataset's own per-client split, which "
+                f"{self.dataset!r} does not have: use 'fedprox_synthetic' or partition "
+                "'iid', 'dirichlet' or 'shards'"
+            )
+        return self
 
 
 class ModelConfig(_Section):
@@ -160,11 +193,63 @@ class ReputationConfig(_Section):
 
 
 class SimulationConfig(_Section):
-    """How the in-process runtime executes clients."""
+    """How the simulation executes clients: in this process, or on Ray (docs/ray-runtime.md).
+
+    None of ``workers``, ``runtime`` and the ``ray_*`` keys is part of a run's identity: a run
+    may be resumed on another runtime.
+    """
 
     workers: int = Field(0, ge=0, description="0 = sequential; N = process pool of N")
     dropout_rate: float = Field(0.0, ge=0, lt=1, description="seeded share of clients that vanish")
     torch_threads: int = Field(1, ge=1)
+    runtime: Literal["inprocess", "ray"] = Field(
+        "inprocess", description="inprocess: this process (or workers); ray: Ray actors"
+    )
+    ray_address: str | None = Field(
+        None, description="None = start a local Ray; 'auto' or 'HOST:PORT' = join a cluster"
+    )
+    ray_cpus_per_client: float = Field(1.0, gt=0, description="CPUs each Ray actor reserves")
+    ray_gpus_per_client: float = Field(0.0, ge=0, description="GPUs (or a fraction) per actor")
+    ray_actors: int | None = Field(
+        None, ge=1, description="Ray actor pool size; default: cluster CPUs / cpus per client"
+    )
+
+    @model_validator(mode="after")
+    def _runtime_keys(self) -> SimulationConfig:
+        ray_keys = {
+            "ray_address": self.ray_address is not None,
+            "ray_cpus_per_client": self.ray_cpus_per_client != 1.0,
+            "ray_gpus_per_client": self.ray_gpus_per_client != 0.0,
+            "ray_actors": self.ray_actors is not None,
+        }
+        given = sorted(k for k, set_ in ray_keys.items() if set_)
+        if self.runtime != "ray" and given:
+            raise ValueError(
+                f"simulation.{given[0]} applies to the Ray runtime: set simulation.runtime = "
+                "'ray' (or --runtime ray), or drop it"
+            )
+        if self.runtime == "ray" and self.workers:
+            raise ValueError(
+                "simulation.workers sizes the in-process pool; with runtime = 'ray' size the "
+                "actor pool with simulation.ray_actors instead"
+            )
+        address = self.ray_address
+        if address is not None and address != "auto" and not _HOST_PORT.fullmatch(address):
+            raise ValueError(
+                f"simulation.ray_address = {address!r}: use 'auto' (the cluster this machine "
+                "belongs to) or 'HOST:PORT' of the head node, e.g. '10.0.0.5:6379'"
+            )
+        if address is not None and address != "auto":
+            port = int(address.rsplit(":", 1)[1])
+            if not 0 < port < 65536:
+                raise ValueError(f"simulation.ray_address port {port} is not in 1..65535")
+        gpus = self.ray_gpus_per_client
+        if gpus > 1 and gpus != int(gpus):
+            raise ValueError(
+                f"simulation.ray_gpus_per_client = {gpus}: Ray takes a fraction up to 1 or a "
+                "whole number of GPUs"
+            )
+        return self
 
 
 class DpSgdConfig(_Section):
@@ -453,6 +538,12 @@ class RunConfig(_Section):
         _check_privacy(self)
         _check_secure_aggregation(self)
         check_run_settings(self.edge)
+        if self.edge.enabled and self.simulation.runtime == "ray":
+            raise ValueError(
+                "[edge] data protection runs in each client's own process; the Ray runtime "
+                "trains clients from raw partitions and does not run it yet: use "
+                "simulation.runtime = 'inprocess' (docs/edge-data-protection.md)"
+            )
         if self.server.min_clients > self.clients.count:
             raise ValueError(
                 f"server.min_clients ({self.server.min_clients}) exceeds clients.count "
@@ -483,8 +574,8 @@ class RunConfig(_Section):
     def identity_hash(self) -> str:
         """SHA-256 of the config without ``rounds``: what a resumed run must match.
 
-        Settings of the runtime (``network``, ``monitoring``, ``simulation.workers``) and the
-        audit switch are not part of it.
+        Settings of the runtime (``network``, ``monitoring``, ``simulation.workers``,
+        ``simulation.runtime`` and its ``ray_*`` keys) and the audit switch are not part of it.
         """
         body = self.to_dict()
         body.pop("rounds")
@@ -492,7 +583,12 @@ class RunConfig(_Section):
         body.pop("monitoring")
         body.pop("alerts", None)
         body.pop("access", None)
-        body["simulation"].pop("workers")
+        for key in _RUNTIME_ONLY:
+            body["simulation"].pop(key)
+        if body["data"]["dataset"] != "fedprox_synthetic":
+            # settings added later that only this dataset reads keep older runs' identity
+            for key in ("fedprox_alpha", "fedprox_beta", "fedprox_max_samples"):
+                body["data"].pop(key)
         if body["attack"].get("end_round") is None:
             # settings added later, at their defaults, keep the identity of older runs
             body["attack"].pop("end_round", None)
@@ -519,6 +615,17 @@ class RunConfig(_Section):
                 node = child
             node[leaf] = value
         return parse_config(body)
+
+
+#: ``[simulation]`` keys that choose how clients are executed, not what is computed
+_RUNTIME_ONLY = (
+    "workers",
+    "runtime",
+    "ray_address",
+    "ray_cpus_per_client",
+    "ray_gpus_per_client",
+    "ray_actors",
+)
 
 
 def _check_privacy(cfg: RunConfig) -> None:

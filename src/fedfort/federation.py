@@ -37,7 +37,7 @@ from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
 from fedfort.data.datasets import Dataset, load_dataset
-from fedfort.data.partition import Partition, partition_dataset
+from fedfort.data.partition import Partition, natural_partition, partition_dataset
 from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
@@ -239,6 +239,10 @@ def split_data(config: RunConfig) -> FederationData:
         synthetic_samples=config.data.synthetic_samples,
         synthetic_features=config.data.synthetic_features,
         synthetic_classes=config.data.synthetic_classes,
+        fedprox_alpha=config.data.fedprox_alpha,
+        fedprox_beta=config.data.fedprox_beta,
+        fedprox_clients=config.clients.count,
+        fedprox_max_samples=config.data.fedprox_max_samples,
     )
     train_idx = np.arange(dataset.y_train.shape[0])
     root_idx: np.ndarray | None = None
@@ -246,15 +250,24 @@ def split_data(config: RunConfig) -> FederationData:
         train_idx, root_idx = _split_root(
             dataset.y_train, config.defense.fltrust_root_samples, config.seed
         )
-    partition = partition_dataset(
-        dataset.y_train[train_idx],
-        config.clients.count,
-        config.data.partition,
-        seed=config.seed,
-        alpha=config.data.alpha,
-        shards_per_client=config.data.shards_per_client,
-        min_samples=config.data.min_samples_per_client,
-    )
+    if config.data.partition == "natural":
+        if dataset.train_clients is None:
+            raise ConfigError(f"dataset {dataset.name!r} has no per-client split of its own")
+        partition = natural_partition(
+            dataset.train_clients[train_idx],
+            config.clients.count,
+            min_samples=config.data.min_samples_per_client,
+        )
+    else:
+        partition = partition_dataset(
+            dataset.y_train[train_idx],
+            config.clients.count,
+            config.data.partition,
+            seed=config.seed,
+            alpha=config.data.alpha,
+            shards_per_client=config.data.shards_per_client,
+            min_samples=config.data.min_samples_per_client,
+        )
     return FederationData(dataset, train_idx, root_idx, partition)
 
 

@@ -34,7 +34,7 @@ from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, TrainTask
 
-__all__ = ["AdversarialClient", "Coalition", "choose_malicious"]
+__all__ = ["AdversarialClient", "Coalition", "choose_malicious", "poisoned_data"]
 
 _ATTACK_STREAM = 0x61747461  # distinguishes attack randomness from training seeds
 
@@ -54,6 +54,17 @@ def choose_malicious(client_ids: Sequence[str], fraction: float, seed: int) -> l
 def _rng(seed: int, round_: int, attempt: int, key: str) -> np.random.Generator:
     spawn = (round_, attempt, zlib.crc32(key.encode()), _ATTACK_STREAM)
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=spawn))
+
+
+def poisoned_data(
+    attack: Attack, client_id: str, x: np.ndarray, y: np.ndarray, num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A malicious client's training data as its attack poisons it (keyed by seed and id).
+
+    Every runtime poisons through this function, so a member trains on the same rows whether
+    its data lives in this process or is materialised in a worker.
+    """
+    return attack.poison_data(x, y, num_classes, _rng(seed, 0, 0, client_id))
 
 
 class Coalition:
@@ -166,8 +177,14 @@ class AdversarialClient(FederatedClient):
         coalition: Coalition | None = None,
         seed: int = 0,
     ) -> None:
-        rng = _rng(seed, 0, 0, honest.client_id)
-        x, y = attack.poison_data(honest.data.x.numpy(), honest.data.y.numpy(), num_classes, rng)
+        x, y = poisoned_data(
+            attack,
+            honest.client_id,
+            honest.data.x.numpy(),
+            honest.data.y.numpy(),
+            num_classes,
+            seed,
+        )
         super().__init__(honest.client_id, ClientData.from_numpy(x, y))
         self.control = honest.control
         self.attack = attack

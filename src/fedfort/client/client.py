@@ -28,8 +28,8 @@ class FederatedClient:
     that the client's update was committed (:meth:`acknowledge`), so a discarded round leaves
     ``c = mean_i(c_i)`` intact and costs the client no privacy in its report.
 
-    ``identity`` is the client's Ed25519 identity key; its public half is what the federation
-    registers (the secure-aggregation protocol signs with it).
+    ``identity`` is the client's Ed25519 identity key (a fresh one unless given); its public
+    half is what the federation registers (the secure-aggregation protocol signs with it).
     """
 
     def __init__(
@@ -37,6 +37,8 @@ class FederatedClient:
         client_id: str,
         data: ClientData,
         data_metrics: Mapping[str, float] | None = None,
+        *,
+        identity: SigningKey | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
@@ -44,7 +46,7 @@ class FederatedClient:
         self.data_metrics = dict(data_metrics or {})
         self.control: np.ndarray | None = None
         self._dp_sgd: DpSgdLedger | None = None
-        self.identity = SigningKey()
+        self.identity = SigningKey() if identity is None else identity
         self.secure = SecureSessions(client_id, self.identity)
 
     def seal(

@@ -5,6 +5,9 @@
 - ``breast_cancer``: scikit-learn's Wisconsin breast cancer set (569 samples, 30 features,
   2 classes), standardised with statistics of the training split only.
 - ``synthetic``: a seeded ``make_classification`` problem of any size, for scale tests.
+- ``fedprox_synthetic``: Synthetic(alpha, beta) of the FedProx paper (Li et al., MLSys 2020),
+  generated per client (see :mod:`fedfort.data.fedprox_synthetic`). It carries its own
+  federated split: :attr:`Dataset.train_clients` names the client of every training row.
 
 The held-out test split stays on the server for evaluation; clients only see their partition
 of the training split.
@@ -18,6 +21,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits, make_classification
 from sklearn.model_selection import train_test_split
 
+from fedfort.data.fedprox_synthetic import FEDPROX_CLASSES, generate_fedprox_synthetic
 from fedfort.errors import DatasetError
 
 __all__ = ["Dataset", "available_datasets", "load_dataset"]
@@ -25,7 +29,11 @@ __all__ = ["Dataset", "available_datasets", "load_dataset"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train split for the clients and a test split for the server, as float32 arrays."""
+    """A train split for the clients and a test split for the server, as float32 arrays.
+
+    ``train_clients`` is set by a dataset that is federated by nature: the client (``0 ..
+    clients - 1``) each training row belongs to, which the ``natural`` partition uses.
+    """
 
     name: str
     x_train: np.ndarray
@@ -34,6 +42,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     image_shape: tuple[int, int] | None = None
+    train_clients: np.ndarray | None = None
 
     @property
     def num_features(self) -> int:
@@ -42,7 +51,7 @@ class Dataset:
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
-    return ["breast_cancer", "digits", "synthetic"]
+    return ["breast_cancer", "digits", "fedprox_synthetic", "synthetic"]
 
 
 def load_dataset(
@@ -53,10 +62,36 @@ def load_dataset(
     synthetic_samples: int = 10_000,
     synthetic_features: int = 32,
     synthetic_classes: int = 10,
+    fedprox_alpha: float = 1.0,
+    fedprox_beta: float = 1.0,
+    fedprox_clients: int = 30,
+    fedprox_max_samples: int = 1000,
 ) -> Dataset:
-    """Load ``name`` and split it (stratified, seeded) into train and test parts."""
+    """Load ``name`` and split it (stratified, seeded) into train and test parts.
+
+    ``fedprox_synthetic`` is generated for ``fedprox_clients`` clients and split per client
+    (``test_fraction`` of every client's rows are held out for the server).
+    """
     if not 0.0 < test_fraction < 1.0:
         raise DatasetError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if name == "fedprox_synthetic":
+        fed = generate_fedprox_synthetic(
+            fedprox_clients,
+            alpha=fedprox_alpha,
+            beta=fedprox_beta,
+            max_samples=fedprox_max_samples,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
+        return Dataset(
+            name=name,
+            x_train=fed.x_train,
+            y_train=fed.y_train,
+            x_test=fed.x_test,
+            y_test=fed.y_test,
+            num_classes=FEDPROX_CLASSES,
+            train_clients=fed.train_clients,
+        )
     image_shape: tuple[int, int] | None = None
     if name == "digits":
         bunch = load_digits()

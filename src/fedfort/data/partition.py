@@ -7,6 +7,8 @@
 - ``shards``: samples sorted by label, cut into ``clients * shards_per_client`` shards, and
   each client receives that many random shards (McMahan et al., 2017, the pathological non-IID
   split of FedAvg).
+- ``natural`` (:func:`natural_partition`): a federated dataset's own split, where every
+  training row already names its client (e.g. ``fedprox_synthetic``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from fedfort.errors import DatasetError
 
-__all__ = ["Partition", "available_partitions", "partition_dataset"]
+__all__ = ["Partition", "available_partitions", "natural_partition", "partition_dataset"]
 
 _MAX_DIRICHLET_DRAWS = 1000
 
@@ -34,6 +36,28 @@ class Partition:
 
     def sizes(self) -> np.ndarray:
         return np.array([len(i) for i in self.indices], dtype=np.int64)
+
+
+def natural_partition(owners: np.ndarray, num_clients: int, *, min_samples: int = 1) -> Partition:
+    """The split a federated dataset carries: client ``k`` gets the rows whose owner is ``k``.
+
+    ``owners[i]`` is the client of row ``i``. Rows keep their order within a client.
+    """
+    owners = np.asarray(owners, dtype=np.int64)
+    if owners.size and (owners.min() < 0 or owners.max() >= num_clients):
+        raise DatasetError(
+            f"the dataset's own split names clients outside 0..{num_clients - 1}: it was "
+            "generated for a different number of clients"
+        )
+    counts = np.bincount(owners, minlength=num_clients)
+    if counts.min(initial=min_samples) < min_samples:
+        short = int(np.flatnonzero(counts < min_samples)[0])
+        raise DatasetError(
+            f"client {short} of the dataset's own split has {int(counts[short])} training "
+            f"samples, fewer than min_samples_per_client = {min_samples}"
+        )
+    order = np.argsort(owners, kind="stable")
+    return Partition(tuple(np.split(order, np.cumsum(counts)[:-1])))
 
 
 def available_partitions() -> list[str]:

@@ -19,6 +19,8 @@ from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malic
 from fedfort.attacks.config import build_attack
 from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
+from fedfort.config import RunConfig, SimulationConfig, parse_config
+from fedfort.errors import ConfigError
 from fedfort.federation import (
     CHECKPOINT_FILE,
     Federation,
@@ -40,15 +42,12 @@ class Simulation(Federation):
     >>> result = sim.run()
 
     See :class:`~fedfort.federation.Federation` for checkpoints, resuming and model factories.
+    With ``simulation.runtime = "ray"`` the clients are registered lazily and trained by Ray
+    actors (:mod:`fedfort.simulation.ray_runtime`); the server side is the same.
     """
 
     def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
         config = self.config
-        honest = []
-        for k, cid in enumerate(self.ids):
-            records = partition_records(config, self.data, k)
-            data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
-            honest.append(FederatedClient(cid, data, metrics))
         self.attack = build_attack(config.attack, self.dataset.image_shape)
         self.coalition: Coalition | None = None
         if self.attack is not None:
@@ -62,6 +61,14 @@ class Simulation(Federation):
                 end_round=config.attack.end_round,
                 seed=config.seed,
             )
+        if config.simulation.runtime == "ray":
+            return self._ray_runtime()
+        honest = []
+        for k, cid in enumerate(self.ids):
+            records = partition_records(config, self.data, k)
+            data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
+            honest.append(FederatedClient(cid, data, metrics))
+        if self.attack is not None:
             bad = set(self.malicious)
             honest = [
                 AdversarialClient(
@@ -98,6 +105,24 @@ class Simulation(Federation):
             )
         return executor, {"clients": self.clients}
 
+    def _ray_runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
+        """Clients registered lazily, trained by Ray actors (see docs/ray-runtime.md)."""
+        from fedfort.simulation.ray_runtime import LazyClients, RayExecutor, RayOptions
+
+        config = self.config
+        self.clients = LazyClients(self.ids, self.malicious, self.coalition)
+        executor = RayExecutor(
+            self.clients,
+            self.build_module,
+            self.data,
+            attack=self.attack,
+            seed=config.seed,
+            dropout_rate=config.simulation.dropout_rate,
+            secure_dropout_rate=config.secure_aggregation.simulated_dropout,
+            options=RayOptions.from_config(config.simulation),
+        )
+        return executor, {"clients": self.clients}
+
     def directory(self) -> Mapping[str, bytes]:
         return self.clients.directory
 
@@ -118,7 +143,31 @@ class Simulation(Federation):
         rounds: int | None = None,
         workers: int | None = None,
         model_factory: ModelFactory | None = None,
+        runtime: str | None = None,
+        ray_address: str | None = None,
     ) -> Simulation:
-        """Reopen the run in ``out_dir`` at its last committed round."""
+        """Reopen the run in ``out_dir`` at its last committed round.
+
+        ``runtime`` (and ``ray_address``) may move the run to another runtime: they are not
+        part of its identity, and both runtimes compute the same rounds.
+        """
         config = cls._reopen_config(out_dir, {"rounds": rounds, "simulation.workers": workers})
+        if runtime is not None or ray_address is not None:
+            config = _on_runtime(config, runtime or "ray", ray_address)
         return cls(config, out_dir, model_factory=model_factory, _resuming=True)
+
+
+def _on_runtime(config: RunConfig, runtime: str, ray_address: str | None) -> RunConfig:
+    """``config`` moved to another runtime (``inprocess`` or ``ray``; not part of its identity)."""
+    body = config.to_dict()
+    sim = body["simulation"]
+    if runtime == "ray":
+        sim.update(runtime="ray", workers=0, ray_address=ray_address)
+    else:
+        if ray_address is not None:
+            raise ConfigError("a Ray address needs the Ray runtime")
+        defaults = SimulationConfig().model_dump()
+        for key in ("ray_address", "ray_cpus_per_client", "ray_gpus_per_client", "ray_actors"):
+            sim[key] = defaults[key]
+        sim["runtime"] = runtime
+    return parse_config(body)

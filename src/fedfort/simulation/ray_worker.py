@@ -1,0 +1,101 @@
+"""The Ray actor that trains clients: one model, the run's data, any client on demand.
+
+A :class:`ClientWorker` is created once per actor slot with references to the run's training
+split and its partition, which Ray resolves from its object store (shared memory on a node,
+so every actor on a node maps the same pages, and each node fetches them once per run). For a
+task it materialises the client's rows from the partition (poisoned if the client is a
+malicious one, exactly as :class:`~fedfort.attacks.AdversarialClient` poisons them), loads the
+round's global model (one object-store reference per round) and runs
+:meth:`fedfort.client.LocalTrainer.fit`, the same code every runtime runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedfort.attacks.adversary import poisoned_data
+from fedfort.attacks.base import Attack
+from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.messages import ClientUpdate, TrainTask
+
+__all__ = ["ClientWorker", "RunData", "worker_options"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """What every worker needs of a run, put into the object store once.
+
+    Client ``k`` trains on rows ``order[offsets[k]:offsets[k + 1]]`` of ``(x, y)``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    order: np.ndarray
+    offsets: np.ndarray
+    num_classes: int
+    malicious: frozenset[str]
+    attack: Attack | None
+    seed: int
+
+
+class ClientWorker:
+    """Trains any client of the run on request (run as a Ray actor)."""
+
+    def __init__(self, build_model: Callable[[], nn.Module], data: RunData, threads: int) -> None:
+        import ray
+
+        torch.set_num_threads(threads)
+        self.trainer = LocalTrainer(build_model())
+        self.data = data
+        self.node_id: str = ray.get_runtime_context().get_node_id()
+        self.pid = os.getpid()
+
+    def where(self) -> tuple[str, int]:
+        """The Ray node id and process id this worker runs in."""
+        return self.node_id, self.pid
+
+    def client_data(self, client_id: str, index: int) -> ClientData:
+        """Client ``index``'s training rows (a copy: the object store's pages are read-only)."""
+        d = self.data
+        rows = d.order[d.offsets[index] : d.offsets[index + 1]]
+        x, y = d.x[rows], d.y[rows]
+        if d.attack is not None and client_id in d.malicious:
+            x, y = poisoned_data(d.attack, client_id, x, y, d.num_classes, d.seed)
+        return ClientData.from_numpy(x, y)
+
+    def fit(
+        self,
+        task: TrainTask,
+        weights: np.ndarray,
+        server_control: np.ndarray | None,
+        index: int,
+        control: np.ndarray | None,
+    ) -> tuple[ClientUpdate, str]:
+        """Train client ``index`` for ``task`` from ``weights``; the update and this node."""
+        full = dataclasses.replace(
+            task,
+            weights=np.array(weights, dtype=np.float32),
+            server_control=None if server_control is None else np.array(server_control),
+        )
+        data = self.client_data(task.client_id, index)
+        own = None if control is None else np.array(control)
+        return self.trainer.fit(full, data, own), self.node_id
+
+
+def worker_options(cpus: float, gpus: float) -> dict[str, Any]:
+    """Ray actor options: the resources of one client, and no automatic restart or retry.
+
+    A worker that dies is replaced by the executor itself, which counts the client it was
+    training as dropped for the round; Ray must not silently re-run that training.
+    """
+    options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": 0, "max_task_retries": 0}
+    if gpus > 0:
+        options["num_gpus"] = gpus
+    return options
