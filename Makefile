@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedfort-installed
 # The pinned CPU build of PyTorch; an unpinned torch would pull CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint typecheck bench redteam clean
+.PHONY: demo test test-slow test-all lint typecheck bench redteam clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -rf runs/demo runs/demo-redteam runs/demo-private runs/demo-secure runs/demo-rollback
+	rm -rf runs/demo runs/demo-redteam runs/demo-private runs/demo-secure runs/demo-rollback \
+		runs/demo-privacy-redteam
 	$(BIN)/fedfort simulate --config examples/demo.toml --out runs/demo
 	$(BIN)/fedfort redteam --config examples/redteam-demo.toml --out runs/demo-redteam
 	$(BIN)/fedfort simulate --config examples/privacy/dp-fedavg-eps3.toml --out runs/demo-private
@@ -25,6 +26,8 @@ demo: $(STAMP)
 	$(BIN)/fedfort model list runs/demo-rollback
 	$(BIN)/fedfort audit verify runs/demo-rollback
 	$(BIN)/fedfort report runs/demo-rollback
+	$(BIN)/fedfort redteam privacy --config examples/redteam-privacy.toml \
+		--out runs/demo-privacy-redteam
 
 test: $(STAMP)
 	bash scripts/ensure-chromium.sh
@@ -32,7 +35,13 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow" --durations=10
+
+# End-to-end runs and the attack-vs-defence bar matrices (tests marked slow); CI runs both.
+test-slow: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadfile -m slow --durations=10
+
+test-all: test test-slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
