@@ -30,8 +30,8 @@ demo: $(STAMP)
 		--out runs/demo-privacy-redteam
 
 test: $(STAMP)
-	bash scripts/ensure-chromium.sh
-	bash scripts/ensure-softhsm.sh
+	bash scripts/ensure-debian-package.sh chromium chromium "the dashboard's browser test"
+	bash scripts/ensure-debian-package.sh softhsm2 /usr/lib/softhsm/libsofthsm2.so "the PKCS#11 key-store test"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy

@@ -27,11 +27,8 @@ round), 200 with the result.
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
-import socket
-import socketserver
 import ssl
 import threading
 from collections.abc import Callable
@@ -43,7 +40,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from fedfort.access.guard import AccessGuard
 from fedfort.access.operations import Operations
 from fedfort.errors import ConfigError, FedfortError
-from fedfort.monitoring.serving import BackgroundServer, is_loopback, tls_handshake, tls_request
+from fedfort.monitoring.serving import (
+    BackgroundServer,
+    QuietRequestHandler,
+    ThreadedHTTPServer,
+    is_loopback,
+)
 from fedfort.server.control import CommandPending
 
 if TYPE_CHECKING:
@@ -108,55 +110,18 @@ def server_tls_context(cert: str | Path, key: str | Path, ca: str | Path | None)
     return context
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
+class _Server(ThreadedHTTPServer):
     def __init__(self, host: str, port: int, api: OperatorServer) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.api = api
-        super().__init__((host, port), _Handler)
+        super().__init__(host, port, _Handler)
 
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        return tls_request(self.api.tls, sock), addr
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.api.tls
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietRequestHandler):
     server: _Server
     server_version = "fedfort-operator"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-    timeout = 30.0
-
-    def setup(self) -> None:
-        super().setup()
-        self.tls_failed = False
-        try:
-            tls_handshake(self.request)
-        except OSError as exc:  # not TLS, a foreign certificate, a dropped connection
-            logger.debug("TLS handshake failed: %s", exc)
-            self.tls_failed = True
-
-    def handle(self) -> None:
-        if self.tls_failed:
-            return
-        try:
-            super().handle()
-        except (ssl.SSLError, OSError) as exc:
-            logger.debug("operator API connection failed: %s", exc)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-    def version_string(self) -> str:
-        return self.server_version
 
     def do_GET(self) -> None:
         self._respond("GET")

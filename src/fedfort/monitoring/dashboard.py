@@ -42,12 +42,9 @@ permission ``403``. Every decision is audited (docs/access-control.md).
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import math
-import socket
-import socketserver
 import sqlite3
 import threading
 import time
@@ -62,11 +59,11 @@ from fedfort.errors import ConfigError, FedfortError
 from fedfort.monitoring.run_state import read_run
 from fedfort.monitoring.serving import (
     BackgroundServer,
+    QuietRequestHandler,
+    ThreadedHTTPServer,
     check_exposure,
     is_loopback,
     request_decision,
-    tls_handshake,
-    tls_request,
 )
 from fedfort.monitoring.signin import (
     LOGIN_PAGE,
@@ -237,54 +234,20 @@ class RunStateReader:
         return state
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    """A threading HTTP server with daemon request threads that never waits on them."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
+class _HTTPServer(ThreadedHTTPServer):
     def __init__(self, host: str, port: int, dashboard: DashboardServer) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.dashboard = dashboard
-        super().__init__((host, port), _Handler)
+        super().__init__(host, port, _Handler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall without DNS
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        return tls_request(self.dashboard.tls, sock), addr
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.dashboard.tls
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietRequestHandler):
     """Routes of the dashboard; every response is built whole before any byte is sent."""
 
     server: _HTTPServer
     server_version = "fedfort-dashboard"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-    timeout = 30.0  # a client that stops sending does not hold its thread forever
-
-    def setup(self) -> None:
-        super().setup()
-        self.tls_failed = False
-        try:
-            tls_handshake(self.request)
-        except OSError as exc:  # not TLS, a foreign certificate, a dropped connection
-            logger.debug("TLS handshake failed: %s", exc)
-            self.tls_failed = True
-
-    def handle(self) -> None:
-        if self.tls_failed:
-            return
-        try:
-            super().handle()
-        except OSError as exc:  # a failed TLS handshake, a reset connection
-            logger.debug("dashboard connection failed: %s", exc)
 
     def do_GET(self) -> None:
         self._respond(head=False)
@@ -306,12 +269,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # every other method (POST, PUT, DELETE, made-up ones...) is not allowed
         self._send(405, b"method not allowed\n", _TEXT, head=False, extra=(("Allow", "GET, HEAD"),))
         return False
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
 
     def _host_allowed(self) -> bool:
         dashboard = self.server.dashboard

@@ -7,16 +7,17 @@ it; every decision audited by the guard); only ``GET /metrics`` exists.
 
 from __future__ import annotations
 
-import http.server
 import logging
-import socket
-import socketserver
 import ssl
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from fedfort.monitoring.serving import request_decision, tls_handshake, tls_request
+from fedfort.monitoring.serving import (
+    QuietRequestHandler,
+    ThreadedHTTPServer,
+    request_decision,
+)
 
 if TYPE_CHECKING:
     from fedfort.access.guard import AccessGuard
@@ -34,54 +35,20 @@ class MetricsSource(Protocol):
     tls: ssl.SSLContext | None
 
 
-class GuardedMetricsHTTP(http.server.ThreadingHTTPServer):
+class GuardedMetricsHTTP(ThreadedHTTPServer):
     """``/metrics`` behind access control (and TLS when given)."""
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
     def __init__(self, host: str, port: int, owner: MetricsSource) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.owner = owner
-        super().__init__((host, port), _GuardedHandler)
+        super().__init__(host, port, _GuardedHandler)
 
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        return tls_request(self.owner.tls, sock), addr
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.owner.tls
 
 
-class _GuardedHandler(http.server.BaseHTTPRequestHandler):
+class _GuardedHandler(QuietRequestHandler):
     server: GuardedMetricsHTTP
     server_version = "fedfort-metrics"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-    timeout = 30.0
-
-    def setup(self) -> None:
-        super().setup()
-        self.tls_failed = False
-        try:
-            tls_handshake(self.request)
-        except OSError as exc:  # not TLS, a foreign certificate, a dropped connection
-            logger.debug("TLS handshake failed: %s", exc)
-            self.tls_failed = True
-
-    def handle(self) -> None:
-        if self.tls_failed:
-            return
-        try:
-            super().handle()
-        except OSError as exc:
-            logger.debug("metrics connection failed: %s", exc)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
         owner = self.server.owner

@@ -15,8 +15,11 @@ action (see docs/access-control.md); :func:`request_decision` reads it from the 
 
 from __future__ import annotations
 
+import http.server
 import ipaddress
+import logging
 import socket
+import socketserver
 import ssl
 import threading
 from abc import ABC, abstractmethod
@@ -169,6 +172,79 @@ class BackgroundServer(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+logger = logging.getLogger(__name__)
+
+
+class ThreadedHTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP(S) server whose daemon request threads it never waits on.
+
+    The base of the dashboard's, ``/metrics``' and the operator API's servers. ``server_bind``
+    skips :class:`http.server.HTTPServer`'s FQDN lookup (which can stall without DNS); accepted
+    sockets are wrapped in :meth:`tls_context` by :func:`tls_request` and finish their
+    handshake on the request's own thread (:class:`QuietRequestHandler`).
+    """
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(
+        self, host: str, port: int, handler: type[http.server.BaseHTTPRequestHandler]
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), handler)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context accepted connections are wrapped in (``None``: plain HTTP)."""
+        return None
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        return tls_request(self.tls_context(), sock), addr
+
+
+class QuietRequestHandler(http.server.BaseHTTPRequestHandler):
+    """A handler that finishes TLS on its own thread and logs at debug level only.
+
+    It names no Python version in ``Server``, answers HTTP/1.0 (one request per connection),
+    and drops a client that stops sending after ``timeout`` seconds, so a slow or hostile
+    client never holds a thread forever. A failed handshake or a reset connection ends the
+    request quietly.
+    """
+
+    sys_version = ""
+    protocol_version = "HTTP/1.0"
+    timeout = 30.0
+
+    def setup(self) -> None:
+        super().setup()
+        self.tls_failed = False
+        try:
+            tls_handshake(self.request)
+        except OSError as exc:  # not TLS, a foreign certificate, a dropped connection
+            logger.debug("TLS handshake failed: %s", exc)
+            self.tls_failed = True
+
+    def handle(self) -> None:
+        if self.tls_failed:
+            return
+        try:
+            super().handle()
+        except OSError as exc:  # ssl.SSLError included: a reset or broken connection
+            logger.debug("%s connection failed: %s", self.server_version, exc)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
 
 
 def tls_request(tls: ssl.SSLContext | None, sock: socket.socket) -> socket.socket:
