@@ -93,9 +93,24 @@ class ServerThread:
         return self.result
 
 
+class ClientThread(threading.Thread):
+    """Runs a client; what it raised (a refusal, say) is kept in ``error`` for the test."""
+
+    def __init__(self, client: NetworkClient, timeout_s: float) -> None:
+        super().__init__(daemon=True)
+        self.client, self.timeout_s = client, timeout_s
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.client.run(timeout_s=self.timeout_s)
+        except BaseException as exc:  # kept for the test to assert on
+            self.error = exc
+
+
 def start_clients(
     config: RunConfig, pki: Path, root: Path, port: int, ks: list[int]
-) -> tuple[list[NetworkClient], list[threading.Thread]]:
+) -> tuple[list[NetworkClient], list[ClientThread]]:
     data = split_data(config)
     ids = client_ids(config.clients.count)
     clients, threads = [], []
@@ -113,7 +128,7 @@ def start_clients(
             state_dir=root / ids[k],
             network=config.network,
         )
-        t = threading.Thread(target=c.run, kwargs={"timeout_s": 120}, daemon=True)
+        t = ClientThread(c, timeout_s=120)
         t.start()
         clients.append(c)
         threads.append(t)

@@ -289,6 +289,9 @@ def test_key_rotation_and_revocation_while_running(tmp_path: Path) -> None:
     participants = [r["participants"] for r in result.records]
     assert len(participants) == 4 and participants[-1] == 1  # only client-000 at the end
     assert server.gate.counts["revoked_certificate"] >= 1
+    # the revoked client stops with the server's reason; the others end normally
+    assert isinstance(threads[1].error, Refused) and "revoked_certificate" in str(threads[1].error)
+    assert threads[0].error is None
     assert server.keys.version == old_version + 1
     # key lifecycle events are in the audit log
     run = tmp_path / "server"
