@@ -20,7 +20,7 @@ from torch import nn
 
 from fedfort import Simulation
 from fedfort.cli import main
-from fedfort.config import RunConfig, parse_config
+from fedfort.config import RunConfig, load_config, parse_config
 from fedfort.errors import ConfigError
 from fedfort.messages import TrainTask
 
@@ -187,8 +187,6 @@ def test_ray_settings_are_validated() -> None:
         parse_config({"simulation": {"runtime": "ray", "ray_gpus_per_client": 1.5}})
     with pytest.raises(ConfigError, match="ray_cpus_per_client"):
         parse_config({"simulation": {"runtime": "ray", "ray_cpus_per_client": 0}})
-    with pytest.raises(ConfigError, match=r"\[edge\] data protection.*runtime = 'inprocess'"):
-        parse_config({"edge": {"enabled": True}, "simulation": {"runtime": "ray"}})
     ok = parse_config({"simulation": {"runtime": "ray", "ray_address": "10.0.0.5:6379"}})
     assert ok.simulation.ray_address == "10.0.0.5:6379"
     # runtime keys do not change what a run computes, so not its identity
@@ -287,3 +285,19 @@ def test_a_thousand_clients_ten_rounds_stay_under_four_gib(tmp_path: Path, capsy
     body = json.loads((out / "results.json").read_text())
     assert [r["participants"] for r in body["rounds"]] == [100] * 10
     assert memory.peak < 4 << 30, f"peak RSS {memory.peak / 2**30:.2f} GiB"
+
+
+@pytest.mark.slow
+def test_edge_data_protection_runs_in_the_ray_workers_like_in_process() -> None:
+    """Validation, masking, de-duplication and sanitisation run in the actors on each client's
+    own rows: the same model and the same per-client counts as the in-process runtime."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "edge" / "breast-cancer.toml"
+    config = load_config(example).with_overrides({"rounds": 2})
+    assert config.edge.sanitise.outliers != "none" and config.edge.sanitise.label_noise != "none"
+    local = run(config)[0]
+    on_ray, executor = run(config.with_overrides({"simulation.runtime": "ray"}))
+    assert isinstance(executor, RayExecutor)
+    np.testing.assert_array_equal(local.model, on_ray.model)
+    counts = [r["measurements"]["edge"] for r in on_ray.records]
+    assert counts == [r["measurements"]["edge"] for r in local.records]
+    assert counts[-1]["totals"]["fields_dropped"] > 0  # the pipeline did run

@@ -538,12 +538,6 @@ class RunConfig(_Section):
         _check_privacy(self)
         _check_secure_aggregation(self)
         check_run_settings(self.edge)
-        if self.edge.enabled and self.simulation.runtime == "ray":
-            raise ValueError(
-                "[edge] data protection runs in each client's own process; the Ray runtime "
-                "trains clients from raw partitions and does not run it yet: use "
-                "simulation.runtime = 'inprocess' (docs/edge-data-protection.md)"
-            )
         if self.server.min_clients > self.clients.count:
             raise ValueError(
                 f"server.min_clients ({self.server.min_clients}) exceeds clients.count "

@@ -43,6 +43,7 @@ import numpy as np
 from torch import nn
 
 from fedfort.attacks.base import Attack
+from fedfort.edge.config import EdgeConfig
 from fedfort.errors import ConfigError
 from fedfort.federation import FederationData
 from fedfort.messages import ClientUpdate, TrainTask
@@ -76,7 +77,11 @@ class _Job:
 
 
 def _run_data(
-    data: FederationData, clients: LazyClients, attack: Attack | None, seed: int
+    data: FederationData,
+    clients: LazyClients,
+    attack: Attack | None,
+    seed: int,
+    edge: EdgeConfig,
 ) -> RunData:
     sizes = data.partition.sizes()
     order = np.concatenate([data.train_idx[p] for p in data.partition.indices])
@@ -89,6 +94,7 @@ def _run_data(
         malicious=clients.malicious,
         attack=attack,
         seed=seed,
+        edge=edge,
     )
 
 
@@ -111,6 +117,7 @@ class RayExecutor(_SimulatedExecutor):
         dropout_rate: float = 0.0,
         secure_dropout_rate: float = 0.0,
         options: RayOptions | None = None,
+        edge: EdgeConfig | None = None,
     ) -> None:
         super().__init__(clients, seed, dropout_rate, secure_dropout_rate)
         if len(data.partition.indices) != len(clients.ids):
@@ -129,7 +136,9 @@ class RayExecutor(_SimulatedExecutor):
         )
         try:
             size = self._pool_size(ray.cluster_resources())
-            self._data = ray.put(_run_data(data, clients, attack, seed))
+            self._data = ray.put(
+                _run_data(data, clients, attack, seed, edge if edge is not None else EdgeConfig())
+            )
             self._worker = ray.remote(ClientWorker).options(
                 **worker_options(self.options.cpus_per_client, self.options.gpus_per_client)
             )

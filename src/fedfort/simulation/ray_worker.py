@@ -3,8 +3,11 @@
 A :class:`ClientWorker` is created once per actor slot with references to the run's training
 split and its partition, which Ray resolves from its object store (shared memory on a node,
 so every actor on a node maps the same pages, and each node fetches them once per run). For a
-task it materialises the client's rows from the partition (poisoned if the client is a
-malicious one, exactly as :class:`~fedfort.attacks.AdversarialClient` poisons them), loads the
+task it materialises the client's rows from the partition, runs them through the client's
+``[edge]`` data protection when configured (validate, mask, sanitise; the same
+:func:`~fedfort.edge.client_training_data` every runtime calls, kept for the client's later
+tasks in a bounded cache), poisons them if the client is a malicious one (exactly as
+:class:`~fedfort.attacks.AdversarialClient` does), loads the
 round's global model (one object-store reference per round) and runs
 :meth:`fedfort.client.LocalTrainer.fit`, the same code every runtime runs.
 """
@@ -23,6 +26,9 @@ from torch import nn
 from fedfort.attacks.adversary import poisoned_data
 from fedfort.attacks.base import Attack
 from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.edge.config import EdgeConfig
+from fedfort.edge.records import client_training_data, with_synthetic_identifiers
+from fedfort.edge.schema import Records
 from fedfort.messages import ClientUpdate, TrainTask
 
 __all__ = ["ClientWorker", "RunData", "worker_options"]
@@ -43,6 +49,12 @@ class RunData:
     malicious: frozenset[str]
     attack: Attack | None
     seed: int
+    edge: EdgeConfig = dataclasses.field(default_factory=EdgeConfig)
+
+
+#: clients whose protected data a worker keeps (the [edge] pipeline runs once per client, not
+#: once per task, as long as a worker sees fewer clients than this between two of its tasks)
+_PROTECTED_CACHE = 256
 
 
 class ClientWorker:
@@ -56,19 +68,42 @@ class ClientWorker:
         self.data = data
         self.node_id: str = ray.get_runtime_context().get_node_id()
         self.pid = os.getpid()
+        self._protected: dict[str, tuple[ClientData, dict[str, float]]] = {}
 
     def where(self) -> tuple[str, int]:
         """The Ray node id and process id this worker runs in."""
         return self.node_id, self.pid
 
-    def client_data(self, client_id: str, index: int) -> ClientData:
-        """Client ``index``'s training rows (a copy: the object store's pages are read-only)."""
+    def client_data(self, client_id: str, index: int) -> tuple[ClientData, dict[str, float]]:
+        """Client ``index``'s training rows (a copy: the object store's pages are read-only)
+        and the ``edge_*`` counts its data protection reports (none for a malicious client,
+        which, like :class:`~fedfort.attacks.AdversarialClient`, reports nothing of its data)."""
+        cached = self._protected.get(client_id)
+        if cached is not None:
+            return cached
         d = self.data
         rows = d.order[d.offsets[index] : d.offsets[index + 1]]
         x, y = d.x[rows], d.y[rows]
+        metrics: dict[str, float] = {}
+        if d.edge.enabled:
+            records = (
+                with_synthetic_identifiers(x, y, d.seed, index)
+                if d.edge.synthetic_identifiers
+                else Records(x, y)
+            )
+            protected, metrics = client_training_data(
+                d.edge, records, client_id=client_id, num_classes=d.num_classes, seed=d.seed
+            )
+            x, y = protected.x.numpy(), protected.y.numpy()
         if d.attack is not None and client_id in d.malicious:
             x, y = poisoned_data(d.attack, client_id, x, y, d.num_classes, d.seed)
-        return ClientData.from_numpy(x, y)
+            metrics = {}
+        result = ClientData.from_numpy(x, y), metrics
+        if d.edge.enabled:
+            if len(self._protected) >= _PROTECTED_CACHE:
+                self._protected.pop(next(iter(self._protected)))
+            self._protected[client_id] = result
+        return result
 
     def fit(
         self,
@@ -84,9 +119,12 @@ class ClientWorker:
             weights=np.array(weights, dtype=np.float32),
             server_control=None if server_control is None else np.array(server_control),
         )
-        data = self.client_data(task.client_id, index)
+        data, metrics = self.client_data(task.client_id, index)
         own = None if control is None else np.array(control)
-        return self.trainer.fit(full, data, own), self.node_id
+        update = self.trainer.fit(full, data, own)
+        if metrics:  # as FederatedClient.finalize adds them (its privacy step may drop them)
+            update = dataclasses.replace(update, metrics={**update.metrics, **metrics})
+        return update, self.node_id
 
 
 def worker_options(cpus: float, gpus: float) -> dict[str, Any]:

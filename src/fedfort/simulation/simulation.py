@@ -120,6 +120,7 @@ class Simulation(Federation):
             dropout_rate=config.simulation.dropout_rate,
             secure_dropout_rate=config.secure_aggregation.simulated_dropout,
             options=RayOptions.from_config(config.simulation),
+            edge=config.edge,
         )
         return executor, {"clients": self.clients}
 
