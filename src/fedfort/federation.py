@@ -19,7 +19,6 @@ import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,26 @@ from fedfort import __version__
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
 from fedfort.alerts import AlertManager, webhook_url
-from fedfort.attacks.metrics import security_summary
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
-from fedfort.data.datasets import Dataset, load_dataset
-from fedfort.data.partition import Partition, natural_partition, partition_dataset
+from fedfort.data.datasets import Dataset
+from fedfort.data.partition import Partition
 from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
-from fedfort.edge.records import client_training_data, with_synthetic_identifiers
-from fedfort.edge.schema import Records
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
+from fedfort.federation_data import (
+    FederationData,
+    client_ids,
+    local_training_data,
+    partition_records,
+    split_data,
+)
 from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
+from fedfort.run_result import SimulationResult
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
 from fedfort.server.data_report import ReportDataProtection
@@ -92,216 +96,12 @@ __all__ = [
 CHECKPOINT_FILE = "checkpoints.sqlite"
 
 
-@dataclass(frozen=True)
-class SimulationResult:
-    """Per-round records of the whole run (including resumed parts) and the final model."""
-
-    config: RunConfig
-    records: list[dict[str, Any]]
-    model: np.ndarray
-    malicious: list[str] = dataclasses.field(default_factory=list)
-    stopped: str | None = None
-
-    @property
-    def privacy(self) -> dict[str, Any] | None:
-        """The run's privacy settings and what it spent (``None`` without privacy)."""
-        p = self.config.privacy
-        if p.mode == "none" and not p.dp_sgd.enabled:
-            return None
-        last = self.records[-1] if self.records else {}
-        body: dict[str, Any] = {
-            "mode": p.mode,
-            "accountant": p.accountant,
-            "delta": p.delta,
-            "target_epsilon": p.target_epsilon,
-            "epsilon": last.get("epsilon"),
-            "noise_multiplier": p.noise_multiplier,
-            "sampling": p.sampling if p.user_level else None,
-            "secure_noise": p.secure_noise,
-            "stopped_by_budget": self.stopped == "privacy_budget_exhausted",
-        }
-        if p.mode == "local":
-            body.update(
-                local_mechanism=p.local_mechanism,
-                local_epsilon_per_round=p.local_epsilon,
-                local_delta_per_round=p.local_delta if p.local_mechanism == "gaussian" else 0.0,
-                basic_composition_epsilon=(p.local_epsilon or 0.0) * len(self.records),
-            )
-        if p.dp_sgd.enabled:
-            measured = last.get("measurements", {}).get("privacy", {})
-            body["dp_sgd"] = {
-                **p.dp_sgd.model_dump(mode="json"),
-                "client_epsilon_max": measured.get("dp_sgd_epsilon_max"),
-                "client_epsilon_mean": measured.get("dp_sgd_epsilon_mean"),
-            }
-        return body
-
-    @property
-    def secure_aggregation(self) -> dict[str, Any] | None:
-        """The secure aggregation mode and its cost over the run (``None`` when off)."""
-        sa = self.config.secure_aggregation
-        if not sa.enabled:
-            return None
-        measured = [r["measurements"].get("aggregate", {}) for r in self.records]
-        included = sum(m.get("included", 0) for m in measured)
-        aborted = [
-            d["reason"]
-            for r in self.records
-            for d in r.get("discarded_attempts", [])
-            if "secure aggregation" in d["reason"]
-        ]
-        return {
-            "mode": sa.mode,
-            "bits": sa.bits if sa.mode != "ckks" else None,
-            "rounds": len(measured),
-            "protocol_s_mean": float(np.mean([m.get("protocol_s", 0.0) for m in measured]))
-            if measured
-            else None,
-            "upload_bytes_per_client": sum(m.get("bytes_client_to_server", 0) for m in measured)
-            / max(included, 1),
-            "protocol_dropouts": sum(len(m.get("protocol_dropped", {})) for m in measured),
-            "aborted_attempts": len(aborted),
-        }
-
-    @property
-    def security(self) -> dict[str, Any] | None:
-        """Attack and defence figures (see :func:`fedfort.attacks.security_summary`)."""
-        if self.config.attack.name == "none":
-            return None
-        return {
-            "attack": self.config.attack.model_dump(mode="json"),
-            **security_summary(self.records, self.malicious),
-        }
-
-    @property
-    def final(self) -> dict[str, Any]:
-        evaluated = [r for r in self.records if r.get("accuracy") is not None]
-        last = evaluated[-1] if evaluated else {}
-        return {
-            "rounds": self.records[-1]["round"] if self.records else 0,
-            "accuracy": last.get("accuracy"),
-            "loss": last.get("loss"),
-            "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
-            "model_sha256": self.records[-1]["model_sha256"] if self.records else None,
-            "epsilon": self.records[-1].get("epsilon") if self.records else None,
-            "delta": self.records[-1].get("delta") if self.records else None,
-            "stopped": self.stopped,
-        }
-
-
-def _split_root(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Carve FLTrust's clean root dataset out of the training split (stratified, seeded)."""
-    n = labels.shape[0]
-    if size >= n // 2:
-        raise ConfigError(
-            f"defense.fltrust_root_samples = {size} would take half the {n} training samples: "
-            "FLTrust needs only a small root dataset (e.g. 100)"
-        )
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x726F6F74,)))
-    root = np.sort(rng.choice(n, size=size, replace=False))
-    rest = np.setdiff1d(np.arange(n), root)
-    return rest, root
-
-
 def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
     if factory is None:
         return build_model(spec, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory(spec.in_features, spec.num_classes, **spec.options)
-
-
-@dataclass(frozen=True)
-class FederationData:
-    """The embedded dataset split as a run uses it: client partitions and FLTrust's root."""
-
-    dataset: Dataset
-    train_idx: np.ndarray
-    root_idx: np.ndarray | None
-    partition: Partition
-
-    def client_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The training rows of client ``k`` (its partition of the training split)."""
-        if not 0 <= k < len(self.partition.indices):
-            raise ConfigError(
-                f"partition {k} does not exist: the run has {len(self.partition.indices)} clients"
-            )
-        idx = self.train_idx[self.partition.indices[k]]
-        return self.dataset.x_train[idx], self.dataset.y_train[idx]
-
-
-def split_data(config: RunConfig) -> FederationData:
-    """Load the run's dataset and split it exactly as every runtime does (seeded)."""
-    dataset = load_dataset(
-        config.data.dataset,
-        seed=config.seed,
-        test_fraction=config.data.test_fraction,
-        synthetic_samples=config.data.synthetic_samples,
-        synthetic_features=config.data.synthetic_features,
-        synthetic_classes=config.data.synthetic_classes,
-        fedprox_alpha=config.data.fedprox_alpha,
-        fedprox_beta=config.data.fedprox_beta,
-        fedprox_clients=config.clients.count,
-        fedprox_max_samples=config.data.fedprox_max_samples,
-    )
-    train_idx = np.arange(dataset.y_train.shape[0])
-    root_idx: np.ndarray | None = None
-    if config.defense.aggregator == "fltrust":
-        train_idx, root_idx = _split_root(
-            dataset.y_train, config.defense.fltrust_root_samples, config.seed
-        )
-    if config.data.partition == "natural":
-        if dataset.train_clients is None:
-            raise ConfigError(f"dataset {dataset.name!r} has no per-client split of its own")
-        partition = natural_partition(
-            dataset.train_clients[train_idx],
-            config.clients.count,
-            min_samples=config.data.min_samples_per_client,
-        )
-    else:
-        partition = partition_dataset(
-            dataset.y_train[train_idx],
-            config.clients.count,
-            config.data.partition,
-            seed=config.seed,
-            alpha=config.data.alpha,
-            shards_per_client=config.data.shards_per_client,
-            min_samples=config.data.min_samples_per_client,
-        )
-    return FederationData(dataset, train_idx, root_idx, partition)
-
-
-def partition_records(config: RunConfig, data: FederationData, k: int) -> Records:
-    """Client ``k``'s records: its partition, with synthetic identifiers when configured."""
-    x, y = data.client_arrays(k)
-    if config.edge.enabled and config.edge.synthetic_identifiers:
-        return with_synthetic_identifiers(x, y, config.seed, k)
-    return Records(x, y)
-
-
-def local_training_data(
-    config: RunConfig,
-    records: Records,
-    client_id: str,
-    num_classes: int,
-    state_dir: str | Path | None = None,
-) -> tuple[ClientData, dict[str, float]]:
-    """What a client trains on, in every runtime: ``records`` through the ``[edge]`` pipeline
-    (validate, mask, sanitise; see :mod:`fedfort.edge`) and its ``edge_*`` count metrics."""
-    return client_training_data(
-        config.edge,
-        records,
-        client_id=client_id,
-        num_classes=num_classes,
-        seed=config.seed,
-        state_dir=state_dir,
-    )
-
-
-def client_ids(count: int) -> list[str]:
-    """The federation's client ids: ``client-000``, ``client-001``, ..."""
-    width = max(3, len(str(count - 1)))
-    return [f"client-{i:0{width}d}" for i in range(count)]
 
 
 class _CheckpointHook:

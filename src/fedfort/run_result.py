@@ -1,0 +1,115 @@
+"""What a finished run returns: its round records, final model and summaries.
+
+:class:`SimulationResult` is returned by :meth:`fedfort.federation.Federation.run` in every
+runtime (simulation and networked server) and written as ``results.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedfort.attacks.metrics import security_summary
+from fedfort.config import RunConfig
+
+__all__ = ["SimulationResult"]
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Per-round records of the whole run (including resumed parts) and the final model."""
+
+    config: RunConfig
+    records: list[dict[str, Any]]
+    model: np.ndarray
+    malicious: list[str] = dataclasses.field(default_factory=list)
+    stopped: str | None = None
+
+    @property
+    def privacy(self) -> dict[str, Any] | None:
+        """The run's privacy settings and what it spent (``None`` without privacy)."""
+        p = self.config.privacy
+        if p.mode == "none" and not p.dp_sgd.enabled:
+            return None
+        last = self.records[-1] if self.records else {}
+        body: dict[str, Any] = {
+            "mode": p.mode,
+            "accountant": p.accountant,
+            "delta": p.delta,
+            "target_epsilon": p.target_epsilon,
+            "epsilon": last.get("epsilon"),
+            "noise_multiplier": p.noise_multiplier,
+            "sampling": p.sampling if p.user_level else None,
+            "secure_noise": p.secure_noise,
+            "stopped_by_budget": self.stopped == "privacy_budget_exhausted",
+        }
+        if p.mode == "local":
+            body.update(
+                local_mechanism=p.local_mechanism,
+                local_epsilon_per_round=p.local_epsilon,
+                local_delta_per_round=p.local_delta if p.local_mechanism == "gaussian" else 0.0,
+                basic_composition_epsilon=(p.local_epsilon or 0.0) * len(self.records),
+            )
+        if p.dp_sgd.enabled:
+            measured = last.get("measurements", {}).get("privacy", {})
+            body["dp_sgd"] = {
+                **p.dp_sgd.model_dump(mode="json"),
+                "client_epsilon_max": measured.get("dp_sgd_epsilon_max"),
+                "client_epsilon_mean": measured.get("dp_sgd_epsilon_mean"),
+            }
+        return body
+
+    @property
+    def secure_aggregation(self) -> dict[str, Any] | None:
+        """The secure aggregation mode and its cost over the run (``None`` when off)."""
+        sa = self.config.secure_aggregation
+        if not sa.enabled:
+            return None
+        measured = [r["measurements"].get("aggregate", {}) for r in self.records]
+        included = sum(m.get("included", 0) for m in measured)
+        aborted = [
+            d["reason"]
+            for r in self.records
+            for d in r.get("discarded_attempts", [])
+            if "secure aggregation" in d["reason"]
+        ]
+        return {
+            "mode": sa.mode,
+            "bits": sa.bits if sa.mode != "ckks" else None,
+            "rounds": len(measured),
+            "protocol_s_mean": float(np.mean([m.get("protocol_s", 0.0) for m in measured]))
+            if measured
+            else None,
+            "upload_bytes_per_client": sum(m.get("bytes_client_to_server", 0) for m in measured)
+            / max(included, 1),
+            "protocol_dropouts": sum(len(m.get("protocol_dropped", {})) for m in measured),
+            "aborted_attempts": len(aborted),
+        }
+
+    @property
+    def security(self) -> dict[str, Any] | None:
+        """Attack and defence figures (see :func:`fedfort.attacks.security_summary`)."""
+        if self.config.attack.name == "none":
+            return None
+        return {
+            "attack": self.config.attack.model_dump(mode="json"),
+            **security_summary(self.records, self.malicious),
+        }
+
+    @property
+    def final(self) -> dict[str, Any]:
+        evaluated = [r for r in self.records if r.get("accuracy") is not None]
+        last = evaluated[-1] if evaluated else {}
+        return {
+            "rounds": self.records[-1]["round"] if self.records else 0,
+            "accuracy": last.get("accuracy"),
+            "loss": last.get("loss"),
+            "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
+            "model_sha256": self.records[-1]["model_sha256"] if self.records else None,
+            "epsilon": self.records[-1].get("epsilon") if self.records else None,
+            "delta": self.records[-1].get("delta") if self.records else None,
+            "stopped": self.stopped,
+        }
