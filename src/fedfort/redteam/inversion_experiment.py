@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fedfort.attacks.inference.inversion_results import TrialOutcome
 from fedfort.errors import ConfigError
@@ -33,15 +33,7 @@ Defence = Literal[
     "secure_distributed_dp",
     "central_dp",
 ]
-DEFENCES: tuple[Defence, ...] = (
-    "none",
-    "clipping",
-    "local_dp",
-    "distributed_dp",
-    "secure_aggregation",
-    "secure_distributed_dp",
-    "central_dp",
-)
+DEFENCES: tuple[Defence, ...] = get_args(Defence)
 ATTACKS = ("dlg", "idlg", "inverting_gradients")
 _CENTRAL_NOTE = (
     "not applicable: the server sees the update before it adds noise; central DP protects "

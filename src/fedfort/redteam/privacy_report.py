@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fedfort.redteam.inversion_experiment import DEFENCES
 from fedfort.redteam.report import (
     HTML_FILE,
     MARKDOWN_FILE,
@@ -40,15 +41,7 @@ __all__ = ["GRID_FILE", "NOTES", "write_privacy_report"]
 
 GRID_FILE: Final = "inversion_grid.png"
 DASH: Final = "—"
-_KINDS: Final = (
-    "none",
-    "clipping",
-    "local_dp",
-    "distributed_dp",
-    "secure_aggregation",
-    "secure_distributed_dp",
-    "central_dp",
-)
+_KINDS: Final[tuple[str, ...]] = DEFENCES  # the rows of the side-by-side table, in order
 _GRID_COLUMNS: Final = 6
 
 NOTES: Final = (
