@@ -224,7 +224,7 @@ class _Handler(QuietRequestHandler):
 
 
 class _BadBody(FedfortError):
-    pass
+    """A request body the operator API cannot read (answered 400, nothing runs)."""
 
 
 class OperatorServer(BackgroundServer):
@@ -266,11 +266,4 @@ class OperatorServer(BackgroundServer):
 
     def _bind(self, host: str, port: int) -> tuple[Any, threading.Thread]:
         server = _Server(host, port, self)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"fedfort-operator-{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        return server, thread
+        return server, server.serve_in_background("operator")

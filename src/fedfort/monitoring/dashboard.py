@@ -432,14 +432,7 @@ class DashboardServer(BackgroundServer):
     def _bind(self, host: str, port: int) -> tuple[Any, threading.Thread]:
         self._load_assets()
         server = _HTTPServer(host, port, self)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"fedfort-dashboard-{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        return server, thread
+        return server, server.serve_in_background("dashboard")
 
 
 def serve_dashboard(

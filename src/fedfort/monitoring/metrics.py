@@ -322,11 +322,4 @@ class MetricsServer(BackgroundServer):
             server, thread = start_http_server(port, addr=host, registry=self.registry)
             return server, thread
         guarded = GuardedMetricsHTTP(host, port, self)
-        thread = threading.Thread(
-            target=guarded.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"fedfort-metrics-{guarded.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        return guarded, thread
+        return guarded, guarded.serve_in_background("metrics")

@@ -209,6 +209,17 @@ class ThreadedHTTPServer(http.server.ThreadingHTTPServer):
         sock, addr = self.socket.accept()
         return tls_request(self.tls_context(), sock), addr
 
+    def serve_in_background(self, name: str) -> threading.Thread:
+        """Serve on a started daemon thread named ``fedfort-<name>-<port>``."""
+        thread = threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"fedfort-{name}-{self.server_address[1]}",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
 
 class QuietRequestHandler(http.server.BaseHTTPRequestHandler):
     """A handler that finishes TLS on its own thread and logs at debug level only.
