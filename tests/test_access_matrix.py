@@ -123,16 +123,50 @@ def _last_decision(setup: Setup, action: str) -> dict[str, object]:
     return entries[-1]
 
 
+@dataclass(frozen=True)
+class Cell:
+    status: int
+    payload: bytes
+    entry: dict[str, object]
+
+
+@pytest.fixture(scope="module")
+def matrix(setup: Setup) -> dict[tuple[str, str], Cell]:
+    """Every role calls every action once, and every action is called once without a token
+    (so the audit log holds a denial of even the actions every role may take).
+
+    Run once per module by whichever test needs it first, so every test below stands on its
+    own however pytest orders or distributes them.
+    """
+    context = client_context(setup.pki)
+    cells: dict[tuple[str, str], Cell] = {}
+    for action in ACTIONS:
+        method, path = ROUTE_OF[action]
+        for role in ROLES:
+            body = _prepare(setup, action)
+            status, payload, _ = call(
+                setup.server.port,
+                method,
+                path,
+                token=setup.tokens[role],
+                body=body,
+                context=context,
+            )
+            cells[role, action] = Cell(status, payload, _last_decision(setup, action))
+        status, payload, _ = call(
+            setup.server.port, method, path, body=_prepare(setup, action), context=context
+        )
+        cells["", action] = Cell(status, payload, _last_decision(setup, action))
+    return cells
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("action", ACTIONS)
-def test_every_role_against_every_action(setup: Setup, role: str, action: str) -> None:
-    method, path = ROUTE_OF[action]
-    body = _prepare(setup, action)
-    context = client_context(setup.pki)
-    status, payload, _ = call(
-        setup.server.port, method, path, token=setup.tokens[role], body=body, context=context
-    )
-    entry = _last_decision(setup, action)
+def test_every_role_against_every_action(
+    setup: Setup, matrix: dict[tuple[str, str], Cell], role: str, action: str
+) -> None:
+    cell = matrix[role, action]
+    status, payload, entry = cell.status, cell.payload, cell.entry
     token_id = setup.tokens[role].split("_")[1]
     assert entry["identity"] == f"token:{token_id}:{role}-1"
     assert entry["role"] == role
@@ -145,7 +179,7 @@ def test_every_role_against_every_action(setup: Setup, role: str, action: str) -
         assert entry["decision"] == "deny" and entry["status"] == 403
 
 
-def test_allowed_actions_took_effect(setup: Setup) -> None:
+def test_allowed_actions_took_effect(setup: Setup, matrix: dict[tuple[str, str], Cell]) -> None:
     """What the admin's calls changed: a run-control state, a filed rollback, a key, a CRL."""
     token = setup.tokens["admin"]
     context = client_context(setup.pki)
@@ -293,7 +327,9 @@ def test_scopes_narrow_a_role(setup: Setup) -> None:
     assert status == 403 and json.loads(payload)["error"] == "outside_scopes"
 
 
-def test_the_audit_log_verifies_and_holds_no_secret(setup: Setup) -> None:
+def test_the_audit_log_verifies_and_holds_no_secret(
+    setup: Setup, matrix: dict[tuple[str, str], Cell]
+) -> None:
     setup.guard.audit.flush()
     result = verify_run(setup.run)
     assert result.ok, result.describe()
