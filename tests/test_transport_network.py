@@ -24,7 +24,7 @@ from fedfort.secagg.crypto import SigningKey
 from fedfort.simulation import Simulation
 from fedfort.transport.client import rotate_client_key
 from fedfort.transport.identity import SERVER, Route, seal_envelope
-from fedfort.transport.pki import init_ca, issue_certificate, issue_clients, revoke
+from fedfort.transport.pki import init_ca, issue_certificate, issue_clients
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 from fedfort.transport.server import REGISTRY_FILE, Credentials
@@ -33,8 +33,10 @@ from netfed import (
     FEDERATION,
     RawClient,
     ServerThread,
+    ca_dir,
     make_pki,
     net_config,
+    revoke_member,
     start_clients,
     tampered,
     update_for,
@@ -197,7 +199,7 @@ def test_unknown_foreign_and_expired_certificates_are_refused(tmp_path: Path) ->
     config = net_config(2, 1)
     pki = make_pki(tmp_path, 2)
     # a client of this CA that is not on the roster
-    issue_certificate(pki, pki, "client-099", role="client")
+    issue_certificate(ca_dir(pki), pki, "client-099", role="client")
     # a client named like a member, from another federation's CA
     other = tmp_path / "other"
     init_ca(other, FEDERATION)
@@ -206,7 +208,7 @@ def test_unknown_foreign_and_expired_certificates_are_refused(tmp_path: Path) ->
     expired = tmp_path / "expired"
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     issue_certificate(
-        pki,
+        ca_dir(pki),
         expired,
         "client-001",
         role="client",
@@ -281,7 +283,7 @@ def test_key_rotation_and_revocation_while_running(tmp_path: Path) -> None:
     )
     registry.close()
     # revoke client-001: it is cut off at its next request, the run goes on without it
-    revoke(pki, pki / "client-001.pem")
+    revoke_member(pki, "client-001")
     raw.close()
     result = srv.join()
     for t in threads:

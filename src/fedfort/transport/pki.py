@@ -465,12 +465,15 @@ def issue_certificate(
     """Issue a certificate for ``name`` signed by the CA in ``ca_dir``.
 
     Writes ``out_dir/{name}.pem``, ``out_dir/{name}.key`` (mode 0600) and a copy of the CA
-    certificate as ``out_dir/ca.pem``. The subject is CN=``name``, O=federation id. A server
-    certificate names ``hosts`` (DNS names and IP addresses) in its subjectAltName and may only
-    authenticate servers; a client certificate names ``name`` and may only authenticate
-    clients. The certificate is valid for ``days`` days from now, or over
-    ``[not_before, not_after]`` when given (tests use these to make expired or not yet valid
-    certificates; a ``not_after`` alone in the past gives a window of ``days`` days ending then).
+    certificate as ``out_dir/ca.pem``; for a server, also a copy of the CA's current
+    ``crl.pem``. Never the CA's private key: ``out_dir`` is what the party needs, and a server
+    refuses to start beside ``ca.key`` (:func:`fedfort.transport.server.refuse_ca_key`).
+    The subject is CN=``name``, O=federation id. A server certificate names ``hosts`` (DNS
+    names and IP addresses) in its subjectAltName and may only authenticate servers; a client
+    certificate names ``name`` and may only authenticate clients. The certificate is valid for
+    ``days`` days from now, or over ``[not_before, not_after]`` when given (tests use these to
+    make expired or not yet valid certificates; a ``not_after`` alone in the past gives a
+    window of ``days`` days ending then).
 
     Raises ConfigError for an invalid name, a client named ``server``, an existing
     ``{name}.key``, or an unusable CA directory.
@@ -545,6 +548,9 @@ def issue_certificate(
     _write_private(files.key, _key_pem(key))
     _write_public(files.cert, _cert_pem(cert))
     _place_ca_copy(ca_pem, files.ca)
+    crl = Path(ca_dir) / CRL_FILE
+    if role == "server" and (out_dir / CRL_FILE).resolve() != crl.resolve() and crl.exists():
+        _write_public(out_dir / CRL_FILE, _read_bytes(crl, "revocation list"))
     return files
 
 
