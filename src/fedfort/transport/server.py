@@ -293,6 +293,7 @@ class NetworkServer(Federation):
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_concurrent_streams", 16),
                 ("grpc.so_reuseport", 0),
+                ("grpc.http2.bdp_probe", 0),
             ],
             maximum_concurrent_rpcs=net.max_concurrent_rpcs,
         )
