@@ -30,7 +30,10 @@ Keys are ECDSA P-256 (the curve best supported by BoringSSL); private keys are w
 PKCS#8 PEM readable by their owner only (mode 0600), encrypted under ``FEDFORT_KEY_PASSPHRASE``
 when it is set (see :mod:`fedfort.keyfiles`; gRPC gets them decrypted in memory), and
 certificates as PEM (0644).
-Layout of a CA directory: ``ca.pem``, ``ca.key``, ``crl.pem`` and ``federation.json``.
+Layout of a CA directory: ``ca.pem``, ``ca.key``, ``crl.pem`` and ``federation.json``; it stays
+with the operator. A server's directory holds ``server.pem``, ``server.key``, ``ca.pem`` and a
+copy of ``crl.pem`` (:func:`publish_crl` after each revocation), never ``ca.key``: a server that
+holds the CA key can mint client certificates, and refuses to start beside one.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ __all__ = [
     "issue_clients",
     "load_certificate",
     "load_private_key",
+    "publish_crl",
     "read_federation_id",
     "revoke",
     "sign_with_key",
@@ -548,10 +552,20 @@ def issue_certificate(
     _write_private(files.key, _key_pem(key))
     _write_public(files.cert, _cert_pem(cert))
     _place_ca_copy(ca_pem, files.ca)
-    crl = Path(ca_dir) / CRL_FILE
-    if role == "server" and (out_dir / CRL_FILE).resolve() != crl.resolve() and crl.exists():
-        _write_public(out_dir / CRL_FILE, _read_bytes(crl, "revocation list"))
+    if role == "server" and (Path(ca_dir) / CRL_FILE).exists():
+        publish_crl(ca_dir, out_dir)
     return files
+
+
+def publish_crl(ca_dir: Path, out_dir: Path) -> Path:
+    """Copy the CA's current ``crl.pem`` into ``out_dir`` (a server's credentials directory),
+    atomically, and return the copy's path. The CRL is public and signed by the CA, so it may
+    travel by any channel; the server re-reads it when the file changes."""
+    crl = Path(ca_dir) / CRL_FILE
+    target = Path(out_dir) / CRL_FILE
+    if target.resolve() != crl.resolve():
+        _write_public(target, _read_bytes(crl, "revocation list"))
+    return target
 
 
 def issue_clients(
