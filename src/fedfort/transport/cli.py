@@ -41,6 +41,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv.add_argument("--rounds", type=int, help="rounds to commit")
     srv.add_argument("--resume", action="store_true", help="continue the run in --out")
     srv.add_argument(
+        "--start-clients",
+        type=int,
+        metavar="N",
+        help="clients to wait for before the first round, or before continuing a resumed run "
+        "(overrides network.start_clients)",
+    )
+    srv.add_argument(
         "--allow-ca-key-on-server",
         action="store_true",
         help="start even though --pki holds the CA's private key ca.key (tests only: a server "
@@ -110,7 +117,8 @@ def run_server(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     credentials = Credentials.from_pki(args.pki, args.name)
-    network = {"address": args.address} if args.address else None
+    overrides = {"address": args.address, "start_clients": args.start_clients}
+    network = {k: v for k, v in overrides.items() if v is not None} or None
     if args.resume:
         server = NetworkServer.resume(
             args.out,
@@ -121,7 +129,7 @@ def run_server(args: argparse.Namespace) -> int:
         )
     else:
         config = load_config(args.config).with_overrides(
-            {"rounds": args.rounds, "network.address": args.address}
+            {"rounds": args.rounds, **{f"network.{k}": v for k, v in (network or {}).items()}}
         )
         server = NetworkServer(
             config, args.out, credentials=credentials, allow_ca_key=args.allow_ca_key_on_server

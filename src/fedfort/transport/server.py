@@ -344,11 +344,12 @@ class NetworkServer(Federation):
                 self._linger()
 
     def _wait_for_returning_clients(self) -> None:
-        """After a restart: a quorum's worth of clients, then a grace period (two backoff
-        ceilings) for the others to come back, so none is dropped for being slow to retry."""
+        """After a restart: ``network.start_clients`` clients when set (up to
+        ``start_timeout_s``), else a quorum's worth; then a grace period (two backoff ceilings)
+        for the others to come back, so none is dropped for being slow to retry."""
         quorum = self.engine.stage("quorum")
         need = quorum.required(sample_size(self.config)) if isinstance(quorum, EnforceQuorum) else 1
-        self.wait_for_clients(count=need)
+        self.wait_for_clients(count=self.config.network.start_clients or need)
         net = self.config.network
         end = time.monotonic() + 2 * net.backoff_max_s + net.heartbeat_s
         enrolled = set(self.gate.enrolled())
