@@ -32,12 +32,14 @@ they are checked:
 ``mismatched_header``       the message's own round or client id contradicts its envelope
 ==========================  ============================================================
 
-The first five (and ``rate_limited``) are checked by :meth:`Gate.member` from the TLS peer
-certificate alone, before the server reads a single request byte; ``stream_limit``,
-``buffer_limit`` and ``stream_timeout`` are :mod:`fedfort.transport.admission`'s. A refusal is
-counted and logged under the identity the certificate proves (its common name when this
-federation's CA issued it, ``?`` otherwise), with the identity the request claimed in its
-detail, so a peer cannot have its refusals blamed on another client.
+The certificate codes, ``unknown_client`` and ``rate_limited`` are checked by
+:meth:`Gate.member` from the TLS peer certificate alone, before the server reads a single
+request byte (``identity_mismatch`` needs the request's claim, read after admission);
+``stream_limit``, ``buffer_limit`` and ``stream_timeout`` are
+:mod:`fedfort.transport.admission`'s. A refusal is counted and logged under the identity the
+certificate proves (its common name when this federation's CA issued it, ``?`` otherwise), with
+the identity the request claimed in its detail, so a peer cannot have its refusals blamed on
+another client.
 
 Values inside a well-formed update (NaN/Inf, wrong shape) are the round engine's to judge:
 :class:`~fedfort.server.verify.VerifyUpdates` rejects them with its own reason codes.
