@@ -63,6 +63,9 @@ class FederationService:
     (:class:`~fedfort.transport.admission.PeerLimits`), and only then reads the request. A
     refused peer holds a worker thread for the length of one certificate check and has nothing
     of its request buffered beyond what HTTP/2 flow control lets it send ahead.
+
+    ``limits`` defaults to the ``[network]`` defaults; its deadlines and certificate re-checks
+    run once :meth:`PeerLimits.start` is called (:meth:`NetworkServer.start` does).
     """
 
     def __init__(
