@@ -322,11 +322,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp:
         root = Path(tmp)
-        pki = root / "pki"
+        ca, pki = root / "ca", root / "pki"  # the CA key stays out of the server's directory
         start = time.perf_counter()
-        init_ca(pki, FEDERATION)
-        issue_certificate(pki, pki, "server", role="server")
-        issue_clients(pki, pki, args.clients)
+        init_ca(ca, FEDERATION)
+        issue_certificate(ca, pki, "server", role="server")
+        issue_clients(ca, pki, args.clients)
         pki_s = time.perf_counter() - start
 
         server = NetworkServer(

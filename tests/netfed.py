@@ -4,6 +4,8 @@ raw client that crafts messages byte by byte."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from fedfort.transport.pki import (
     issue_certificate,
     issue_clients,
     load_private_key,
+    revoke,
 )
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials, NetworkServer
@@ -33,11 +36,32 @@ FEDERATION = "testfed"
 
 
 def make_pki(root: Path, clients: int) -> Path:
+    """The CA in ``root/ca`` (its private key stays there); the server's and the clients'
+    credentials and a copy of the CRL in ``root/pki``, the directory the server reads."""
     pki = root / "pki"
-    init_ca(pki, FEDERATION)
-    issue_certificate(pki, pki, "server", role="server")
-    issue_clients(pki, pki, clients)
+    init_ca(ca_dir(pki), FEDERATION)
+    issue_certificate(ca_dir(pki), pki, "server", role="server")
+    issue_clients(ca_dir(pki), pki, clients)
+    publish_crl(pki)
     return pki
+
+
+def ca_dir(pki: Path) -> Path:
+    """The CA directory of a PKI made by :func:`make_pki`."""
+    return pki.parent / "ca"
+
+
+def publish_crl(pki: Path) -> None:
+    """Copy the CA's current CRL to the server's directory, atomically (as an operator would)."""
+    tmp = pki / ".crl.tmp"
+    shutil.copyfile(ca_dir(pki) / "crl.pem", tmp)
+    os.replace(tmp, pki / "crl.pem")
+
+
+def revoke_member(pki: Path, name: str) -> None:
+    """Revoke ``name``'s certificate at the CA and publish the new CRL to the server."""
+    revoke(ca_dir(pki), pki / f"{name}.pem")
+    publish_crl(pki)
 
 
 def net_config(clients: int = 3, rounds: int = 2, **sections: dict[str, Any]) -> RunConfig:

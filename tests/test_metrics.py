@@ -336,3 +336,20 @@ def test_server_refuses_a_busy_port_and_close_frees_it() -> None:
     with MetricsServer(metrics.registry, f"127.0.0.1:{port}") as again:
         assert again.port == port
         assert value(scrape(again.url), "fedfort_round") == 0
+
+
+def test_metrics_without_access_refuse_a_foreign_host_header() -> None:
+    """DNS rebinding: a page on attacker.example re-points its name at 127.0.0.1 and reads
+    /metrics from the victim's browser; the request still says ``Host: attacker.example``."""
+    registry = CollectorRegistry()
+    with MetricsServer(registry, "127.0.0.1:0") as server:
+        rebound = urllib.request.Request(
+            server.url, headers={"Host": f"attacker.example:{server.port}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert info.value.code == 403
+        for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", "[::1]"):
+            request = urllib.request.Request(server.url, headers={"Host": host})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200

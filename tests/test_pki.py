@@ -378,7 +378,9 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     argv = ["certs", "issue", "--dir", str(ca), "--out", str(out)]
     assert main([*argv, "--name", "server", "--role", "server", "--host", "fl.local"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [f"wrote {out / n}" for n in ["server.key", "server.pem", "ca.pem"]]
+    bundle = ["server.key", "server.pem", "ca.pem", "crl.pem"]  # what the server needs, no ca.key
+    assert lines == [f"wrote {out / n}" for n in bundle]
+    assert sorted(p.name for p in out.iterdir()) == sorted(bundle)
     server = pki.load_certificate(out / "server.pem")
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["fl.local"]
@@ -395,9 +397,11 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     ca_cert = pki.load_certificate(ca / "ca.pem")
     pki.verify_certificate((out / "alice.pem").read_bytes(), ca_cert, role="client")
 
-    assert main(["certs", "revoke", "--dir", str(ca), "--cert", str(out / "client-001.pem")]) == 0
+    revoking = ["certs", "revoke", "--dir", str(ca), "--cert", str(out / "client-001.pem")]
+    assert main([*revoking, "--publish", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == f"wrote {ca / 'crl.pem'}"
+    assert lines[-2:] == [f"wrote {ca / 'crl.pem'}", f"wrote {out / 'crl.pem'}"]
+    assert (out / "crl.pem").read_bytes() == (ca / "crl.pem").read_bytes()
     assert main(["certs", "revoke", "--dir", str(ca), "--serial", hex(alice.serial_number)]) == 0
     capsys.readouterr()
     revoked = pki.RevocationList(ca / "crl.pem", ca_cert)

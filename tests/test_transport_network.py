@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
 import socket
 import threading
 import time
@@ -19,22 +20,25 @@ import numpy as np
 import pytest
 
 from fedfort.audit import AUDIT_FILE, read_entries, verify_run
-from fedfort.errors import Refused
+from fedfort.cli import main
+from fedfort.errors import ConfigError, Refused
 from fedfort.secagg.crypto import SigningKey
 from fedfort.simulation import Simulation
 from fedfort.transport.client import rotate_client_key
 from fedfort.transport.identity import SERVER, Route, seal_envelope
-from fedfort.transport.pki import init_ca, issue_certificate, issue_clients, revoke
+from fedfort.transport.pki import init_ca, issue_certificate, issue_clients
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
-from fedfort.transport.server import REGISTRY_FILE, Credentials
+from fedfort.transport.server import REGISTRY_FILE, Credentials, NetworkServer
 from fedfort.transport.service import rotate_server_key
 from netfed import (
     FEDERATION,
     RawClient,
     ServerThread,
+    ca_dir,
     make_pki,
     net_config,
+    revoke_member,
     start_clients,
     tampered,
     update_for,
@@ -197,7 +201,7 @@ def test_unknown_foreign_and_expired_certificates_are_refused(tmp_path: Path) ->
     config = net_config(2, 1)
     pki = make_pki(tmp_path, 2)
     # a client of this CA that is not on the roster
-    issue_certificate(pki, pki, "client-099", role="client")
+    issue_certificate(ca_dir(pki), pki, "client-099", role="client")
     # a client named like a member, from another federation's CA
     other = tmp_path / "other"
     init_ca(other, FEDERATION)
@@ -206,7 +210,7 @@ def test_unknown_foreign_and_expired_certificates_are_refused(tmp_path: Path) ->
     expired = tmp_path / "expired"
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     issue_certificate(
-        pki,
+        ca_dir(pki),
         expired,
         "client-001",
         role="client",
@@ -281,7 +285,7 @@ def test_key_rotation_and_revocation_while_running(tmp_path: Path) -> None:
     )
     registry.close()
     # revoke client-001: it is cut off at its next request, the run goes on without it
-    revoke(pki, pki / "client-001.pem")
+    revoke_member(pki, "client-001")
     raw.close()
     result = srv.join()
     for t in threads:
@@ -410,6 +414,64 @@ def test_concurrent_rpcs_are_bounded(tmp_path: Path) -> None:
             pb.HeartbeatRequest(federation_id=FEDERATION, client_id="client-000"), timeout=5
         )
         assert reply.round == 0
+    finally:
+        raw.close()
+        srv.server.network.finish()
+        srv.server.close()
+
+
+def test_server_refuses_a_pki_directory_holding_the_ca_key(tmp_path: Path) -> None:
+    """A server that can read ca.key can mint client certificates (Sybils): it will not start
+    beside one unless told explicitly."""
+    config = net_config(2, 1)
+    pki = make_pki(tmp_path, 2)
+    shutil.copyfile(ca_dir(pki) / "ca.key", pki / "ca.key")  # the old one-directory layout
+    credentials = Credentials.from_pki(pki, "server")
+    with pytest.raises(ConfigError, match=r"ca\.key"):
+        NetworkServer(config, tmp_path / "server", credentials=credentials)
+    explicit = tmp_path / "explicit"
+    NetworkServer(config, explicit, credentials=credentials, allow_ca_key=True).close()
+    argv = ["server", "--config", str(_toml(tmp_path)), "--pki", str(pki), "--rounds", "1"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 2  # the CLI says why, and stops
+    assert not (tmp_path / "cli" / REGISTRY_FILE).exists()
+
+
+def _toml(tmp_path: Path) -> Path:
+    path = tmp_path / "federation.toml"
+    path.write_text(
+        'seed = 0\nrounds = 1\n[clients]\ncount = 2\n[model]\nname = "logreg"\n'
+        '[network]\naddress = "127.0.0.1:0"\n'
+    )
+    return path
+
+
+def test_a_long_poll_ends_when_its_certificate_is_revoked(tmp_path: Path) -> None:
+    """TLS checks a certificate once, at the handshake; the server re-checks every open call."""
+    config = net_config(2, 1, network={"poll_timeout_s": 60.0, "start_clients": 2})
+    pki = make_pki(tmp_path, 2)
+    srv = ServerThread(config, tmp_path / "server", pki)
+    raw = RawClient(pki, "client-000", srv.port, config.network)
+    try:
+        assert raw.enroll().verdict.accepted
+        request = pb.PollRequest(
+            federation_id=FEDERATION, client_id="client-000", server_key_version=raw.server_version
+        )
+        waiting = raw.stub.poll(request, timeout=120)  # no round yet: the poll waits
+        deadline = time.monotonic() + 30
+        while srv.server.limits.held("client-000") == 0:  # the server holds the call open
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        revoke_member(pki, "client-000")
+        with pytest.raises(grpc.RpcError) as info:
+            list(waiting)  # without the re-check: an idle notice after poll_timeout_s
+        assert info.value.code() == grpc.StatusCode.CANCELLED
+        with pytest.raises(grpc.RpcError) as info:
+            raw.stub.heartbeat(
+                pb.HeartbeatRequest(federation_id=FEDERATION, client_id="client-000"), timeout=10
+            )
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert info.value.details() == "revoked_certificate"
+        assert srv.server.gate.counts["revoked_certificate"] >= 2
     finally:
         raw.close()
         srv.server.network.finish()

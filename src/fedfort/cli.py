@@ -159,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
         "issue",
         help="issue server or client certificates",
         description="Issue one certificate (--name) or N client certificates client-000, ... "
-        "(--clients N), signed by the CA in --dir, into --out together with ca.pem.",
+        "(--clients N), signed by the CA in --dir, into --out together with ca.pem (and, for a "
+        "server, crl.pem): what that party needs, never the CA's key. Use an --out other than "
+        "--dir: a server refuses to start beside ca.key.",
     )
     cissue.add_argument("--dir", required=True, help="CA directory")
     cissue.add_argument("--out", required=True, help="output directory")
@@ -191,6 +193,13 @@ def _parser() -> argparse.ArgumentParser:
 
     what.add_argument(
         "--serial", type=serial_number, help="serial number to revoke (decimal or 0x...)"
+    )
+    crevoke.add_argument(
+        "--publish",
+        action="append",
+        metavar="DIR",
+        help="also copy the new crl.pem into DIR (a server's --pki directory), repeatable; a "
+        "running server honours it within a second",
     )
     from fedfort.access.cli import add_parsers as add_access
     from fedfort.governance_cli import add_parsers as add_governance
@@ -451,6 +460,8 @@ def _certs(args: argparse.Namespace) -> int:
             wrote(files.key, files.cert)
         if not ca_copy_existed:
             wrote(out / pki.CA_CERT_FILE)
+        if args.clients is None and args.role == "server":
+            wrote(out / pki.CRL_FILE)
         return 0
     if args.certs_command == "revoke":
         ca_dir = Path(args.dir)
@@ -464,6 +475,8 @@ def _certs(args: argparse.Namespace) -> int:
         else:
             print(f"revoked serial {serial:#x}")
             wrote(ca_dir / pki.CRL_FILE)
+        for directory in args.publish or []:
+            wrote(pki.publish_crl(ca_dir, Path(directory)))
         return 0
     return 1
 

@@ -357,6 +357,21 @@ class NetworkConfig(_Section):
     rate_per_s: float = Field(50.0, gt=0, description="per-client request rate")
     burst: float = Field(100.0, ge=1)
     max_concurrent_rpcs: int = Field(256, ge=4, description="bounded concurrent streams")
+    max_streams_per_client: int = Field(
+        8, ge=3, description="RPCs one client may have open at once (poll, heartbeat, upload)"
+    )
+    max_upload_bytes_per_client: int | None = Field(
+        None,
+        ge=1 << 16,
+        description="payload bytes one client's uploads may declare at once "
+        "(default: twice the largest message)",
+    )
+    stream_idle_s: float = Field(
+        10.0, gt=0, description="cancel a request stream that sends nothing this long"
+    )
+    upload_deadline_s: float = Field(
+        300.0, gt=0, description="cancel a request stream still sending after this long"
+    )
     linger_s: float = Field(10.0, ge=0, description="serve 'finished' this long after the run")
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)

@@ -62,7 +62,7 @@ from fedfort.monitoring.serving import (
     QuietRequestHandler,
     ThreadedHTTPServer,
     check_exposure,
-    is_loopback,
+    host_allowed,
     request_decision,
 )
 from fedfort.monitoring.signin import (
@@ -121,16 +121,7 @@ _TEXT: Final = "text/plain; charset=utf-8"
 _JSON: Final = "application/json"
 
 
-_is_loopback = is_loopback
 _LOGIN_CSP: Final = _CSP.replace("form-action 'none'", "form-action 'self'")
-
-
-def _host_of(header: str) -> str:
-    """The host name of a ``Host`` header value (no port, no IPv6 brackets)."""
-    header = header.strip()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def json_ready(value: Any) -> Any:
@@ -271,11 +262,7 @@ class _Handler(QuietRequestHandler):
         return False
 
     def _host_allowed(self) -> bool:
-        dashboard = self.server.dashboard
-        if not _is_loopback(dashboard.host):
-            return True
-        header = self.headers.get("Host")
-        return header is None or _is_loopback(_host_of(header))
+        return host_allowed(self.server.dashboard.host, self.headers.get("Host"))
 
     def _login(self) -> None:
         """``POST /login``: a valid viewer token becomes the HttpOnly session cookie."""

@@ -63,7 +63,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
 )
 
 from fedfort.monitoring.metrics_http import GuardedMetricsHTTP
@@ -298,7 +297,8 @@ class MetricsServer(BackgroundServer):
 
     With ``guard`` (access control) a scrape needs a bearer token allowed ``metrics.read``
     (Prometheus: ``authorization`` in the scrape config) and ``tls`` serves HTTPS (required
-    off loopback); without a guard only a loopback address may be bound.
+    off loopback); without a guard only a loopback address may be bound, and only requests
+    whose ``Host`` names a loopback address are answered (no DNS rebinding).
     """
 
     what = "metrics"
@@ -318,8 +318,5 @@ class MetricsServer(BackgroundServer):
         self.tls = tls
 
     def _bind(self, host: str, port: int) -> tuple[Any, threading.Thread]:
-        if self.guard is None and self.tls is None:
-            server, thread = start_http_server(port, addr=host, registry=self.registry)
-            return server, thread
         guarded = GuardedMetricsHTTP(host, port, self)
         return guarded, guarded.serve_in_background("metrics")

@@ -1,8 +1,10 @@
-"""``/metrics`` behind access control and TLS: the HTTP server :class:`MetricsServer` uses when
-it has a guard or a TLS context (without either it keeps prometheus-client's own server).
+"""``/metrics``: the HTTP server of :class:`~fedfort.monitoring.MetricsServer`.
 
-A scrape needs a bearer token allowed ``metrics.read`` (401 without, 403 for a role without
-it; every decision audited by the guard); only ``GET /metrics`` exists.
+With a guard (``[access]``) a scrape needs a bearer token allowed ``metrics.read`` (401 without,
+403 for a role without it; every decision audited by the guard), over TLS when given. Without
+one the server is bound to loopback and answers only requests whose ``Host`` names a loopback
+address or ``localhost`` (the dashboard's check, :func:`~fedfort.monitoring.serving.host_allowed`),
+so a web page cannot read it through DNS rebinding. Only ``GET /metrics`` exists.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from fedfort.monitoring.serving import (
     QuietRequestHandler,
     ThreadedHTTPServer,
+    host_allowed,
     request_decision,
 )
 
@@ -36,10 +39,11 @@ class MetricsSource(Protocol):
 
 
 class GuardedMetricsHTTP(ThreadedHTTPServer):
-    """``/metrics`` behind access control (and TLS when given)."""
+    """``/metrics`` behind access control (and TLS when given), or the loopback Host check."""
 
     def __init__(self, host: str, port: int, owner: MetricsSource) -> None:
         self.owner = owner
+        self.bound_host = host
         super().__init__(host, port, _GuardedHandler)
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -52,6 +56,9 @@ class _GuardedHandler(QuietRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
+        if not host_allowed(self.server.bound_host, self.headers.get("Host")):
+            self._send(403, b"forbidden: unexpected Host header\n", "text/plain; charset=utf-8")
+            return
         if self.path.split("?", 1)[0] != "/metrics":
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
             return

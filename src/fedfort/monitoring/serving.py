@@ -35,6 +35,7 @@ __all__ = [
     "SESSION_COOKIE",
     "BackgroundServer",
     "check_exposure",
+    "host_allowed",
     "is_loopback",
     "parse_address",
     "request_decision",
@@ -54,6 +55,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def host_of(header: str) -> str:
+    """The host name of a ``Host`` header value (no port, no IPv6 brackets)."""
+    header = header.strip()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def host_allowed(bound_host: str, header: str | None) -> bool:
+    """Whether a request with ``Host: header`` may be answered by a server bound to
+    ``bound_host``: on a loopback address only requests naming a loopback address or
+    ``localhost`` (or none), so that a web page cannot reach it through DNS rebinding (a name
+    the attacker controls re-pointed at 127.0.0.1 keeps its own name in ``Host``)."""
+    if not is_loopback(bound_host):
+        return True
+    return header is None or is_loopback(host_of(header))
 
 
 def session_token(cookie_header: str | None) -> str | None:

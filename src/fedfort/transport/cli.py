@@ -3,7 +3,8 @@
 Both sides read the same federation TOML (the ``[network]`` section says where the server
 listens); each names its credentials with ``--pki DIR --name NAME`` (``DIR/NAME.pem``,
 ``DIR/NAME.key``, ``DIR/ca.pem`` and, for the server, ``DIR/crl.pem``), as written by
-``fedfort certs``.
+``fedfort certs issue``. The server refuses a ``--pki`` directory that holds the CA's private
+key ``ca.key`` unless ``--allow-ca-key-on-server`` is given.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv.add_argument("--address", help="host:port to listen on (overrides network.address)")
     srv.add_argument("--rounds", type=int, help="rounds to commit")
     srv.add_argument("--resume", action="store_true", help="continue the run in --out")
+    srv.add_argument(
+        "--start-clients",
+        type=int,
+        metavar="N",
+        help="clients to wait for before the first round, or before continuing a resumed run "
+        "(overrides network.start_clients)",
+    )
+    srv.add_argument(
+        "--allow-ca-key-on-server",
+        action="store_true",
+        help="start even though --pki holds the CA's private key ca.key (tests only: a server "
+        "holding it can mint client certificates)",
+    )
     srv.add_argument("--quiet", action="store_true", help="no per-round lines")
     monitoring_arguments(srv)
 
@@ -103,16 +117,23 @@ def run_server(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     credentials = Credentials.from_pki(args.pki, args.name)
-    network = {"address": args.address} if args.address else None
+    overrides = {"address": args.address, "start_clients": args.start_clients}
+    network = {k: v for k, v in overrides.items() if v is not None} or None
     if args.resume:
         server = NetworkServer.resume(
-            args.out, credentials=credentials, rounds=args.rounds, network=network
+            args.out,
+            credentials=credentials,
+            rounds=args.rounds,
+            network=network,
+            allow_ca_key=args.allow_ca_key_on_server,
         )
     else:
         config = load_config(args.config).with_overrides(
-            {"rounds": args.rounds, "network.address": args.address}
+            {"rounds": args.rounds, **{f"network.{k}": v for k, v in (network or {}).items()}}
         )
-        server = NetworkServer(config, args.out, credentials=credentials)
+        server = NetworkServer(
+            config, args.out, credentials=credentials, allow_ca_key=args.allow_ca_key_on_server
+        )
     try:
         port = server.start()
         print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)

@@ -7,7 +7,7 @@ so a peer cannot make the other side allocate more than it agreed to.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from fedfort.errors import Refused
 from fedfort.transport.proto import fedfort_pb2 as pb
@@ -30,10 +30,14 @@ def to_frames(envelope: pb.Envelope, payload: bytes, chunk_bytes: int) -> list[p
 
 
 def read_message(
-    frames: Iterable[pb.Frame], max_payload: int
+    frames: Iterable[pb.Frame],
+    max_payload: int,
+    reserve: Callable[[int], None] | None = None,
 ) -> tuple[pb.Envelope, bytes, list[pb.IdentityBinding]]:
     """Reassemble one message; raise :class:`Refused` for a malformed or oversized stream.
 
+    ``reserve`` is called with the payload size the envelope declares before any chunk is read
+    (the server's per-client byte budget, which raises :class:`Refused` when exhausted).
     Returns the envelope, the payload and any server-key frames that preceded the envelope.
     """
     it: Iterator[pb.Frame] = iter(frames)
@@ -55,6 +59,8 @@ def read_message(
     size = envelope.payload_size
     if size > max_payload:
         raise Refused("oversized", f"payload of {size} bytes exceeds the limit of {max_payload}")
+    if reserve is not None:
+        reserve(size)
     parts: list[bytes] = []
     got = 0
     for frame in it:

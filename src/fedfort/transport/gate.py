@@ -13,6 +13,9 @@ they are checked:
 ``unknown_client``          not on the run's roster, or never enrolled
 ``identity_mismatch``       the certificate's name is not the client the message claims
 ``rate_limited``            the client exceeded its request rate
+``stream_limit``            the client already holds its share of concurrent RPCs
+``buffer_limit``            the client's uploads in flight would exceed its byte budget
+``stream_timeout``          an upload sent nothing for too long, or ran past its deadline
 ``wrong_federation``        signed for another federation
 ``oversized``/``truncated`` payload larger than allowed / shorter than signed
 ``payload_hash_mismatch``   payload differs from the SHA-256 the sender signed
@@ -29,12 +32,22 @@ they are checked:
 ``mismatched_header``       the message's own round or client id contradicts its envelope
 ==========================  ============================================================
 
+The certificate codes, ``unknown_client`` and ``rate_limited`` are checked by
+:meth:`Gate.member` from the TLS peer certificate alone, before the server reads a single
+request byte (``identity_mismatch`` needs the request's claim, read after admission);
+``stream_limit``, ``buffer_limit`` and ``stream_timeout`` are
+:mod:`fedfort.transport.admission`'s. A refusal is counted and logged under the identity the
+certificate proves (its common name when this federation's CA issued it, ``?`` otherwise), with
+the identity the request claimed in its detail, so a peer cannot have its refusals blamed on
+another client.
+
 Values inside a well-formed update (NaN/Inf, wrong shape) are the round engine's to judge:
 :class:`~fedfort.server.verify.VerifyUpdates` rejects them with its own reason codes.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -153,25 +166,47 @@ class Gate:
             self.on_refused(client, reason, detail)
         return Refused(reason, detail)
 
-    def _counted(self, client: str, exc: Refused) -> Refused:
-        return self.refuse(client, exc.reason, exc.detail)
-
     # -- peers ------------------------------------------------------------------------------
 
-    def peer(self, certificate_pem: bytes | None, claimed: str) -> str:
-        """Authenticate the TLS peer as client ``claimed``; return its id."""
-        try:
-            return self._peer(certificate_pem, claimed)
-        except Refused as exc:
-            raise self._counted(claimed, exc) from None
+    def _refused_as(self, certificate_pem: bytes | None, claimed: str, exc: Refused) -> Refused:
+        """Count ``exc`` under the certificate's identity, naming the claimed id in the detail."""
+        identity = self.identity_of(certificate_pem)
+        detail = exc.detail
+        if claimed and claimed != identity:
+            detail = f"{detail} (request claimed to be {claimed[:64]!r})"
+        self.refuse(identity, exc.reason, detail)
+        return exc
 
-    def _peer(self, certificate_pem: bytes | None, claimed: str) -> str:
+    def identity_of(self, certificate_pem: bytes | None) -> str:
+        """The client id a certificate proves: its common name when this federation's CA
+        issued it (even if it is now revoked or expired), else ``""`` (nobody we know)."""
+        if not certificate_pem:
+            return ""
+        with self._lock:
+            cached = self._certs.get(hashlib.sha256(certificate_pem).digest())
+        if cached is not None:
+            return common_name(cached)
+        try:
+            cert = x509.load_pem_x509_certificate(bytes(certificate_pem))
+            cert.verify_directly_issued_by(self.ca_cert)
+        except Exception:  # unparsable, or another CA's: the name it carries proves nothing
+            return ""
+        return common_name(cert)
+
+    def _certificate(self, certificate_pem: bytes | None) -> x509.Certificate:
+        """The verified peer certificate; its validity window and the CRL are checked on every
+        call, so a long-lived connection loses its access when its certificate expires or is
+        revoked, not only at its handshake."""
         if not certificate_pem:
             raise Refused("foreign_certificate", "the peer presented no client certificate")
         digest = hashlib.sha256(certificate_pem).digest()
-        cert = self._certs.get(digest)
-        if cert is None or (
-            self.revoked is not None and self.revoked.is_revoked(cert.serial_number)
+        with self._lock:
+            cert = self._certs.get(digest)
+        now = dt.datetime.now(dt.UTC)
+        if (
+            cert is None
+            or not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+            or (self.revoked is not None and self.revoked.is_revoked(cert.serial_number))
         ):
             cert = verify_certificate(
                 certificate_pem, self.ca_cert, role="client", revoked=self.revoked
@@ -180,27 +215,73 @@ class Gate:
                 if len(self._certs) > 4 * len(self.roster) + 16:
                     self._certs.clear()
                 self._certs[digest] = cert
-        name = common_name(cert)
+        return cert
+
+    def _member(self, certificate_pem: bytes | None, *, rate: bool) -> str:
+        name = common_name(self._certificate(certificate_pem))
         if name not in self.roster:
             raise Refused("unknown_client", f"{name!r} is not a member of this federation")
-        if name != claimed:
-            raise Refused(
-                "identity_mismatch", f"certificate of {name!r} used to speak for {claimed!r}"
-            )
+        if rate:
+            self._rate(name)
+        return name
+
+    def _rate(self, name: str) -> None:
         with self._lock:
             allowed = self.limiter.allow(name)
         if not allowed:
             raise Refused("rate_limited", f"{name!r} exceeded its request rate; back off")
+
+    def member(self, certificate_pem: bytes | None) -> str:
+        """Admit the TLS peer on its certificate alone; return its client id.
+
+        Issued by this federation's CA, inside its validity window, not on the CRL, on the
+        run's roster and within its request rate: everything the server checks before it reads
+        a single byte of a request, so a peer refused here costs one certificate check.
+        """
+        try:
+            return self._member(certificate_pem, rate=True)
+        except Refused as exc:
+            raise self._refused_as(certificate_pem, "", exc) from None
+
+    def recheck(self, certificate_pem: bytes | None) -> Refused | None:
+        """The refusal a connection already admitted would get now (revoked, expired), counted;
+        ``None`` while its certificate is still good. Charges no request rate."""
+        try:
+            self._member(certificate_pem, rate=False)
+        except Refused as exc:
+            return self._refused_as(certificate_pem, "", exc)
+        return None
+
+    def peer(self, certificate_pem: bytes | None, claimed: str, *, rate: bool = True) -> str:
+        """Authenticate the TLS peer as client ``claimed``; return its id.
+
+        ``rate=False`` when :meth:`member` already charged this request's rate.
+        """
+        try:
+            return self._peer(certificate_pem, claimed, rate=rate)
+        except Refused as exc:
+            raise self._refused_as(certificate_pem, claimed, exc) from None
+
+    def _peer(self, certificate_pem: bytes | None, claimed: str, *, rate: bool = True) -> str:
+        name = self._member(certificate_pem, rate=False)
+        if name != claimed:
+            raise Refused(
+                "identity_mismatch", f"certificate of {name!r} used to speak for {claimed!r}"
+            )
+        if rate:
+            self._rate(name)
         return name
 
-    def enroll(self, certificate_pem: bytes | None, binding: pb.IdentityBinding) -> None:
+    def enroll(
+        self, certificate_pem: bytes | None, binding: pb.IdentityBinding, *, rate: bool = True
+    ) -> None:
         """Register (or rotate) a client's identity binding."""
         try:
-            self._peer(certificate_pem, binding.subject)
+            self._peer(certificate_pem, binding.subject, rate=rate)
             check_binding(binding, self.federation_id, self.ca_cert, revoked=self.revoked)
             changed = self.registry.put(binding)
         except Refused as exc:
-            raise self._counted(binding.subject, exc) from None
+            raise self._refused_as(certificate_pem, binding.subject, exc) from None
         with self._lock:
             self._keys.pop(binding.subject, None)
         if changed:
@@ -258,21 +339,26 @@ class Gate:
             self._issued.pop((client_id, nonce), None)
 
     def admit(
-        self, certificate_pem: bytes | None, envelope: pb.Envelope, payload: bytes
+        self,
+        certificate_pem: bytes | None,
+        envelope: pb.Envelope,
+        payload: bytes,
+        *,
+        rate: bool = True,
     ) -> Admitted:
         """Check one signed message from a client; consume its nonce; decode its payload."""
         try:
-            admitted = self._admit(certificate_pem, envelope, payload)
+            admitted = self._admit(certificate_pem, envelope, payload, rate)
         except Refused as exc:
-            raise self._counted(envelope.sender, exc) from None
+            raise self._refused_as(certificate_pem, envelope.sender, exc) from None
         with self._lock:
             self.accepted += 1
         return admitted
 
     def _admit(
-        self, certificate_pem: bytes | None, envelope: pb.Envelope, payload: bytes
+        self, certificate_pem: bytes | None, envelope: pb.Envelope, payload: bytes, rate: bool
     ) -> Admitted:
-        cid = self._peer(certificate_pem, envelope.sender)
+        cid = self._peer(certificate_pem, envelope.sender, rate=rate)
         key = self.key_of(cid)
         if key is None:
             raise Refused("unknown_client", f"{cid!r} has not enrolled an identity key")

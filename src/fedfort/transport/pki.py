@@ -30,7 +30,10 @@ Keys are ECDSA P-256 (the curve best supported by BoringSSL); private keys are w
 PKCS#8 PEM readable by their owner only (mode 0600), encrypted under ``FEDFORT_KEY_PASSPHRASE``
 when it is set (see :mod:`fedfort.keyfiles`; gRPC gets them decrypted in memory), and
 certificates as PEM (0644).
-Layout of a CA directory: ``ca.pem``, ``ca.key``, ``crl.pem`` and ``federation.json``.
+Layout of a CA directory: ``ca.pem``, ``ca.key``, ``crl.pem`` and ``federation.json``; it stays
+with the operator. A server's directory holds ``server.pem``, ``server.key``, ``ca.pem`` and a
+copy of ``crl.pem`` (:func:`publish_crl` after each revocation), never ``ca.key``: a server that
+holds the CA key can mint client certificates, and refuses to start beside one.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ __all__ = [
     "issue_clients",
     "load_certificate",
     "load_private_key",
+    "publish_crl",
     "read_federation_id",
     "revoke",
     "sign_with_key",
@@ -465,12 +469,15 @@ def issue_certificate(
     """Issue a certificate for ``name`` signed by the CA in ``ca_dir``.
 
     Writes ``out_dir/{name}.pem``, ``out_dir/{name}.key`` (mode 0600) and a copy of the CA
-    certificate as ``out_dir/ca.pem``. The subject is CN=``name``, O=federation id. A server
-    certificate names ``hosts`` (DNS names and IP addresses) in its subjectAltName and may only
-    authenticate servers; a client certificate names ``name`` and may only authenticate
-    clients. The certificate is valid for ``days`` days from now, or over
-    ``[not_before, not_after]`` when given (tests use these to make expired or not yet valid
-    certificates; a ``not_after`` alone in the past gives a window of ``days`` days ending then).
+    certificate as ``out_dir/ca.pem``; for a server, also a copy of the CA's current
+    ``crl.pem``. Never the CA's private key: ``out_dir`` is what the party needs, and a server
+    refuses to start beside ``ca.key`` (:func:`fedfort.transport.server.refuse_ca_key`).
+    The subject is CN=``name``, O=federation id. A server certificate names ``hosts`` (DNS
+    names and IP addresses) in its subjectAltName and may only authenticate servers; a client
+    certificate names ``name`` and may only authenticate clients. The certificate is valid for
+    ``days`` days from now, or over ``[not_before, not_after]`` when given (tests use these to
+    make expired or not yet valid certificates; a ``not_after`` alone in the past gives a
+    window of ``days`` days ending then).
 
     Raises ConfigError for an invalid name, a client named ``server``, an existing
     ``{name}.key``, or an unusable CA directory.
@@ -545,7 +552,20 @@ def issue_certificate(
     _write_private(files.key, _key_pem(key))
     _write_public(files.cert, _cert_pem(cert))
     _place_ca_copy(ca_pem, files.ca)
+    if role == "server" and (Path(ca_dir) / CRL_FILE).exists():
+        publish_crl(ca_dir, out_dir)
     return files
+
+
+def publish_crl(ca_dir: Path, out_dir: Path) -> Path:
+    """Copy the CA's current ``crl.pem`` into ``out_dir`` (a server's credentials directory),
+    atomically, and return the copy's path. The CRL is public and signed by the CA, so it may
+    travel by any channel; the server re-reads it when the file changes."""
+    crl = Path(ca_dir) / CRL_FILE
+    target = Path(out_dir) / CRL_FILE
+    if target.resolve() != crl.resolve():
+        _write_public(target, _read_bytes(crl, "revocation list"))
+    return target
 
 
 def issue_clients(

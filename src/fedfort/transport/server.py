@@ -29,11 +29,13 @@ from fedfort.models import ModelFactory
 from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
 from fedfort.server.stages import EnforceQuorum
 from fedfort.simulation.privacy_setup import sample_size
+from fedfort.transport.admission import PeerLimits
 from fedfort.transport.frames import FRAME_OVERHEAD
 from fedfort.transport.gate import Gate
 from fedfort.transport.padding import PaddingPolicy
 from fedfort.transport.pki import (
     CA_CERT_FILE,
+    CA_KEY_FILE,
     CRL_FILE,
     RevocationList,
     federation_of,
@@ -43,7 +45,7 @@ from fedfort.transport.pki import (
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
 
-__all__ = ["REGISTRY_FILE", "Credentials", "NetworkServer"]
+__all__ = ["REGISTRY_FILE", "Credentials", "NetworkServer", "refuse_ca_key"]
 
 log = logging.getLogger("fedfort.transport")
 
@@ -82,6 +84,24 @@ class Credentials:
             return self.ca.read_bytes(), key, self.cert.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read TLS credentials: {exc}") from exc
+
+
+def refuse_ca_key(credentials: Credentials) -> None:
+    """Raise :class:`ConfigError` when the CA's private key sits beside the server's credentials.
+
+    A server that can read ``ca.key`` can issue client certificates, enroll Sybil clients and so
+    defeat every bound that assumes at most ``f`` of ``n`` clients collude (Douceur, *The Sybil
+    Attack*, IPTPS 2002). The CA key belongs on the operator's machine; the server needs only
+    ``server.pem``, ``server.key``, ``ca.pem`` and ``crl.pem`` (``fedfort certs issue``).
+    """
+    for directory in {credentials.cert.parent, credentials.ca.parent}:
+        key = directory / CA_KEY_FILE
+        if key.exists():
+            raise ConfigError(
+                f"{key} is the federation CA's private key: a server that holds it can mint "
+                "client certificates. Move it off the server (keep it where `fedfort certs` "
+                "runs) or, for a throwaway test, pass --allow-ca-key-on-server"
+            )
 
 
 class _CountRejections:
@@ -179,8 +199,11 @@ class NetworkServer(Federation):
         *,
         credentials: Credentials,
         model_factory: ModelFactory | None = None,
+        allow_ca_key: bool = False,
         _resuming: bool = False,
     ) -> None:
+        if not allow_ca_key:
+            refuse_ca_key(credentials)
         self.credentials = credentials
         self.state_dir = Path(out_dir)
         self._grpc: grpc.Server | None = None
@@ -239,8 +262,28 @@ class NetworkServer(Federation):
             [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
         )
         limit = net.chunk_bytes + FRAME_OVERHEAD
+        self.limits = PeerLimits(
+            max_streams=net.max_streams_per_client,
+            max_bytes=net.max_upload_bytes_per_client or 2 * self.max_payload,
+            idle_s=net.stream_idle_s,
+            total_s=net.upload_deadline_s,
+            refuse=self.gate.refuse,
+            recheck=self.gate.recheck,
+        )
+        members = len(self.ids) * net.max_streams_per_client
+        if members > net.max_concurrent_rpcs:
+            log.warning(
+                "network.max_concurrent_rpcs=%d is below clients x max_streams_per_client=%d: "
+                "members holding all their streams can fill it; raise it to keep a slot for "
+                "every member",
+                net.max_concurrent_rpcs,
+                members,
+            )
         self.service = FederationService(
-            self.network, max_payload=self.max_payload, poll_timeout_s=net.poll_timeout_s
+            self.network,
+            max_payload=self.max_payload,
+            poll_timeout_s=net.poll_timeout_s,
+            limits=self.limits,
         )
         server = grpc.server(
             ThreadPoolExecutor(max_workers=net.max_concurrent_rpcs + 8),
@@ -250,6 +293,7 @@ class NetworkServer(Federation):
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_concurrent_streams", 16),
                 ("grpc.so_reuseport", 0),
+                ("grpc.http2.bdp_probe", 0),
             ],
             maximum_concurrent_rpcs=net.max_concurrent_rpcs,
         )
@@ -257,6 +301,7 @@ class NetworkServer(Federation):
         if port == 0:
             raise ConfigError(f"cannot listen on {net.address}: is the port in use?")
         server.start()
+        self.limits.start()
         self._grpc, self.port = server, port
         log.info("serving federation %s on port %d", self.credentials.federation_id, port)
         return port
@@ -299,11 +344,12 @@ class NetworkServer(Federation):
                 self._linger()
 
     def _wait_for_returning_clients(self) -> None:
-        """After a restart: a quorum's worth of clients, then a grace period (two backoff
-        ceilings) for the others to come back, so none is dropped for being slow to retry."""
+        """After a restart: ``network.start_clients`` clients when set (up to
+        ``start_timeout_s``), else a quorum's worth; then a grace period (two backoff ceilings)
+        for the others to come back, so none is dropped for being slow to retry."""
         quorum = self.engine.stage("quorum")
         need = quorum.required(sample_size(self.config)) if isinstance(quorum, EnforceQuorum) else 1
-        self.wait_for_clients(count=need)
+        self.wait_for_clients(count=self.config.network.start_clients or need)
         net = self.config.network
         end = time.monotonic() + 2 * net.backoff_max_s + net.heartbeat_s
         enrolled = set(self.gate.enrolled())
@@ -325,6 +371,7 @@ class NetworkServer(Federation):
         if self._grpc is not None:
             self._grpc.stop(grace=1.0).wait()
             self._grpc = None
+            self.limits.stop()
         super().close()
         self.registry.close()
 
@@ -337,6 +384,7 @@ class NetworkServer(Federation):
         rounds: int | None = None,
         network: Mapping[str, Any] | None = None,
         model_factory: ModelFactory | None = None,
+        allow_ca_key: bool = False,
     ) -> NetworkServer:
         """Reopen the served run in ``out_dir`` at its last committed round."""
         config = cls._reopen_config(out_dir, {"rounds": rounds})
@@ -347,5 +395,6 @@ class NetworkServer(Federation):
             out_dir,
             credentials=credentials,
             model_factory=model_factory,
+            allow_ca_key=allow_ca_key,
             _resuming=True,
         )

@@ -7,10 +7,9 @@ signs the message with the server's identity key, and leaves it in the client's 
 waits until every addressee answered, the deadline passed, or the addressees still missing have
 gone silent (no poll or heartbeat for ``liveness_s``), exactly the "dropped" of simulation.
 
-:class:`FederationService` implements the RPCs of ``fedfort.v1.Federation``. It only moves
-bytes: authentication, freshness and decoding are the gate's, learning is the engine's. Work
-stays in a mailbox until it is answered or withdrawn, so a client that lost its connection
-gets the same item again when it comes back.
+:class:`~fedfort.transport.handlers.FederationService` (re-exported here) implements the RPCs
+of ``fedfort.v1.Federation`` over these mailboxes. Work stays in a mailbox until it is answered
+or withdrawn, so a client that lost its connection gets the same item again when it comes back.
 """
 
 from __future__ import annotations
@@ -20,21 +19,21 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from fedfort.errors import ConfigError, Refused
+from fedfort.errors import ConfigError
 from fedfort.keystore import open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
 from fedfort.server.engine import CollectOutcome
 from fedfort.transport import codec
-from fedfort.transport.frames import read_message, serialize, to_frames
+from fedfort.transport.frames import to_frames
 from fedfort.transport.gate import Admitted, Gate
+from fedfort.transport.handlers import FederationService
 from fedfort.transport.identity import (
     NONCE_BYTES,
     SERVER,
@@ -376,111 +375,3 @@ class NetworkExecutor:
             if finished:
                 self.told_finished.add(client_id)
         return self.notice(client_id, "finished" if finished else "idle")
-
-
-def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
-    certs = context.auth_context().get("x509_pem_cert")
-    return bytes(certs[0]) if certs else None
-
-
-_STATUS = {"rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED}
-
-
-def _refusal(exc: Refused) -> pb.Verdict:
-    """A refusal as the client sees it: the reason code and nothing else.
-
-    The detail (rounds, nonces, sizes, other clients' names) goes to the server's log and audit
-    trail only, so a verdict carries no server state and no timing beyond its reason.
-    """
-    return pb.Verdict(accepted=False, reason=exc.reason)
-
-
-class FederationService:
-    """The ``fedfort.v1.Federation`` RPCs, as gRPC generic handlers."""
-
-    def __init__(
-        self,
-        executor: NetworkExecutor,
-        *,
-        max_payload: int,
-        poll_timeout_s: float,
-    ) -> None:
-        self.executor = executor
-        self.gate = executor.gate
-        self.max_payload = max_payload
-        self.poll_timeout_s = poll_timeout_s
-
-    def handler(self) -> grpc.GenericRpcHandler:
-        ser = serialize
-        return grpc.method_handlers_generic_handler(
-            "fedfort.v1.Federation",
-            {
-                "Enroll": grpc.unary_unary_rpc_method_handler(
-                    self.enroll, pb.EnrollRequest.FromString, ser
-                ),
-                "Poll": grpc.unary_stream_rpc_method_handler(
-                    self.poll, pb.PollRequest.FromString, ser
-                ),
-                "Submit": grpc.stream_unary_rpc_method_handler(
-                    self.submit, pb.Frame.FromString, ser
-                ),
-                "Heartbeat": grpc.unary_unary_rpc_method_handler(
-                    self.heartbeat, pb.HeartbeatRequest.FromString, ser
-                ),
-            },
-        )
-
-    def _authenticate(self, context: grpc.ServicerContext, claimed: str) -> str:
-        try:
-            return self.gate.peer(_peer_certificate(context), claimed)
-        except Refused as exc:  # the reason code only: the detail stays in the server's log
-            context.abort(_STATUS.get(exc.reason, grpc.StatusCode.PERMISSION_DENIED), exc.reason)
-            raise  # unreachable: abort raises
-
-    def enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollReply:
-        try:
-            self.gate.enroll(_peer_certificate(context), request.identity)
-        except Refused as exc:
-            return pb.EnrollReply(verdict=_refusal(exc))
-        self.executor.seen(request.identity.subject)
-        _, _, binding = self.executor.keys.current()
-        return pb.EnrollReply(
-            verdict=pb.Verdict(accepted=True), server=binding, round=self.gate.round
-        )
-
-    def poll(self, request: pb.PollRequest, context: grpc.ServicerContext) -> Iterator[pb.Frame]:
-        cid = self._authenticate(context, request.client_id)
-        if self.gate.key_of(cid) is None:
-            self.gate.refuse(cid, "unknown_client", "poll before enrolling")
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "unknown_client: enroll first")
-        _, version, binding = self.executor.keys.current()
-        active = threading.Event()
-        active.set()
-        context.add_callback(active.clear)
-        frames = self.executor.next_item(cid, self.poll_timeout_s, active)
-        if request.server_key_version < version:
-            yield pb.Frame(server_key=binding)
-        yield from frames
-
-    def submit(
-        self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext
-    ) -> pb.Verdict:
-        try:
-            envelope, payload, _ = read_message(request_iterator, self.max_payload)
-        except Refused as exc:
-            self.gate.refuse("", exc.reason, exc.detail)
-            return _refusal(exc)
-        try:
-            admitted = self.gate.admit(_peer_certificate(context), envelope, payload)
-        except Refused as exc:
-            return _refusal(exc)
-        if not self.executor.deliver(admitted):
-            return pb.Verdict(accepted=False, reason="late")
-        return pb.Verdict(accepted=True)
-
-    def heartbeat(
-        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
-    ) -> pb.HeartbeatReply:
-        cid = self._authenticate(context, request.client_id)
-        self.executor.seen(cid)
-        return pb.HeartbeatReply(round=self.gate.round, finished=self.executor.finished)
