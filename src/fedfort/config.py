@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import math
 import re
 import tomllib
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedfort import jsonio
 from fedfort.aggregation.preconditions import AggregatorName, min_updates
 from fedfort.attacks.config import AttackConfig, NoAttack
 from fedfort.edge.config import EdgeConfig, check_run_settings
@@ -592,7 +592,7 @@ class RunConfig(_Section):
         if governance["rollback_drop"] is not None:
             # drift rollback changes which models are committed; the audit switch does not
             body["rollback_drop"] = governance["rollback_drop"]
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(jsonio.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted-key overrides applied, e.g. ``{"clients.count": 20}``."""

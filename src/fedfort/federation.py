@@ -27,7 +27,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from fedfort import __version__
+from fedfort import __version__, jsonio
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
 from fedfort.alerts import AlertManager, webhook_url
@@ -362,10 +362,10 @@ class Federation(ABC):
                     f"{self.store.path} already holds a run (up to round {latest}): resume it "
                     "with --resume or choose another --out directory"
                 )
-            self.store.set_meta("config", json.dumps(self.config.to_dict(), sort_keys=True))
+            self.store.set_meta("config", jsonio.dumps(self.config.to_dict(), sort_keys=True))
             self.store.set_meta("identity", identity)
             self.store.set_meta("fedfort_version", __version__)
-            self.store.set_meta("param_spec", json.dumps(self.spec.describe()))
+            self.store.set_meta("param_spec", jsonio.dumps(self.spec.describe()))
             self.store.save(0, self.engine.model, self.engine.state_dict(), {"round": 0})
             if self.audit is not None:
                 self.audit.run_start(
@@ -383,7 +383,7 @@ class Federation(ABC):
         checkpoint = self.store.load()
         self.engine.load_state_dict(checkpoint.model, checkpoint.state)
         # the resumable settings (rounds, workers) as this run now uses them
-        self.store.set_meta("config", json.dumps(self.config.to_dict(), sort_keys=True))
+        self.store.set_meta("config", jsonio.dumps(self.config.to_dict(), sort_keys=True))
         if self.audit is not None:
             self.audit.event(
                 "run_resumed",
@@ -427,7 +427,7 @@ class Federation(ABC):
         if requested is not None:
             body["requested_at"] = requested.get("requested_at")
         assert self.store is not None and self._checkpoints is not None
-        self.store.set_meta(PENDING_ROLLBACK_META, json.dumps({**body, **(requested or {})}))
+        self.store.set_meta(PENDING_ROLLBACK_META, jsonio.dumps({**body, **(requested or {})}))
         self._checkpoints.rolled_back = True
         self.engine.model = model.astype(np.float32, copy=True)
         self.engine.stage("server_optimizer").load_state_dict(optimizer_state)

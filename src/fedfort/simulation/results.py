@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from fedfort import jsonio
 from fedfort.simulation.simulation import SimulationResult
 
 __all__ = ["PLOT_FILE", "RESULTS_FILE", "plot_history", "write_results"]
@@ -35,7 +35,9 @@ def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
     if result.secure_aggregation is not None:
         body["secure_aggregation"] = result.secure_aggregation
     path = out / RESULTS_FILE
-    path.write_text(json.dumps(body, indent=2, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        jsonio.dumps(body, indent=2, sort_keys=False, non_finite="null"), encoding="utf-8"
+    )
     plot_history(result.records, out / PLOT_FILE)
     return path
 
