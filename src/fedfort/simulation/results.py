@@ -20,13 +20,16 @@ PLOT_FILE = "training.png"
 
 
 def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
-    """Write ``results.json`` (config echo, per-round records, final) and the plot."""
+    """Write ``results.json`` (config echo, per-round records, final, what verification
+    rejected and capped) and the plot. The file is strict JSON: a non-finite measurement
+    (the test loss of a diverged model) is written as ``null`` (see :mod:`fedfort.jsonio`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     body: dict[str, Any] = {
         "config": result.config.to_dict(),
         "rounds": result.records,
         "final": result.final,
+        "verification": result.verification,
     }
     if result.security is not None:
         body["security"] = result.security
