@@ -149,6 +149,19 @@ class ServerConfig(_Section):
     beta2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0)
     eval_every: int = Field(1, ge=1)
+    max_sample_count: int | None = Field(
+        None, ge=1, description="no update weighs more than this many samples (unset: no bound)"
+    )
+    declared_sample_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="client id -> the sample count it declared on joining; caps its weight",
+    )
+    sample_count_ratio: float | None = Field(
+        2.0,
+        ge=1,
+        description="a client without a declared count weighs at most this times the round's "
+        "median count (unset: no relative bound)",
+    )
 
 
 class DefenseConfig(_Section):
