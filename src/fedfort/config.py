@@ -156,11 +156,11 @@ class ServerConfig(_Section):
         default_factory=dict,
         description="client id -> the sample count it declared on joining; caps its weight",
     )
-    sample_count_ratio: float | None = Field(
+    sample_count_ratio: float = Field(
         2.0,
         ge=1,
         description="a client without a declared count weighs at most this times the round's "
-        "median count (unset: no relative bound)",
+        "lower median count",
     )
 
 
