@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import math
 import re
 import tomllib
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedfort import jsonio
 from fedfort.aggregation.preconditions import AggregatorName, min_updates
 from fedfort.attacks.config import AttackConfig, NoAttack
 from fedfort.edge.config import EdgeConfig, check_run_settings
@@ -149,6 +149,19 @@ class ServerConfig(_Section):
     beta2: float = Field(0.99, ge=0, lt=1)
     tau: float = Field(1e-3, gt=0)
     eval_every: int = Field(1, ge=1)
+    max_sample_count: int | None = Field(
+        None, ge=1, description="no update weighs more than this many samples (unset: no bound)"
+    )
+    declared_sample_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="client id -> the sample count it declared on joining; caps its weight",
+    )
+    sample_count_ratio: float = Field(
+        2.0,
+        ge=1,
+        description="a client without a declared count weighs at most this times the round's "
+        "lower median count",
+    )
 
 
 class DefenseConfig(_Section):
@@ -607,7 +620,7 @@ class RunConfig(_Section):
         if governance["rollback_drop"] is not None:
             # drift rollback changes which models are committed; the audit switch does not
             body["rollback_drop"] = governance["rollback_drop"]
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(jsonio.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted-key overrides applied, e.g. ``{"clients.count": 20}``."""

@@ -22,6 +22,7 @@ quorum)::
     ├── PrivacyBudgetExhausted   one more round would spend more privacy than the target
     ├── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
     ├── AuditError               an audit log cannot be opened or written, or fails its check
+    ├── NonFiniteValue           a NaN or infinity was about to be written to a JSON document
     └── AccessDenied             a credential is missing, unknown, expired or revoked (401), or
                                  its role lacks the permission (403); the action did not run
 
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidRecord",
     "InvalidUpdate",
     "MalformedMessage",
+    "NonFiniteValue",
     "PeerError",
     "PrivacyBudgetExhausted",
     "ProtocolError",
@@ -185,6 +187,25 @@ class CheckpointError(FedfortError):
 
 class AuditError(FedfortError):
     """An audit log cannot be opened or appended to, or does not verify."""
+
+
+class NonFiniteValue(FedfortError, ValueError):
+    """A NaN or an infinity was about to be written where strict JSON needs a number.
+
+    Raised by :func:`fedfort.jsonio.dumps` under its ``"error"`` rule; ``path`` locates the
+    value in the document (``rounds[3].loss``).
+    """
+
+    def __init__(self, path: str, value: float) -> None:
+        super().__init__(
+            f"{path} is {value!r}, which strict JSON (RFC 8259) cannot hold: find what produced "
+            "it, or write it with non_finite='null' if 'no value' is what it means"
+        )
+        self.path = path
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.value))
 
 
 class AccessDenied(FedfortError):

@@ -27,7 +27,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from fedfort import __version__
+from fedfort import __version__, jsonio
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
 from fedfort.alerts import AlertManager, webhook_url
@@ -65,6 +65,7 @@ from fedfort.server.engine import (
 )
 from fedfort.server.optimizers import make_server_optimizer
 from fedfort.server.rollback import DriftRollback
+from fedfort.server.sample_cap import CapSampleCounts
 from fedfort.server.scaffold import ScaffoldControl
 from fedfort.server.secure import SecureAggregate
 from fedfort.server.selection import SelectClients
@@ -230,6 +231,18 @@ class Federation(ABC):
     def directory(self) -> Mapping[str, bytes]:
         """Every client's registered Ed25519 identity public key, by client id."""
 
+    def _declared_sample_counts(self) -> dict[str, int]:
+        """Each client's declared sample count, which caps its weight (see
+        :mod:`fedfort.server.sample_cap`): ``server.declared_sample_counts`` of the config."""
+        declared = dict(self.config.server.declared_sample_counts)
+        unknown = sorted(set(declared) - set(self.ids))
+        if unknown:
+            raise ConfigError(
+                f"server.declared_sample_counts names {unknown}, which are not clients of this "
+                f"run ({self.ids[0]} .. {self.ids[-1]}): fix the client ids"
+            )
+        return declared
+
     def _backdoor_test_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Triggered test inputs for a backdoor the runtime knows of (none by default)."""
         return None
@@ -293,6 +306,14 @@ class Federation(ABC):
             Collect(srv.deadline_s),
             VerifyUpdates(dim, expect_control=scaffold is not None, sealed=secure is not None),
         ]
+        if secure is None:  # sealed updates carry no count; the client clamps at max_weight
+            stages.append(
+                CapSampleCounts(
+                    self._declared_sample_counts(),
+                    max_count=srv.max_sample_count,
+                    ratio=srv.sample_count_ratio,
+                )
+            )
         if config.edge.enabled:
             stages.append(ReportDataProtection())
         det = config.detection
@@ -341,7 +362,7 @@ class Federation(ABC):
             directory=self.directory,
             bits=sa.bits,
             value_range=sa.value_range,
-            max_weight=sa.max_weight,
+            max_weight=min(sa.max_weight, config.server.max_sample_count or sa.max_weight),
             threshold=sa.threshold,
             degree=sa.degree,
             corrupt_fraction=sa.corrupt_fraction,
@@ -362,10 +383,10 @@ class Federation(ABC):
                     f"{self.store.path} already holds a run (up to round {latest}): resume it "
                     "with --resume or choose another --out directory"
                 )
-            self.store.set_meta("config", json.dumps(self.config.to_dict(), sort_keys=True))
+            self.store.set_meta("config", jsonio.dumps(self.config.to_dict(), sort_keys=True))
             self.store.set_meta("identity", identity)
             self.store.set_meta("fedfort_version", __version__)
-            self.store.set_meta("param_spec", json.dumps(self.spec.describe()))
+            self.store.set_meta("param_spec", jsonio.dumps(self.spec.describe()))
             self.store.save(0, self.engine.model, self.engine.state_dict(), {"round": 0})
             if self.audit is not None:
                 self.audit.run_start(
@@ -383,7 +404,7 @@ class Federation(ABC):
         checkpoint = self.store.load()
         self.engine.load_state_dict(checkpoint.model, checkpoint.state)
         # the resumable settings (rounds, workers) as this run now uses them
-        self.store.set_meta("config", json.dumps(self.config.to_dict(), sort_keys=True))
+        self.store.set_meta("config", jsonio.dumps(self.config.to_dict(), sort_keys=True))
         if self.audit is not None:
             self.audit.event(
                 "run_resumed",
@@ -427,7 +448,7 @@ class Federation(ABC):
         if requested is not None:
             body["requested_at"] = requested.get("requested_at")
         assert self.store is not None and self._checkpoints is not None
-        self.store.set_meta(PENDING_ROLLBACK_META, json.dumps({**body, **(requested or {})}))
+        self.store.set_meta(PENDING_ROLLBACK_META, jsonio.dumps({**body, **(requested or {})}))
         self._checkpoints.rolled_back = True
         self.engine.model = model.astype(np.float32, copy=True)
         self.engine.stage("server_optimizer").load_state_dict(optimizer_state)

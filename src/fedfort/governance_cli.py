@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from fedfort import jsonio
 from fedfort.errors import ConfigError
 
 __all__ = ["add_parsers", "monitoring_arguments", "run"]
@@ -104,7 +104,11 @@ def _audit(args: argparse.Namespace) -> int:
     if args.audit_command == "verify":
         key = None if args.key is None else load_public_key(Path(args.key))
         result = verify_run(args.run, public_key=key, head=_head(args.head))
-        print(json.dumps(result.to_dict(), indent=2) if args.json else result.describe())
+        print(
+            jsonio.dumps(result.to_dict(), indent=2, non_finite="null")
+            if args.json
+            else result.describe()
+        )
         return 0 if result.ok else 1
     out = args.out or str(Path(args.run) / "audit.jsonl")
     if out == "-":
@@ -126,7 +130,7 @@ def _model(args: argparse.Namespace) -> int:
         if args.model_command == "list":
             versions = registry.versions()
             if args.json:
-                print(json.dumps([v.to_dict() for v in versions], indent=2))
+                print(jsonio.dumps([v.to_dict() for v in versions], indent=2, non_finite="null"))
                 return 0
             print(f"{'version':>7}  {'sha256':<16}  {'accuracy':>8}  {'loss':>8}  note")
             for v in versions:
@@ -144,7 +148,7 @@ def _model(args: argparse.Namespace) -> int:
                 )
             return 0
         if args.model_command == "show":
-            print(json.dumps(registry.show(args.version), indent=2))
+            print(jsonio.dumps(registry.show(args.version), indent=2, non_finite="null"))
             return 0
         if args.model_command == "export":
             path = registry.export(args.version, args.out)

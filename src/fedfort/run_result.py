@@ -100,6 +100,25 @@ class SimulationResult:
         }
 
     @property
+    def verification(self) -> dict[str, Any]:
+        """What verification refused and capped over the run's committed rounds: rejected
+        updates by reason code (``non_finite_metric``, ...) and the clients whose sample
+        count was capped (see :mod:`fedfort.server.sample_cap`)."""
+        rejected: dict[str, int] = {}
+        capped: dict[str, int] = {}
+        for r in self.records:
+            for rejection in r.get("rejected", []):
+                reason = rejection["reason"]
+                rejected[reason] = rejected.get(reason, 0) + 1
+            for cid in r.get("measurements", {}).get("sample_cap", {}).get("claimed", {}):
+                capped[cid] = capped.get(cid, 0) + 1
+        return {
+            "rejected": dict(sorted(rejected.items())),
+            "capped_sample_counts": sum(capped.values()),
+            "capped_clients": dict(sorted(capped.items())),
+        }
+
+    @property
     def final(self) -> dict[str, Any]:
         evaluated = [r for r in self.records if r.get("accuracy") is not None]
         last = evaluated[-1] if evaluated else {}

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fedfort import jsonio
 from fedfort.access.guard import AccessGuard
 from fedfort.access.operations import Operations
 from fedfort.errors import ConfigError, FedfortError
@@ -62,7 +63,7 @@ Handler = Callable[[Operations, dict[str, Any]], tuple[int, bytes, str]]
 
 
 def _json(value: Any, status: int = 200) -> tuple[int, bytes, str]:
-    return status, json.dumps(value, sort_keys=True).encode("utf-8"), _JSON
+    return status, jsonio.dumps(value, sort_keys=True, non_finite="null").encode("utf-8"), _JSON
 
 
 #: (method, path) -> (action, handler)
@@ -166,7 +167,7 @@ class _Handler(QuietRequestHandler):
             extra = (
                 (("WWW-Authenticate", 'Bearer realm="fedfort"'),) if decision.status == 401 else ()
             )
-            body = json.dumps({"error": decision.reason, "action": action}).encode()
+            body = jsonio.dumps({"error": decision.reason, "action": action}).encode()
             self._send(decision.status, body, _JSON, extra)
             return
         try:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from fedfort import jsonio
 from fedfort.errors import ConfigError
 
 __all__ = ["add_parsers", "run_access", "run_operator"]
@@ -97,7 +97,7 @@ def run_access(args: argparse.Namespace) -> int:
             return 0
         tokens = store.list()
         if args.json:
-            print(json.dumps([t.to_dict() for t in tokens], indent=2))
+            print(jsonio.dumps([t.to_dict() for t in tokens], indent=2))
             return 0
         for t in tokens:
             scopes = ",".join(sorted(t.scopes)) if t.scopes is not None else "(role)"

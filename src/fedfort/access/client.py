@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Final
 
+from fedfort import jsonio
 from fedfort.errors import AccessDenied, ConfigError, FedfortError
 
 __all__ = ["ACTION_ROUTES", "OperatorClient", "OperatorError"]
@@ -66,7 +67,7 @@ class OperatorClient:
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, bytes]:
         """``(status, body)`` of one call; raises on 401/403 and on other errors >= 400."""
-        data = None if method == "GET" else json.dumps(body or {}).encode()
+        data = None if method == "GET" else jsonio.dumps(body or {}).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")

@@ -19,13 +19,13 @@ Bad input raises :class:`~fedfort.errors.ConfigError` and changes nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedfort import jsonio
 from fedfort.errors import ConfigError
 from fedfort.server.control import RunControl
 
@@ -192,7 +192,8 @@ class Operations:
         from fedfort.audit.log import AUDIT_FILE
 
         lines = [
-            json.dumps(e.to_json(), sort_keys=True) for e in read_entries(self.run_dir / AUDIT_FILE)
+            jsonio.dumps(e.to_json(), sort_keys=True)
+            for e in read_entries(self.run_dir / AUDIT_FILE)
         ]
         return ("\n".join(lines) + "\n").encode("utf-8")
 

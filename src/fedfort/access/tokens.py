@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from fedfort import jsonio
 from fedfort.access.roles import PERMISSIONS, ROLES, role_actions
 from fedfort.errors import AccessDenied, ConfigError
 
@@ -163,7 +164,7 @@ class TokenStore:
                     token_id,
                     name,
                     role,
-                    None if scope_set is None else json.dumps(sorted(scope_set)),
+                    None if scope_set is None else jsonio.dumps(sorted(scope_set)),
                     info.created,
                     info.expires,
                     _digest(token),

@@ -11,7 +11,6 @@ new alert is dropped and an ERROR line says so (it is still in the log).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
-from fedfort import __version__
+from fedfort import __version__, jsonio
 from fedfort.alerts.rules import Alert
 from fedfort.errors import ConfigError
 
@@ -156,7 +155,7 @@ class WebhookSender:
             return int(response.status)
 
     def _deliver(self, alert: Alert) -> Delivery:
-        body = json.dumps(alert.to_dict(), sort_keys=True).encode()
+        body = jsonio.dumps(alert.to_dict(), sort_keys=True, non_finite="null").encode()
         delivery = Delivery(alert)
         for attempt in range(1, self.attempts + 1):
             delivery.attempts = attempt

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from fedfort import jsonio
+
 __all__ = [
     "GENESIS",
     "AuditEntry",
@@ -65,14 +67,14 @@ def _plain(node: Any) -> Any:
 
 def canonical_body(body: dict[str, Any]) -> str:
     """The canonical JSON text of an entry body (sorted keys, no spaces, ASCII)."""
-    return json.dumps(_plain(body), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return jsonio.dumps(_plain(body), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def entry_hash(
     seq: int, ts: float, kind: str, round_: int | None, body: str, prev: str, key: str
 ) -> str:
     """The hex SHA-256 an entry is chained and signed by (``body`` is its canonical text)."""
-    header = json.dumps(
+    header = jsonio.dumps(
         [seq, repr(float(ts)), kind, round_, body, prev, key],
         separators=(",", ":"),
         ensure_ascii=True,

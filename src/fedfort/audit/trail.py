@@ -28,11 +28,10 @@ After each round the trail records the log's head in the checkpoint database, th
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from typing import Any
 
-from fedfort import __version__
+from fedfort import __version__, jsonio
 from fedfort.audit.log import AuditLog
 from fedfort.audit.verify import AUDIT_HEAD_META
 from fedfort.config import RunConfig
@@ -47,7 +46,7 @@ _DETAIL_CHARS = 240
 
 def config_sha256(config: RunConfig) -> str:
     """SHA-256 of the full configuration (every section, canonical JSON)."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    text = jsonio.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -75,7 +74,7 @@ class AuditTrail:
                         "identity_sha256": config.identity_hash(),
                         "config": config.to_dict(),
                         "param_spec_sha256": hashlib.sha256(
-                            json.dumps(param_spec, sort_keys=True).encode()
+                            jsonio.dumps(param_spec, sort_keys=True).encode()
                         ).hexdigest(),
                         "initial_model_sha256": model_sha256,
                         "aggregation_rule": config.defense.aggregator,
@@ -117,7 +116,7 @@ class AuditTrail:
         entries = self.log.append_many(items)
         if self.store is not None and entries:
             last = entries[-1]
-            self.store.set_meta(AUDIT_HEAD_META, json.dumps({"seq": last.seq, "hash": last.hash}))
+            self.store.set_meta(AUDIT_HEAD_META, jsonio.dumps({"seq": last.seq, "hash": last.hash}))
 
     @staticmethod
     def round_entries(record: RoundRecord) -> list[tuple[str, int | None, dict[str, Any]]]:

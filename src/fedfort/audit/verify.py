@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedfort import jsonio
 from fedfort.audit.chain import GENESIS, AuditEntry, entry_hash, key_id, signed_message
 from fedfort.audit.log import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries
 from fedfort.errors import AuditError
@@ -249,6 +250,6 @@ def export_jsonl(run_dir: str | Path, out: str | Path) -> int:
     count = 0
     with Path(out).open("w", encoding="utf-8") as fh:
         for entry in read_entries(Path(run_dir) / AUDIT_FILE):
-            fh.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
+            fh.write(jsonio.dumps(entry.to_json(), sort_keys=True) + "\n")
             count += 1
     return count

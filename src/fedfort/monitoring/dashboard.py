@@ -42,7 +42,6 @@ permission ``403``. Every decision is audited (docs/access-control.md).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sqlite3
@@ -55,6 +54,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fedfort import jsonio
 from fedfort.errors import ConfigError, FedfortError
 from fedfort.monitoring.run_state import read_run
 from fedfort.monitoring.serving import (
@@ -349,7 +349,7 @@ class _Handler(QuietRequestHandler):
 
 def _error_body(exc: BaseException) -> bytes:
     message = str(exc) or type(exc).__name__
-    return json.dumps({"error": message}).encode()
+    return jsonio.dumps({"error": message}).encode()
 
 
 class DashboardServer(BackgroundServer):
@@ -405,7 +405,7 @@ class DashboardServer(BackgroundServer):
             return 200, asset[0], asset[1]
         if path == "/api/run":
             state = json_ready(self.state.read())
-            return 200, json.dumps(state, allow_nan=False).encode("utf-8"), _JSON
+            return 200, jsonio.dumps(state, non_finite="null").encode("utf-8"), _JSON
         if path == "/metrics":
             if self.metrics is None:
                 return 404, b"no metrics here: this dashboard serves a run directory only\n", _TEXT

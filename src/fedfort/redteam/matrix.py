@@ -25,7 +25,6 @@ other run.
 from __future__ import annotations
 
 import copy
-import json
 import multiprocessing
 import os
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedfort import jsonio
 from fedfort.attacks.config import attack_kind
 from fedfort.config import RunConfig, parse_config, read_toml
 from fedfort.errors import ConfigError
@@ -245,6 +245,8 @@ def run_redteam(
         "cells": results,
         "summary": summary,
     }
-    (out / REDTEAM_FILE).write_text(json.dumps(body, indent=2), encoding="utf-8")
+    (out / REDTEAM_FILE).write_text(
+        jsonio.dumps(body, indent=2, non_finite="null"), encoding="utf-8"
+    )
     write_report(summary, results, out, meta=meta)
     return body

@@ -27,7 +27,6 @@ federation) and the gradient-inversion defence evaluation
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fedfort import jsonio
 from fedfort.config import read_toml
 from fedfort.errors import ConfigError
 from fedfort.redteam.privacy_inversion import InversionExperiment, evaluate_inversion_defences
@@ -180,6 +180,8 @@ def run_privacy_redteam(
         "membership": membership,
         "inversion": inversion,
     }
-    (out / PRIVACY_FILE).write_text(json.dumps(body, indent=2), encoding="utf-8")
+    (out / PRIVACY_FILE).write_text(
+        jsonio.dumps(body, indent=2, non_finite="null"), encoding="utf-8"
+    )
     write_privacy_report(body, out)
     return body

@@ -35,12 +35,11 @@ The page is assembled here; the pieces live in their own modules:
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from fedfort import __version__
+from fedfort import __version__, jsonio
 from fedfort.audit import verify_run
 from fedfort.errors import AuditError
 from fedfort.monitoring.run_state import read_run, run_records
@@ -138,7 +137,7 @@ def _config_hashes(config: dict[str, Any], start: dict[str, Any]) -> tuple[str |
     re-validating it (a later fedfort that adds a config key would change the hash).
     """
     recorded = start.get("config_sha256")
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    text = jsonio.dumps(config, sort_keys=True, separators=(",", ":"))
     computed = hashlib.sha256(text.encode()).hexdigest()
     return (str(recorded) if recorded is not None else None), computed
 
@@ -358,7 +357,7 @@ def _render(state: dict[str, Any], records: list[dict[str, Any]], generated: str
         ("Per-round measurements", _rounds_table(state)),
         (
             "Configuration",
-            f"<pre>{esc(json.dumps(config, indent=2, sort_keys=True))}</pre>",
+            f"<pre>{esc(jsonio.dumps(config, indent=2, sort_keys=True))}</pre>",
         ),
     ]
     parts = [

@@ -11,12 +11,13 @@ significant digits), :func:`g` (``g`` format) and :func:`utc` (a timestamp as UT
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from fedfort import jsonio
 
 __all__ = [
     "DASH",
@@ -114,7 +115,11 @@ def summary(body: Any) -> str:
         return truncate(str(body))
     parts = []
     for key, value in sorted(body.items()):
-        shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        shown = (
+            value
+            if isinstance(value, str)
+            else jsonio.dumps(value, sort_keys=True, non_finite="null")
+        )
         parts.append(f"{key}={shown}")
     return truncate(", ".join(parts))
 

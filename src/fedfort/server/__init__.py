@@ -18,6 +18,7 @@ from fedfort.server.optimizers import (
     ServerSGD,
     make_server_optimizer,
 )
+from fedfort.server.sample_cap import CapSampleCounts
 from fedfort.server.scaffold import ScaffoldControl
 from fedfort.server.selection import SelectClients, SelectionPolicy, UniformSelection
 from fedfort.server.stages import (
@@ -34,6 +35,7 @@ __all__ = [
     "Aggregate",
     "ApplyServerOptimizer",
     "Broadcast",
+    "CapSampleCounts",
     "Checkpoint",
     "CheckpointStore",
     "ClientExecutor",

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fedfort import jsonio
 from fedfort.errors import CheckpointError
 from fedfort.params import vector_sha256
 
@@ -71,7 +72,7 @@ def pack_state(tree: Any) -> tuple[str, bytes]:
             return node
         raise CheckpointError(f"cannot store a {type(node).__name__} in a checkpoint")
 
-    text = json.dumps(walk(tree), sort_keys=True)
+    text = jsonio.dumps(walk(tree), sort_keys=True)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     return text, buf.getvalue()
@@ -160,7 +161,7 @@ class CheckpointStore:
                     digest,
                     text,
                     blob,
-                    json.dumps(record, sort_keys=True),
+                    jsonio.dumps(record, sort_keys=True, non_finite="null"),
                 ),
             )
         return digest

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fedfort import jsonio
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.errors import CheckpointError, ConfigError
 from fedfort.server.checkpoint import CheckpointStore
@@ -127,7 +128,7 @@ class ModelRegistry:
             key = run_audit_key(self.run_dir, create=False)
             with AuditLog(self.run_dir / AUDIT_FILE, key) as log:
                 AuditTrail(log, self.store).event("rollback_requested", request, latest)
-        self.store.set_meta(PENDING_ROLLBACK_META, json.dumps(request))
+        self.store.set_meta(PENDING_ROLLBACK_META, jsonio.dumps(request))
         return request
 
     def _existing(self, version: int) -> int:

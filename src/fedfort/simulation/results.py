@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from fedfort import jsonio
 from fedfort.simulation.simulation import SimulationResult
 
 __all__ = ["PLOT_FILE", "RESULTS_FILE", "plot_history", "write_results"]
@@ -20,13 +20,16 @@ PLOT_FILE = "training.png"
 
 
 def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
-    """Write ``results.json`` (config echo, per-round records, final) and the plot."""
+    """Write ``results.json`` (config echo, per-round records, final, what verification
+    rejected and capped) and the plot. The file is strict JSON: a non-finite measurement
+    (the test loss of a diverged model) is written as ``null`` (see :mod:`fedfort.jsonio`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     body: dict[str, Any] = {
         "config": result.config.to_dict(),
         "rounds": result.records,
         "final": result.final,
+        "verification": result.verification,
     }
     if result.security is not None:
         body["security"] = result.security
@@ -35,7 +38,9 @@ def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
     if result.secure_aggregation is not None:
         body["secure_aggregation"] = result.secure_aggregation
     path = out / RESULTS_FILE
-    path.write_text(json.dumps(body, indent=2, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        jsonio.dumps(body, indent=2, sort_keys=False, non_finite="null"), encoding="utf-8"
+    )
     plot_history(result.records, out / PLOT_FILE)
     return path
 

@@ -46,6 +46,12 @@ class Simulation(Federation):
     actors (:mod:`fedfort.simulation.ray_runtime`); the server side is the same.
     """
 
+    def _declared_sample_counts(self) -> dict[str, int]:
+        """The simulation hands each client its partition, so a partition's size is what the
+        client declares; ``server.declared_sample_counts`` takes precedence."""
+        sizes = {cid: int(n) for cid, n in zip(self.ids, self.partition.sizes(), strict=True)}
+        return {**sizes, **super()._declared_sample_counts()}
+
     def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
         config = self.config
         self.attack = build_attack(config.attack, self.dataset.image_shape)

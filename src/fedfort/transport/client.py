@@ -29,6 +29,7 @@ from pathlib import Path
 
 import grpc
 
+from fedfort import jsonio
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import NetworkConfig
@@ -125,7 +126,7 @@ class _Identity:
         state_dir.mkdir(parents=True, exist_ok=True)
         if not self.store.exists(self.NAME):
             self.store.generate(self.NAME)
-            self.meta.write_text(json.dumps({"version": 1}))
+            self.meta.write_text(jsonio.dumps({"version": 1}))
         self._stamp: tuple[int, ...] | None = None
         self.reload()
 
@@ -452,7 +453,7 @@ def rotate_client_key(
     if not reply.verdict.accepted:
         raise Refused(reply.verdict.reason, reply.verdict.detail)
     tmp_meta = identity.meta.with_suffix(".json.tmp")
-    tmp_meta.write_text(json.dumps({"version": new_version}))
+    tmp_meta.write_text(jsonio.dumps({"version": new_version}))
     identity.replace(new_key)
     tmp_meta.replace(identity.meta)
     return new_version

@@ -31,7 +31,8 @@ longer than :data:`MAX_TEXT_BYTES` bytes of UTF-8; and whatever the dataclass's 
 refuses. Sizes are checked before anything is allocated from them.
 
 What it does not check: meaning. Floats are carried faithfully, NaN and infinities included
-(the server's verification stage rejects non-finite updates with its own reason code), and a
+(the server's verification stage rejects non-finite updates and metrics with its own reason
+codes, ``non_finite`` and ``non_finite_metric``; see :mod:`fedfort.server.verify`), and a
 vector's length and dtype (the messages annotate plain ``np.ndarray``) are for the receiver to
 check against the model. Nor does it authenticate: the caller checks the sender's signature
 over the payload bytes *before* decoding them, so only authenticated peers reach this parser.

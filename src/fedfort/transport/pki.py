@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedfort import jsonio
 from fedfort.errors import ConfigError, Refused
 from fedfort.keyfiles import load_private_pem, private_pem, write_private_file
 
@@ -383,7 +384,7 @@ def init_ca(directory: Path, federation_id: str, *, days: int = 3650) -> CaFiles
     _write_public(files.cert, _cert_pem(cert))
     crl = _build_crl(cert, key, [], number=1)
     _write_public(files.crl, crl.public_bytes(serialization.Encoding.PEM))
-    body = json.dumps({"federation_id": federation_id}, indent=2) + "\n"
+    body = jsonio.dumps({"federation_id": federation_id}, indent=2) + "\n"
     _write_public(directory / FEDERATION_FILE, body.encode())
     return files
 
