@@ -32,6 +32,7 @@ from fedfort.audit.chain import (
     key_id,
     signed_message,
 )
+from fedfort.audit.head import HEAD_FILE, HEAD_SCHEMA, SignedHead, sign_head, write_head_file
 from fedfort.errors import AuditError, ConfigError
 from fedfort.keystore import KeyStore, open_keystore
 from fedfort.secagg.crypto import SigningKey
@@ -104,7 +105,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + HEAD_SCHEMA)
     except sqlite3.DatabaseError as exc:
         db.close()
         raise AuditError(f"{path} is not a fedfort audit log: {exc}") from exc
@@ -141,6 +142,11 @@ def read_entries(path: Path) -> Iterator[AuditEntry]:
 class AuditLog:
     """Appends signed, chained entries to one run's ``audit.sqlite``; safe across threads.
 
+    It is the one writer of the log: every appender (the round trail, the access auditor, an
+    operator's rollback request) goes through :meth:`append_many`, which in the same
+    transaction advances the log's signed head (:mod:`fedfort.audit.head`) and then rewrites
+    ``audit-head.json`` beside the log.
+
     Opening an existing log continues its chain; ``key`` must be the key that signed its last
     entry (or the new key named by its last rotation).
     """
@@ -148,6 +154,8 @@ class AuditLog:
     def __init__(self, path: str | Path, key: SigningKey) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.head_path = self.path.parent / HEAD_FILE
+        self._signed_head: SignedHead | None = None
         self._key = key
         self._key_id = key_id(key.public)
         self._lock = threading.Lock()
@@ -223,12 +231,27 @@ class AuditLog:
                         for e in entries
                     ],
                 )
+                head = sign_head(self._key, self._key_id, seq, prev)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO head (id, seq, hash, key, signature) "
+                    "VALUES (1, ?, ?, ?, ?)",
+                    (head.seq, head.hash, head.key, head.signature),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._seq, self._prev = seq, prev
+            # after the commit: the file is a witness of a prefix the log must contain (a
+            # writer in another process may already have moved it further)
+            write_head_file(self.head_path, head)
+            self._signed_head = head
             return entries
+
+    @property
+    def signed_head(self) -> SignedHead | None:
+        """The signed head written by this writer's last append (``None`` before one)."""
+        return self._signed_head
 
     def rotate_key(self, new_key: SigningKey, reason: str = "scheduled rotation") -> AuditEntry:
         """Hand the log to ``new_key``: an entry signed by the current key names it."""
