@@ -103,16 +103,12 @@ def run_server(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     credentials = Credentials.from_pki(args.pki, args.name)
-    network = {"address": args.address} if args.address else None
-    if args.resume:
-        server = NetworkServer.resume(
-            args.out, credentials=credentials, rounds=args.rounds, network=network
-        )
-    else:
-        config = load_config(args.config).with_overrides(
-            {"rounds": args.rounds, "network.address": args.address}
-        )
-        server = NetworkServer(config, args.out, credentials=credentials)
+    config = load_config(args.config).with_overrides(
+        {"rounds": args.rounds, "network.address": args.address}
+    )
+    # with --resume the run's signed checkpoint is verified and --config must match the
+    # configuration stored in it (fedfort.federation_resume), differing keys named
+    server = NetworkServer(config, args.out, credentials=credentials, _resuming=args.resume)
     try:
         port = server.start()
         print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)
