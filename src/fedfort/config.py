@@ -388,6 +388,11 @@ class GovernanceConfig(_Section):
         le=1,
         description="roll back to the best version when validation accuracy falls this far below",
     )
+    publish_head: bool = Field(
+        False,
+        description="print the audit log's signed head after every round and, with [alerts] "
+        "and a webhook, send it there as an audit_head notice (a copy outside the run dir)",
+    )
 
 
 class MonitoringConfig(_Section):

@@ -32,6 +32,7 @@ from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
 from fedfort.alerts import AlertManager, webhook_url
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
+from fedfort.audit.head import SignedHead
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
 from fedfort.data.datasets import Dataset
@@ -213,6 +214,8 @@ class Federation(ABC):
         if config.alerts.enabled:
             self.alerts = self._alert_manager(config, private)
             hooks.append(self.alerts)
+        if self.audit is not None and config.governance.publish_head:
+            self.audit.round_head_listeners.append(self._publish_head)
         self.engine = RoundEngine(
             initial,
             self.ids,
@@ -237,6 +240,14 @@ class Federation(ABC):
             run_dir=self.out_dir if audited else None,
             registry=self.metrics.registry,
         )
+
+    def _publish_head(self, round_: int, head: SignedHead) -> None:
+        """``governance.publish_head``: the audit log's signed head after ``round_``, printed
+        and sent to the alert webhook, so copies of it live outside the run directory."""
+        text = json.dumps(head.to_dict(), sort_keys=True)
+        print(f"fedfort: audit head after round {round_}: {text}", flush=True)
+        if self.alerts is not None:
+            self.alerts.publish_head(round_, head.to_dict())
 
     @abstractmethod
     def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +167,28 @@ class AlertManager:
                 )
             )
         return ok
+
+    def publish_head(self, round_: int, head: Mapping[str, Any]) -> None:
+        """Send the audit log's signed head after ``round_`` to the log and the webhook.
+
+        An ``audit_head`` notice (severity ``info``, not counted as a fired alert) whose
+        ``message`` is the head as JSON, the same as ``audit-head.json``: the receiver keeps a
+        copy outside the run directory that ``fedfort audit verify --head`` checks the log
+        against later (docs/governance.md).
+        """
+        notice = Alert(
+            "audit_head",
+            "info",
+            self.run_id,
+            round_,
+            float(head["seq"]),
+            0.0,
+            json.dumps(dict(head), sort_keys=True),
+            time.time(),
+        )
+        log_alert(notice)
+        if self.webhook is not None:
+            self.webhook.submit(notice)
 
     def refused(self, client: str, reason: str, detail: str = "") -> None:
         """Count a refusal at the network gate (called from the transport's threads)."""
