@@ -300,3 +300,31 @@ def test_a_rekeyed_log_needs_the_pinned_key_or_an_exported_head(
     assert code == 1 and "FAILED at entry 1 (run_start)" in out and "signed by key" in out
     code, out = _verify(run_copy, capsys, "--head", str(exported))
     assert code == 1 and "was witnessed" in out
+
+
+def test_verifying_while_a_writer_appends_never_reports_a_cut(run_copy: Path) -> None:
+    """A live run's verification (the audit_chain alert) races the access auditor's appends:
+    the head copies are read so that an append in between cannot look like a cut."""
+    import threading
+
+    from fedfort.audit import verify_run
+
+    key = load_signing_key(run_copy / AUDIT_KEY_FILE)
+    done = threading.Event()
+
+    def append() -> None:
+        with AuditLog(run_copy / AUDIT_FILE, key) as log:
+            audit = AccessAudit(log)
+            for _ in range(150):
+                audit.record(Decision("token:alice", "viewer", "run.read", True, "ok", 200))
+        done.set()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    checks = 0
+    while not done.is_set() or checks < 3:
+        result = verify_run(run_copy)
+        assert result.ok, result.describe()
+        checks += 1
+    writer.join(timeout=120)
+    assert verify_run(run_copy).entries >= 150

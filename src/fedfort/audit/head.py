@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ __all__ = [
     "HEAD_SCHEMA",
     "SignedHead",
     "head_message",
-    "read_db_head",
     "read_head_file",
     "sign_head",
     "write_head_file",
@@ -128,22 +126,3 @@ def read_head_file(path: Path) -> SignedHead | None:
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise AuditError(f"cannot read the audit head {path}: {exc}") from exc
     return SignedHead.from_dict(value, str(path))
-
-
-def read_db_head(path: Path) -> SignedHead | None:
-    """The head stored in the log database at ``path`` (``None`` when there is none)."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot open the audit log {path}: {exc}") from exc
-    try:
-        row = db.execute("SELECT seq, hash, key, signature FROM head WHERE id = 1").fetchone()
-    except sqlite3.OperationalError:
-        return None  # no head table at all: reported as a missing head
-    except sqlite3.DatabaseError as exc:
-        raise AuditError(f"{path} is not a readable fedfort audit log: {exc}") from exc
-    finally:
-        db.close()
-    if row is None:
-        return None
-    return SignedHead(int(row[0]), str(row[1]), str(row[2]), str(row[3]))

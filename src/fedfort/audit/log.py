@@ -44,6 +44,7 @@ __all__ = [
     "AuditLog",
     "audit_keystore",
     "read_entries",
+    "read_snapshot",
     "run_audit_key",
 ]
 
@@ -112,6 +113,45 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _entry(row: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(
+        int(row[0]),
+        float(row[1]),
+        str(row[2]),
+        None if row[3] is None else int(row[3]),
+        str(row[4]),
+        str(row[5]),
+        str(row[6]),
+        str(row[7]),
+        str(row[8]),
+    )
+
+
+def read_snapshot(path: Path) -> tuple[list[AuditEntry], SignedHead | None]:
+    """Every entry and the signed head of the log at ``path``, read in one transaction, so a
+    writer appending meanwhile cannot make them disagree (``None``: no head stored)."""
+    if not path.exists():
+        raise AuditError(f"no audit log at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot open the audit log {path}: {exc}") from exc
+    try:
+        db.execute("BEGIN")
+        rows = db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq").fetchall()
+        try:
+            head = db.execute("SELECT seq, hash, key, signature FROM head WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:
+            head = None  # no head table at all: reported as a missing head
+        db.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"{path} is not a readable fedfort audit log: {exc}") from exc
+    finally:
+        db.close()
+    signed = None if head is None else SignedHead(int(head[0]), *(str(v) for v in head[1:]))
+    return [_entry(r) for r in rows], signed
+
+
 def read_entries(path: Path) -> Iterator[AuditEntry]:
     """Every entry of the log at ``path`` in ``seq`` order, read-only and unchecked."""
     if not path.exists():
@@ -122,17 +162,7 @@ def read_entries(path: Path) -> Iterator[AuditEntry]:
         raise AuditError(f"cannot open the audit log {path}: {exc}") from exc
     try:
         for row in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq"):
-            yield AuditEntry(
-                int(row[0]),
-                float(row[1]),
-                str(row[2]),
-                None if row[3] is None else int(row[3]),
-                str(row[4]),
-                str(row[5]),
-                str(row[6]),
-                str(row[7]),
-                str(row[8]),
-            )
+            yield _entry(row)
     except sqlite3.DatabaseError as exc:
         raise AuditError(f"{path} is not a readable fedfort audit log: {exc}") from exc
     finally:

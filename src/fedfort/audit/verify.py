@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from fedfort.audit.chain import GENESIS, AuditEntry, entry_hash, key_id, signed_message
-from fedfort.audit.head import HEAD_FILE, SignedHead, read_db_head, read_head_file
-from fedfort.audit.log import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries
+from fedfort.audit.head import HEAD_FILE, SignedHead, read_head_file
+from fedfort.audit.log import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries, read_snapshot
 from fedfort.errors import AuditError
 from fedfort.secagg.crypto import verify
 
@@ -330,15 +330,24 @@ def verify_run(
 def _check_heads(
     run_dir: Path, public_key: bytes, result: AuditVerification, exported: SignedHead | None
 ) -> AuditVerification:
-    """The signed heads in ``audit.sqlite``, ``audit-head.json`` and an exported one."""
+    """The signed heads in ``audit.sqlite``, ``audit-head.json`` and an exported one.
+
+    The file is read first and the log's entries and head in one transaction after it: the
+    file is written after its head's commit, so a writer appending meanwhile (a live run)
+    cannot make the copies disagree.
+    """
     path = run_dir / AUDIT_FILE
+    in_file = read_head_file(run_dir / HEAD_FILE)
+    snapshot, in_db = read_snapshot(path)
     publics: dict[str, bytes] = {}
-    entries = {e.seq: e for e in read_entries(path)}
-    _check(entries.values(), public_key, publics)
-    last = result.head_seq
+    count, last, digest, keys, bad, bad_seq, problem = _check(snapshot, public_key, publics)
+    current = AuditVerification(True, count, last, digest, keys=keys)
+    if bad_seq is not None:
+        return _failed(current, bad_seq, None if bad is None else bad.kind, str(problem))
+    entries = {e.seq: e for e in snapshot}
     heads: list[tuple[str, SignedHead | None, bool]] = [
-        (f"signed head in {AUDIT_FILE}", read_db_head(path), True),
-        (f"signed head in {HEAD_FILE}", read_head_file(run_dir / HEAD_FILE), False),
+        (f"signed head in {AUDIT_FILE}", in_db, True),
+        (f"signed head in {HEAD_FILE}", in_file, False),
     ]
     if exported is not None:
         heads.append(("exported head", exported, False))
@@ -348,13 +357,13 @@ def _check_heads(
                 f"the {what} is missing: it was deleted, so a cut at the end of the log could "
                 "not be seen; verify with a head exported earlier (--head)"
             )
-            return _failed(result, last + 1, None, problem)
+            return _failed(current, last + 1, None, problem)
         found = _head_problem(signed, what, entries, publics, last, exact=exact)
         if found is not None:
             seq, problem = found
             entry = entries.get(seq)
-            return _failed(result, seq, None if entry is None else entry.kind, problem)
-    return result
+            return _failed(current, seq, None if entry is None else entry.kind, problem)
+    return current
 
 
 def export_jsonl(run_dir: str | Path, out: str | Path) -> int:
