@@ -1,8 +1,9 @@
 """``fedfort audit``, ``fedfort model``, ``fedfort dashboard`` and ``fedfort report``.
 
-- ``fedfort audit verify RUN`` checks the audit log's chain, signatures and witness and names
-  the first bad entry (exit status 1 when the check fails); ``fedfort audit export RUN``
-  writes it as JSONL.
+- ``fedfort audit verify RUN`` checks the audit log's chain, signatures, signed head and
+  witnesses (``--public-key`` pins the auditor's key, ``--head`` checks a head exported
+  earlier) and names the first bad entry (exit status 1 when the check fails);
+  ``fedfort audit export RUN`` writes it as JSONL.
 - ``fedfort model list|show|export|rollback RUN`` works on the run's model versions.
 - ``fedfort dashboard RUN`` serves the live dashboard of a run directory.
 - ``fedfort report RUN`` writes the self-contained HTML compliance report.

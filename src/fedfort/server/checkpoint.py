@@ -188,9 +188,13 @@ class CheckpointStore:
             ) from exc
         self._nonce = ""
         if key is not None:
-            if self.get_meta(RUN_NONCE_META) is None and self.latest_round() is None:
-                self.set_meta(RUN_NONCE_META, secrets.token_hex(16))
-            self._nonce = self.verified_meta(RUN_NONCE_META)
+            try:
+                if self.get_meta(RUN_NONCE_META) is None and self.latest_round() is None:
+                    self.set_meta(RUN_NONCE_META, secrets.token_hex(16))
+                self._nonce = self.verified_meta(RUN_NONCE_META)
+            except CheckpointError:
+                self._db.close()
+                raise
 
     @property
     def signed(self) -> bool:
