@@ -110,16 +110,33 @@ def test_a_poisoned_model_with_a_recomputed_sha256_is_refused(run_copy: Path) ->
         _resume(run_copy).close()
 
 
-def test_median_switched_to_fedavg_with_a_recomputed_identity_is_refused(run_copy: Path) -> None:
+def _audit_verify(run: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from fedfort.cli import main
+
+    capsys.readouterr()
+    code = main(["audit", "verify", str(run)])
+    return code, capsys.readouterr().out
+
+
+def test_median_switched_to_fedavg_with_a_recomputed_identity_is_refused(
+    run_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _rewrite_stored_config(run_copy, {"defense.aggregator": "fedavg"})
     with pytest.raises(CheckpointError, match=r"'config' .*fails its signature check"):
         _resume(run_copy).close()
+    code, out = _audit_verify(run_copy, capsys)
+    assert code == 1 and "FAILED at entry 1 (run_start)" in out
+    assert "differs in: defense.aggregator" in out
 
 
-def test_access_pointed_at_another_token_store_is_refused(run_copy: Path, tmp_path: Path) -> None:
+def test_access_pointed_at_another_token_store_is_refused(
+    run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _rewrite_stored_config(run_copy, {"access.tokens": str(tmp_path / "attacker-tokens.sqlite")})
     with pytest.raises(CheckpointError, match=r"'config' .*fails its signature check"):
         _resume(run_copy).close()
+    code, out = _audit_verify(run_copy, capsys)
+    assert code == 1 and "differs in: access.tokens" in out
 
 
 def test_the_last_round_erased_with_its_checkpoint_is_not_resumed(run_copy: Path) -> None:

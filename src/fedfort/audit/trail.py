@@ -80,6 +80,7 @@ class AuditTrail:
                         "runtime": runtime,
                         "config_sha256": config_sha256(config),
                         "identity_sha256": config.identity_hash(),
+                        "config_identity": config.config_identity(),
                         "config": config.to_dict(),
                         "param_spec_sha256": hashlib.sha256(
                             json.dumps(param_spec, sort_keys=True).encode()

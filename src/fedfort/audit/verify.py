@@ -189,6 +189,39 @@ def verify_log(
     return AuditVerification(True, count, seq, head, keys=keys)
 
 
+def _checkpoint_config(run_dir: Path) -> dict[str, Any] | None:
+    """The configuration stored in the run's checkpoints (``None`` when there is none)."""
+    path = run_dir / "checkpoints.sqlite"
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+        finally:
+            db.close()
+        return None if row is None else dict(json.loads(row[0]))
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        raise AuditError(f"cannot read the configuration in {path}: {exc}") from exc
+
+
+def _config_problem(run_dir: Path, start: AuditEntry) -> str | None:
+    """Why the checkpoints' configuration is not the one ``run_start`` records, if it is not."""
+    from fedfort.config import config_differences, parse_config
+
+    logged = start.data
+    stored = _checkpoint_config(run_dir)
+    if stored is None or "config_identity" not in logged:
+        return None  # no checkpoints, or a log from before config identities
+    if parse_config(stored).config_identity() == logged["config_identity"]:
+        return None
+    differing = config_differences(logged.get("config", {}), stored)
+    return (
+        "the configuration in the run's checkpoints is not the one the run started with "
+        f"(differs in: {', '.join(differing) or 'its identity'}): checkpoints.sqlite was edited"
+    )
+
+
 def _checkpoint_witness(run_dir: Path) -> tuple[tuple[int, str] | None, dict[int, str]]:
     """The audit head and the model hash of every committed round, from the checkpoints."""
     path = run_dir / "checkpoints.sqlite"
@@ -324,6 +357,10 @@ def verify_run(
             f"{max(rounds)}: the checkpoint of round {last_logged} was deleted"
         )
         return _failed(result, seq, "model_version", problem)
+    start = next(read_entries(path))
+    config_problem = _config_problem(run_dir, start)
+    if config_problem is not None:
+        return _failed(result, start.seq, start.kind, config_problem)
     return _check_heads(run_dir, public_key, result, head if isinstance(head, SignedHead) else None)
 
 
