@@ -394,3 +394,45 @@ def test_tampered_audit_log_alerts(receiver: Receiver, tmp_path: Path) -> None:
     assert alert.rule == "audit_chain" and alert.severity == "critical" and alert.round == 3
     assert "FAILED verification" in alert.message
     assert receiver.rules() == ["audit_chain"]
+
+
+def test_published_audit_heads_reach_the_webhook_and_prove_a_later_cut(
+    receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedfort.cli import main
+
+    cfg = _run_config(receiver, rounds=3).with_overrides({"governance.publish_head": True})
+    out = tmp_path / "run"
+    with Simulation(cfg, out) as sim:
+        assert sim.alerts is not None
+        sim.run()
+        assert sim.alerts.flush(10)
+        assert sim.alerts.fired == []  # heads are notices, not alerts
+    printed = [line for line in capsys.readouterr().out.splitlines() if "audit head" in line]
+    assert len(printed) == 3
+    notices = [a for a in receiver.alerts if a["rule"] == "audit_head"]
+    assert [a["round"] for a in notices] == [1, 2, 3]
+    assert all(a["severity"] == "info" for a in notices)
+    last = tmp_path / "webhook-head.json"
+    last.write_text(notices[-1]["message"])
+    assert main(["audit", "verify", str(out), "--head", str(last)]) == 0
+    # the log is cut back to round 2 and every witness in the run dir replaced by round 2's
+    # genuine head: only the head the webhook received shows the cut
+    head2 = json.loads(notices[1]["message"])
+    with sqlite3.connect(out / "audit.sqlite") as db:
+        db.execute("DROP TRIGGER entries_append_only_delete")
+        db.execute("DELETE FROM entries WHERE seq > ?", (head2["seq"],))
+        db.execute(
+            "UPDATE head SET seq = ?, hash = ?, key = ?, signature = ?",
+            (head2["seq"], head2["hash"], head2["key"], head2["signature"]),
+        )
+    db.close()
+    (out / "audit-head.json").write_text(notices[1]["message"])
+    with sqlite3.connect(out / "checkpoints.sqlite") as db:
+        db.execute("DELETE FROM checkpoints WHERE round = 3")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", (notices[1]["message"],))
+    db.close()
+    capsys.readouterr()
+    assert main(["audit", "verify", str(out)]) == 0
+    assert main(["audit", "verify", str(out), "--head", str(last)]) == 1
+    assert "were removed" in capsys.readouterr().out

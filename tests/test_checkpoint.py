@@ -305,3 +305,90 @@ def test_non_sqlite_file_raises(tmp_path):
     path.write_bytes(b"this is definitely not an SQLite database\n" * 20)
     with pytest.raises(CheckpointError, match="not a fedfort checkpoint"):
         CheckpointStore(path)
+
+
+# --------------------------------------------------------------------------------------------
+# signed stores (the run's audit key)
+
+
+def test_a_signed_store_round_trips_and_verifies(tmp_path):
+    from fedfort.secagg.crypto import SigningKey
+
+    key = SigningKey()
+    path = tmp_path / "ckpt.sqlite"
+    with CheckpointStore(path, key) as s:
+        s.save(1, _vector(0), {"a": np.ones(2)}, {"round": 1})
+        s.set_meta("config", "{}")
+    with CheckpointStore(path, key) as s:
+        assert s.signed and s.verify_all() == 1
+        assert s.verified_meta("config") == "{}"
+        assert s.verified_meta("absent", required=False) == ""
+    # a store without the key reads (hashes only) but cannot verify
+    with CheckpointStore(path) as s:
+        np.testing.assert_array_equal(s.load(1).model, _vector(0))
+        with pytest.raises(CheckpointError, match="needs the run's audit key"):
+            s.verified_meta("config")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["model_and_hash", "state", "record", "round", "unsigned_row", "other_key"],
+)
+def test_a_signed_row_altered_without_the_key_is_refused(tmp_path, tamper):
+    from fedfort.secagg.crypto import SigningKey
+
+    key = SigningKey()
+    path = tmp_path / "ckpt.sqlite"
+    with CheckpointStore(path, key) as s:
+        s.save(1, _vector(0), {"a": np.ones(2)}, {"round": 1})
+        s.save(2, _vector(2), {"a": np.ones(2)}, {"round": 2})
+    db = sqlite3.connect(path)
+    with db:
+        if tamper == "model_and_hash":
+            poisoned = -_vector(0)
+            db.execute(
+                "UPDATE checkpoints SET model = ?, model_sha256 = ? WHERE round = 1",
+                (_npy(poisoned), vector_sha256(poisoned)),
+            )
+        elif tamper == "state":
+            db.execute("UPDATE checkpoints SET state_json = '{\"a\": 1}' WHERE round = 1")
+        elif tamper == "record":
+            db.execute("UPDATE checkpoints SET record_json = '{\"round\": 9}' WHERE round = 1")
+        elif tamper == "round":  # round 2's signed row moved to round 1
+            db.execute("DELETE FROM checkpoints WHERE round = 1")
+            db.execute("UPDATE checkpoints SET round = 1 WHERE round = 2")
+        elif tamper == "unsigned_row":
+            db.execute("UPDATE checkpoints SET signature = NULL WHERE round = 1")
+        else:  # a row signed by another run under the same key (another run nonce)
+            other = tmp_path / "other.sqlite"
+            with CheckpointStore(other, key) as s:
+                s.save(1, -_vector(0), {"a": np.ones(2)}, {"round": 1})
+            row = sqlite3.connect(other).execute("SELECT * FROM checkpoints").fetchone()
+            db.execute("DELETE FROM checkpoints WHERE round = 1")
+            db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    db.close()
+    with CheckpointStore(path, key) as s, pytest.raises(CheckpointError, match=r"round 1 .*sign"):
+        s.load(1)
+
+
+def test_signed_meta_altered_without_the_key_is_refused(tmp_path):
+    from fedfort.secagg.crypto import SigningKey
+
+    key = SigningKey()
+    path = tmp_path / "ckpt.sqlite"
+    with CheckpointStore(path, key) as s:
+        s.save(0, _vector(0), {}, {"round": 0})
+        s.set_meta("config", '{"defense": "median"}')
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE meta SET value = '{\"defense\": \"fedavg\"}' WHERE key = 'config'")
+    db.close()
+    with CheckpointStore(path, key) as s, pytest.raises(CheckpointError, match="signature"):
+        s.verified_meta("config")
+    # without its run nonce a signed store with rounds cannot be opened at all
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'run_nonce'")
+    db.close()
+    with pytest.raises(CheckpointError, match="no signed 'run_nonce'"):
+        CheckpointStore(path, key)

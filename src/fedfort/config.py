@@ -16,6 +16,7 @@ import hashlib
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -209,7 +210,7 @@ class SimulationConfig(_Section):
     """How the simulation executes clients: in this process, or on Ray (docs/ray-runtime.md).
 
     None of ``workers``, ``runtime`` and the ``ray_*`` keys is part of a run's identity: a run
-    may be resumed on another runtime.
+    may be resumed on another runtime (they are in :data:`RESUMABLE_KEYS`).
     """
 
     workers: int = Field(0, ge=0, description="0 = sequential; N = process pool of N")
@@ -344,7 +345,9 @@ class SecureAggregationConfig(_Section):
 class NetworkConfig(_Section):
     """The gRPC runtime (``fedfort server`` / ``fedfort client``; see docs/deployment.md).
 
-    None of these settings is part of a run's identity: a resumed server may change them.
+    Not part of :meth:`RunConfig.identity_hash`, but part of :meth:`RunConfig.config_identity`:
+    a resumed server must keep them, except ``address``, ``start_clients`` and
+    ``start_timeout_s`` (in :data:`RESUMABLE_KEYS`).
     """
 
     address: str = Field("127.0.0.1:50051", description="host:port the server listens on")
@@ -414,10 +417,16 @@ class GovernanceConfig(_Section):
         le=1,
         description="roll back to the best version when validation accuracy falls this far below",
     )
+    publish_head: bool = Field(
+        False,
+        description="print the audit log's signed head after every round and, with [alerts] "
+        "and a webhook, send it there as an audit_head notice (a copy outside the run dir)",
+    )
 
 
 class MonitoringConfig(_Section):
-    """Live monitoring endpoints; not part of a run's identity (see docs/governance.md)."""
+    """Live monitoring endpoints; not part of :meth:`RunConfig.identity_hash`, but a resumed run
+    must keep them (:meth:`RunConfig.config_identity`; see docs/governance.md)."""
 
     metrics_address: str | None = Field(
         None, description="host:port to serve Prometheus /metrics on (e.g. 127.0.0.1:9464)"
@@ -441,7 +450,8 @@ class AlertsConfig(_Section):
     """Alert rules and their delivery to the log and a webhook (see docs/alerting.md).
 
     ``rules`` lists the rules that run (all by default); the other keys are their thresholds.
-    Not part of a run's identity: a resumed run may change its alerting.
+    Not part of :meth:`RunConfig.identity_hash`, but a resumed run must keep its alerting
+    (:meth:`RunConfig.config_identity`).
     """
 
     enabled: bool = Field(False, description="evaluate the rules and deliver alerts")
@@ -513,8 +523,10 @@ class AlertsConfig(_Section):
 
 
 class AccessConfig(_Section):
-    """Role-based access control of the operator API, dashboard and /metrics; not part of a
-    run's identity (see docs/access-control.md). Off while ``tokens`` is unset."""
+    """Role-based access control of the operator API, dashboard and /metrics (see
+    docs/access-control.md). Off while ``tokens`` is unset. Not part of
+    :meth:`RunConfig.identity_hash`, but a resumed run must keep it
+    (:meth:`RunConfig.config_identity`): its token store decides who may start the run."""
 
     tokens: str | None = Field(
         None, description="SQLite token store (fedfort access token issue); enables access control"
@@ -594,10 +606,12 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
     def identity_hash(self) -> str:
-        """SHA-256 of the config without ``rounds``: what a resumed run must match.
+        """SHA-256 of what the rounds compute: the config without ``rounds`` and the runtime.
 
-        Settings of the runtime (``network``, ``monitoring``, ``simulation.workers``,
-        ``simulation.runtime`` and its ``ray_*`` keys) and the audit switch are not part of it.
+        Settings of the runtime (``network``, ``monitoring``, ``alerts``, ``access``,
+        ``simulation.workers``, ``simulation.runtime`` and its ``ray_*`` keys) and the audit
+        switch are not part of it; it names the run's secure aggregation sessions. What a
+        resumed run must match is :meth:`config_identity`, which covers all of them.
         """
         body = self.to_dict()
         body.pop("rounds")
@@ -622,6 +636,24 @@ class RunConfig(_Section):
             body["rollback_drop"] = governance["rollback_drop"]
         return hashlib.sha256(jsonio.dumps(body, sort_keys=True).encode()).hexdigest()
 
+    def config_identity(self) -> str:
+        """SHA-256 of the whole config except :data:`RESUMABLE_KEYS`.
+
+        Unlike :meth:`identity_hash` (what the rounds compute, which also names secure
+        aggregation sessions) it covers every security-relevant table: ``[access]``,
+        ``[alerts]``, ``[network]``, ``[monitoring]``, ``[governance]``, ``[privacy]``,
+        ``[defense]``, ``[detection]``, ``[secure_aggregation]``, ``[edge]``... A checkpoint
+        stores and signs it; a resume must match it.
+        """
+        body = self.to_dict()
+        for dotted in RESUMABLE_KEYS:
+            *parents, leaf = dotted.split(".")
+            node = body
+            for key in parents:
+                node = node[key]
+            node.pop(leaf)
+        return hashlib.sha256(jsonio.dumps(body, sort_keys=True).encode()).hexdigest()
+
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with dotted-key overrides applied, e.g. ``{"clients.count": 20}``."""
         body = self.to_dict()
@@ -637,6 +669,40 @@ class RunConfig(_Section):
                 node = child
             node[leaf] = value
         return parse_config(body)
+
+
+#: dotted config keys a resumed run may change (docs/deployment.md): how many rounds to run,
+#: how the simulation executes its clients, and where the server listens. Everything else must
+#: equal what the run's signed checkpoint stores, or the resume is refused.
+RESUMABLE_KEYS: tuple[str, ...] = (
+    "rounds",
+    "simulation.workers",
+    "simulation.runtime",
+    "simulation.ray_address",
+    "simulation.ray_cpus_per_client",
+    "simulation.ray_gpus_per_client",
+    "simulation.ray_actors",
+    "network.address",
+    "network.start_clients",
+    "network.start_timeout_s",
+)
+
+
+def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two config dicts, :data:`RESUMABLE_KEYS` apart."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if path in RESUMABLE_KEYS:
+            return
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            out.append(path)
+
+    walk(stored, given, "")
+    return out
 
 
 #: ``[simulation]`` keys that choose how clients are executed, not what is computed

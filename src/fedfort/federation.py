@@ -32,6 +32,7 @@ from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
 from fedfort.alerts import AlertManager, webhook_url
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
+from fedfort.audit.head import SignedHead
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
 from fedfort.data.datasets import Dataset
@@ -46,11 +47,19 @@ from fedfort.federation_data import (
     partition_records,
     split_data,
 )
+from fedfort.federation_resume import (
+    CHECKPOINT_FILE,
+    check_audit_log,
+    resume_key,
+    resumed_config,
+    stored_config,
+)
 from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
 from fedfort.run_result import SimulationResult
+from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
 from fedfort.server.data_report import ReportDataProtection
@@ -94,8 +103,6 @@ __all__ = [
     "split_data",
 ]
 
-CHECKPOINT_FILE = "checkpoints.sqlite"
-
 
 def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
     if factory is None:
@@ -130,7 +137,8 @@ class Federation(ABC):
     importable (a module-level class or function).
     """
 
-    #: config keys (dotted) that may differ when a run is resumed
+    #: config keys (dotted) a resume of the stored config may override (a subset of
+    #: :data:`fedfort.config.RESUMABLE_KEYS`)
     resumable_overrides: tuple[str, ...] = ("rounds", "simulation.workers")
 
     def __init__(
@@ -141,6 +149,15 @@ class Federation(ABC):
         model_factory: ModelFactory | None = None,
         _resuming: bool = False,
     ) -> None:
+        key: SigningKey | None = None
+        if out_dir is not None and _resuming:
+            # before anything is built: the stored checkpoint is verified with the run's
+            # audit key and ``config`` must match it (federation_resume)
+            key = resume_key(Path(out_dir))
+            config = resumed_config(out_dir, config)
+        elif out_dir is not None:
+            key = run_audit_key(Path(out_dir))
+        self._key = key
         config = calibrated(config)
         if config.alerts.enabled:
             webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
@@ -186,7 +203,7 @@ class Federation(ABC):
         hooks: list[CommitHook] = []
         self._checkpoints: _CheckpointHook | None = None
         if self.out_dir is not None:
-            self.store = CheckpointStore(self.out_dir / CHECKPOINT_FILE)
+            self.store = CheckpointStore(self.out_dir / CHECKPOINT_FILE, key)
             self._checkpoints = _CheckpointHook(self.store)
             hooks.append(self._checkpoints)
             if config.governance.audit:
@@ -198,6 +215,8 @@ class Federation(ABC):
         if config.alerts.enabled:
             self.alerts = self._alert_manager(config, private)
             hooks.append(self.alerts)
+        if self.audit is not None and config.governance.publish_head:
+            self.audit.round_head_listeners.append(self._publish_head)
         self.engine = RoundEngine(
             initial,
             self.ids,
@@ -222,6 +241,14 @@ class Federation(ABC):
             run_dir=self.out_dir if audited else None,
             registry=self.metrics.registry,
         )
+
+    def _publish_head(self, round_: int, head: SignedHead) -> None:
+        """``governance.publish_head``: the audit log's signed head after ``round_``, printed
+        and sent to the alert webhook, so copies of it live outside the run directory."""
+        text = jsonio.dumps(head.to_dict(), sort_keys=True)
+        print(f"fedfort: audit head after round {round_}: {text}", flush=True)
+        if self.alerts is not None:
+            self.alerts.publish_head(round_, head.to_dict())
 
     @abstractmethod
     def _runtime(self) -> tuple[ClientExecutor, dict[str, Stateful]]:
@@ -385,6 +412,7 @@ class Federation(ABC):
                 )
             self.store.set_meta("config", jsonio.dumps(self.config.to_dict(), sort_keys=True))
             self.store.set_meta("identity", identity)
+            self.store.set_meta("config_identity", self.config.config_identity())
             self.store.set_meta("fedfort_version", __version__)
             self.store.set_meta("param_spec", jsonio.dumps(self.spec.describe()))
             self.store.save(0, self.engine.model, self.engine.state_dict(), {"round": 0})
@@ -396,22 +424,28 @@ class Federation(ABC):
                     param_spec=self.spec.describe(),
                 )
             return
-        if self.store.get_meta("identity") != identity:
+        if self.store.verified_meta("identity") != identity:
             raise CheckpointError(
-                f"{self.store.path} was written by a different configuration; only 'rounds' "
-                "and 'simulation.workers' may change when resuming"
+                f"{self.store.path} was written by a different configuration; only the keys "
+                "listed in docs/deployment.md may change when resuming"
             )
+        # every committed round (the rollback targets and the results' history) is verified
+        self.store.verify_all()
+        assert self.out_dir is not None and self._key is not None
+        if self.audit is not None:
+            check_audit_log(self.out_dir, self._key, self.store, self.audit)
         checkpoint = self.store.load()
         self.engine.load_state_dict(checkpoint.model, checkpoint.state)
-        # the resumable settings (rounds, workers) as this run now uses them
+        # the resumable settings (rounds, workers...) as this run now uses them
         self.store.set_meta("config", jsonio.dumps(self.config.to_dict(), sort_keys=True))
+        self.store.set_meta("config_identity", self.config.config_identity())
         if self.audit is not None:
             self.audit.event(
                 "run_resumed",
                 {"runtime": type(self).__name__, "model_sha256": checkpoint.model_sha256},
                 checkpoint.round,
             )
-        pending = self.store.get_meta(PENDING_ROLLBACK_META)
+        pending = self.store.verified_meta(PENDING_ROLLBACK_META, required=False) or None
         if pending is not None:
             request = json.loads(pending)
             self.rollback(int(request["to_version"]), str(request["reason"]), requested=request)
@@ -506,18 +540,12 @@ class Federation(ABC):
 
     @classmethod
     def _reopen_config(cls, out_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
-        """The configuration stored with the run in ``out_dir``, with resumable overrides."""
-        path = Path(out_dir) / CHECKPOINT_FILE
-        if not path.exists():
-            raise CheckpointError(f"no run to resume: {path} does not exist")
-        with CheckpointStore(path) as store:
-            raw = store.get_meta("config")
-        if raw is None:
-            raise CheckpointError(f"{path} has no stored configuration")
+        """The configuration stored with the run in ``out_dir`` (its signature checked with the
+        run's audit key), with resumable overrides."""
         bad = set(overrides) - set(cls.resumable_overrides)
         if bad:
             raise ConfigError(f"cannot change {sorted(bad)} when resuming a run")
-        return RunConfig.model_validate(json.loads(raw)).with_overrides(overrides)
+        return RunConfig.model_validate(stored_config(out_dir)).with_overrides(overrides)
 
     def evaluate(self, vector: np.ndarray) -> dict[str, float]:
         """Accuracy and loss of ``vector`` on the server's held-out test set.

@@ -1,8 +1,9 @@
 """``fedfort audit``, ``fedfort model``, ``fedfort dashboard`` and ``fedfort report``.
 
-- ``fedfort audit verify RUN`` checks the audit log's chain, signatures and witness and names
-  the first bad entry (exit status 1 when the check fails); ``fedfort audit export RUN``
-  writes it as JSONL.
+- ``fedfort audit verify RUN`` checks the audit log's chain, signatures, signed head and
+  witnesses (``--public-key`` pins the auditor's key, ``--head`` checks a head exported
+  earlier) and names the first bad entry (exit status 1 when the check fails);
+  ``fedfort audit export RUN`` writes it as JSONL.
 - ``fedfort model list|show|export|rollback RUN`` works on the run's model versions.
 - ``fedfort dashboard RUN`` serves the live dashboard of a run directory.
 - ``fedfort report RUN`` writes the self-contained HTML compliance report.
@@ -13,10 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedfort import jsonio
 from fedfort.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedfort.audit.head import SignedHead
 
 __all__ = ["add_parsers", "monitoring_arguments", "run"]
 
@@ -32,12 +36,19 @@ def add_parsers(sub: Any) -> None:
         "verify",
         help="check the chain, the signatures and the witness; name the first bad entry",
         description="Verify RUN/audit.sqlite against the pinned audit public key "
-        "(RUN/audit-key.pub unless --key) and the head witnessed in RUN/checkpoints.sqlite "
-        "(or --head). Exit status 1 when it fails.",
+        "(RUN/audit-key.pub unless --key), its signed head (in audit.sqlite and "
+        "RUN/audit-head.json), the checkpoints in RUN/checkpoints.sqlite and, with --head, a "
+        "head exported earlier. Exit status 1 when it fails.",
     )
     verify.add_argument("run", help="run directory")
-    verify.add_argument("--key", help="audit public key file (hex) held by the auditor")
-    verify.add_argument("--head", help="witnessed head as SEQ:HASH (from an earlier verify)")
+    verify.add_argument(
+        "--key", "--public-key", dest="key", help="audit public key file (hex) held by the auditor"
+    )
+    verify.add_argument(
+        "--head",
+        help="a head exported earlier: a copy of RUN/audit-head.json (or a webhook's head) or "
+        "SEQ:HASH as printed by an earlier verify",
+    )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     export = audit.add_parser("export", help="write the audit log as JSON lines")
     export.add_argument("run", help="run directory")
@@ -89,13 +100,24 @@ def monitoring_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _head(text: str | None) -> tuple[int, str] | None:
+def _head(text: str | None) -> tuple[int, str] | SignedHead | None:
+    """``--head``: a head file (``audit-head.json`` as exported) or ``SEQ:HASH``."""
     if text is None:
         return None
     seq, sep, digest = text.partition(":")
-    if not sep or not seq.isdigit() or len(digest) != 64:
-        raise ConfigError(f"--head must be SEQ:HASH (64 hex characters), got {text!r}")
-    return int(seq), digest.lower()
+    if sep and seq.isdigit() and len(digest) == 64:
+        return int(seq), digest.lower()
+    path = Path(text)
+    if path.is_file():
+        from fedfort.audit.head import read_head_file
+
+        head = read_head_file(path)
+        assert head is not None
+        return head
+    raise ConfigError(
+        f"--head must be a head file (a copy of audit-head.json) or SEQ:HASH (64 hex "
+        f"characters), got {text!r}"
+    )
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ __all__ = ["Delivery", "WebhookSender", "log_alert"]
 
 log = logging.getLogger("fedfort.alerts")
 
-_LEVELS: Final = {"warning": logging.WARNING, "critical": logging.ERROR}
+_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
 
 
 def log_alert(alert: Alert) -> None:

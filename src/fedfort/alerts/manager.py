@@ -6,11 +6,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from fedfort import jsonio
 from fedfort.alerts.delivery import WebhookSender, log_alert
 from fedfort.alerts.rules import Alert, Episodes, RoundRules, RoundThresholds, SignatureFloodRule
 from fedfort.errors import ConfigError
@@ -165,6 +167,28 @@ class AlertManager:
                 )
             )
         return ok
+
+    def publish_head(self, round_: int, head: Mapping[str, Any]) -> None:
+        """Send the audit log's signed head after ``round_`` to the log and the webhook.
+
+        An ``audit_head`` notice (severity ``info``, not counted as a fired alert) whose
+        ``message`` is the head as JSON, the same as ``audit-head.json``: the receiver keeps a
+        copy outside the run directory that ``fedfort audit verify --head`` checks the log
+        against later (docs/governance.md).
+        """
+        notice = Alert(
+            "audit_head",
+            "info",
+            self.run_id,
+            round_,
+            float(head["seq"]),
+            0.0,
+            jsonio.dumps(dict(head), sort_keys=True),
+            time.time(),
+        )
+        log_alert(notice)
+        if self.webhook is not None:
+            self.webhook.submit(notice)
 
     def refused(self, client: str, reason: str, detail: str = "") -> None:
         """Count a refusal at the network gate (called from the transport's threads)."""

@@ -24,7 +24,7 @@ __all__ = [
     "SignatureFloodRule",
 ]
 
-Severity = Literal["warning", "critical"]
+Severity = Literal["info", "warning", "critical"]
 SEVERITIES: Final[tuple[str, ...]] = ("warning", "critical")
 
 

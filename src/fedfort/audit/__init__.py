@@ -1,12 +1,14 @@
 """The tamper-evident audit trail: a hash-chained, signed, append-only log in SQLite.
 
 - :mod:`~fedfort.audit.chain`: the entry format, its hash chain and signature;
-- :mod:`~fedfort.audit.log`: :class:`AuditLog`, the writer;
+- :mod:`~fedfort.audit.log`: :class:`AuditLog`, the one writer;
+- :mod:`~fedfort.audit.head`: :class:`SignedHead`, the signed head every append advances;
 - :mod:`~fedfort.audit.trail`: :class:`AuditTrail`, what a run writes (a commit hook);
 - :mod:`~fedfort.audit.verify`: :func:`verify_run` / :func:`verify_log` and the JSONL export.
 """
 
 from fedfort.audit.chain import AuditEntry
+from fedfort.audit.head import HEAD_FILE, SignedHead
 from fedfort.audit.log import (
     AUDIT_FILE,
     AUDIT_KEY_FILE,
@@ -28,10 +30,12 @@ __all__ = [
     "AUDIT_FILE",
     "AUDIT_KEY_FILE",
     "AUDIT_PUBLIC_KEY_FILE",
+    "HEAD_FILE",
     "AuditEntry",
     "AuditLog",
     "AuditTrail",
     "AuditVerification",
+    "SignedHead",
     "config_sha256",
     "export_jsonl",
     "load_public_key",

@@ -32,6 +32,7 @@ from fedfort.audit.chain import (
     key_id,
     signed_message,
 )
+from fedfort.audit.head import HEAD_FILE, HEAD_SCHEMA, SignedHead, sign_head, write_head_file
 from fedfort.errors import AuditError, ConfigError
 from fedfort.keystore import KeyStore, open_keystore
 from fedfort.secagg.crypto import SigningKey
@@ -43,6 +44,7 @@ __all__ = [
     "AuditLog",
     "audit_keystore",
     "read_entries",
+    "read_snapshot",
     "run_audit_key",
 ]
 
@@ -104,11 +106,50 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + HEAD_SCHEMA)
     except sqlite3.DatabaseError as exc:
         db.close()
         raise AuditError(f"{path} is not a fedfort audit log: {exc}") from exc
     return db
+
+
+def _entry(row: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(
+        int(row[0]),
+        float(row[1]),
+        str(row[2]),
+        None if row[3] is None else int(row[3]),
+        str(row[4]),
+        str(row[5]),
+        str(row[6]),
+        str(row[7]),
+        str(row[8]),
+    )
+
+
+def read_snapshot(path: Path) -> tuple[list[AuditEntry], SignedHead | None]:
+    """Every entry and the signed head of the log at ``path``, read in one transaction, so a
+    writer appending meanwhile cannot make them disagree (``None``: no head stored)."""
+    if not path.exists():
+        raise AuditError(f"no audit log at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot open the audit log {path}: {exc}") from exc
+    try:
+        db.execute("BEGIN")
+        rows = db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq").fetchall()
+        try:
+            head = db.execute("SELECT seq, hash, key, signature FROM head WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:
+            head = None  # no head table at all: reported as a missing head
+        db.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        raise AuditError(f"{path} is not a readable fedfort audit log: {exc}") from exc
+    finally:
+        db.close()
+    signed = None if head is None else SignedHead(int(head[0]), *(str(v) for v in head[1:]))
+    return [_entry(r) for r in rows], signed
 
 
 def read_entries(path: Path) -> Iterator[AuditEntry]:
@@ -121,17 +162,7 @@ def read_entries(path: Path) -> Iterator[AuditEntry]:
         raise AuditError(f"cannot open the audit log {path}: {exc}") from exc
     try:
         for row in db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq"):
-            yield AuditEntry(
-                int(row[0]),
-                float(row[1]),
-                str(row[2]),
-                None if row[3] is None else int(row[3]),
-                str(row[4]),
-                str(row[5]),
-                str(row[6]),
-                str(row[7]),
-                str(row[8]),
-            )
+            yield _entry(row)
     except sqlite3.DatabaseError as exc:
         raise AuditError(f"{path} is not a readable fedfort audit log: {exc}") from exc
     finally:
@@ -141,6 +172,11 @@ def read_entries(path: Path) -> Iterator[AuditEntry]:
 class AuditLog:
     """Appends signed, chained entries to one run's ``audit.sqlite``; safe across threads.
 
+    It is the one writer of the log: every appender (the round trail, the access auditor, an
+    operator's rollback request) goes through :meth:`append_many`, which in the same
+    transaction advances the log's signed head (:mod:`fedfort.audit.head`) and then rewrites
+    ``audit-head.json`` beside the log.
+
     Opening an existing log continues its chain; ``key`` must be the key that signed its last
     entry (or the new key named by its last rotation).
     """
@@ -148,6 +184,8 @@ class AuditLog:
     def __init__(self, path: str | Path, key: SigningKey) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.head_path = self.path.parent / HEAD_FILE
+        self._signed_head: SignedHead | None = None
         self._key = key
         self._key_id = key_id(key.public)
         self._lock = threading.Lock()
@@ -223,12 +261,27 @@ class AuditLog:
                         for e in entries
                     ],
                 )
+                head = sign_head(self._key, self._key_id, seq, prev)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO head (id, seq, hash, key, signature) "
+                    "VALUES (1, ?, ?, ?, ?)",
+                    (head.seq, head.hash, head.key, head.signature),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._seq, self._prev = seq, prev
+            # after the commit: the file is a witness of a prefix the log must contain (a
+            # writer in another process may already have moved it further)
+            write_head_file(self.head_path, head)
+            self._signed_head = head
             return entries
+
+    @property
+    def signed_head(self) -> SignedHead | None:
+        """The signed head written by this writer's last append (``None`` before one)."""
+        return self._signed_head
 
     def rotate_key(self, new_key: SigningKey, reason: str = "scheduled rotation") -> AuditEntry:
         """Hand the log to ``new_key``: an entry signed by the current key names it."""

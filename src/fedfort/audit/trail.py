@@ -21,17 +21,22 @@ committed round it appends, in one transaction:
 The run adds ``run_start`` (the full config and its hash, the model spec, the audit key),
 ``run_resumed``, ``run_end``, and the runtime adds key lifecycle events and the transport
 gate's refusals. Entries hold metadata and hashes only, never an update or a data sample.
-After each round the trail records the log's head in the checkpoint database, the witness
-:func:`~fedfort.audit.verify_run` compares the log with.
+Every write goes through the one :class:`~fedfort.audit.AuditLog` writer, which advances the
+log's signed head (:mod:`fedfort.audit.head`); the trail also records that head in the
+checkpoint database, and after each committed round hands it to ``round_head_listeners``
+(the per-round print and the alert webhook of ``governance.publish_head``), so copies of it
+live outside the run directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fedfort import __version__, jsonio
+from fedfort.audit.head import SignedHead
 from fedfort.audit.log import AuditLog
 from fedfort.audit.verify import AUDIT_HEAD_META
 from fedfort.config import RunConfig
@@ -56,6 +61,8 @@ class AuditTrail:
     def __init__(self, log: AuditLog, store: CheckpointStore | None = None) -> None:
         self.log = log
         self.store = store
+        #: called with ``(round, signed head)`` after each committed round's entries
+        self.round_head_listeners: list[Callable[[int, SignedHead], None]] = []
 
     def run_start(
         self, config: RunConfig, *, runtime: str, model_sha256: str, param_spec: Any
@@ -72,6 +79,7 @@ class AuditTrail:
                         "runtime": runtime,
                         "config_sha256": config_sha256(config),
                         "identity_sha256": config.identity_hash(),
+                        "config_identity": config.config_identity(),
                         "config": config.to_dict(),
                         "param_spec_sha256": hashlib.sha256(
                             jsonio.dumps(param_spec, sort_keys=True).encode()
@@ -100,6 +108,10 @@ class AuditTrail:
 
     def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
         self._write(self.round_entries(record))
+        head = self.log.signed_head
+        if head is not None:
+            for listener in self.round_head_listeners:
+                listener(record.round, head)
 
     def run_end(self, *, rounds: int, model_sha256: str, stopped: str | None) -> None:
         self._write(
@@ -113,10 +125,10 @@ class AuditTrail:
         )
 
     def _write(self, items: list[tuple[str, int | None, dict[str, Any]]]) -> None:
-        entries = self.log.append_many(items)
-        if self.store is not None and entries:
-            last = entries[-1]
-            self.store.set_meta(AUDIT_HEAD_META, jsonio.dumps({"seq": last.seq, "hash": last.hash}))
+        self.log.append_many(items)
+        head = self.log.signed_head
+        if self.store is not None and head is not None:
+            self.store.set_meta(AUDIT_HEAD_META, jsonio.dumps(head.to_dict(), sort_keys=True))
 
     @staticmethod
     def round_entries(record: RoundRecord) -> list[tuple[str, int | None, dict[str, Any]]]:

@@ -1,4 +1,5 @@
-"""Checking an audit log: the chain, the signatures, and what the run's checkpoints witnessed.
+"""Checking an audit log: the chain, the signatures, the signed head and what the run's
+checkpoints witnessed.
 
 :func:`verify_log` walks the entries in order and stops at the first one that is wrong,
 naming it and saying why:
@@ -10,11 +11,18 @@ naming it and saying why:
   public key an auditor holds; later keys are introduced only by ``audit_key_rotated`` entries
   signed by their predecessor), or its signature does not verify.
 
-Removing entries from the end leaves a valid, shorter chain, so the check also compares the
-log with an outside *witness*: the head ``(seq, hash)`` the server recorded in the run's
-checkpoint database after every round, and every committed model version there must appear in
-the log with the same hash. For the strongest guarantee, publish the head elsewhere
-(``fedfort audit verify`` prints it) and pass it back with ``--head``.
+Removing entries from the end leaves a valid, shorter chain, so :func:`verify_run` also checks
+the log against witnesses outside the chain:
+
+- the *signed head* (:mod:`fedfort.audit.head`) in ``audit.sqlite`` must exist, verify under
+  the key that signed its entry, and name the log's last entry exactly; the copy in
+  ``audit-head.json`` must exist, verify, and name an entry the log holds;
+- the head recorded in the run's checkpoint database and every committed model version there
+  must appear in the log with the same hash, and the log's last model version must still have
+  its checkpoint;
+- a head exported earlier (``fedfort audit verify --head``) must name an entry the log holds:
+  the only witness that survives an attacker who rewrites the whole run directory with an
+  older signed head they kept.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from typing import Any
 
 from fedfort import jsonio
 from fedfort.audit.chain import GENESIS, AuditEntry, entry_hash, key_id, signed_message
-from fedfort.audit.log import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries
+from fedfort.audit.head import HEAD_FILE, SignedHead, read_head_file
+from fedfort.audit.log import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries, read_snapshot
 from fedfort.errors import AuditError
 from fedfort.secagg.crypto import verify
 
@@ -93,12 +102,17 @@ def load_public_key(path: Path) -> bytes:
 
 
 def _check(
-    entries: Iterable[AuditEntry], public_key: bytes
+    entries: Iterable[AuditEntry], public_key: bytes, publics: dict[str, bytes] | None = None
 ) -> tuple[int, int, str, list[str], AuditEntry | None, int | None, str | None]:
-    """Walk the chain; return counts, head, keys seen, and (entry, seq, problem) of a failure."""
+    """Walk the chain; return counts, head, keys seen, and (entry, seq, problem) of a failure.
+
+    ``publics`` (when given) receives every key of the chain by id.
+    """
     current = key_id(public_key)
     public = public_key
     keys = [current]
+    publics = {} if publics is None else publics
+    publics[current] = public
     count, seq, prev = 0, 0, GENESIS
     for entry in entries:
         expected = seq + 1
@@ -143,6 +157,7 @@ def _check(
                 return count, seq, prev, keys, entry, entry.seq, "a malformed key rotation"
             current = key_id(public)
             keys.append(current)
+            publics[current] = public
         count, seq, prev = count + 1, entry.seq, entry.hash
     return count, seq, prev, keys, None, None, None
 
@@ -175,6 +190,39 @@ def verify_log(
     return AuditVerification(True, count, seq, head, keys=keys)
 
 
+def _checkpoint_config(run_dir: Path) -> dict[str, Any] | None:
+    """The configuration stored in the run's checkpoints (``None`` when there is none)."""
+    path = run_dir / "checkpoints.sqlite"
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+        finally:
+            db.close()
+        return None if row is None else dict(json.loads(row[0]))
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        raise AuditError(f"cannot read the configuration in {path}: {exc}") from exc
+
+
+def _config_problem(run_dir: Path, start: AuditEntry) -> str | None:
+    """Why the checkpoints' configuration is not the one ``run_start`` records, if it is not."""
+    from fedfort.config import config_differences, parse_config
+
+    logged = start.data
+    stored = _checkpoint_config(run_dir)
+    if stored is None or "config_identity" not in logged:
+        return None  # no checkpoints, or a log from before config identities
+    if parse_config(stored).config_identity() == logged["config_identity"]:
+        return None
+    differing = config_differences(logged.get("config", {}), stored)
+    return (
+        "the configuration in the run's checkpoints is not the one the run started with "
+        f"(differs in: {', '.join(differing) or 'its identity'}): checkpoints.sqlite was edited"
+    )
+
+
 def _checkpoint_witness(run_dir: Path) -> tuple[tuple[int, str] | None, dict[int, str]]:
     """The audit head and the model hash of every committed round, from the checkpoints."""
     path = run_dir / "checkpoints.sqlite"
@@ -201,48 +249,159 @@ def _checkpoint_witness(run_dir: Path) -> tuple[tuple[int, str] | None, dict[int
     return head, rounds
 
 
+def _failed(
+    result: AuditVerification, seq: int, kind: str | None, problem: str
+) -> AuditVerification:
+    return AuditVerification(
+        False,
+        result.entries,
+        result.head_seq,
+        result.head_hash,
+        seq,
+        kind,
+        problem,
+        result.keys,
+    )
+
+
+def _head_problem(
+    head: SignedHead,
+    what: str,
+    entries: dict[int, AuditEntry],
+    publics: dict[str, bytes],
+    last: int,
+    *,
+    exact: bool,
+) -> tuple[int, str] | None:
+    """``(seq, problem)`` when ``head`` does not verify or the log does not reach it."""
+    public = publics.get(head.key)
+    if public is None or not head.verifies(public):
+        signer = "a key that is not the log's" if public is None else f"key {head.key}"
+        return head.seq, (
+            f"the {what} (entry {head.seq}) is not signed by the audit key: its signature "
+            f"does not verify under {signer}; it was written by someone without the key"
+        )
+    if head.seq > last:
+        return last + 1, (
+            f"the log ends at entry {last}, but the {what} names entry {head.seq}: entries "
+            f"{last + 1}..{head.seq} were removed"
+        )
+    entry = entries.get(head.seq)
+    if entry is None or entry.hash != head.hash:
+        return head.seq, f"its hash differs from the {what} {head.hash}"
+    if entry.key != head.key:
+        return (
+            head.seq,
+            f"the {what} names key {head.key}, but entry {head.seq} is signed by {entry.key}",
+        )
+    if exact and head.seq != last:
+        return head.seq + 1, (
+            f"the log goes on past its {what} (entry {head.seq}): entries "
+            f"{head.seq + 1}..{last} were added without a signed head"
+        )
+    return None
+
+
 def verify_run(
     run_dir: str | Path,
     *,
     public_key: bytes | None = None,
-    head: tuple[int, str] | None = None,
+    head: tuple[int, str] | SignedHead | None = None,
+    unaudited_round: int | None = None,
 ) -> AuditVerification:
     """Verify the audit log of the run in ``run_dir``.
 
-    The pinned key is ``public_key`` or the run's ``audit-key.pub``; the witness is ``head`` or
-    the head recorded in the run's checkpoints, whose committed model versions must all be
-    in the log with the same hashes.
+    ``unaudited_round`` (a resume recovering from a crash between a round's checkpoint and its
+    audit entries) is a committed round the log may lack; everything else is checked.
+
+    The pinned key is ``public_key`` or the run's ``audit-key.pub``. Witnesses: the signed head
+    in ``audit.sqlite`` (required, the log must end exactly there) and in ``audit-head.json``
+    (required, the log must hold it), the head recorded in the run's checkpoints with every
+    committed model version there, and ``head``, a head exported earlier (``SEQ:HASH`` or a
+    whole signed head), which the log must hold.
     """
     run_dir = Path(run_dir)
     if public_key is None:
         public_key = load_public_key(run_dir / AUDIT_PUBLIC_KEY_FILE)
     recorded, rounds = _checkpoint_witness(run_dir)
-    result = verify_log(run_dir / AUDIT_FILE, public_key, witness=head or recorded)
+    exported = (head.seq, head.hash) if isinstance(head, SignedHead) else head
+    path = run_dir / AUDIT_FILE
+    result = verify_log(path, public_key, witness=recorded)
+    if result.ok and exported is not None and exported != recorded:
+        result = verify_log(path, public_key, witness=exported)
     if not result.ok:
         return result
     logged = {
         e.round: str(e.data.get("sha256"))
-        for e in read_entries(run_dir / AUDIT_FILE)
+        for e in read_entries(path)
         if e.kind == "model_version" and e.round is not None
     }
     for round_, digest in sorted(rounds.items()):
+        if round_ == unaudited_round and round_ not in logged:
+            continue
         if logged.get(round_) != digest:
             problem = f"round {round_} was committed with model {digest[:16]}..., but the log " + (
                 "has no model_version entry for it"
                 if round_ not in logged
                 else f"records {logged[round_][:16]}..."
             )
-            return AuditVerification(
-                False,
-                result.entries,
-                result.head_seq,
-                result.head_hash,
-                result.head_seq + 1,
-                "model_version",
-                problem,
-                result.keys,
+            return _failed(result, result.head_seq + 1, "model_version", problem)
+    if rounds and logged and max(logged) > max(rounds):
+        last_logged = max(logged)
+        seq = next(
+            e.seq
+            for e in read_entries(path)
+            if e.kind == "model_version" and e.round == last_logged
+        )
+        problem = (
+            f"the log records round {last_logged}, but the run's checkpoints end at round "
+            f"{max(rounds)}: the checkpoint of round {last_logged} was deleted"
+        )
+        return _failed(result, seq, "model_version", problem)
+    start = next(read_entries(path))
+    config_problem = _config_problem(run_dir, start)
+    if config_problem is not None:
+        return _failed(result, start.seq, start.kind, config_problem)
+    return _check_heads(run_dir, public_key, result, head if isinstance(head, SignedHead) else None)
+
+
+def _check_heads(
+    run_dir: Path, public_key: bytes, result: AuditVerification, exported: SignedHead | None
+) -> AuditVerification:
+    """The signed heads in ``audit.sqlite``, ``audit-head.json`` and an exported one.
+
+    The file is read first and the log's entries and head in one transaction after it: the
+    file is written after its head's commit, so a writer appending meanwhile (a live run)
+    cannot make the copies disagree.
+    """
+    path = run_dir / AUDIT_FILE
+    in_file = read_head_file(run_dir / HEAD_FILE)
+    snapshot, in_db = read_snapshot(path)
+    publics: dict[str, bytes] = {}
+    count, last, digest, keys, bad, bad_seq, problem = _check(snapshot, public_key, publics)
+    current = AuditVerification(True, count, last, digest, keys=keys)
+    if bad_seq is not None:
+        return _failed(current, bad_seq, None if bad is None else bad.kind, str(problem))
+    entries = {e.seq: e for e in snapshot}
+    heads: list[tuple[str, SignedHead | None, bool]] = [
+        (f"signed head in {AUDIT_FILE}", in_db, True),
+        (f"signed head in {HEAD_FILE}", in_file, False),
+    ]
+    if exported is not None:
+        heads.append(("exported head", exported, False))
+    for what, signed, exact in heads:
+        if signed is None:
+            problem = (
+                f"the {what} is missing: it was deleted, so a cut at the end of the log could "
+                "not be seen; verify with a head exported earlier (--head)"
             )
-    return result
+            return _failed(current, last + 1, None, problem)
+        found = _head_problem(signed, what, entries, publics, last, exact=exact)
+        if found is not None:
+            seq, problem = found
+            entry = entries.get(seq)
+            return _failed(current, seq, None if entry is None else entry.kind, problem)
+    return current
 
 
 def export_jsonl(run_dir: str | Path, out: str | Path) -> int:

@@ -124,11 +124,13 @@ class ModelRegistry:
             "requested_at": time.time(),
             "at_round": latest,
         }
-        if (self.run_dir / AUDIT_FILE).exists():
-            key = run_audit_key(self.run_dir, create=False)
-            with AuditLog(self.run_dir / AUDIT_FILE, key) as log:
-                AuditTrail(log, self.store).event("rollback_requested", request, latest)
-        self.store.set_meta(PENDING_ROLLBACK_META, jsonio.dumps(request))
+        # the request is signed with the run's audit key like every checkpoint the resume reads
+        key = run_audit_key(self.run_dir, create=False)
+        with CheckpointStore(self.store.path, key) as signed:
+            if (self.run_dir / AUDIT_FILE).exists():
+                with AuditLog(self.run_dir / AUDIT_FILE, key) as log:
+                    AuditTrail(log, signed).event("rollback_requested", request, latest)
+            signed.set_meta(PENDING_ROLLBACK_META, jsonio.dumps(request))
         return request
 
     def _existing(self, version: int) -> int:

@@ -118,22 +118,17 @@ def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     credentials = Credentials.from_pki(args.pki, args.name)
     overrides = {"address": args.address, "start_clients": args.start_clients}
-    network = {k: v for k, v in overrides.items() if v is not None} or None
-    if args.resume:
-        server = NetworkServer.resume(
-            args.out,
-            credentials=credentials,
-            rounds=args.rounds,
-            network=network,
-            allow_ca_key=args.allow_ca_key_on_server,
-        )
-    else:
-        config = load_config(args.config).with_overrides(
-            {"rounds": args.rounds, **{f"network.{k}": v for k, v in (network or {}).items()}}
-        )
-        server = NetworkServer(
-            config, args.out, credentials=credentials, allow_ca_key=args.allow_ca_key_on_server
-        )
+    network = {f"network.{k}": v for k, v in overrides.items() if v is not None}
+    config = load_config(args.config).with_overrides({"rounds": args.rounds, **network})
+    # with --resume the run's signed checkpoint is verified and --config must match the
+    # configuration stored in it (fedfort.federation_resume), differing keys named
+    server = NetworkServer(
+        config,
+        args.out,
+        credentials=credentials,
+        allow_ca_key=args.allow_ca_key_on_server,
+        _resuming=args.resume,
+    )
     try:
         port = server.start()
         print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)

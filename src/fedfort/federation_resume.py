@@ -1,0 +1,136 @@
+"""What a resume trusts: the run's signed checkpoint, checked before anything is built.
+
+A run directory can be written by someone who should not steer the run: a poisoned model with
+a recomputed SHA-256, a defence switched off in the stored config, an ``[access]`` table
+pointed at another token store. Every resume therefore
+
+1. loads the run's audit key (:func:`fedfort.audit.run_audit_key`: a key file, encrypted when
+   ``FEDFORT_KEY_PASSPHRASE`` is set, or a PKCS#11 token) and opens ``checkpoints.sqlite``
+   with it, so every row and meta value it reads is checked against the key's public part
+   (:class:`~fedfort.server.CheckpointStore`);
+2. compares the stored, signed config with the one this process is about to use, key by key,
+   and refuses any difference outside :data:`fedfort.config.RESUMABLE_KEYS`, naming the keys;
+3. verifies the run's audit log (chain, signed head, checkpoints) and that its current key is
+   the run's audit key, so a run whose last round was erased together with its checkpoint is
+   not continued.
+
+The guarantee holds against whoever can write the run directory but cannot use the audit key.
+A plain (unencrypted) audit key file in the run directory gives the key to anyone who can read
+it: keep it encrypted or on a token (docs/key-custody.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedfort.audit import AUDIT_FILE, AuditTrail, read_entries, verify_run
+from fedfort.audit.chain import key_id
+from fedfort.audit.log import AUDIT_KEY_NAME, audit_keystore
+from fedfort.config import RunConfig, config_differences, parse_config
+from fedfort.errors import CheckpointError
+from fedfort.secagg.crypto import SigningKey
+from fedfort.server.checkpoint import CheckpointStore
+from fedfort.server.engine import RoundRecord
+
+__all__ = ["CHECKPOINT_FILE", "check_audit_log", "resume_key", "resumed_config", "stored_config"]
+
+CHECKPOINT_FILE = "checkpoints.sqlite"
+
+
+def resume_key(out_dir: Path) -> SigningKey:
+    """The run's audit key, which signed its checkpoints; refused when it is missing."""
+    store = audit_keystore(out_dir)
+    if not store.exists(AUDIT_KEY_NAME):
+        raise CheckpointError(
+            f"the audit key {AUDIT_KEY_NAME!r} of {out_dir} is missing: it signs the run's "
+            "checkpoints, and a resume verifies them with it; restore the key (or the token "
+            "that holds it) before resuming"
+        )
+    return store.get(AUDIT_KEY_NAME)
+
+
+def stored_config(out_dir: str | Path) -> dict[str, Any]:
+    """The config stored with the run in ``out_dir``, its signature checked."""
+    out = Path(out_dir)
+    path = out / CHECKPOINT_FILE
+    if not path.exists():
+        raise CheckpointError(f"no run to resume: {path} does not exist")
+    with CheckpointStore(path, resume_key(out)) as store:
+        raw = store.verified_meta("config")
+        identity = store.verified_meta("config_identity")
+    config = parse_config(json.loads(raw))
+    if config.config_identity() != identity:
+        raise CheckpointError(
+            f"the stored configuration of {path} does not match its stored identity: the "
+            "checkpoint is inconsistent; do not resume from it"
+        )
+    return config.to_dict()
+
+
+def resumed_config(out_dir: str | Path, given: RunConfig) -> RunConfig:
+    """``given`` checked against the run's signed config; refused naming every differing key.
+
+    A noise multiplier calibrated for the run (``privacy.target_epsilon``) is taken from the
+    stored config when ``given`` leaves it to calibration, so changing ``rounds`` on resume
+    keeps the run's noise.
+    """
+    stored = stored_config(out_dir)
+    privacy = stored["privacy"]
+    calibrated = privacy.get("noise_multiplier")
+    if (
+        given.privacy.noise_multiplier is None
+        and calibrated is not None
+        and given.privacy.target_epsilon == privacy.get("target_epsilon")
+    ):
+        given = given.with_overrides({"privacy.noise_multiplier": calibrated})
+    differing = config_differences(stored, given.to_dict())
+    if differing:
+        shown = ", ".join(differing[:12]) + (" ..." if len(differing) > 12 else "")
+        raise CheckpointError(
+            f"the run in {out_dir} was checkpointed with a different configuration: the given "
+            f"one differs in: {shown}. A resume continues the same run: restore those settings "
+            "(only the keys listed in docs/deployment.md may change), or start a new run in "
+            "another --out directory"
+        )
+    return given
+
+
+def check_audit_log(
+    out_dir: Path, key: SigningKey, store: CheckpointStore, trail: AuditTrail
+) -> None:
+    """Refuse to resume a run whose audit log fails verification or is not ``key``'s.
+
+    One state is repaired rather than refused: the server stopped after checkpointing its last
+    round and before auditing it. When the log is otherwise intact (chain, signed heads, every
+    earlier round), that round's entries are rebuilt from its signed checkpoint and appended
+    with a ``round_recovered`` entry.
+    """
+    if not (out_dir / AUDIT_FILE).exists():
+        return
+    latest = store.latest_round()
+    logged = {e.round for e in read_entries(out_dir / AUDIT_FILE) if e.kind == "model_version"}
+    pending = None
+    if latest is not None and latest > 0 and latest not in logged and latest - 1 in logged | {0}:
+        pending = latest
+    result = verify_run(out_dir, unaudited_round=pending)
+    if result.ok and result.keys[-1] != key_id(key.public):
+        raise CheckpointError(
+            f"the audit log of {out_dir} is signed by key {result.keys[-1]}, not by the run's "
+            f"audit key {key_id(key.public)}: it was rewritten; the run is not resumed"
+        )
+    if not result.ok:
+        raise CheckpointError(
+            f"the audit log of {out_dir} fails verification, so the run is not resumed: "
+            f"{result.describe()}"
+        )
+    if pending is not None:
+        record = RoundRecord(**store.load(pending).record)
+        reason = (
+            f"the server stopped after checkpointing round {pending} and before auditing it; "
+            "its entries are rebuilt from the signed checkpoint"
+        )
+        trail.events(
+            [*AuditTrail.round_entries(record), ("round_recovered", pending, {"reason": reason})]
+        )
