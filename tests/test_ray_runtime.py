@@ -88,6 +88,7 @@ def test_secure_aggregation_runs_on_ray_like_in_process() -> None:
             "noise_multiplier": 0.5,
             "secure_noise": False,
             "noise_shares": 3,
+            "client": {"reproducible": True},  # the clients' seeded, non-secure mode
         },
         "secure_aggregation": {"mode": "secagg", "simulated_dropout": 0.1},
     }
