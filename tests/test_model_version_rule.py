@@ -129,3 +129,14 @@ def test_with_client_noise_the_difference_carries_the_clients_own_noise() -> Non
     assert np.std(residual) > 10 * np.std(_updates()["victim"].delta)
     for client in clients.values():
         assert len(client.ledger.releases) == (2 if client.client_id in OTHERS else 1)
+
+
+def test_only_noise_drawn_for_the_release_counts_as_fresh() -> None:
+    share = ClientPrivacy(clip_norm=1.0, noise_std=0.1)
+    assert ClientPrivacyPolicy().fresh(share)
+    assert not ClientPrivacyPolicy().fresh(ClientPrivacy(clip_norm=1.0))  # clipping alone
+    assert not ClientPrivacyPolicy().fresh(None)
+    # the reproducible mode keeps the same control flow with its (server-known) seeded noise
+    seeded = ClientPrivacy(clip_norm=1.0, noise_std=0.1, secure_noise=False)
+    assert ClientPrivacyPolicy(reproducible=True).fresh(seeded)
+    assert not ClientPrivacyPolicy(reproducible=True).fresh(ClientPrivacy(clip_norm=1.0))

@@ -212,11 +212,13 @@ class ClientPrivacyPolicy:
         return make_noise(True)
 
     def fresh(self, effective: ClientPrivacy | None) -> bool:
-        """Whether a release under ``effective`` carries fresh noise drawn by this client from
-        the OS (so two releases of the same model differ by the client's own noise)."""
-        if self.reproducible or effective is None or not effective.secure_noise:
+        """Whether a release under ``effective`` carries noise drawn anew for it, so two
+        releases of the same model differ by the client's own noise: from the OS, or -- in the
+        reproducible mode, which keeps the secure mode's control flow but protects nothing
+        against the server -- from the task's seed."""
+        if effective is None or not (effective.local is not None or effective.noise_std > 0):
             return False
-        return effective.local is not None or effective.noise_std > 0
+        return self.reproducible or effective.secure_noise
 
     def events(self, effective: ClientPrivacy | None) -> list[PrivacyEvent] | None:
         """The privacy events of one release under ``effective`` for the client's ledger, or
