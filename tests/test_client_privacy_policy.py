@@ -255,3 +255,28 @@ def test_policy_settings_are_checked() -> None:
         ClientPrivacyPolicy(min_noise_std=0.1)
     with pytest.raises(ConfigError, match="delta"):
         ClientPrivacyPolicy(delta=1.0)
+
+
+def test_dropout_follows_the_clients_seed_not_the_servers() -> None:
+    from torch import nn
+
+    from fedfort.client.training import LocalTrainer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+    trainer = LocalTrainer(model)
+    rng = np.random.default_rng(1)
+    data = ClientData.from_numpy(
+        rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 2, 32).astype(np.int64)
+    )
+    weights = trainer.bound.flatten_torch().numpy().copy()
+    cfg = LocalTrainingConfig(batch_size=0)  # one full batch: only dropout is random
+    task = TrainTask(1, 1, "victim", weights, cfg, SEED, privacy=ClientPrivacy())
+    # the server's seed fixes the dropout masks, whatever the process's global generator did
+    first = trainer.fit(task, data).delta
+    torch.rand(100)
+    np.testing.assert_array_equal(trainer.fit(task, data).delta, first)
+    # a client asked for privacy trains on its own seed: the server cannot replay its masks
+    client = FederatedClient("victim", data)
+    ours = [trainer.fit(client.training_task(task), data).delta for _ in range(2)]
+    assert not np.array_equal(ours[0], first) and not np.array_equal(ours[0], ours[1])
