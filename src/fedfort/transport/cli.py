@@ -60,7 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
     cli.add_argument("--name", required=True, help="client id = certificate name")
     cli.add_argument("--server", help="host:port of the server (default: network.address)")
-    cli.add_argument("--state", help="where the identity key lives (default runs/clients/NAME)")
+    cli.add_argument("--state", help="identity key and privacy ledger (default runs/clients/NAME)")
     cli.add_argument("--timeout", type=float, help="give up after this many seconds")
     pol = cli.add_argument_group(
         "privacy policy",
@@ -68,7 +68,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Starts from [privacy.client] of --config, then --policy, then these options.",
     )
     pol.add_argument("--policy", help="client policy TOML (the keys of [privacy.client])")
-    pol.add_argument("--local-dp", choices=["none", "gaussian", "laplace"], dest="local")
+    pol.add_argument(
+        "--local-dp",
+        choices=["none", "gaussian", "laplace"],
+        dest="local",
+        help="local DP the client always applies",
+    )
     pol.add_argument("--max-clip-norm", type=float, help="largest clip norm accepted")
     pol.add_argument("--min-noise-std", type=float, help="least noise std on a noise share")
     pol.add_argument("--max-round-epsilon", type=float, help="largest per-round local epsilon")
