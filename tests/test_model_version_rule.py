@@ -131,12 +131,25 @@ def test_with_client_noise_the_difference_carries_the_clients_own_noise() -> Non
         assert len(client.ledger.releases) == (2 if client.client_id in OTHERS else 1)
 
 
-def test_only_noise_drawn_for_the_release_counts_as_fresh() -> None:
+def test_only_noise_the_clients_policy_requires_counts_as_fresh() -> None:
     share = ClientPrivacy(clip_norm=1.0, noise_std=0.1)
-    assert ClientPrivacyPolicy().fresh(share)
+    own = ClientPrivacyPolicy(max_clip_norm=1.0, min_noise_std=0.1)
+    assert own.fresh(own.effective(share)) and own.fresh(own.effective(None))
+    assert not ClientPrivacyPolicy().fresh(share)  # noise the server sized
     assert not ClientPrivacyPolicy().fresh(ClientPrivacy(clip_norm=1.0))  # clipping alone
     assert not ClientPrivacyPolicy().fresh(None)
     # the reproducible mode keeps the same control flow with its (server-known) seeded noise
     seeded = ClientPrivacy(clip_norm=1.0, noise_std=0.1, secure_noise=False)
-    assert ClientPrivacyPolicy(reproducible=True).fresh(seeded)
-    assert not ClientPrivacyPolicy(reproducible=True).fresh(ClientPrivacy(clip_norm=1.0))
+    repro = ClientPrivacyPolicy(max_clip_norm=1.0, min_noise_std=0.1, reproducible=True)
+    assert repro.fresh(repro.effective(seeded))
+    assert not ClientPrivacyPolicy(reproducible=True).fresh(seeded)
+
+
+def test_noise_the_server_sizes_does_not_make_a_second_input_fresh() -> None:
+    # the server asks the other clients for a negligible noise share in the second session,
+    # hoping it passes for fresh noise: the difference would still be the victim's update
+    clients = _clients()
+    _session(clients, IDS, 1, None, secure_only=False)
+    negligible = ClientPrivacy(clip_norm=10.0, noise_std=1e-9)
+    with pytest.raises(SecAggAbort, match="masked input"):
+        _session(clients, OTHERS, 2, negligible, secure_only=False)

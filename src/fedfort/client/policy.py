@@ -212,11 +212,13 @@ class ClientPrivacyPolicy:
         return make_noise(True)
 
     def fresh(self, effective: ClientPrivacy | None) -> bool:
-        """Whether a release under ``effective`` carries noise drawn anew for it, so two
-        releases of the same model differ by the client's own noise: from the OS, or -- in the
-        reproducible mode, which keeps the secure mode's control flow but protects nothing
-        against the server -- from the task's seed."""
-        if effective is None or not (effective.local is not None or effective.noise_std > 0):
+        """Whether a release under ``effective`` carries noise the client's *own policy*
+        requires (local DP or ``min_noise_std``), drawn anew for it, so two releases of the same
+        model differ by noise the client chose: from the OS, or -- in the reproducible mode,
+        which keeps the secure mode's control flow but protects nothing against the server --
+        from the task's seed. A directive's noise alone does not count: the server sizes it,
+        and could make it negligible."""
+        if effective is None or (self.local == "none" and self.min_noise_std <= 0):
             return False
         return self.reproducible or effective.secure_noise
 
