@@ -138,6 +138,7 @@ def start_clients(
     data = split_data(config)
     ids = client_ids(config.clients.count)
     clients, threads = [], []
+    from fedfort.client.policy import ClientPrivacyPolicy
     from fedfort.models import ModelSpec, build_model
 
     spec = ModelSpec(config.model.name, data.dataset.num_features, data.dataset.num_classes, {})
@@ -151,6 +152,7 @@ def start_clients(
             credentials=Credentials.from_pki(pki, ids[k]),
             state_dir=root / ids[k],
             network=config.network,
+            policy=ClientPrivacyPolicy.from_config(config.privacy.client),
         )
         t = ClientThread(c, timeout_s=120)
         t.start()

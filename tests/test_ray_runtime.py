@@ -88,6 +88,9 @@ def test_secure_aggregation_runs_on_ray_like_in_process() -> None:
             "noise_multiplier": 0.5,
             "secure_noise": False,
             "noise_shares": 3,
+            # the clients' seeded, non-secure mode; their own (smaller) noise floor lets them
+            # put a second masked input into a retried attempt, as secure clients would
+            "client": {"reproducible": True, "max_clip_norm": 10.0, "min_noise_std": 1e-6},
         },
         "secure_aggregation": {"mode": "secagg", "simulated_dropout": 0.1},
     }

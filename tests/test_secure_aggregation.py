@@ -120,7 +120,14 @@ def test_client_answers_a_secure_task_with_a_sealed_update_and_keeps_its_vector(
 
 @pytest.mark.parametrize("placement", ["distributed", "central"])
 def test_secure_aggregation_composes_with_dp_fedavg(placement):
-    privacy = {"mode": placement, "noise_multiplier": 0.5, "clip_norm": 0.5, "secure_noise": False}
+    # the clients' explicit, non-secure reproducible mode: the same seeded noise in both runs
+    privacy = {
+        "mode": placement,
+        "noise_multiplier": 0.5,
+        "clip_norm": 0.5,
+        "secure_noise": False,
+        "client": {"reproducible": True},
+    }
     plain = run(small(privacy=privacy, clients={"count": 12, "epochs": 1, "batch_size": 0}))
     secure = run(
         small(
@@ -145,6 +152,7 @@ def test_adaptive_clipping_bit_travels_inside_the_secure_sum():
         "adaptive_clipping": True,
         "clip_count_stddev": 1.0,
         "secure_noise": False,
+        "client": {"reproducible": True},  # the same seeded noise shares in both runs
     }
     cfg = small({"mode": "secagg"}, privacy=privacy, clients={"count": 12, "epochs": 1})
     plain = run(cfg.with_overrides({"secure_aggregation.mode": "none"}))
@@ -155,14 +163,20 @@ def test_adaptive_clipping_bit_travels_inside_the_secure_sum():
     assert ours[-1] != pytest.approx(0.05)  # the clip norm moved
 
 
-def test_an_aborted_session_discards_the_attempt_and_the_round_is_retried():
-    cfg = small(
+def _retried(**sections) -> RunConfig:
+    return small(
         {"mode": "secagg", "simulated_dropout": 0.05},
         server={"max_attempts": 6, "quorum": 0.0},
         clients={"count": 10, "epochs": 1, "batch_size": 0, "lr": 0.5},
         rounds=8,
+        **sections,
     )
-    result = run(cfg)
+
+
+def test_an_aborted_session_discards_the_attempt_and_the_round_is_retried():
+    # clients that add their own fresh noise may put a second masked input into the same model
+    client_noise = {"client": {"max_clip_norm": 100.0, "min_noise_std": 1e-4}}
+    result = run(_retried(privacy=client_noise))
     discarded = [d for r in result.records for d in r["discarded_attempts"]]
     assert any("secure aggregation (secagg) aborted" in d["reason"] for d in discarded)
     dropped = [r["measurements"]["aggregate"]["protocol_dropped"] for r in result.records]
@@ -170,6 +184,15 @@ def test_an_aborted_session_discards_the_attempt_and_the_round_is_retried():
     summary = result.secure_aggregation
     assert summary is not None and summary["aborted_attempts"] == len(discarded)
     assert summary["protocol_dropouts"] >= 1
+
+
+def test_without_client_noise_a_retry_after_the_masked_inputs_gets_none_of_them_again():
+    # one masked input per model version: the clients that released theirs in the aborted
+    # attempt refuse to release another for the same global model, so the retry cannot run
+    from fedfort.errors import RoundFailed
+
+    with pytest.raises(RoundFailed, match="after masked input collection"):
+        run(_retried())
 
 
 @pytest.mark.parametrize(

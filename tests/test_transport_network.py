@@ -47,7 +47,11 @@ from netfed import (
 
 @pytest.mark.parametrize("mode", ["none", "secagg"])
 def test_network_run_equals_simulation(tmp_path: Path, mode: str) -> None:
-    config = net_config(3, 2, secure_aggregation={"mode": mode})
+    # secure aggregation is privacy against the server: the clients train on their own OS
+    # randomness unless they choose the non-secure reproducible mode, as here
+    config = net_config(
+        3, 2, secure_aggregation={"mode": mode}, privacy={"client": {"reproducible": True}}
+    )
     pki = make_pki(tmp_path, 3)
     srv = ServerThread(config, tmp_path / "server", pki)
     clients, threads = start_clients(config, pki, tmp_path, srv.port, [0, 1, 2])

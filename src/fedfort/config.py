@@ -32,6 +32,7 @@ from fedfort.messages import LocalTrainingConfig
 __all__ = [
     "AccessConfig",
     "AlertsConfig",
+    "ClientPolicyConfig",
     "ClientsConfig",
     "DataConfig",
     "DefenseConfig",
@@ -275,6 +276,50 @@ class DpSgdConfig(_Section):
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of each client's own epsilon")
 
 
+class ClientPolicyConfig(_Section):
+    """A client's own privacy policy (``[privacy.client]``; see docs/privacy.md).
+
+    The least protection a client applies whatever the server's directive asks: the server
+    can only strengthen it. In simulation every client takes this policy; ``fedfort client``
+    reads it from its own files and options. ``reproducible`` is an explicit, non-secure
+    experiment mode: training and noise are seeded from the task (chosen by the server), as
+    the directive asks, so runs repeat bit for bit and nothing is private from the server.
+    """
+
+    reproducible: bool = Field(
+        False, description="non-secure: seed training and noise from the server's task seed"
+    )
+    local: Literal["none", "gaussian", "laplace"] = Field(
+        "none", description="local DP mechanism the client always applies"
+    )
+    max_clip_norm: float | None = Field(None, gt=0, description="largest clip norm accepted")
+    min_noise_std: float = Field(
+        0.0, ge=0, description="least Gaussian noise std on a release that is not local DP"
+    )
+    max_round_epsilon: float | None = Field(
+        None, gt=0, description="largest per-round epsilon of a local mechanism"
+    )
+    delta: float = Field(1e-5, gt=0, lt=1, description="per-round local and ledger delta")
+    max_total_epsilon: float | None = Field(
+        None, gt=0, description="the client refuses to train once its ledger would pass this"
+    )
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+    @model_validator(mode="after")
+    def _complete(self) -> ClientPolicyConfig:
+        if self.local != "none" and (self.max_clip_norm is None or self.max_round_epsilon is None):
+            raise ValueError(
+                f"privacy.client.local = {self.local!r} needs max_clip_norm and "
+                "max_round_epsilon (the client calibrates its own noise from them)"
+            )
+        if self.min_noise_std > 0 and self.max_clip_norm is None:
+            raise ValueError(
+                "privacy.client.min_noise_std needs max_clip_norm: noise protects only a "
+                "clipped update"
+            )
+        return self
+
+
 class PrivacyConfig(_Section):
     """User-level differential privacy of the run (see docs/privacy.md).
 
@@ -308,6 +353,7 @@ class PrivacyConfig(_Section):
     local_epsilon: float | None = Field(None, gt=0, description="local mode: per-round epsilon")
     local_delta: float = Field(1e-5, gt=0, lt=1, description="local Gaussian: per-round delta")
     dp_sgd: DpSgdConfig = Field(default_factory=DpSgdConfig)
+    client: ClientPolicyConfig = Field(default_factory=ClientPolicyConfig)
 
     @property
     def user_level(self) -> bool:
@@ -630,6 +676,8 @@ class RunConfig(_Section):
             body["attack"].pop("end_round", None)
         if body["edge"] == EdgeConfig().model_dump(mode="json"):
             body.pop("edge")  # runs without client-side data protection keep their identity
+        if body["privacy"]["client"] == ClientPolicyConfig().model_dump(mode="json"):
+            body["privacy"].pop("client")  # runs with the default client policy keep theirs
         governance = body.pop("governance")
         if governance["rollback_drop"] is not None:
             # drift rollback changes which models are committed; the audit switch does not

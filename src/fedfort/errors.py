@@ -13,7 +13,9 @@ quorum)::
     │   ├── InvalidUpdate        an update failed verification (shape, dtype, NaN/Inf, round...)
     │   ├── ProtocolError        a secure-aggregation message is malformed, forged or inconsistent
     │   ├── MalformedMessage     bytes from the network do not decode to an expected message
-    │   └── Refused              the transport refused a message or a peer (reason code attached)
+    │   ├── Refused              the transport refused a message or a peer (reason code attached)
+    │   └── PolicyRefused        a task asks for less privacy than the client's own policy
+    │                            allows in a way it cannot override (unknown mechanism, ...)
     ├── SecAggAbort              a secure-aggregation session ended without a result (too few
     │                            survivors, or an honest party detected cheating); nothing leaked
     ├── AggregationError         a rule's precondition does not hold for this round's updates
@@ -46,6 +48,7 @@ __all__ = [
     "MalformedMessage",
     "NonFiniteValue",
     "PeerError",
+    "PolicyRefused",
     "PrivacyBudgetExhausted",
     "ProtocolError",
     "Refused",
@@ -128,6 +131,15 @@ class Refused(PeerError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class PolicyRefused(PeerError):
+    """A client refused a task: its privacy directive cannot be reconciled with the client's
+    own policy (an unknown or different local mechanism, a release without noise under a
+    finite privacy budget, a second masked input for the same global model).
+
+    The client sent nothing; the server should treat it as a dropout.
+    """
 
 
 class SecAggAbort(FedfortError):

@@ -191,6 +191,10 @@ class AdversarialClient(FederatedClient):
         self.coalition = coalition
         self.seed = seed
 
+    def training_task(self, task: TrainTask) -> TrainTask:
+        """A malicious client trains as it pleases: no policy, the task's own seed."""
+        return task
+
     def finalize(self, task: TrainTask, update: ClientUpdate) -> ClientUpdate:
         """A malicious client sends what it crafts: it neither clips nor adds privacy noise."""
         return update

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import secrets
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedfort.client.ledger import ClientLedger
+from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
 from fedfort.client.secure import SecureSessions
 from fedfort.client.training import ClientData, LocalTrainer
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.errors import ProtocolError
+from fedfort.messages import ClientPrivacy, ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
+from fedfort.secagg.messages import MaskedInputRequest
 
 if TYPE_CHECKING:
     from fedfort.client.dp_sgd import DpSgdLedger
 
-__all__ = ["FederatedClient"]
+__all__ = ["FederatedClient", "model_sha256"]
 
 
 class FederatedClient:
@@ -30,6 +37,14 @@ class FederatedClient:
 
     ``identity`` is the client's Ed25519 identity key (a fresh one unless given); its public
     half is what the federation registers (the secure-aggregation protocol signs with it).
+
+    The client owns its privacy (see :mod:`fedfort.client.policy`): ``policy`` is the least
+    protection it applies whatever the task's directive says, ``ledger`` its own account of
+    the epsilon it has released (in memory unless given a file-backed one). Whenever the task
+    asks for any privacy against the server (a directive, DP-SGD or secure aggregation) the
+    client trains and draws its noise from its own OS randomness, not from the task's seed
+    (unless ``policy.reproducible``), and it releases at most one masked secure-aggregation
+    input per global model version unless that input carries its own fresh noise.
     """
 
     def __init__(
@@ -39,6 +54,8 @@ class FederatedClient:
         data_metrics: Mapping[str, float] | None = None,
         *,
         identity: SigningKey | None = None,
+        policy: ClientPrivacyPolicy | None = None,
+        ledger: ClientLedger | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
@@ -48,25 +65,84 @@ class FederatedClient:
         self._dp_sgd: DpSgdLedger | None = None
         self.identity = SigningKey() if identity is None else identity
         self.secure = SecureSessions(client_id, self.identity)
+        self.policy = ClientPrivacyPolicy() if policy is None else policy
+        self.ledger = ledger if ledger is not None else self._memory_ledger()
+        #: (round, attempt) -> (SHA-256 of the session's global model, fresh client noise)
+        self._session_models: dict[tuple[int, int], tuple[str, bool]] = {}
+
+    def _memory_ledger(self) -> ClientLedger:
+        policy = self.policy
+        return ClientLedger(
+            accountant=policy.accountant,
+            delta=policy.delta,
+            max_total_epsilon=policy.max_total_epsilon,
+        )
+
+    def effective_privacy(self, task: TrainTask) -> ClientPrivacy | None:
+        """What the client applies for ``task``: its policy strengthened by the task's directive
+        (raises :class:`~fedfort.errors.PolicyRefused` for a directive it cannot serve)."""
+        return self.policy.effective(task.privacy)
+
+    def training_task(self, task: TrainTask) -> TrainTask:
+        """``task`` as this client trains it, after checking it against its own policy.
+
+        Refuses (before any work) a directive the policy cannot serve and a release its ledger's
+        budget cannot cover. When the task asks for privacy against the server, the task's seed
+        (chosen by the server) is replaced by one from the client's OS randomness, so shuffling,
+        dropout and DP-SGD noise are the client's own (unless ``policy.reproducible``).
+        """
+        effective = self.effective_privacy(task)
+        self.ledger.check(self.policy.events(effective), f"round {task.round} task")
+        private = effective is not None or task.secure is not None or task.config.dp_sgd is not None
+        if self.policy.reproducible or not private:
+            return task
+        return dataclasses.replace(task, seed=secrets.randbits(63))
 
     def seal(
         self, task: TrainTask, update: ClientUpdate, directory: Mapping[str, bytes]
     ) -> ClientUpdate:
         """Keep ``update`` for the task's secure aggregation session; the sealed reply."""
-        return self.secure.seal(task, update, directory)
+        sealed = self.secure.seal(task, update, directory)
+        fresh = self.policy.fresh(self.effective_privacy(task))
+        self._session_models = {k: v for k, v in self._session_models.items() if k[0] >= task.round}
+        self._session_models[(task.round, task.attempt)] = (model_sha256(task.weights), fresh)
+        return sealed
 
     def secure_handle(self, round_: int, attempt: int, message: object) -> object:
-        """Answer one secure-aggregation message (see :class:`SecureSessions`)."""
+        """Answer one secure-aggregation message (see :class:`SecureSessions`).
+
+        The request for the client's masked (or encrypted) input is refused with
+        :class:`~fedfort.errors.ProtocolError` when the client already released an input for
+        the same global model and this one carries no fresh noise of its own: two honest sums
+        over the same model, with and without this client, would reveal its update.
+        """
+        if _releases_input(message):
+            model, fresh = self._session_models.get((round_, attempt), ("", False))
+            if not model:
+                raise ProtocolError(
+                    f"{self.client_id} has no secure-aggregation session for round {round_} "
+                    f"attempt {attempt}"
+                )
+            if self.ledger.contributed(model) and not fresh:
+                raise ProtocolError(
+                    f"{self.client_id} already released a masked input for global model "
+                    f"{model[:16]}...; a second one without fresh client noise would let the "
+                    "server difference two sums. Use distributed or local DP (client noise) to "
+                    "retry rounds on the same model"
+                )
+            self.ledger.add_model(model)
         return self.secure.handle(round_, attempt, message)
 
     def handle(self, task: TrainTask, trainer: LocalTrainer) -> ClientUpdate:
         """Train for ``task`` and return the update (does not change the client's state)."""
-        return self.finalize(task, trainer.fit(task, self.data, self.control))
+        return self.finalize(task, trainer.fit(self.training_task(task), self.data, self.control))
 
     def finalize(self, task: TrainTask, update: ClientUpdate) -> ClientUpdate:
         """The trained update as it leaves the client: with DP-SGD, the client's own epsilon
-        (rounds committed so far plus this one) is attached, then the task's privacy directive
-        is applied (see :func:`fedfort.client.privacy.privatize`)."""
+        (rounds committed so far plus this one) is attached, then the client's effective
+        privacy (its policy strengthened by the task's directive) is applied with noise from
+        the OS (see :func:`fedfort.client.privacy.privatize`) and the release is recorded in
+        the client's ledger before the update leaves."""
         if self.data_metrics:
             update = dataclasses.replace(update, metrics={**update.metrics, **self.data_metrics})
         settings = task.config.dp_sgd
@@ -74,7 +150,17 @@ class FederatedClient:
             stats = _dp_sgd_stats(update)
             eps = self.dp_sgd_ledger().epsilon(settings.delta, extra=stats)
             update = dataclasses.replace(update, metrics={**update.metrics, "dp_sgd_epsilon": eps})
-        return privatize(update, task.privacy, task.seed)
+        effective = self.effective_privacy(task)
+        events = self.policy.events(effective)
+        self.ledger.check(events, f"round {task.round} release")
+        if effective is None:
+            return update
+        released = privatize(
+            update, effective, task.seed, noise=self.policy.noise(effective, task.seed)
+        )
+        if events is not None:
+            self.ledger.record(events, task.round, task.attempt)
+        return released
 
     def dp_sgd_ledger(self) -> DpSgdLedger:
         """The client's own DP-SGD ledger (sample-level, committed rounds only)."""
@@ -97,6 +183,8 @@ class FederatedClient:
         state: dict[str, Any] = {} if self.control is None else {"control": self.control}
         if self._dp_sgd is not None and len(self._dp_sgd):
             state["dp_sgd"] = self._dp_sgd.state_dict()
+        if self.ledger.path is None and len(self.ledger):
+            state["privacy_ledger"] = self.ledger.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -105,6 +193,23 @@ class FederatedClient:
         self._dp_sgd = None
         if "dp_sgd" in state:
             self.dp_sgd_ledger().load_state_dict(state["dp_sgd"])
+        if self.ledger.path is None:  # a file-backed ledger is its own record
+            self.ledger = self._memory_ledger()
+            if "privacy_ledger" in state:
+                self.ledger.load_state_dict(state["privacy_ledger"])
+
+
+def model_sha256(weights: np.ndarray) -> str:
+    """SHA-256 of a global model's flat float32 vector: the model version a client sees."""
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _releases_input(message: object) -> bool:
+    """Whether answering ``message`` releases the client's (masked or encrypted) input."""
+    if isinstance(message, MaskedInputRequest):
+        return True
+    ckks = sys.modules.get("fedfort.secagg.ckks")  # loaded only when a CKKS session exists
+    return ckks is not None and isinstance(message, ckks.EncryptRequest)
 
 
 def _dp_sgd_stats(update: ClientUpdate) -> Any:

@@ -45,11 +45,23 @@ def noise_for(directive: ClientPrivacy, seed: int) -> NoiseSource:
     return make_noise(False, int(stream.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
 
 
-def privatize(update: ClientUpdate, directive: ClientPrivacy | None, seed: int) -> ClientUpdate:
-    """``update`` as it may leave the client under ``directive`` (unchanged if ``None``)."""
+def privatize(
+    update: ClientUpdate,
+    directive: ClientPrivacy | None,
+    seed: int,
+    *,
+    noise: NoiseSource | None = None,
+) -> ClientUpdate:
+    """``update`` as it may leave the client under ``directive`` (unchanged if ``None``).
+
+    ``noise`` is the client's own noise source; without one the directive chooses
+    (:func:`noise_for`), which only an experiment that trusts the server may do -- a
+    :class:`~fedfort.client.FederatedClient` always passes the source of its own policy.
+    """
     if directive is None:
         return update
-    noise = noise_for(directive, seed)
+    if noise is None:
+        noise = noise_for(directive, seed)
     delta = update.delta
     indicator: float | None = None
     if directive.local == "gaussian":

@@ -75,7 +75,17 @@ class LocalTrainer:
         """Train on ``data`` from ``task.weights`` and return the update.
 
         ``control`` is this client's SCAFFOLD control variate ``c_i`` (zeros if ``None``).
+        All training randomness follows ``task.seed``: the shuffling, DP-SGD's sampling and
+        noise, and layers that draw from torch's global generator (dropout), which is seeded
+        from it for the duration of the call and then restored. A client that asks for
+        privacy against the server puts its own OS-drawn seed there
+        (:meth:`fedfort.client.FederatedClient.training_task`).
         """
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(task.seed)  # the CPU generator only
+            return self._fit(task, data, control)
+
+    def _fit(self, task: TrainTask, data: ClientData, control: np.ndarray | None) -> ClientUpdate:
         start = time.perf_counter()
         cfg = task.config
         _check_config(cfg)

@@ -32,7 +32,13 @@ from torch import nn
 from fedfort.attacks.adversary import Coalition
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer
-from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
+from fedfort.errors import (
+    ConfigError,
+    PolicyRefused,
+    PrivacyBudgetExhausted,
+    ProtocolError,
+    SecAggAbort,
+)
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.server.engine import CollectOutcome
 
@@ -226,7 +232,11 @@ class SequentialExecutor(_SimulatedExecutor):
             if self.drops_out(task):
                 missing.append(task.client_id)
                 continue
-            update = self.clients.get(task.client_id).handle(task, self.trainer)
+            try:
+                update = self.clients.get(task.client_id).handle(task, self.trainer)
+            except (PolicyRefused, PrivacyBudgetExhausted):
+                missing.append(task.client_id)  # the client refused: it sends nothing
+                continue
             if deadline_s is not None and time.perf_counter() - start > deadline_s:
                 missing.append(task.client_id)
                 continue
@@ -285,8 +295,14 @@ class PoolExecutor(_SimulatedExecutor):
             if self.drops_out(task):
                 missing.append(task.client_id)
                 continue
-            control = self.clients.get(task.client_id).control
-            trained = self.clients.prepare(task)
+            client = self.clients.get(task.client_id)
+            try:
+                # the client's own checks and training seed, before any work is dispatched
+                trained = client.training_task(self.clients.prepare(task))
+            except (PolicyRefused, PrivacyBudgetExhausted):
+                missing.append(task.client_id)
+                continue
+            control = client.control
             futures.append((task, self.pool.submit(_worker_fit, trained, control)))
         done, _ = wait([f for _, f in futures], timeout=deadline_s)
         received: list[ClientUpdate] = []

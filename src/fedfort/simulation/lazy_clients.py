@@ -4,7 +4,8 @@ The in-process runtime builds one :class:`~fedfort.client.FederatedClient` per c
 holding its data as tensors. A runtime for thousands of clients cannot: :class:`LazyClients`
 keeps, per client, only what the client actually has across rounds:
 
-- its persistent state (SCAFFOLD's control variate, the DP-SGD ledger), in a driver-side
+- its persistent state (SCAFFOLD's control variate, the DP-SGD ledger, its own privacy
+  ledger and the models it released masked inputs for), in a driver-side
   :class:`~fedfort.client.FederatedClient` *without data* that exists only while that state
   does;
 - its Ed25519 identity key, created the first time the client is needed and kept, since the
@@ -27,6 +28,7 @@ import torch
 
 from fedfort.attacks.adversary import Coalition
 from fedfort.client.client import FederatedClient
+from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.training import ClientData
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, TrainTask
@@ -46,6 +48,9 @@ class _MaliciousClientState(FederatedClient):
     adds privacy noise; the coalition crafts its members' updates after the round.
     """
 
+    def training_task(self, task: TrainTask) -> TrainTask:
+        return task
+
     def finalize(self, task: TrainTask, update: ClientUpdate) -> ClientUpdate:
         return update
 
@@ -62,8 +67,11 @@ class LazyClients(SimulatedClients):
         ids: Sequence[str],
         malicious: Collection[str] = (),
         coalition: Coalition | None = None,
+        *,
+        policy: ClientPrivacyPolicy | None = None,
     ) -> None:
         super().__init__([], coalition)
+        self.policy = policy
         self._ids = list(ids)
         self._index = {cid: k for k, cid in enumerate(self._ids)}
         if len(self._index) != len(self._ids):
@@ -98,7 +106,9 @@ class LazyClients(SimulatedClients):
         client = self.clients.get(client_id)
         if client is None:
             kind = _MaliciousClientState if client_id in self.malicious else FederatedClient
-            client = kind(client_id, _NO_DATA, identity=self.identity(client_id))
+            client = kind(
+                client_id, _NO_DATA, identity=self.identity(client_id), policy=self.policy
+            )
             self.clients[client_id] = client
         return client
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from fedfort.attacks.base import Attack
 from fedfort.edge.config import EdgeConfig
-from fedfort.errors import ConfigError
+from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted
 from fedfort.federation import FederationData
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.server.engine import CollectOutcome
@@ -223,7 +223,12 @@ class RayExecutor(_SimulatedExecutor):
             if self.drops_out(task):
                 missing.append(task.client_id)
                 continue
-            trained = self.clients.prepare(task)
+            try:
+                # the client's own checks and training seed, before any work is dispatched
+                trained = self.clients.get(task.client_id).training_task(self.clients.prepare(task))
+            except (PolicyRefused, PrivacyBudgetExhausted):
+                missing.append(task.client_id)
+                continue
             sc = trained.server_control
             jobs.append(
                 _Job(

@@ -19,6 +19,7 @@ from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malic
 from fedfort.attacks.config import build_attack
 from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
+from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.errors import ConfigError
 from fedfort.federation import (
@@ -69,11 +70,13 @@ class Simulation(Federation):
             )
         if config.simulation.runtime == "ray":
             return self._ray_runtime()
+        # every simulated client holds the run's client policy ([privacy.client])
+        policy = ClientPrivacyPolicy.from_config(config.privacy.client)
         honest = []
         for k, cid in enumerate(self.ids):
             records = partition_records(config, self.data, k)
             data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
-            honest.append(FederatedClient(cid, data, metrics))
+            honest.append(FederatedClient(cid, data, metrics, policy=policy))
         if self.attack is not None:
             bad = set(self.malicious)
             honest = [
@@ -116,7 +119,12 @@ class Simulation(Federation):
         from fedfort.simulation.ray_runtime import LazyClients, RayExecutor, RayOptions
 
         config = self.config
-        self.clients = LazyClients(self.ids, self.malicious, self.coalition)
+        self.clients = LazyClients(
+            self.ids,
+            self.malicious,
+            self.coalition,
+            policy=ClientPrivacyPolicy.from_config(self.config.privacy.client),
+        )
         executor = RayExecutor(
             self.clients,
             self.build_module,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.config import RunConfig, load_config
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
@@ -73,8 +74,32 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
     cli.add_argument("--name", required=True, help="client id = certificate name")
     cli.add_argument("--server", help="host:port of the server (default: network.address)")
-    cli.add_argument("--state", help="where the identity key lives (default runs/clients/NAME)")
+    cli.add_argument("--state", help="identity key and privacy ledger (default runs/clients/NAME)")
     cli.add_argument("--timeout", type=float, help="give up after this many seconds")
+    pol = cli.add_argument_group(
+        "privacy policy",
+        "The least protection this client applies whatever the server asks (docs/privacy.md). "
+        "Starts from [privacy.client] of --config, then --policy, then these options.",
+    )
+    pol.add_argument("--policy", help="client policy TOML (the keys of [privacy.client])")
+    pol.add_argument(
+        "--local-dp",
+        choices=["none", "gaussian", "laplace"],
+        dest="local",
+        help="local DP the client always applies",
+    )
+    pol.add_argument("--max-clip-norm", type=float, help="largest clip norm accepted")
+    pol.add_argument("--min-noise-std", type=float, help="least noise std on a noise share")
+    pol.add_argument("--max-round-epsilon", type=float, help="largest per-round local epsilon")
+    pol.add_argument("--max-total-epsilon", type=float, help="stop once this would be passed")
+    pol.add_argument("--privacy-delta", type=float, dest="delta", help="per-round/ledger delta")
+    pol.add_argument(
+        "--reproducible",
+        action="store_true",
+        default=None,
+        help="NON-SECURE experiments: seed training and noise from the server's task seed",
+    )
+    pol.add_argument("--ledger", help="privacy ledger file (default STATE/privacy-ledger.json)")
 
     keys = sub.add_parser("keys", help="identity keys").add_subparsers(
         dest="keys_command", required=True
@@ -203,6 +228,40 @@ def _client_records(spec: str, config: RunConfig) -> Records:
     return Records(*_client_data(spec, config))
 
 
+_POLICY_OPTIONS = (
+    "local",
+    "max_clip_norm",
+    "min_noise_std",
+    "max_round_epsilon",
+    "max_total_epsilon",
+    "delta",
+    "reproducible",
+)
+
+
+def client_policy(args: argparse.Namespace, config: RunConfig) -> ClientPrivacyPolicy:
+    """The client's own privacy policy: ``[privacy.client]`` of its --config, then the keys of
+    its --policy TOML, then the command-line options (each overriding the one before)."""
+    import tomllib
+
+    from fedfort.config import ClientPolicyConfig
+
+    values = config.privacy.client.model_dump()
+    if getattr(args, "policy", None):
+        try:
+            values.update(tomllib.loads(Path(args.policy).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"--policy {args.policy}: cannot read the TOML ({exc})") from None
+    for name in _POLICY_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    try:
+        return ClientPrivacyPolicy.from_config(ClientPolicyConfig(**values))
+    except ValueError as exc:
+        raise ConfigError(f"the client's privacy policy is invalid: {exc}") from None
+
+
 def run_client(args: argparse.Namespace) -> int:
     """``fedfort client``."""
     import torch
@@ -227,6 +286,13 @@ def run_client(args: argparse.Namespace) -> int:
             f"{dataset.x_train.shape[1:]}"
         )
     state_dir = args.state or Path("runs/clients") / args.name
+    policy = client_policy(args, config)
+    if policy.reproducible:
+        print(
+            f"fedfort client {args.name}: REPRODUCIBLE mode -- training and noise follow the "
+            "server's seed; no privacy against the server",
+            flush=True,
+        )
     # validate, mask and sanitise on this machine ([edge]); only counts reach the server
     data, data_metrics = local_training_data(
         config, records, args.name, dataset.num_classes, state_dir
@@ -240,14 +306,32 @@ def run_client(args: argparse.Namespace) -> int:
         state_dir=state_dir,
         network=config.network,
         data_metrics=data_metrics,
+        policy=policy,
+        ledger_path=args.ledger,
+        on_release=lambda round_, spent: print(
+            f"fedfort client {args.name}: round {round_} released, epsilon spent "
+            f"{spent:.4f} (delta {policy.delta:g})",
+            flush=True,
+        ),
     )
     report = client.run(timeout_s=args.timeout)
+    ledger = client.client.ledger
+    budget = policy.max_total_epsilon
     print(
         f"fedfort client {args.name}: trained rounds {report.rounds_trained}, committed "
         f"{report.acknowledged}, reconnects {report.reconnects}, refused {report.refused}, "
         f"finished {report.finished}",
         flush=True,
     )
+    print(
+        f"fedfort client {args.name}: epsilon spent {ledger.spent():.4f} at delta "
+        f"{ledger.delta:g} over {len(ledger.releases)} noisy releases"
+        + (f" (budget {budget:g})" if budget is not None else " (no budget set)")
+        + f"; ledger {ledger.path}",
+        flush=True,
+    )
+    if report.budget_exhausted:
+        print(f"fedfort client {args.name}: privacy budget spent; left the federation", flush=True)
     return 0 if report.finished else 1
 
 

@@ -10,6 +10,12 @@ answered is answered again from a cache (same bytes, same nonce), never trained 
 
 The identity key lives in ``state_dir/identity.key`` (owner-only). ``fedfort keys rotate``
 replaces it while the client runs; the client picks the new key up before its next signature.
+
+The client's privacy is its own (:mod:`fedfort.client.policy`): it applies its policy whatever
+the task's directive says, and keeps its privacy ledger -- epsilon spent, and the global models
+it released masked inputs for -- in ``state_dir/privacy-ledger.json`` (owner-only, written
+before each release leaves), so a restarted client still knows what it has spent. It refuses
+a task its policy cannot serve and stops once its budget is spent.
 """
 
 from __future__ import annotations
@@ -31,9 +37,17 @@ import grpc
 
 from fedfort import jsonio
 from fedfort.client.client import FederatedClient
+from fedfort.client.ledger import ClientLedger
+from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import NetworkConfig
-from fedfort.errors import ProtocolError, Refused, SecAggAbort
+from fedfort.errors import (
+    PolicyRefused,
+    PrivacyBudgetExhausted,
+    ProtocolError,
+    Refused,
+    SecAggAbort,
+)
 from fedfort.keystore import FileKeyStore, open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey, verify
@@ -52,7 +66,10 @@ from fedfort.transport.pki import load_certificate, load_private_key
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
 
-__all__ = ["ClientReport", "NetworkClient", "rotate_client_key"]
+__all__ = ["LEDGER_FILE", "ClientReport", "NetworkClient", "rotate_client_key"]
+
+#: the client's privacy ledger in its state directory
+LEDGER_FILE = "privacy-ledger.json"
 
 log = logging.getLogger("fedfort.transport")
 
@@ -78,6 +95,9 @@ class ClientReport:
     reconnects: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     finished: bool = False
+    #: (round, the client's own epsilon spent after that round's release), in order
+    epsilon: list[tuple[int, float]] = field(default_factory=list)
+    budget_exhausted: bool = False
 
 
 class _Stub:
@@ -164,6 +184,9 @@ class NetworkClient:
         state_dir: str | Path,
         network: NetworkConfig | None = None,
         data_metrics: Mapping[str, float] | None = None,
+        policy: ClientPrivacyPolicy | None = None,
+        ledger_path: str | Path | None = None,
+        on_release: Callable[[int, float], object] | None = None,
     ) -> None:
         self.client_id = client_id
         self.trainer = trainer
@@ -175,7 +198,16 @@ class NetworkClient:
         self.cert_pem = credentials.cert.read_bytes()
         self.cert_key = load_private_key(credentials.key)
         self.identity = _Identity(Path(state_dir))
-        self.client = FederatedClient(client_id, data, data_metrics)
+        policy = ClientPrivacyPolicy() if policy is None else policy
+        ledger = ClientLedger(
+            Path(state_dir) / LEDGER_FILE if ledger_path is None else ledger_path,
+            accountant=policy.accountant,
+            delta=policy.delta,
+            max_total_epsilon=policy.max_total_epsilon,
+        )
+        self.client = FederatedClient(client_id, data, data_metrics, policy=policy, ledger=ledger)
+        #: called with (round, epsilon spent) after every noisy release
+        self.on_release = on_release
         self.client.identity = self.client.secure.identity = self.identity.current()[0]
         self.report = ClientReport(client_id)
         self.server_key: tuple[bytes, int] | None = None
@@ -400,7 +432,23 @@ class NetworkClient:
         if body.client_id != self.client_id or body.round != e.round:
             log.warning("%s: task header mismatch", self.client_id)
             return None
-        update = self.client.handle(body, self.trainer)
+        releases = len(self.client.ledger.releases)
+        try:
+            update = self.client.handle(body, self.trainer)
+        except (PolicyRefused, PrivacyBudgetExhausted) as exc:
+            exhausted = isinstance(exc, PrivacyBudgetExhausted)
+            reason = "privacy_budget_exhausted" if exhausted else "privacy_policy"
+            self.report.refused[reason] = self.report.refused.get(reason, 0) + 1
+            log.warning("%s refused round %d: %s", self.client_id, body.round, exc)
+            if exhausted:  # nothing more can be released: leave the federation
+                self.report.budget_exhausted = True
+                self._stop.set()
+            return None
+        if len(self.client.ledger.releases) > releases:
+            spent = self.client.ledger.spent()
+            self.report.epsilon.append((body.round, spent))
+            if self.on_release is not None:
+                self.on_release(body.round, spent)
         self._updates = {r: u for r, u in self._updates.items() if r >= body.round - 1}
         self._updates[body.round] = update
         self.report.rounds_trained.append(body.round)
