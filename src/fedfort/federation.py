@@ -155,9 +155,6 @@ class Federation(ABC):
             # audit key and ``config`` must match it (federation_resume)
             key = resume_key(Path(out_dir))
             config = resumed_config(out_dir, config)
-        elif out_dir is not None:
-            key = run_audit_key(Path(out_dir))
-        self._key = key
         config = calibrated(config)
         if config.alerts.enabled:
             webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
@@ -189,6 +186,10 @@ class Federation(ABC):
         self.ids = client_ids(config.clients.count)
         self.malicious: list[str] = []
         self.executor, extra_state = self._runtime()
+        if self.out_dir is not None and key is None:
+            # only once the runtime is up: a run refused before it starts leaves no files
+            key = run_audit_key(self.out_dir)
+        self._key = key
         self._backdoor = self._backdoor_test_set()
 
         self.store: CheckpointStore | None = None
