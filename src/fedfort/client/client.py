@@ -13,6 +13,7 @@ from fedfort.client.secure import SecureSessions
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
+from fedfort.secagg.policy import ClientPolicy
 
 if TYPE_CHECKING:
     from fedfort.client.dp_sgd import DpSgdLedger
@@ -29,7 +30,8 @@ class FederatedClient:
     ``c = mean_i(c_i)`` intact and costs the client no privacy in its report.
 
     ``identity`` is the client's Ed25519 identity key (a fresh one unless given); its public
-    half is what the federation registers (the secure-aggregation protocol signs with it).
+    half is what the federation registers (the secure-aggregation protocol signs with it);
+    ``secure_policy`` is the client's own floor for masking sessions.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class FederatedClient:
         data_metrics: Mapping[str, float] | None = None,
         *,
         identity: SigningKey | None = None,
+        secure_policy: ClientPolicy | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
@@ -47,7 +50,7 @@ class FederatedClient:
         self.control: np.ndarray | None = None
         self._dp_sgd: DpSgdLedger | None = None
         self.identity = SigningKey() if identity is None else identity
-        self.secure = SecureSessions(client_id, self.identity)
+        self.secure = SecureSessions(client_id, self.identity, secure_policy)
 
     def seal(
         self, task: TrainTask, update: ClientUpdate, directory: Mapping[str, bytes]

@@ -31,6 +31,7 @@ from fedfort.client.training import ClientData
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.simulation.executors import _COALITION_KEY, SimulatedClients
 
 __all__ = ["LazyClients"]
@@ -62,8 +63,10 @@ class LazyClients(SimulatedClients):
         ids: Sequence[str],
         malicious: Collection[str] = (),
         coalition: Coalition | None = None,
+        secure_policy: ClientPolicy | None = None,
     ) -> None:
         super().__init__([], coalition)
+        self.secure_policy = secure_policy
         self._ids = list(ids)
         self._index = {cid: k for k, cid in enumerate(self._ids)}
         if len(self._index) != len(self._ids):
@@ -98,7 +101,12 @@ class LazyClients(SimulatedClients):
         client = self.clients.get(client_id)
         if client is None:
             kind = _MaliciousClientState if client_id in self.malicious else FederatedClient
-            client = kind(client_id, _NO_DATA, identity=self.identity(client_id))
+            client = kind(
+                client_id,
+                _NO_DATA,
+                identity=self.identity(client_id),
+                secure_policy=self.secure_policy,
+            )
             self.clients[client_id] = client
         return client
 

@@ -19,6 +19,7 @@ from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malic
 from fedfort.attacks.config import build_attack
 from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
+from fedfort.client.secure import client_policy
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.errors import ConfigError
 from fedfort.federation import (
@@ -64,10 +65,11 @@ class Simulation(Federation):
         if config.simulation.runtime == "ray":
             return self._ray_runtime()
         honest = []
+        policy = client_policy(config.secure_aggregation)
         for k, cid in enumerate(self.ids):
             records = partition_records(config, self.data, k)
             data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
-            honest.append(FederatedClient(cid, data, metrics))
+            honest.append(FederatedClient(cid, data, metrics, secure_policy=policy))
         if self.attack is not None:
             bad = set(self.malicious)
             honest = [
@@ -110,7 +112,9 @@ class Simulation(Federation):
         from fedfort.simulation.ray_runtime import LazyClients, RayExecutor, RayOptions
 
         config = self.config
-        self.clients = LazyClients(self.ids, self.malicious, self.coalition)
+        self.clients = LazyClients(
+            self.ids, self.malicious, self.coalition, client_policy(self.config.secure_aggregation)
+        )
         executor = RayExecutor(
             self.clients,
             self.build_module,

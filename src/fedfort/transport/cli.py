@@ -9,9 +9,11 @@ listens); each names its credentials with ``--pki DIR --name NAME`` (``DIR/NAME.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +22,9 @@ from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
 from fedfort.governance_cli import monitoring_arguments
 from fedfort.server.engine import RoundRecord
+
+if TYPE_CHECKING:
+    from fedfort.secagg.policy import ClientPolicy
 
 __all__ = ["add_parsers", "run_client", "run_keys", "run_server"]
 
@@ -61,6 +66,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cli.add_argument("--server", help="host:port of the server (default: network.address)")
     cli.add_argument("--state", help="where the identity key lives (default runs/clients/NAME)")
     cli.add_argument("--timeout", type=float, help="give up after this many seconds")
+    cli.add_argument(
+        "--secagg-corrupt-fraction",
+        type=float,
+        help="share of a session's clients this client assumes may collude with the server; "
+        "it refuses thresholds unsafe for it (default: secure_aggregation.corrupt_fraction)",
+    )
+    cli.add_argument(
+        "--secagg-min-clients",
+        type=int,
+        help="refuse masking sessions with fewer clients (default: "
+        "secure_aggregation.client_min_clients)",
+    )
+    cli.add_argument(
+        "--secagg-max-clients",
+        type=int,
+        help="refuse masking sessions with more clients (default: "
+        "secure_aggregation.client_max_clients)",
+    )
 
     keys = sub.add_parser("keys", help="identity keys").add_subparsers(
         dest="keys_command", required=True
@@ -224,6 +247,7 @@ def run_client(args: argparse.Namespace) -> int:
         state_dir=state_dir,
         network=config.network,
         data_metrics=data_metrics,
+        secure_policy=_secure_policy(args, config),
     )
     report = client.run(timeout_s=args.timeout)
     print(
@@ -235,10 +259,21 @@ def run_client(args: argparse.Namespace) -> int:
     return 0 if report.finished else 1
 
 
+def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:
+    """The client's own floor for masking sessions: its config file, then its options."""
+    from fedfort.client.secure import client_policy
+
+    policy = client_policy(config.secure_aggregation)
+    overrides = {
+        "corrupt_fraction": args.secagg_corrupt_fraction,
+        "min_clients": args.secagg_min_clients,
+        "max_clients": args.secagg_max_clients,
+    }
+    return dataclasses.replace(policy, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def _encrypt_keys(paths: list[str]) -> int:
     """``fedfort keys encrypt``: re-encrypt plain key files in place (atomic, mode 0600)."""
-    import dataclasses
-
     from fedfort.keyfiles import KeyProtection, load_private_pem, private_pem, write_private_file
 
     protection = KeyProtection.from_env()

@@ -36,6 +36,7 @@ from fedfort.errors import ProtocolError, Refused, SecAggAbort
 from fedfort.keystore import FileKeyStore, open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey, verify
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.transport import codec
 from fedfort.transport.frames import FRAME_OVERHEAD, read_message, serialize, to_frames
 from fedfort.transport.identity import (
@@ -150,7 +151,11 @@ class _Identity:
 
 
 class NetworkClient:
-    """A federated client served by a :class:`~fedfort.transport.server.NetworkServer`."""
+    """A federated client served by a :class:`~fedfort.transport.server.NetworkServer`.
+
+    ``secure_policy`` is the client's own floor for masking sessions (``fedfort client``'s
+    ``--secagg-*`` options); the server cannot lower it.
+    """
 
     def __init__(
         self,
@@ -163,6 +168,7 @@ class NetworkClient:
         state_dir: str | Path,
         network: NetworkConfig | None = None,
         data_metrics: Mapping[str, float] | None = None,
+        secure_policy: ClientPolicy | None = None,
     ) -> None:
         self.client_id = client_id
         self.trainer = trainer
@@ -174,7 +180,7 @@ class NetworkClient:
         self.cert_pem = credentials.cert.read_bytes()
         self.cert_key = load_private_key(credentials.key)
         self.identity = _Identity(Path(state_dir))
-        self.client = FederatedClient(client_id, data, data_metrics)
+        self.client = FederatedClient(client_id, data, data_metrics, secure_policy=secure_policy)
         self.client.identity = self.client.secure.identity = self.identity.current()[0]
         self.report = ClientReport(client_id)
         self.server_key: tuple[bytes, int] | None = None
