@@ -43,7 +43,9 @@ from netfed import (
 
 @pytest.mark.parametrize("mode", ["none", "secagg"])
 def test_network_run_equals_simulation(tmp_path: Path, mode: str) -> None:
-    config = net_config(3, 2, secure_aggregation={"mode": mode})
+    # 3 clients against 1 corrupt one need all 3 shares (t = 3): no dropout slack
+    slack = {"dropout_fraction": 0.0} if mode != "none" else {}
+    config = net_config(3, 2, secure_aggregation={"mode": mode, **slack})
     pki = make_pki(tmp_path, 3)
     srv = ServerThread(config, tmp_path / "server", pki)
     clients, threads = start_clients(config, pki, tmp_path, srv.port, [0, 1, 2])
