@@ -73,6 +73,10 @@ class MaskingParams:
             raise ConfigError("the session's input dimension must be >= 1")
         if len(self.graph_seed) != 32:
             raise ConfigError("the graph seed has 32 bytes")
+        if not (0 < self.sigma <= 1024 and 0 < self.eta <= 1024):
+            raise ConfigError(
+                f"sigma and eta are bits of security in (0, 1024], got {self.sigma}, {self.eta}"
+            )
         if self.degree is not None and (
             self.variant != "secagg+" or self.degree % 2 or not 2 <= self.degree <= n - 1
         ):

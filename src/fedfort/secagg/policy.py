@@ -55,8 +55,8 @@ class ClientPolicy:
                 "a client needs 2 <= min_clients <= max_clients, got "
                 f"{self.min_clients} and {self.max_clients}"
             )
-        if not self.sigma > 0:
-            raise ConfigError(f"a client's sigma must be positive, got {self.sigma}")
+        if not 0 < self.sigma <= 1024:
+            raise ConfigError(f"a client's sigma must be in (0, 1024] bits, got {self.sigma}")
 
     def check(self, params: MaskingParams, sid: bytes) -> None:
         """Raise :class:`SecAggAbort` unless ``params`` are safe for session ``sid``."""
