@@ -26,11 +26,13 @@ the dropouts in a neighbourhood except with probability ``2**-eta`` (exactly for
 graph). And ``t >= c_max + 2``: any ``t`` surviving holders of ``u`` include an honest
 neighbour besides ``u``, whose pairwise mask hides ``u``'s input.
 
-:func:`derive` picks the smallest even ``k >= 2 ceil(log2 n)`` (the paper's logarithmic
-degree) admitting such a ``t``, the smallest such ``t``, and falls back to the complete graph;
-it raises :class:`ConfigError` when even that cannot be safe and live. Every bound is one
-vectorised hypergeometric tail per ``k``, and the result is cached, so the cost is bounded by
-the roster size a client accepts (:class:`~fedfort.secagg.policy.ClientPolicy`).
+:func:`derive` picks the smallest ``k`` of :func:`degree_grid` (even, from the paper's
+logarithmic ``2 ceil(log2 n)``, growing by about ``k / 8`` per step beyond 32) admitting such a
+``t``, the smallest such ``t``, and falls back to the complete graph; it raises
+:class:`ConfigError` when even that cannot be safe and live. Every bound is one vectorised
+hypergeometric tail over an ``O(sqrt(k))`` window per ``k``, over ``O(log n)`` degrees, and
+the result is cached, so a hostile roster size cannot stall a client (and the roster it
+accepts is bounded anyway, :class:`~fedfort.secagg.policy.ClientPolicy`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "Thresholds",
     "clients_of",
     "corrupt_bound",
+    "degree_grid",
     "derive",
     "neighbourhood_bound",
     "plus_parameters",
@@ -90,7 +93,17 @@ def neighbourhood_bound(n: int, k: int, bad: int, bits: float) -> int:
     bad = min(bad, n - 1)
     if bad <= 0:
         return 0
-    tail = n * hypergeom.sf(np.arange(k + 1), n - 1, bad, k)
+    # the answer lies between the mean (the tail there is about 1/2) and the mean plus
+    # Hoeffding's deviation for n * 2**-bits (which bounds hypergeometric tails too), so only
+    # that window of O(sqrt(k)) values is evaluated, in one call
+    mean = k * bad / (n - 1)
+    lo = max(0, math.floor(mean) - 1)
+    hi = min(k, math.ceil(mean + math.sqrt(k * (bits * math.log(2) + math.log(n)) / 2)) + 1)
+    window = np.arange(lo, hi + 1)
+    ok = np.flatnonzero(n * hypergeom.sf(window, n - 1, bad, k) <= 2.0**-bits)
+    if ok.size and (ok[0] > 0 or lo == 0):
+        return int(window[ok[0]])
+    tail = n * hypergeom.sf(np.arange(k + 1), n - 1, bad, k)  # not reached; kept exact
     return int(np.flatnonzero(tail <= 2.0**-bits)[0])
 
 
@@ -155,7 +168,7 @@ def derive(
             )
         candidates: list[int] = [degree]
     elif variant == "secagg+":
-        candidates = list(range(max(2, 2 * math.ceil(math.log2(n))), n - 1, 2))
+        candidates = degree_grid(n)
     else:
         candidates = []
     if degree is None:
@@ -173,6 +186,16 @@ def derive(
         f"with {dropped} dropouts fewer holders may survive. Select more clients per round, or "
         "lower secure_aggregation.corrupt_fraction or dropout_fraction"
     )
+
+
+def degree_grid(n: int) -> list[int]:
+    """The degrees tried for ``n`` clients: even, from ``2 ceil(log2 n)``, in steps of 2 up to
+    32 and of about ``k / 8`` beyond (O(log n) candidates, so a large roster stays cheap)."""
+    k, out = max(2, 2 * math.ceil(math.log2(n))), []
+    while k < n - 1:
+        out.append(k)
+        k += max(2, 2 * (k // 16))
+    return out
 
 
 def plus_parameters(
