@@ -382,3 +382,28 @@ def test_config_refuses_combinations_without_a_safe_threshold() -> None:
         parse_config(body)
     body = {"clients": {"count": 20}, "secure_aggregation": {"mode": "secagg+"}}
     assert parse_config(body).secure_aggregation.corrupt_fraction == pytest.approx(1 / 3)
+
+
+def test_client_settings_come_from_its_own_config_and_options() -> None:
+    import argparse
+
+    from fedfort.client.secure import client_policy
+    from fedfort.transport.cli import _secure_policy, add_parsers
+
+    config = parse_config(
+        {
+            "clients": {"count": 20},
+            "secure_aggregation": {"mode": "secagg", "client_max_clients": 50},
+        }
+    )
+    assert client_policy(config.secure_aggregation) == ClientPolicy(max_clients=50)
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    base = ["client", "--config", "f.toml", "--data", "partition:0", "--pki", "p", "--name", "c"]
+    args = parser.parse_args(
+        [*base, "--secagg-min-clients", "7", "--secagg-corrupt-fraction", "0.4"]
+    )
+    policy = _secure_policy(args, config)
+    assert policy == ClientPolicy(corrupt_fraction=0.4, min_clients=7, max_clients=50)
+    with pytest.raises(SecAggAbort, match="below this client's minimum of 7"):
+        _advertise(_proposal(6, variant="secagg"), policy)

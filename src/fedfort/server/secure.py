@@ -13,8 +13,9 @@ distributed DP (the clients' noise shares are inside the sum) releases it over t
 number of participants, central DP adds the server's noise first. Either way the clients
 clipped their own updates.
 
-An aborted session (fewer than ``t`` clients left at some step, or cheating detected)
-discards the round attempt; the engine retries with a fresh selection and a fresh session.
+An aborted session (fewer than ``t`` clients left at some step, or cheating detected), or a
+roster too small for a safe threshold (:mod:`fedfort.secagg.thresholds`), discards the round
+attempt; the engine retries with a fresh selection and a fresh session.
 """
 
 from __future__ import annotations
