@@ -246,6 +246,21 @@ def test_default_thresholds_hold_up_to_the_corrupt_bound(n: int) -> None:
         assert min(outcome.b_shares, outcome.s_shares) < t, outcome
 
 
+def test_secagg_plus_bound_is_exact_at_ten_clients() -> None:
+    """n = 10, k = 8, t = 7, c_max = 4: every count up to the bound fails, and the first count
+    with 2 t <= k + 1 + c (c = 5, past the configured 4) unmasks the victim."""
+    policy = ClientPolicy()
+    for count in range(1, 6):
+        s = Attacked(10, policy, seed=count)
+        assert s.params.resolved() == (8, 7)
+        victim = s.ids[-1]
+        outcome = split_view_attack(s, victim, _corrupt_neighbours(s, victim, count))
+        if count <= 4:
+            assert outcome.error is None, (count, outcome)
+        else:
+            assert outcome.error is not None and outcome.error < 2 / s.params.codec.scale
+
+
 def test_full_secagg_bound_is_exact() -> None:
     """n = 12, t = 9: with c corrupt clients the attack works exactly when 2 t <= n + c."""
     policy = ClientPolicy()
