@@ -1,10 +1,11 @@
 """What fixed-size padding costs: payload bytes of updates and secure-aggregation messages.
 
 For ClientUpdates of several model sizes (typical metrics, a sample count of 180) and for each
-step of a masking session (SecAgg with 10 clients, SecAgg+ with 30 clients and degree 8, with
-two dropouts), prints the largest unpadded payload of the kind, the padded size every client
-sends, the overhead in bytes and the ratio padded / unpadded. The unpadded sizes are measured
-in the same run, from real messages (the masking session runs its real state machines).
+step of a masking session (SecAgg with 10 clients; SecAgg+ with 30 clients sized for 5%
+corrupt clients, degree 10; each with two dropouts), prints the largest unpadded payload of
+the kind, the padded size every client sends, the overhead in bytes and the ratio padded /
+unpadded. The unpadded sizes are measured in the same run, from real messages (the masking
+session runs its real state machines).
 
     .venv/bin/python benchmarks/bench_padding.py
 """
@@ -16,7 +17,8 @@ import numpy as np
 from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
 from fedfort.secagg.client import MaskingClient
 from fedfort.secagg.crypto import SigningKey
-from fedfort.secagg.params import MaskingParams
+from fedfort.secagg.params import MaskingParams, graph_seed_for
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.secagg.server import MaskingServer
 from fedfort.secagg.session import Session
 from fedfort.transport import codec
@@ -48,7 +50,7 @@ def updates() -> None:
             _row(name, _size(update, None), _size(update, policy.reply_rule(task)))
 
 
-def session(variant: str, n: int, degree: int | None, dim: int) -> None:
+def session(variant: str, n: int, corrupt_fraction: float, dim: int) -> None:
     rng = np.random.default_rng(0)
     ids = tuple(f"client-{i:03d}" for i in range(n))
     keys = {c: SigningKey() for c in ids}
@@ -59,12 +61,18 @@ def session(variant: str, n: int, degree: int | None, dim: int) -> None:
         variant,  # type: ignore[arg-type]
         dim=dim + 1,
         bound=10.0,
-        degree=degree,
-        graph_seed=bytes(32),
+        corrupt_fraction=corrupt_fraction,
+        graph_seed=graph_seed_for(sess.sid),
     )
     clients = {
         c: MaskingClient(
-            c, sess, keys[c], directory, rng.uniform(-1, 1, dim).astype(np.float32), 1.0
+            c,
+            sess,
+            keys[c],
+            directory,
+            rng.uniform(-1, 1, dim).astype(np.float32),
+            1.0,
+            policy=ClientPolicy(corrupt_fraction=corrupt_fraction),
         )
         for c in ids
     }
@@ -94,8 +102,8 @@ def session(variant: str, n: int, degree: int | None, dim: int) -> None:
 def main() -> None:
     print(f"{'payload':<34} {'unpadded':>11} {'padded':>11} {'overhead':>9} {'ratio':>7}")
     updates()
-    session("secagg", 10, None, 650)
-    session("secagg+", 30, 8, 650)
+    session("secagg", 10, 1 / 3, 650)
+    session("secagg+", 30, 0.05, 650)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from fedfort.errors import ProtocolError, SecAggAbort
 from fedfort.secagg.ckks import CkksClient, CkksParams, CkksServer
 from fedfort.secagg.client import MaskingClient
 from fedfort.secagg.crypto import SigningKey, expand_mask
-from fedfort.secagg.params import MaskingParams
+from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.server import MaskingServer
 from fedfort.secagg.session import ClientMachine, ServerMachine, Session
 
@@ -64,7 +64,13 @@ def session(mode: str, n: int, dim: int, dropout: float, seed: int) -> dict[str,
         }
         server = CkksServer(sess, ids, ids[0], max(2, n // 2), params, dim=dim + 1)
     else:
-        mparams = MaskingParams(tuple(ids), mode, dim + 1, bound=100.0)  # type: ignore[arg-type]
+        mparams = MaskingParams(
+            tuple(ids),
+            mode,  # type: ignore[arg-type]
+            dim + 1,
+            bound=100.0,
+            graph_seed=graph_seed_for(sess.sid),
+        )
         clients = {
             c: MaskingClient(c, sess, keys[c], directory, updates[c], weights[c]) for c in ids
         }

@@ -290,4 +290,6 @@ def test_experiment_settings_are_checked():
     with pytest.raises(ConfigError, match="epsilon"):
         InversionExperiment(local_epsilons=(0.0,))
     with pytest.raises(ConfigError, match="at least 2"):
-        InversionExperiment(secure_clients=1)
+        InversionExperiment(distributed_clients=1)
+    with pytest.raises(ConfigError, match="at least 3"):
+        InversionExperiment(secure_clients=2)

@@ -41,7 +41,7 @@ clients = { count = 3, epochs = 5, batch_size = 0, lr = 0.5 }
 [defenses.none]
 
 [defenses.secure_aggregation]
-secure_aggregation = { mode = "secagg" }
+secure_aggregation = { mode = "secagg", dropout_fraction = 0.0 }  # 3 clients: no dropout slack
 
 [defenses.local_dp]
 privacy = { mode = "local", local_epsilon = 4.0, secure_noise = false }

@@ -257,3 +257,24 @@ def test_cli_switches_secure_aggregation_on(tmp_path, capsys):
     body = json.loads((out / "results.json").read_text())
     assert body["secure_aggregation"]["mode"] == "secagg+"
     assert body["rounds"][-1]["measurements"]["aggregate"]["rule"] == "secure_secagg+"
+
+
+def test_a_roster_without_a_safe_threshold_discards_the_attempt():
+    """4 clients against 2 corrupt ones with a dropout allowance: no safe and live t, so the
+    round attempt is discarded with the reason and no session message is sent."""
+    from fedfort.server.engine import RoundContext
+    from fedfort.server.secure import SecureAggregate
+
+    class Channel:
+        def exchange(self, *args: object) -> dict[str, object]:
+            raise AssertionError("no session may start")
+
+    ids = ("a", "b", "c", "d")
+    sealed = [
+        ClientUpdate(1, c, np.empty(0, np.float32), 1, sealed=True)  # type: ignore[call-arg]
+        for c in ids
+    ]
+    ctx = RoundContext(1, 1, np.zeros(3, np.float32), np.random.default_rng(0), ids, Channel())  # type: ignore[arg-type]
+    ctx.accepted = sealed
+    SecureAggregate("secagg", 3, run_id="r", directory=lambda: {}).run(ctx)
+    assert ctx.discarded is not None and "no safe threshold for 4 clients" in ctx.discarded

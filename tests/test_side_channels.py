@@ -29,7 +29,8 @@ from fedfort.messages import (
 )
 from fedfort.secagg.client import MaskingClient
 from fedfort.secagg.crypto import SigningKey
-from fedfort.secagg.params import MaskingParams
+from fedfort.secagg.params import MaskingParams, graph_seed_for
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.secagg.server import MaskingServer
 from fedfort.secagg.session import Session
 from fedfort.transport import codec
@@ -159,9 +160,12 @@ def _session_sizes(
         variant,  # type: ignore[arg-type]
         dim=DIM + 1,
         bound=10.0,
-        degree=4 if variant == "secagg+" else None,
-        graph_seed=bytes(range(32)),
+        graph_seed=graph_seed_for(session.sid),
+        corrupt_fraction=0.1,  # 8 clients, 2 dropping: safe and live only for a few corrupt
+        dropout_fraction=0.25,
     )
+    if variant == "secagg+":
+        assert not params.graph().is_complete()
     clients = {
         c: MaskingClient(
             c,
@@ -170,6 +174,7 @@ def _session_sizes(
             directory,
             rng.uniform(-1, 1, DIM).astype(np.float32),
             float(rng.integers(1, 5000)),
+            policy=ClientPolicy(corrupt_fraction=0.1),
         )
         for c in IDS
     }

@@ -438,7 +438,7 @@ def test_secagg_session_messages_drive_a_session_after_a_wire_trip() -> None:
     keys = {c: SigningKey() for c in ids}
     directory = {c: k.public for c, k in keys.items()}
     session = Session("wire", 1, 1)
-    params = MaskingParams(tuple(ids), "secagg", dim=6, bound=10.0)
+    params = MaskingParams(tuple(ids), "secagg", dim=6, bound=10.0, dropout_fraction=0.0)
     inputs = {c: rng.uniform(-1, 1, 5).astype(np.float32) for c in ids}
     clients = {c: MaskingClient(c, session, keys[c], directory, inputs[c], 1.0) for c in ids}
     server = MaskingServer(session, params, directory)

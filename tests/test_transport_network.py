@@ -48,9 +48,14 @@ from netfed import (
 @pytest.mark.parametrize("mode", ["none", "secagg"])
 def test_network_run_equals_simulation(tmp_path: Path, mode: str) -> None:
     # secure aggregation is privacy against the server: the clients train on their own OS
-    # randomness unless they choose the non-secure reproducible mode, as here
+    # randomness unless they choose the non-secure reproducible mode, as here; 3 clients
+    # against 1 corrupt one need all 3 shares (t = 3): no dropout slack
+    slack = {"dropout_fraction": 0.0} if mode != "none" else {}
     config = net_config(
-        3, 2, secure_aggregation={"mode": mode}, privacy={"client": {"reproducible": True}}
+        3,
+        2,
+        secure_aggregation={"mode": mode, **slack},
+        privacy={"client": {"reproducible": True}},
     )
     pki = make_pki(tmp_path, 3)
     srv = ServerThread(config, tmp_path / "server", pki)

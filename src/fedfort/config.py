@@ -365,6 +365,10 @@ class SecureAggregationConfig(_Section):
 
     ``mode``: ``secagg`` (Bonawitz et al. 2017, every pair of clients), ``secagg+`` (Bell et al.
     2020, a random graph of degree ``O(log n)``) or ``ckks`` (homomorphic encryption).
+    ``corrupt_fraction`` and ``dropout_fraction`` size the masking modes' degree and threshold
+    (``2 t > k + 1 + c_max``, :mod:`fedfort.secagg.thresholds`); ``client_min_clients``,
+    ``client_max_clients`` and ``corrupt_fraction`` are also each client's own floor
+    (:class:`fedfort.secagg.policy.ClientPolicy`), read from the client's copy of the file.
     """
 
     mode: Literal["none", "secagg", "secagg+", "ckks"] = "none"
@@ -375,8 +379,18 @@ class SecureAggregationConfig(_Section):
     max_weight: int = Field(1000, ge=1, description="a client's sample count is capped at this")
     threshold: int | None = Field(None, ge=2, description="t; default: the papers' value")
     degree: int | None = Field(None, ge=2, description="secagg+ graph degree k; default O(log n)")
-    corrupt_fraction: float = Field(0.05, ge=0, lt=1 / 3, description="secagg+ sizing")
-    dropout_fraction: float = Field(0.1, ge=0, lt=0.5, description="secagg+ sizing")
+    corrupt_fraction: float = Field(
+        1 / 3, ge=0, lt=0.5, description="share of a session's clients assumed to collude"
+    )
+    dropout_fraction: float = Field(
+        0.1, ge=0, lt=0.5, description="share of a session's clients that may drop out"
+    )
+    client_min_clients: int = Field(
+        3, ge=2, description="a client refuses masking sessions with fewer clients"
+    )
+    client_max_clients: int = Field(
+        10_000, ge=2, description="a client refuses masking sessions with more clients"
+    )
     ckks_poly_modulus_degree: Literal[4096, 8192, 16384, 32768] = 8192
     step_deadline_s: float | None = Field(None, gt=0, description="per protocol step")
     simulated_dropout: float = Field(
@@ -884,6 +898,42 @@ def _check_secure_aggregation(cfg: RunConfig) -> None:
         )
     if sa.mode == "ckks" and sa.bits != 32:
         raise ValueError("secure_aggregation.bits applies to the masking modes, not ckks")
+    if sa.mode in ("secagg", "secagg+"):
+        _check_masking_thresholds(cfg)
+
+
+def _check_masking_thresholds(cfg: RunConfig) -> None:
+    """Refuse a masking setup with no safe and live ``(k, t)`` for the clients selected."""
+    from fedfort.secagg.thresholds import derive  # scipy, only for the masking modes
+
+    sa, srv, n = cfg.secure_aggregation, cfg.server, cfg.clients.count
+    selected = min(n, max(srv.min_clients, math.ceil(srv.fraction * n)))
+    if not sa.client_min_clients <= selected <= sa.client_max_clients:
+        raise ValueError(
+            f"{selected} clients are selected per round, but clients accept masking sessions of "
+            f"{sa.client_min_clients} to {sa.client_max_clients} clients "
+            "(secure_aggregation.client_min_clients / client_max_clients)"
+        )
+    try:
+        found = derive(
+            selected,
+            sa.mode,
+            corrupt_fraction=sa.corrupt_fraction,
+            dropout_fraction=sa.dropout_fraction,
+            degree=sa.degree,
+        )
+    except ConfigError as exc:
+        raise ValueError(f"secure_aggregation with {selected} clients per round: {exc}") from exc
+    if sa.threshold is not None and not (
+        2 * sa.threshold > found.degree + 1 + found.corrupt_bound
+        and sa.threshold <= found.degree + 1
+    ):
+        raise ValueError(
+            f"secure_aggregation.threshold = {sa.threshold} is unsafe with degree "
+            f"{found.degree} and up to {found.corrupt_bound} corrupt holders among "
+            f"{selected} clients: it must exceed (k + 1 + c_max) / 2 = "
+            f"{(found.degree + 1 + found.corrupt_bound) / 2} (leave it unset to derive it)"
+        )
 
 
 def _describe(error: ValidationError, known: dict[str, list[str]]) -> str:

@@ -20,6 +20,7 @@ from fedfort.errors import ProtocolError
 from fedfort.messages import ClientPrivacy, ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.messages import MaskedInputRequest
+from fedfort.secagg.policy import ClientPolicy
 
 if TYPE_CHECKING:
     from fedfort.client.dp_sgd import DpSgdLedger
@@ -36,7 +37,8 @@ class FederatedClient:
     ``c = mean_i(c_i)`` intact and costs the client no privacy in its report.
 
     ``identity`` is the client's Ed25519 identity key (a fresh one unless given); its public
-    half is what the federation registers (the secure-aggregation protocol signs with it).
+    half is what the federation registers (the secure-aggregation protocol signs with it);
+    ``secure_policy`` is the client's own floor for masking sessions.
 
     The client owns its privacy (see :mod:`fedfort.client.policy`): ``policy`` is the least
     protection it applies whatever the task's directive says, ``ledger`` its own account of
@@ -56,6 +58,7 @@ class FederatedClient:
         identity: SigningKey | None = None,
         policy: ClientPrivacyPolicy | None = None,
         ledger: ClientLedger | None = None,
+        secure_policy: ClientPolicy | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
@@ -64,7 +67,7 @@ class FederatedClient:
         self.control: np.ndarray | None = None
         self._dp_sgd: DpSgdLedger | None = None
         self.identity = SigningKey() if identity is None else identity
-        self.secure = SecureSessions(client_id, self.identity)
+        self.secure = SecureSessions(client_id, self.identity, secure_policy)
         self.policy = ClientPrivacyPolicy() if policy is None else policy
         self.ledger = ledger if ledger is not None else self._memory_ledger()
         #: (round, attempt) -> (SHA-256 of the session's global model, fresh client noise)

@@ -5,11 +5,16 @@ client does not send its update. It keeps ``[w x, w]`` (with the adaptive-clippi
 when the privacy directive asks for one) in a client state machine of the requested mode and
 answers the task with a *sealed* update that says only "trained, ready". The server then runs
 the session through the runtime, message by message (:meth:`SecureSessions.handle`).
+
+The client's own floor for a masking session (:class:`~fedfort.secagg.policy.ClientPolicy`:
+the corrupt fraction it assumes, the roster sizes it accepts) comes from the client's own
+configuration (:func:`client_policy`), never from the server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,9 +22,13 @@ from fedfort.errors import ProtocolError
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.client import MaskingClient
 from fedfort.secagg.crypto import SigningKey
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.secagg.session import ClientMachine, Session
 
-__all__ = ["SecureSessions", "secure_vector"]
+if TYPE_CHECKING:
+    from fedfort.config import SecureAggregationConfig
+
+__all__ = ["SecureSessions", "client_policy", "secure_vector"]
 
 
 def secure_vector(task: TrainTask, update: ClientUpdate) -> tuple[np.ndarray, float]:
@@ -32,12 +41,27 @@ def secure_vector(task: TrainTask, update: ClientUpdate) -> tuple[np.ndarray, fl
     return vector, float(min(update.num_samples, task.secure.max_weight))
 
 
-class SecureSessions:
-    """The open sessions of one client, by (round, attempt); older rounds are forgotten."""
+def client_policy(config: SecureAggregationConfig) -> ClientPolicy:
+    """The client-side settings of ``[secure_aggregation]`` in the client's own config file."""
+    return ClientPolicy(
+        corrupt_fraction=config.corrupt_fraction,
+        min_clients=config.client_min_clients,
+        max_clients=config.client_max_clients,
+    )
 
-    def __init__(self, client_id: str, identity: SigningKey) -> None:
+
+class SecureSessions:
+    """The open sessions of one client, by (round, attempt); older rounds are forgotten.
+
+    ``policy`` is what the client insists on before it joins a masking session.
+    """
+
+    def __init__(
+        self, client_id: str, identity: SigningKey, policy: ClientPolicy | None = None
+    ) -> None:
         self.client_id = client_id
         self.identity = identity
+        self.policy = ClientPolicy() if policy is None else policy
         self._machines: dict[tuple[int, int], ClientMachine] = {}
         self._updates: dict[int, ClientUpdate] = {}
 
@@ -60,7 +84,13 @@ class SecureSessions:
             )
         else:
             machine = MaskingClient(
-                self.client_id, session, self.identity, directory, vector, weight
+                self.client_id,
+                session,
+                self.identity,
+                directory,
+                vector,
+                weight,
+                policy=self.policy,
             )
         self._machines = {k: m for k, m in self._machines.items() if k[0] >= task.round}
         self._updates = {r: u for r, u in self._updates.items() if r >= task.round}

@@ -88,8 +88,12 @@ class InversionExperiment:
         for eps in (*self.local_epsilons, *self.distributed_epsilons):
             if not (math.isfinite(eps) and eps > 0):
                 raise ConfigError(f"every epsilon must be a finite number > 0, got {eps!r}")
-        if self.distributed_clients < 2 or self.secure_clients < 2:
-            raise ConfigError("distributed DP and secure aggregation need at least 2 clients")
+        if self.distributed_clients < 2:
+            raise ConfigError("distributed DP needs at least 2 clients")
+        if self.secure_clients < 3:
+            raise ConfigError(
+                "secure aggregation needs at least 3 clients (a client refuses smaller sessions)"
+            )
         unknown = [d for d in self.defences if d not in DEFENCES]
         if unknown or not self.defences:
             raise ConfigError(f"unknown defences {unknown}; choose from {list(DEFENCES)}")

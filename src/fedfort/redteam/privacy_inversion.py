@@ -122,8 +122,12 @@ def _secure_sum(updates: Sequence[np.ndarray], bound: float, session_id: int) ->
     keys = {cid: SigningKey() for cid in ids}
     directory = {cid: key.public for cid, key in keys.items()}
     session = Session("gradient-inversion", 0, session_id, os.urandom(16))
-    params = MaskingParams(
-        roster=tuple(ids), variant="secagg", dim=updates[0].shape[0] + 1, bound=bound
+    params = MaskingParams(  # nobody drops out here: any roster of 3 or more is live
+        roster=tuple(ids),
+        variant="secagg",
+        dim=updates[0].shape[0] + 1,
+        bound=bound,
+        dropout_fraction=0.0,
     )
     clients = {
         cid: MaskingClient(cid, session, keys[cid], directory, update, 1.0)

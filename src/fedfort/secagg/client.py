@@ -5,7 +5,10 @@ Privacy-Preserving Machine Learning" (CCS 2017, figure 4, the actively secure va
 signatures and a consistency check), over the sharing graph of Bell et al. (CCS 2020) when
 the session is SecAgg+. A client:
 
-0. advertises two fresh X25519 public keys, signed with its Ed25519 identity key;
+0. checks the session's parameters against its own policy
+   (:class:`~fedfort.secagg.policy.ClientPolicy`: roster size, graph seed, degree, and a
+   threshold with ``2 t > k + 1 + c_max``), then advertises two fresh X25519 public keys,
+   signed with its Ed25519 identity key;
 1. checks its neighbours' signed keys, draws a self-mask seed ``b``, Shamir-shares ``b`` and
    its mask private key ``s_sk`` among itself and its neighbours, and sends each neighbour's
    shares AES-GCM-encrypted under a key agreed with that neighbour (the server relays them
@@ -14,10 +17,12 @@ the session is SecAgg+. A client:
    neighbours ``v`` that shared with it (``+`` when ``u < v``, ``-`` otherwise, so each pair's
    masks cancel in the sum);
 3. signs the list of survivors the server reports;
-4. checks that at least ``t`` neighbours signed *the same* list (a server that shows clients
-   different lists is caught here and the client aborts), then reveals, per neighbour, the
-   share of ``b`` if that neighbour's input is in the sum, or of ``s_sk`` if it dropped
-   before sending it -- never both.
+4. checks that at least ``t`` holders of its own shares (itself and the neighbours it
+   shared with) signed *the same* list -- signatures of anyone else are ignored, since they
+   vouch for no neighbourhood of this client, and a holder that signed another list shows the
+   server equivocating, so the client aborts -- then reveals, per neighbour, the share of
+   ``b`` if that neighbour's input is in the sum, or of ``s_sk`` if it dropped before sending
+   it -- never both.
 
 Every check that fails on a malformed message raises :class:`ProtocolError` and leaves the
 machine as it was; a check that shows the server or a peer cheating, or too few parties to be
@@ -56,6 +61,7 @@ from fedfort.secagg.messages import (
     UnmaskShares,
 )
 from fedfort.secagg.params import MaskingParams
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.secagg.session import Session, weighted_input
 
 __all__ = [
@@ -104,7 +110,8 @@ class MaskingClient:
     """One client's side of one masking session (SecAgg or SecAgg+).
 
     ``directory`` maps client ids to their registered Ed25519 identity public keys (the PKI
-    the paper assumes); ``update`` and ``weight`` are the client's contribution.
+    the paper assumes); ``update`` and ``weight`` are the client's contribution; ``policy``
+    is the client's own floor for the session's parameters.
     """
 
     def __init__(
@@ -116,14 +123,14 @@ class MaskingClient:
         update: np.ndarray,
         weight: float,
         *,
-        min_clients: int = 2,
+        policy: ClientPolicy | None = None,
     ) -> None:
         self.client_id = client_id
         self.sid = session.sid
         self.identity = identity
         self.directory = dict(directory)
         self.values = weighted_input(update, weight)
-        self.min_clients = min_clients
+        self.policy = ClientPolicy() if policy is None else policy
         self.stage = "advertise"
         self.aborted: str | None = None
 
@@ -170,7 +177,7 @@ class MaskingClient:
                 f"the session sums vectors of {params.dim} entries; this input has "
                 f"{self.values.shape[0]}"
             )
-        params.check_safe(self.min_clients)
+        self.policy.check(params, self.sid)
         self.params = params
         self.digest = params.digest()
         self.k, self.t = params.resolved()
@@ -299,11 +306,14 @@ class MaskingClient:
     def _unmask(self, message: UnmaskRequest) -> UnmaskShares:
         payload = consistency_payload(self.sid, self.digest, self.survivors)
         members = set(self.survivors)
+        holders = set(self.peers) | {self.client_id}
         signers: set[str] = set()
         for entry in message.signatures:
-            if not isinstance(entry, tuple) or len(entry) != 2:
+            if not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], str):
                 raise ProtocolError("a consistency signature entry is malformed")
             signer, signature = entry
+            if signer not in holders:
+                continue  # vouches for no neighbourhood of this client: not counted
             if signer not in members or signer in signers or not isinstance(signature, bytes):
                 raise self._abort(f"an unexpected consistency signature from {signer!r}")
             public = self.directory.get(signer)
@@ -313,7 +323,10 @@ class MaskingClient:
                 )
             signers.add(signer)
         if len(signers) < self.t:
-            raise self._abort(f"only {len(signers)} consistency signatures; t = {self.t}")
+            raise self._abort(
+                f"only {len(signers)} holders of this client's shares signed its survivor list; "
+                f"t = {self.t}"
+            )
         for v, blob in self.inbox.items():
             plain = unseal_share(self.channel[v], blob, share_aad(self.sid, v, self.client_id))
             if plain is None:

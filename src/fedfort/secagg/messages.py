@@ -7,11 +7,11 @@ input, one unsigned integer vector, so the network runtime can serialise them as
 ====  ========================  ========================  ===================================
 step  server sends              client answers            the client checks
 ====  ========================  ========================  ===================================
-0     AdvertiseRequest          AdvertisedKeys            parameters are safe
+0     AdvertiseRequest          AdvertisedKeys            its own policy (ClientPolicy)
 1     ShareKeysRequest          EncryptedShares           >= t signed, distinct neighbour keys
 2     MaskedInputRequest        MaskedInput               >= t neighbours sent shares
 3     ConsistencyRequest        ConsistencySignature      >= t survivors, all from step 2
-4     UnmaskRequest             UnmaskShares              >= t valid signatures on *its* list
+4     UnmaskRequest             UnmaskShares              >= t holders signed *its* list
 ====  ========================  ========================  ===================================
 """
 

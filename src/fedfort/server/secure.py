@@ -13,13 +13,13 @@ distributed DP (the clients' noise shares are inside the sum) releases it over t
 number of participants, central DP adds the server's noise first. Either way the clients
 clipped their own updates.
 
-An aborted session (fewer than ``t`` clients left at some step, or cheating detected)
-discards the round attempt; the engine retries with a fresh selection and a fresh session.
+An aborted session (fewer than ``t`` clients left at some step, or cheating detected), or a
+roster too small for a safe threshold (:mod:`fedfort.secagg.thresholds`), discards the round
+attempt; the engine retries with a fresh selection and a fresh session.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -30,7 +30,7 @@ import numpy as np
 
 from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
 from fedfort.messages import ClientPrivacy, SecureAggregation, SecureMode
-from fedfort.secagg.params import MaskingParams
+from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.server import MaskingServer
 from fedfort.secagg.session import ServerMachine, Session
 from fedfort.server.engine import RoundContext, SecureChannel, Stage
@@ -75,7 +75,7 @@ class SecureAggregate(Stage):
         max_weight: int = 1,
         threshold: int | None = None,
         degree: int | None = None,
-        corrupt_fraction: float = 0.05,
+        corrupt_fraction: float = 1 / 3,
         dropout_fraction: float = 0.1,
         ckks_poly_modulus_degree: int = 8192,
         step_deadline_s: float | None = None,
@@ -142,7 +142,7 @@ class SecureAggregate(Stage):
             bound=bound,
             degree=self.degree,
             threshold=self.threshold,
-            graph_seed=hashlib.sha256(b"fedfort-secagg-graph\x00" + session.sid).digest(),
+            graph_seed=graph_seed_for(session.sid),
             corrupt_fraction=self.corrupt_fraction,
             dropout_fraction=self.dropout_fraction,
         )
@@ -163,6 +163,11 @@ class SecureAggregate(Stage):
         started = time.perf_counter()
         try:
             server = self._server(ctx, session, roster, self.dim + extra, directive)
+        except ConfigError as exc:  # this attempt's roster is too small for a safe threshold
+            ctx.measure(self.name, rule=self.mode, aborted=str(exc))
+            ctx.discard(f"secure aggregation ({self.mode}) cannot run safely: {exc}")
+            return
+        try:
             outbox, step = server.start(), 0
             while not server.done:
                 replies = channel.exchange(

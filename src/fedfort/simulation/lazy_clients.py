@@ -33,6 +33,7 @@ from fedfort.client.training import ClientData
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.simulation.executors import _COALITION_KEY, SimulatedClients
 
 __all__ = ["LazyClients"]
@@ -69,9 +70,11 @@ class LazyClients(SimulatedClients):
         coalition: Coalition | None = None,
         *,
         policy: ClientPrivacyPolicy | None = None,
+        secure_policy: ClientPolicy | None = None,
     ) -> None:
         super().__init__([], coalition)
         self.policy = policy
+        self.secure_policy = secure_policy
         self._ids = list(ids)
         self._index = {cid: k for k, cid in enumerate(self._ids)}
         if len(self._index) != len(self._ids):
@@ -107,7 +110,11 @@ class LazyClients(SimulatedClients):
         if client is None:
             kind = _MaliciousClientState if client_id in self.malicious else FederatedClient
             client = kind(
-                client_id, _NO_DATA, identity=self.identity(client_id), policy=self.policy
+                client_id,
+                _NO_DATA,
+                identity=self.identity(client_id),
+                policy=self.policy,
+                secure_policy=self.secure_policy,
             )
             self.clients[client_id] = client
         return client

@@ -20,6 +20,7 @@ from fedfort.attacks.config import build_attack
 from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
+from fedfort.client.secure import client_policy
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.errors import ConfigError
 from fedfort.federation import (
@@ -73,10 +74,13 @@ class Simulation(Federation):
         # every simulated client holds the run's client policy ([privacy.client])
         policy = ClientPrivacyPolicy.from_config(config.privacy.client)
         honest = []
+        secure_policy = client_policy(config.secure_aggregation)
         for k, cid in enumerate(self.ids):
             records = partition_records(config, self.data, k)
             data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
-            honest.append(FederatedClient(cid, data, metrics, policy=policy))
+            honest.append(
+                FederatedClient(cid, data, metrics, policy=policy, secure_policy=secure_policy)
+            )
         if self.attack is not None:
             bad = set(self.malicious)
             honest = [
@@ -124,6 +128,7 @@ class Simulation(Federation):
             self.malicious,
             self.coalition,
             policy=ClientPrivacyPolicy.from_config(self.config.privacy.client),
+            secure_policy=client_policy(self.config.secure_aggregation),
         )
         executor = RayExecutor(
             self.clients,

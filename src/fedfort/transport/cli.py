@@ -10,9 +10,11 @@ key ``ca.key`` unless ``--allow-ca-key-on-server`` is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +24,9 @@ from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
 from fedfort.governance_cli import monitoring_arguments
 from fedfort.server.engine import RoundRecord
+
+if TYPE_CHECKING:
+    from fedfort.secagg.policy import ClientPolicy
 
 __all__ = ["add_parsers", "run_client", "run_keys", "run_server"]
 
@@ -100,6 +105,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="NON-SECURE experiments: seed training and noise from the server's task seed",
     )
     pol.add_argument("--ledger", help="privacy ledger file (default STATE/privacy-ledger.json)")
+    cli.add_argument(
+        "--secagg-corrupt-fraction",
+        type=float,
+        help="share of a session's clients this client assumes may collude with the server; "
+        "it refuses thresholds unsafe for it (default: secure_aggregation.corrupt_fraction)",
+    )
+    cli.add_argument(
+        "--secagg-min-clients",
+        type=int,
+        help="refuse masking sessions with fewer clients (default: "
+        "secure_aggregation.client_min_clients)",
+    )
+    cli.add_argument(
+        "--secagg-max-clients",
+        type=int,
+        help="refuse masking sessions with more clients (default: "
+        "secure_aggregation.client_max_clients)",
+    )
 
     keys = sub.add_parser("keys", help="identity keys").add_subparsers(
         dest="keys_command", required=True
@@ -313,6 +336,7 @@ def run_client(args: argparse.Namespace) -> int:
             f"{spent:.4f} (delta {policy.delta:g})",
             flush=True,
         ),
+        secure_policy=_secure_policy(args, config),
     )
     report = client.run(timeout_s=args.timeout)
     ledger = client.client.ledger
@@ -335,10 +359,21 @@ def run_client(args: argparse.Namespace) -> int:
     return 0 if report.finished else 1
 
 
+def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:
+    """The client's own floor for masking sessions: its config file, then its options."""
+    from fedfort.client.secure import client_policy
+
+    policy = client_policy(config.secure_aggregation)
+    overrides = {
+        "corrupt_fraction": args.secagg_corrupt_fraction,
+        "min_clients": args.secagg_min_clients,
+        "max_clients": args.secagg_max_clients,
+    }
+    return dataclasses.replace(policy, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def _encrypt_keys(paths: list[str]) -> int:
     """``fedfort keys encrypt``: re-encrypt plain key files in place (atomic, mode 0600)."""
-    import dataclasses
-
     from fedfort.keyfiles import KeyProtection, load_private_pem, private_pem, write_private_file
 
     protection = KeyProtection.from_env()

@@ -51,6 +51,7 @@ from fedfort.errors import (
 from fedfort.keystore import FileKeyStore, open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey, verify
+from fedfort.secagg.policy import ClientPolicy
 from fedfort.transport import codec
 from fedfort.transport.frames import FRAME_OVERHEAD, read_message, serialize, to_frames
 from fedfort.transport.identity import (
@@ -171,7 +172,11 @@ class _Identity:
 
 
 class NetworkClient:
-    """A federated client served by a :class:`~fedfort.transport.server.NetworkServer`."""
+    """A federated client served by a :class:`~fedfort.transport.server.NetworkServer`.
+
+    ``secure_policy`` is the client's own floor for masking sessions (``fedfort client``'s
+    ``--secagg-*`` options); the server cannot lower it.
+    """
 
     def __init__(
         self,
@@ -187,6 +192,7 @@ class NetworkClient:
         policy: ClientPrivacyPolicy | None = None,
         ledger_path: str | Path | None = None,
         on_release: Callable[[int, float], object] | None = None,
+        secure_policy: ClientPolicy | None = None,
     ) -> None:
         self.client_id = client_id
         self.trainer = trainer
@@ -205,7 +211,14 @@ class NetworkClient:
             delta=policy.delta,
             max_total_epsilon=policy.max_total_epsilon,
         )
-        self.client = FederatedClient(client_id, data, data_metrics, policy=policy, ledger=ledger)
+        self.client = FederatedClient(
+            client_id,
+            data,
+            data_metrics,
+            policy=policy,
+            ledger=ledger,
+            secure_policy=secure_policy,
+        )
         #: called with (round, epsilon spent) after every noisy release
         self.on_release = on_release
         self.client.identity = self.client.secure.identity = self.identity.current()[0]
