@@ -16,7 +16,7 @@ from fedfort.access import TokenStore
 from fedfort.access.setup import tls_context
 from fedfort.transport.pki import RevocationList, load_certificate
 from fedfort.transport.server import Credentials, NetworkServer
-from netfed import make_pki, net_config
+from netfed import ca_dir, make_pki, net_config
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,8 @@ def test_rotate_and_revoke_through_the_operator_api(tmp_path: Path) -> None:
     with TokenStore(store_path) as store:
         admin = store.issue("root", "admin")[0]
         operator = store.issue("ops", "operator")[0]
-    config = net_config(2, access={"tokens": str(store_path), "ca_dir": str(pki_dir)})
+    # the operator API's clients.revoke signs CRLs, so it needs the CA's own directory
+    config = net_config(2, access={"tokens": str(store_path), "ca_dir": str(ca_dir(pki_dir))})
     cred = Credentials.from_pki(pki_dir, "server")
     server = NetworkServer(config, tmp_path / "out", credentials=cred)
     try:
