@@ -191,8 +191,11 @@ def test_without_client_noise_a_retry_after_the_masked_inputs_gets_none_of_them_
     # attempt refuse to release another for the same global model, so the retry cannot run
     from fedfort.errors import RoundFailed
 
-    with pytest.raises(RoundFailed, match="after masked input collection"):
+    with pytest.raises(RoundFailed, match="after masked input collection") as failed:
         run(_retried())
+    # the failure says why the retries found no inputs, and what would let them run
+    assert "refuse a second one unless their own policy adds noise" in str(failed.value)
+    assert "One masked input per global model version" in str(failed.value)
 
 
 @pytest.mark.parametrize(

@@ -272,9 +272,13 @@ class RoundEngine:
                     "duration_s": time.perf_counter() - ctx.started,
                 }
             )
+        by_reason: dict[str, list[str]] = {}
+        for d in discarded:
+            by_reason.setdefault(d["reason"], []).append(str(d["attempt"]))
+        reasons = "; ".join(f"attempt {', '.join(a)}: {r}" for r, a in by_reason.items())
         raise RoundFailed(
-            f"round {self.round + 1} failed after {self.max_attempts} attempts; last reason: "
-            f"{discarded[-1]['reason']}. Lower the quorum, raise max_attempts or the deadline"
+            f"round {self.round + 1} failed after {self.max_attempts} attempts ({reasons}). "
+            "Lower the quorum, raise max_attempts or the deadline"
         )
 
     def _commit(self, ctx: RoundContext, discarded: list[dict[str, Any]]) -> RoundRecord:

@@ -39,6 +39,8 @@ from fedfort.server.privacy import PrivateAggregate
 __all__ = ["SecureAggregate", "coordinate_bound"]
 
 _NONCE_KEY = "secure_nonce"
+#: the masking protocol's exchange whose replies are the clients' masked inputs
+_MASKED_INPUT_STEP = 2
 _TAIL_SIGMAS = 8.0  # a Gaussian exceeds 8 std with probability 1.2e-15 per coordinate
 
 
@@ -99,6 +101,8 @@ class SecureAggregate(Stage):
         self.step_deadline_s = step_deadline_s
         self.privacy = privacy
         self.private = private
+        #: (round, attempt) of the last aborted session whose clients had released masked inputs
+        self._released: tuple[int, int] | None = None
 
     def directive(self, ctx: RoundContext) -> SecureAggregation:
         """The task field of this attempt; draws the session nonce."""
@@ -148,6 +152,25 @@ class SecureAggregate(Stage):
         )
         return MaskingServer(session, params, self.directory())
 
+    def _hint(self, ctx: RoundContext, step: int) -> str:
+        """Why a retry on the same model may find no inputs (and remember this attempt's).
+
+        Masking step 2 releases the clients' masked inputs; a client releases one per global
+        model version unless its own policy adds fresh noise, so after an abort past that step a
+        retry of the round meets refusals rather than dropouts.
+        """
+        earlier = self._released
+        if self.mode != "ckks" and step >= _MASKED_INPUT_STEP and (earlier or (0,))[0] != ctx.round:
+            self._released = (ctx.round, ctx.attempt)
+        if earlier is None or earlier[0] != ctx.round or earlier[1] >= ctx.attempt:
+            return ""
+        return (
+            f" (clients that released a masked input for this global model in attempt "
+            f"{earlier[1]} refuse a second one unless their own policy adds noise: "
+            "[privacy.client] min_noise_std with max_clip_norm, or local DP; see "
+            "docs/secure-aggregation.md, 'One masked input per global model version')"
+        )
+
     def run(self, ctx: RoundContext) -> None:
         channel = ctx.executor
         if not isinstance(channel, SecureChannel):
@@ -176,7 +199,7 @@ class SecureAggregate(Stage):
                 outbox, step = server.step(replies), step + 1
         except (SecAggAbort, ProtocolError) as exc:
             ctx.measure(self.name, rule=self.mode, aborted=str(exc))
-            ctx.discard(f"secure aggregation ({self.mode}) aborted: {exc}")
+            ctx.discard(f"secure aggregation ({self.mode}) aborted: {exc}{self._hint(ctx, step)}")
             return
         result = server.result()
         for cid, reason in getattr(server, "rejected", {}).items():
