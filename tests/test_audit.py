@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +56,6 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[d
     with Simulation(_config(), out_dir=out) as sim:
         result = sim.run()
     return out, result.records
-
-
-@pytest.fixture
-def run_copy(finished_run: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> Path:
-    dest = tmp_path / "run"
-    shutil.copytree(finished_run[0], dest)
-    return dest
-
-
-@pytest.fixture
-def attacker_db(run_copy: Path) -> Iterator[sqlite3.Connection]:
-    """The audit database opened by someone who removes the append-only triggers."""
-    db = sqlite3.connect(run_copy / AUDIT_FILE)
-    db.execute("DROP TRIGGER entries_append_only_update")
-    db.execute("DROP TRIGGER entries_append_only_delete")
-    db.commit()
-    yield db
-    db.close()
 
 
 def _verify_cli(run: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:

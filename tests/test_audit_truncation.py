@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,23 +53,6 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path |
     with Simulation(_config(), out_dir=out) as sim:
         sim.run(on_round=keep_head)
     return out, saved if saved.exists() else None
-
-
-@pytest.fixture
-def run_copy(finished_run: tuple[Path, Path | None], tmp_path: Path) -> Path:
-    dest = tmp_path / "run"
-    shutil.copytree(finished_run[0], dest)
-    return dest
-
-
-@pytest.fixture
-def attacker_db(run_copy: Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(run_copy / AUDIT_FILE)
-    db.execute("DROP TRIGGER entries_append_only_update")
-    db.execute("DROP TRIGGER entries_append_only_delete")
-    db.commit()
-    yield db
-    db.close()
 
 
 def _verify(run: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
