@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -56,13 +55,6 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunCon
     with Simulation(config, out_dir=base / "run") as sim:
         sim.run()
     return base / "run", config
-
-
-@pytest.fixture
-def run_copy(finished_run: tuple[Path, RunConfig], tmp_path: Path) -> Path:
-    dest = tmp_path / "run"
-    shutil.copytree(finished_run[0], dest)
-    return dest
 
 
 def _npy(array: np.ndarray) -> bytes:
