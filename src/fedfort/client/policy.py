@@ -14,6 +14,7 @@ clip norm                     ``min(policy.max_clip_norm, directive)``     overr
 Gaussian noise std (shares)   ``max(policy.min_noise_std, directive)``     overridden
 local mechanism               the policy's when it sets one                none: overridden;
                                                                            other: refused
+server's local mechanism      kept if its noise std >= ``min_noise_std``   refused
 local epsilon / delta         ``min(policy, directive)``                   overridden
 noise source                  the OS CSPRNG (unless ``reproducible``)      ignored
 unknown mechanism             --                                           refused
@@ -39,6 +40,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+import dp_accounting
 
 from fedfort.errors import ConfigError, PolicyRefused
 from fedfort.messages import ClientPrivacy
@@ -143,7 +146,7 @@ class ClientPrivacyPolicy:
             return self._local(directive)
         base = directive if directive is not None else ClientPrivacy()
         if base.local is not None:
-            return self._bounded_local(base, base.local)
+            return self._noisy_enough(self._bounded_local(base, base.local))
         clip = _smaller(self.max_clip_norm, base.clip_norm)
         noise_std = max(self.min_noise_std, base.noise_std)
         if directive is None and clip is None and noise_std == 0:
@@ -176,6 +179,21 @@ class ClientPrivacyPolicy:
             )
         return out
 
+    def _noisy_enough(self, local: ClientPrivacy) -> ClientPrivacy:
+        """``local`` (a local mechanism the *server* chose) unless its noise is below
+        ``min_noise_std``: a large per-round epsilon must not undercut the client's floor."""
+        if self.min_noise_std <= 0:
+            return local
+        std = _local_std_lower_bound(local)
+        if std < self.min_noise_std:
+            raise PolicyRefused(
+                f"the server asks for local {local.local} DP at epsilon {local.local_epsilon:g}, "
+                f"whose noise std ({std:.4g}) is below this client's min_noise_std "
+                f"{self.min_noise_std:g}; lower privacy.local_epsilon on the server, or set the "
+                "client's policy local = 'gaussian' with max_round_epsilon"
+            )
+        return local
+
     def _bounded_local(self, base: ClientPrivacy, mechanism: str) -> ClientPrivacy:
         clip = _smaller(self.max_clip_norm, base.clip_norm)
         epsilon = _smaller(self.max_round_epsilon, base.local_epsilon or None)
@@ -187,6 +205,17 @@ class ClientPrivacyPolicy:
             raise PolicyRefused(
                 f"local {mechanism} DP needs a clip norm and a per-round epsilon; neither the "
                 "server's directive nor this client's policy gives both"
+            )
+        if not (
+            math.isfinite(clip)
+            and clip > 0
+            and math.isfinite(epsilon)
+            and epsilon > 0
+            and (mechanism != "gaussian" or 0 < delta < 1)
+        ):
+            raise PolicyRefused(
+                f"local {mechanism} DP needs a finite clip norm > 0, epsilon > 0 and (Gaussian) "
+                f"a delta in (0, 1); the directive gives {clip}, {epsilon} and {delta}"
             )
         return ClientPrivacy(
             clip_norm=clip,
@@ -248,6 +277,17 @@ class ClientPrivacyPolicy:
 def _smaller(a: float | None, b: float | None) -> float | None:
     values = [float(v) for v in (a, b) if v is not None]
     return min(values) if values else None
+
+
+def _local_std_lower_bound(directive: ClientPrivacy) -> float:
+    """A lower bound on :func:`_local_std` that costs no PLD calibration: for the Gaussian,
+    Balle and Wang's analytic multiplier (ICML 2018), which the calibrated one only exceeds, so
+    a directive asking for a huge epsilon is refused before any accountant runs."""
+    assert directive.clip_norm is not None
+    if directive.local == "gaussian":
+        z0 = float(dp_accounting.get_sigma_gaussian(directive.local_epsilon, directive.local_delta))
+        return z0 * 2.0 * directive.clip_norm
+    return _local_std(directive)
 
 
 def _local_std(directive: ClientPrivacy) -> float:

@@ -1,0 +1,79 @@
+"""Red-team attacks on the client-side defences, run as a malicious server would.
+
+Each test performs the attack, asserts it fails against the defended code, and (where the old
+behaviour can still be reached through public objects) asserts it succeeds without the defence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fedfort.client.policy import ClientPrivacyPolicy
+from fedfort.client.privacy import privatize
+from fedfort.errors import PolicyRefused
+from fedfort.messages import ClientPrivacy, ClientUpdate
+
+DIM = 50_000
+
+# -- a local-DP directive with a huge epsilon must not undercut min_noise_std -----------------
+
+SHARE_FLOOR = ClientPrivacyPolicy(max_clip_norm=1.0, min_noise_std=1.0)
+# the server switches from distributed DP (where min_noise_std applies) to local Laplace at a
+# per-round epsilon it chose: noise std sqrt(2) * C / eps = 0.035, 28x below the floor
+WEAK_LOCAL = ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=40.0)
+
+
+def _released_noise_std(directive: ClientPrivacy) -> float:
+    """What the server measures: the std of a released zero update (only the noise is left)."""
+    update = ClientUpdate(1, "victim", np.zeros(DIM, dtype=np.float32), 10)
+    released = privatize(update, directive, 0, noise=SHARE_FLOOR.noise(directive, 0))
+    return float(np.std(released.delta.astype(np.float64)))
+
+
+def test_without_the_floor_check_a_local_directive_strips_the_share_noise() -> None:
+    """The attack as the client applied it before: the directive's own local mechanism."""
+    undercut = _released_noise_std(WEAK_LOCAL)
+    assert undercut < SHARE_FLOOR.min_noise_std / 10  # about 0.07 against a floor of 1.0
+    # and the version rule counted that negligible noise as the client's own fresh noise
+    assert SHARE_FLOOR.fresh(WEAK_LOCAL)
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        WEAK_LOCAL,
+        ClientPrivacy(clip_norm=1.0, local="gaussian", local_epsilon=50.0, local_delta=0.1),
+        # calibrating this one through the PLD accountant would ask for ~150 GiB: the refusal
+        # must come from the analytic bound, before any accountant runs
+        ClientPrivacy(clip_norm=1.0, local="gaussian", local_epsilon=1e6, local_delta=0.5),
+    ],
+)
+def test_a_local_directive_below_min_noise_std_is_refused(directive: ClientPrivacy) -> None:
+    with pytest.raises(PolicyRefused, match="min_noise_std"):
+        SHARE_FLOOR.effective(directive)
+
+
+def test_a_local_directive_above_min_noise_std_is_kept() -> None:
+    strong = ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=1.0)  # std 1.41
+    effective = SHARE_FLOOR.effective(strong)
+    assert effective == strong
+    assert _released_noise_std(strong) > SHARE_FLOOR.min_noise_std
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=math.nan),
+        ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=-1.0),
+        ClientPrivacy(clip_norm=1.0, local="gaussian", local_epsilon=1.0, local_delta=1.5),
+        ClientPrivacy(clip_norm=-1.0, local="laplace", local_epsilon=1.0),
+    ],
+)
+def test_a_malformed_local_directive_is_refused_as_a_policy_matter(
+    directive: ClientPrivacy,
+) -> None:
+    with pytest.raises(PolicyRefused, match="finite clip norm"):
+        ClientPrivacyPolicy().effective(directive)
