@@ -10,11 +10,23 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
+from fedfort.client.secure import client_policy
+from fedfort.client.training import ClientData
+from fedfort.config import SecureAggregationConfig
 from fedfort.errors import PolicyRefused
-from fedfort.messages import ClientPrivacy, ClientUpdate
+from fedfort.messages import (
+    ClientPrivacy,
+    ClientUpdate,
+    LocalTrainingConfig,
+    SecureAggregation,
+    SecureMode,
+    TrainTask,
+)
 
 DIM = 50_000
 
@@ -77,3 +89,52 @@ def test_a_malformed_local_directive_is_refused_as_a_policy_matter(
 ) -> None:
     with pytest.raises(PolicyRefused, match="finite clip norm"):
         ClientPrivacyPolicy().effective(directive)
+
+
+# -- a server that simply does not ask for secure aggregation -----------------------------------
+
+VICTIM_UPDATE = np.random.default_rng(3).normal(size=DIM).astype(np.float32)
+
+
+class _Trainer:
+    """Local training stand-in: the victim's update, whatever the task (what matters here is
+    what leaves the client)."""
+
+    def fit(self, task: TrainTask, data: ClientData, control: object) -> ClientUpdate:
+        return ClientUpdate(task.round, task.client_id, VICTIM_UPDATE.copy(), 40)
+
+
+def _secure_client(mode: str) -> FederatedClient:
+    data = ClientData(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64))
+    policy = client_policy(SecureAggregationConfig(mode=mode))  # the client's own config
+    return FederatedClient("victim", data, secure_policy=policy)
+
+
+def _train_task(mode: SecureMode | None) -> TrainTask:
+    secure = None if mode is None else SecureAggregation(mode, "run", b"n" * 16)
+    weights = np.zeros(DIM, dtype=np.float32)
+    return TrainTask(3, 1, "victim", weights, LocalTrainingConfig(), 7, secure=secure)
+
+
+def test_without_a_required_mode_a_plaintext_task_gets_the_update_in_the_clear() -> None:
+    client = FederatedClient("victim", ClientData(torch.zeros(4, 2), torch.zeros(4).long()))
+    update = client.handle(_train_task(None), _Trainer())  # type: ignore[arg-type]
+    assert np.array_equal(update.delta, VICTIM_UPDATE)  # the server reads it exactly
+
+
+@pytest.mark.parametrize(("own", "asked"), [("secagg+", None), ("secagg", "ckks"), ("ckks", None)])
+def test_a_client_refuses_a_weaker_secure_aggregation_mode_than_its_own_config(
+    own: str, asked: SecureMode | None
+) -> None:
+    client = _secure_client(own)
+    with pytest.raises(PolicyRefused, match=f"requires {own}"):
+        client.handle(_train_task(asked), _Trainer())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("own", "asked"),
+    [("secagg+", "secagg"), ("secagg", "secagg+"), ("ckks", "secagg+"), ("none", "ckks")],
+)
+def test_an_equal_or_stronger_mode_is_served(own: str, asked: SecureMode) -> None:
+    task = _train_task(asked)
+    assert _secure_client(own).training_task(task).secure == task.secure

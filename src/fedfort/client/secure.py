@@ -47,6 +47,7 @@ def client_policy(config: SecureAggregationConfig) -> ClientPolicy:
         corrupt_fraction=config.corrupt_fraction,
         min_clients=config.client_min_clients,
         max_clients=config.client_max_clients,
+        required_mode=config.mode,
     )
 
 
