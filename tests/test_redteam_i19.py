@@ -7,6 +7,8 @@ behaviour can still be reached through public objects) asserts it succeeds witho
 from __future__ import annotations
 
 import math
+import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +19,8 @@ from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
 from fedfort.client.secure import client_policy
 from fedfort.client.training import ClientData
-from fedfort.config import SecureAggregationConfig
-from fedfort.errors import PolicyRefused
+from fedfort.config import SecureAggregationConfig, load_config
+from fedfort.errors import CheckpointError, PolicyRefused
 from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
@@ -27,6 +29,8 @@ from fedfort.messages import (
     SecureMode,
     TrainTask,
 )
+from fedfort.server.versions import PENDING_ROLLBACK_META, ModelRegistry
+from fedfort.simulation import Simulation
 
 DIM = 50_000
 
@@ -138,3 +142,39 @@ def test_a_client_refuses_a_weaker_secure_aggregation_mode_than_its_own_config(
 def test_an_equal_or_stronger_mode_is_served(own: str, asked: SecureMode) -> None:
     task = _train_task(asked)
     assert _secure_client(own).training_task(task).secure == task.secure
+
+
+# -- a signed rollback request replayed into checkpoints.sqlite --------------------------------
+
+
+def test_a_replayed_rollback_request_is_not_applied_again(tmp_path: Path) -> None:
+    """The operator once rolled back to version 1; that request (a signed meta row) was applied,
+    committed and cleared. Someone who can write checkpoints.sqlite but has no audit key puts
+    the same signed row back: the next resume must not roll the run back again."""
+    out = tmp_path / "run"
+    cfg = load_config("examples/demo.toml").with_overrides(
+        {"rounds": 2, "clients.count": 5, "clients.epochs": 1}
+    )
+    with Simulation(cfg, out_dir=out) as sim:
+        sim.run()
+    with ModelRegistry(out) as registry:
+        registry.request_rollback(1, "drift seen")
+    db = sqlite3.connect(out / "checkpoints.sqlite")
+    saved = db.execute(
+        "SELECT key, value, signature FROM meta WHERE key = ?", (PENDING_ROLLBACK_META,)
+    ).fetchone()
+    db.close()
+    with Simulation.resume(out, rounds=3) as sim:  # the genuine rollback, applied once
+        sim.run()
+    with ModelRegistry(out) as registry:
+        assert registry.pending() is None
+        version_1 = registry.store.load(1).model
+        version_3 = registry.store.load(3).model
+    assert not np.array_equal(version_1, version_3)
+
+    db = sqlite3.connect(out / "checkpoints.sqlite")  # the attack: replay the signed row
+    db.execute("INSERT INTO meta (key, value, signature) VALUES (?, ?, ?)", saved)
+    db.commit()
+    db.close()
+    with pytest.raises(CheckpointError, match="already applied"):
+        Simulation.resume(out, rounds=4).close()

@@ -13,6 +13,9 @@ pointed at another token store. Every resume therefore
 3. verifies the run's audit log (chain, signed head, checkpoints) and that its current key is
    the run's audit key, so a run whose last round was erased together with its checkpoint is
    not continued.
+4. applies a pending rollback request (a signed meta value) only if the audit log does not
+   show it applied and committed already: a signature says who wrote a request, not that it is
+   still pending, so a request put back after it was cleared would roll the run back again.
 
 The guarantee holds against whoever can write the run directory but cannot use the audit key.
 A plain (unencrypted) audit key file in the run directory gives the key to anyone who can read
@@ -34,7 +37,14 @@ from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.engine import RoundRecord
 
-__all__ = ["CHECKPOINT_FILE", "check_audit_log", "resume_key", "resumed_config", "stored_config"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "check_audit_log",
+    "check_rollback_request",
+    "resume_key",
+    "resumed_config",
+    "stored_config",
+]
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
 
@@ -134,3 +144,26 @@ def check_audit_log(
         trail.events(
             [*AuditTrail.round_entries(record), ("round_recovered", pending, {"reason": reason})]
         )
+
+
+def check_rollback_request(out_dir: Path, request: dict[str, Any]) -> None:
+    """Refuse a pending rollback ``request`` that the (verified) audit log shows was applied
+    and then committed: it was cleared at that commit, so it is back only because someone
+    replayed its signed row into ``checkpoints.sqlite``."""
+    if not (out_dir / AUDIT_FILE).exists():
+        return
+    fields = ("to_version", "at_round", "requested_at")
+    applied = None
+    for entry in read_entries(out_dir / AUDIT_FILE):
+        data = entry.data if entry.kind == "rollback" else {}
+        if data and all(data.get(f) == request.get(f) for f in fields):
+            applied = entry
+        elif entry.kind == "model_version" and applied is not None:
+            raise CheckpointError(
+                f"the pending rollback to version {request.get('to_version')} in {out_dir} was "
+                f"already applied (audit entry {applied.seq}) and committed (entry {entry.seq}): "
+                "its signed request was put back into checkpoints.sqlite (restore the run "
+                "directory from a trusted copy), or the server stopped between committing that "
+                "round and clearing the request (then delete the 'pending_rollback' row of the "
+                "meta table); applying it again would discard the rounds since"
+            )
