@@ -6,6 +6,7 @@ behaviour can still be reached through public objects) asserts it succeeds witho
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from pathlib import Path
@@ -14,6 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from fedfort.audit import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, AuditLog, read_entries, verify_run
+from fedfort.audit.chain import key_id
+from fedfort.audit.head import HEAD_FILE
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
@@ -29,6 +33,7 @@ from fedfort.messages import (
     SecureMode,
     TrainTask,
 )
+from fedfort.secagg.crypto import SigningKey
 from fedfort.server.versions import PENDING_ROLLBACK_META, ModelRegistry
 from fedfort.simulation import Simulation
 
@@ -178,3 +183,63 @@ def test_a_replayed_rollback_request_is_not_applied_again(tmp_path: Path) -> Non
     db.close()
     with pytest.raises(CheckpointError, match="already applied"):
         Simulation.resume(out, rounds=4).close()
+
+
+# -- the audit log rewritten under the attacker's key, handed back to the run's key ---------------
+
+
+def test_a_log_rewritten_under_another_key_and_rotated_back_is_not_resumed(
+    tmp_path: Path,
+) -> None:
+    """Someone who can write the run directory but not use the audit key rewrites the whole
+    audit log under a key of their own (here: one round's accuracy raised), replaces
+    audit-key.pub and the checkpoints' copy of the head, and ends the forged chain with an
+    ``audit_key_rotated`` entry naming the run's real (public) key. The log then verifies
+    against the run directory's own pin and its *current* key is the run's key; the resume must
+    still refuse it, because the run's key never signed its first entry."""
+    out = tmp_path / "run"
+    cfg = load_config("examples/demo.toml").with_overrides(
+        {"rounds": 2, "clients.count": 5, "clients.epochs": 1}
+    )
+    with Simulation(cfg, out_dir=out) as sim:
+        sim.run()
+    real = list(read_entries(out / AUDIT_FILE))
+    run_public = bytes.fromhex((out / AUDIT_PUBLIC_KEY_FILE).read_text().strip())
+    for path in out.iterdir():
+        if path.name.startswith(AUDIT_FILE) or path.name == HEAD_FILE:
+            path.unlink()
+    forger = SigningKey()
+    items = []
+    for entry in real:
+        body = entry.data
+        if entry.kind == "model_version" and entry.round == 1:
+            body = {**body, "accuracy": 0.99}  # the rewritten history
+        items.append((entry.kind, entry.round, body))
+    items.append(
+        (
+            "audit_key_rotated",
+            None,
+            {
+                "new_key": key_id(run_public),
+                "new_public_key": run_public.hex(),
+                "reason": "scheduled rotation",
+            },
+        )
+    )
+    with AuditLog(out / AUDIT_FILE, forger) as log:
+        log.append_many(items)
+        head = log.signed_head
+    assert head is not None
+    (out / AUDIT_PUBLIC_KEY_FILE).write_text(forger.public.hex() + "\n")
+    db = sqlite3.connect(out / "checkpoints.sqlite")
+    db.execute(
+        "UPDATE meta SET value = ? WHERE key = 'audit_head'",
+        (json.dumps(head.to_dict(), sort_keys=True),),
+    )
+    db.commit()
+    db.close()
+    forged = verify_run(out)  # the run directory's own pin accepts the forgery ...
+    assert forged.ok and forged.keys[-1] == key_id(run_public), forged.describe()
+    assert not verify_run(out, public_key=run_public).ok  # ... an auditor's pinned key does not
+    with pytest.raises(CheckpointError, match="signed by key"):
+        Simulation.resume(out, rounds=3).close()

@@ -10,9 +10,10 @@ pointed at another token store. Every resume therefore
    (:class:`~fedfort.server.CheckpointStore`);
 2. compares the stored, signed config with the one this process is about to use, key by key,
    and refuses any difference outside :data:`fedfort.config.RESUMABLE_KEYS`, naming the keys;
-3. verifies the run's audit log (chain, signed head, checkpoints) and that its current key is
-   the run's audit key, so a run whose last round was erased together with its checkpoint is
-   not continued.
+3. verifies the run's audit log (chain, signed head, checkpoints) against the run's audit key
+   from its first entry to its last, so a run whose last round was erased together with its
+   checkpoint is not continued, nor one whose log was rewritten under another key and
+   rotated back to the run's.
 4. applies a pending rollback request (a signed meta value) only if the audit log does not
    show it applied and committed already: a signature says who wrote a request, not that it is
    still pending, so a request put back after it was cleared would roll the run back again.
@@ -124,7 +125,10 @@ def check_audit_log(
     pending = None
     if latest is not None and latest > 0 and latest not in logged and latest - 1 in logged | {0}:
         pending = latest
-    result = verify_run(out_dir, unaudited_round=pending)
+    # pinned to the run's audit key, not to the run directory's audit-key.pub: a log rewritten
+    # under another key would otherwise verify and could hand itself back to the run's key
+    # with an audit_key_rotated entry (the run's checkpoints are all signed by this one key)
+    result = verify_run(out_dir, public_key=key.public, unaudited_round=pending)
     if result.ok and result.keys[-1] != key_id(key.public):
         raise CheckpointError(
             f"the audit log of {out_dir} is signed by key {result.keys[-1]}, not by the run's "
