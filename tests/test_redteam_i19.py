@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -243,3 +244,40 @@ def test_a_log_rewritten_under_another_key_and_rotated_back_is_not_resumed(
     assert not verify_run(out, public_key=run_public).ok  # ... an auditor's pinned key does not
     with pytest.raises(CheckpointError, match="signed by key"):
         Simulation.resume(out, rounds=3).close()
+
+
+# -- checkpoint rows deleted below the last one ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_rounds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rows") / "run"
+    cfg = load_config("examples/demo.toml").with_overrides(
+        {"rounds": 3, "clients.count": 5, "clients.epochs": 1}
+    )
+    with Simulation(cfg, out_dir=out) as sim:
+        sim.run()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("deleted", "first"),
+    [
+        ("round > 0", 1),  # every committed round: the run would resume from round 0
+        ("round = 1", 1),  # a middle version: gone from the history and from rollback
+    ],
+)
+def test_deleted_checkpoint_rows_fail_verification_and_are_not_resumed(
+    three_rounds: Path, tmp_path: Path, deleted: str, first: int
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(three_rounds, run)
+    db = sqlite3.connect(run / "checkpoints.sqlite")
+    db.execute(f"DELETE FROM checkpoints WHERE {deleted}")  # plain sqlite3, no key needed
+    db.commit()
+    db.close()
+    result = verify_run(run)
+    assert not result.ok
+    assert f"the checkpoint of round {first} was deleted" in result.describe()
+    with pytest.raises(CheckpointError, match=f"checkpoint of round {first} was deleted"):
+        Simulation.resume(run, rounds=4).close()
