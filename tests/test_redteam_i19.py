@@ -186,6 +186,31 @@ def test_a_replayed_rollback_request_is_not_applied_again(tmp_path: Path) -> Non
         Simulation.resume(out, rounds=4).close()
 
 
+def test_a_deleted_rollback_request_is_not_silently_dropped(tmp_path: Path) -> None:
+    """The operator files a rollback away from a poisoned version; someone who can write
+    checkpoints.sqlite deletes the request (no key needed to delete a row), so the run would go
+    on from the poisoned version."""
+    out = tmp_path / "run"
+    cfg = load_config("examples/demo.toml").with_overrides(
+        {"rounds": 2, "clients.count": 5, "clients.epochs": 1}
+    )
+    with Simulation(cfg, out_dir=out) as sim:
+        sim.run()
+    with ModelRegistry(out) as registry:
+        registry.request_rollback(1, "version 2 is poisoned")
+    db = sqlite3.connect(out / "checkpoints.sqlite")
+    db.execute("DELETE FROM meta WHERE key = ?", (PENDING_ROLLBACK_META,))
+    db.commit()
+    db.close()
+    with pytest.raises(CheckpointError, match="never applied"):
+        Simulation.resume(out, rounds=3).close()
+    with ModelRegistry(out) as registry:  # filed again, the resume applies it
+        registry.request_rollback(1, "version 2 is poisoned")
+        version_1 = registry.store.load(1).model
+    with Simulation.resume(out, rounds=3) as sim:
+        assert np.array_equal(sim.model, version_1)
+
+
 # -- the audit log rewritten under the attacker's key, handed back to the run's key ---------------
 
 

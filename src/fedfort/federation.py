@@ -437,8 +437,8 @@ class Federation(ABC):
         pending = self.store.verified_meta(PENDING_ROLLBACK_META, required=False) or None
         if self.audit is not None:
             check_audit_log(self.out_dir, self._key, self.store, self.audit)
-            if pending is not None:  # before this resume writes anything
-                check_rollback_request(self.out_dir, json.loads(pending))
+            # before this resume writes anything
+            check_rollback_request(self.out_dir, None if pending is None else json.loads(pending))
         checkpoint = self.store.load()
         self.engine.load_state_dict(checkpoint.model, checkpoint.state)
         # the resumable settings (rounds, workers...) as this run now uses them

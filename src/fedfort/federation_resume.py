@@ -15,8 +15,10 @@ pointed at another token store. Every resume therefore
    checkpoint is not continued, nor one whose log was rewritten under another key and
    rotated back to the run's.
 4. applies a pending rollback request (a signed meta value) only if the audit log does not
-   show it applied and committed already: a signature says who wrote a request, not that it is
-   still pending, so a request put back after it was cleared would roll the run back again.
+   show it applied and committed already -- a signature says who wrote a request, not that it
+   is still pending, so a request put back after it was cleared would roll the run back
+   again -- and refuses to go on when the log's last request was never applied and is no
+   longer pending (deleted, so the run would continue from the version it was to leave).
 
 The guarantee holds against whoever can write the run directory but cannot use the audit key.
 A plain (unencrypted) audit key file in the run directory gives the key to anyone who can read
@@ -150,24 +152,45 @@ def check_audit_log(
         )
 
 
-def check_rollback_request(out_dir: Path, request: dict[str, Any]) -> None:
-    """Refuse a pending rollback ``request`` that the (verified) audit log shows was applied
-    and then committed: it was cleared at that commit, so it is back only because someone
-    replayed its signed row into ``checkpoints.sqlite``."""
+def check_rollback_request(out_dir: Path, request: dict[str, Any] | None) -> None:
+    """Refuse a resume whose pending rollback ``request`` disagrees with the verified log.
+
+    - a request the log shows applied and then committed was cleared at that commit, so it is
+      back only because someone replayed its signed row into ``checkpoints.sqlite``;
+    - the log's last ``rollback_requested`` entry, never applied, must still be pending: a
+      request deleted from ``checkpoints.sqlite`` would let the run go on from the version
+      the operator asked to leave.
+    """
     if not (out_dir / AUDIT_FILE).exists():
         return
     fields = ("to_version", "at_round", "requested_at")
-    applied = None
+    applied = filed = None
+    filed_applied = False
     for entry in read_entries(out_dir / AUDIT_FILE):
-        data = entry.data if entry.kind == "rollback" else {}
-        if data and all(data.get(f) == request.get(f) for f in fields):
-            applied = entry
+        data = entry.data
+        if entry.kind == "rollback_requested":
+            filed, filed_applied = entry, False
+        elif entry.kind == "rollback":
+            if filed is not None and data.get("requested_at") == filed.data.get("requested_at"):
+                filed_applied = True
+            if request is not None and all(data.get(f) == request.get(f) for f in fields):
+                applied = entry
         elif entry.kind == "model_version" and applied is not None:
             raise CheckpointError(
-                f"the pending rollback to version {request.get('to_version')} in {out_dir} was "
-                f"already applied (audit entry {applied.seq}) and committed (entry {entry.seq}): "
-                "its signed request was put back into checkpoints.sqlite (restore the run "
-                "directory from a trusted copy), or the server stopped between committing that "
-                "round and clearing the request (then delete the 'pending_rollback' row of the "
-                "meta table); applying it again would discard the rounds since"
+                f"the pending rollback to version {request.get('to_version') if request else ''}"
+                f" in {out_dir} was already applied (audit entry {applied.seq}) and committed "
+                f"(entry {entry.seq}): its signed request was put back into checkpoints.sqlite "
+                "(restore the run directory from a trusted copy), or the server stopped between "
+                "committing that round and clearing the request (then delete the "
+                "'pending_rollback' row of the meta table); applying it again would discard the "
+                "rounds since"
             )
+    pending_at = None if request is None else request.get("requested_at")
+    if filed is not None and not filed_applied and pending_at != filed.data.get("requested_at"):
+        raise CheckpointError(
+            f"the audit log of {out_dir} records a rollback request to version "
+            f"{filed.data.get('to_version')} (entry {filed.seq}) that was never applied, but "
+            "checkpoints.sqlite no longer holds it as pending: it was deleted, so the run would "
+            "go on from the version the operator asked to leave; file the rollback again "
+            "(fedfort model rollback) or restore the run directory from a trusted copy"
+        )
