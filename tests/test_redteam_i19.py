@@ -85,20 +85,25 @@ def test_a_local_directive_above_min_noise_std_is_kept() -> None:
     assert _released_noise_std(strong) > SHARE_FLOOR.min_noise_std
 
 
-@pytest.mark.parametrize(
-    "directive",
-    [
-        ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=math.nan),
-        ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=-1.0),
-        ClientPrivacy(clip_norm=1.0, local="gaussian", local_epsilon=1.0, local_delta=1.5),
-        ClientPrivacy(clip_norm=-1.0, local="laplace", local_epsilon=1.0),
-    ],
-)
-def test_a_malformed_local_directive_is_refused_as_a_policy_matter(
-    directive: ClientPrivacy,
-) -> None:
-    with pytest.raises(PolicyRefused, match="finite clip norm"):
-        ClientPrivacyPolicy().effective(directive)
+MALFORMED = [
+    ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=math.nan),
+    ClientPrivacy(clip_norm=1.0, local="laplace", local_epsilon=-1.0),
+    ClientPrivacy(clip_norm=1.0, local="gaussian", local_epsilon=1.0, local_delta=1.5),
+    ClientPrivacy(clip_norm=-1.0, local="laplace", local_epsilon=1.0),
+    ClientPrivacy(clip_norm=0.0, noise_std=1.0),  # crashed the ledger: division by zero
+    ClientPrivacy(clip_norm=math.nan, noise_std=1.0),
+    ClientPrivacy(clip_norm=1.0, noise_std=math.inf),
+    ClientPrivacy(clip_norm=1.0, noise_std=1.0, report_clipped=True, indicator_noise_std=-1.0),
+]
+
+
+@pytest.mark.parametrize("directive", MALFORMED)
+def test_a_malformed_directive_is_refused_as_a_policy_matter(directive: ClientPrivacy) -> None:
+    """Refused (the network client then sends nothing and goes on) instead of raising an
+    arithmetic or configuration error that ended ``fedfort client``'s run loop."""
+    for policy in (ClientPrivacyPolicy(), ClientPrivacyPolicy(max_total_epsilon=10.0)):
+        with pytest.raises(PolicyRefused, match="malformed"):
+            policy.events(policy.effective(directive))
 
 
 # -- a server that simply does not ask for secure aggregation -----------------------------------

@@ -142,6 +142,8 @@ class ClientPrivacyPolicy:
                 f"the server's privacy directive names the unknown local mechanism "
                 f"{directive.local!r}; this client applies only 'gaussian' or 'laplace'"
             )
+        if directive is not None:
+            _check_numbers(directive)
         if self.local != "none":
             return self._local(directive)
         base = directive if directive is not None else ClientPrivacy()
@@ -206,17 +208,6 @@ class ClientPrivacyPolicy:
                 f"local {mechanism} DP needs a clip norm and a per-round epsilon; neither the "
                 "server's directive nor this client's policy gives both"
             )
-        if not (
-            math.isfinite(clip)
-            and clip > 0
-            and math.isfinite(epsilon)
-            and epsilon > 0
-            and (mechanism != "gaussian" or 0 < delta < 1)
-        ):
-            raise PolicyRefused(
-                f"local {mechanism} DP needs a finite clip norm > 0, epsilon > 0 and (Gaussian) "
-                f"a delta in (0, 1); the directive gives {clip}, {epsilon} and {delta}"
-            )
         return ClientPrivacy(
             clip_norm=clip,
             local="gaussian" if mechanism == "gaussian" else "laplace",
@@ -272,6 +263,28 @@ class ClientPrivacyPolicy:
             # the bit is +-1/2: its sensitivity is 1
             events.append(PrivacyEvent("gaussian", effective.indicator_noise_std))
         return events
+
+
+def _check_numbers(directive: ClientPrivacy) -> None:
+    """Refuse a directive whose numbers no mechanism can take (NaN, infinite, a clip <= 0,
+    negative noise): without this a server's directive crashed the client's accounting."""
+    clip = directive.clip_norm
+    fields = {
+        "noise_std": directive.noise_std,
+        "indicator_noise_std": directive.indicator_noise_std,
+        "local_epsilon": directive.local_epsilon,
+        "local_delta": directive.local_delta,
+    }
+    bad = [f"{k}={v}" for k, v in fields.items() if not (math.isfinite(v) and v >= 0)]
+    if clip is not None and not (math.isfinite(clip) and clip > 0):
+        bad.append(f"clip_norm={clip}")
+    if directive.local_delta >= 1:
+        bad.append(f"local_delta={directive.local_delta}")
+    if bad:
+        raise PolicyRefused(
+            f"the server's privacy directive is malformed ({', '.join(bad)}): clip norms must "
+            "be finite and > 0, noise and epsilon finite and >= 0, delta below 1"
+        )
 
 
 def _smaller(a: float | None, b: float | None) -> float | None:
