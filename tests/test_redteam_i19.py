@@ -25,7 +25,7 @@ from fedfort.client.privacy import privatize
 from fedfort.client.secure import client_policy
 from fedfort.client.training import ClientData
 from fedfort.config import SecureAggregationConfig, load_config
-from fedfort.errors import CheckpointError, PolicyRefused
+from fedfort.errors import CheckpointError, PolicyRefused, SecAggAbort
 from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
@@ -33,8 +33,13 @@ from fedfort.messages import (
     SecureAggregation,
     SecureMode,
     TrainTask,
+    session_task_digest,
 )
 from fedfort.secagg.crypto import SigningKey
+from fedfort.secagg.local import run_locally
+from fedfort.secagg.params import MaskingParams
+from fedfort.secagg.server import MaskingServer
+from fedfort.secagg.session import Session
 from fedfort.server.versions import PENDING_ROLLBACK_META, ModelRegistry
 from fedfort.simulation import Simulation
 
@@ -311,3 +316,82 @@ def test_deleted_checkpoint_rows_fail_verification_and_are_not_resumed(
     assert f"the checkpoint of round {first} was deleted" in result.describe()
     with pytest.raises(CheckpointError, match=f"checkpoint of round {first} was deleted"):
         Simulation.resume(run, rounds=4).close()
+
+
+# -- a server that zeroes every other client's weight --------------------------------------------
+
+SESSION_IDS = ["client-a", "client-b", "client-c", "victim"]
+SESSION_DIM = 2000
+
+
+class _Via:
+    """A client's side of one session, answered through ``FederatedClient.secure_handle``."""
+
+    def __init__(self, client: FederatedClient) -> None:
+        self.client = client
+
+    def handle(self, message: object) -> object:
+        return self.client.secure_handle(5, 1, message)
+
+
+def _weighted_session(
+    max_weights: dict[str, int],
+    digest_of: str | None,
+    aborted: dict[str, str | None] | None = None,
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """One honest SecAgg session over four clients whose tasks carry ``max_weights`` (the
+    server's choice, per client); the sum, its weight and the victim's true update."""
+    rng = np.random.default_rng(9)
+    data = ClientData(torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64))
+    clients = {cid: FederatedClient(cid, data) for cid in SESSION_IDS}
+    directory = {cid: c.identity.public for cid, c in clients.items()}
+    model = np.zeros(SESSION_DIM, dtype=np.float32)
+    updates = {
+        cid: ClientUpdate(5, cid, (rng.normal(size=SESSION_DIM) * 0.1).astype(np.float32), 50)
+        for cid in SESSION_IDS
+    }
+    tasks = {}
+    for cid, client in clients.items():
+        secure = SecureAggregation("secagg", "run", b"w" * 16, max_weight=max_weights[cid])
+        tasks[cid] = TrainTask(5, 1, cid, model, LocalTrainingConfig(), 1, secure=secure)
+        client.seal(tasks[cid], updates[cid], directory)
+    # the server proposes the victim's task as the session's (the others abort) or, on the old
+    # code, has nothing to propose
+    extra = {} if digest_of is None else {"task_digest": session_task_digest(tasks[digest_of])}
+    params = MaskingParams(
+        tuple(SESSION_IDS),
+        "secagg",
+        dim=SESSION_DIM + 1,
+        bits=48,
+        bound=100.0,
+        dropout_fraction=0.0,
+        **extra,  # type: ignore[arg-type]
+    )
+    server = MaskingServer(Session("run", 5, 1, b"w" * 16), params, directory)
+    try:
+        result = run_locally(server, {cid: _Via(c) for cid, c in clients.items()}).result
+    finally:
+        if aborted is not None:  # each client's own reason to leave the session, if any
+            for cid, client in clients.items():
+                machine = client.secure._machines[(5, 1)]
+                aborted[cid] = getattr(machine, "aborted", None)
+    return result.total, result.weight, updates["victim"].delta
+
+
+def test_zeroed_weights_of_the_other_clients_unmask_the_victim() -> None:
+    """The weight cap travels in each client's own task, so a server gives the victim a cap of
+    1000 and everyone else 0: the others' inputs [0 x, 0] vanish and the secure sum is the
+    victim's update, with no corrupt client at all (weight 50 of the victim alone, its update
+    recovered to 6e-14 on the code before the task digest). The session's parameters now carry
+    a digest of the task, signed into every advertisement, and a client whose task differs
+    aborts."""
+    caps = {cid: 0 for cid in SESSION_IDS} | {"victim": 1000}
+    aborted: dict[str, str | None] = {}
+    with pytest.raises(SecAggAbort, match="clients remain after advertising"):
+        _weighted_session(caps, digest_of="victim", aborted=aborted)
+    assert aborted["victim"] is None
+    for cid in SESSION_IDS[:3]:
+        assert "weight cap" in str(aborted[cid])
+    total, weight, victim = _weighted_session({cid: 1000 for cid in SESSION_IDS}, "victim")
+    assert weight == pytest.approx(200.0)  # one cap for all: an honest weighted sum
+    assert np.abs(total / weight - victim).max() > 0.05
