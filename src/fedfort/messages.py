@@ -159,7 +159,9 @@ def session_task_digest(task: TrainTask) -> bytes:
     gave some clients a weight cap of 0, a learning rate of 0 or a clip norm near 0 would cancel
     their inputs and leave one client's update alone in the secure sum; the digest is part of
     the session's signed parameters (:class:`fedfort.secagg.params.MaskingParams`), so the
-    clients of a session can tell (Bonawitz et al., CCS 2017, assume one common input domain).
+    clients of a session can tell. This is the defence against the model-inconsistency attack
+    of Pasquini, Francati and Ateniese ("Eluding Secure Aggregation in Federated Learning via
+    Model Inconsistency", CCS 2022), extended from the model to every field of the task.
     """
     h = hashlib.sha256(b"fedfort-session-task\x00")
     for array in (task.weights, task.server_control):
