@@ -23,6 +23,7 @@ from fedfort.messages import (
     LocalTrainingConfig,
     SecureAggregation,
     TrainTask,
+    session_task_digest,
 )
 from fedfort.privacy.mechanisms import clip_l2
 from fedfort.secagg.local import run_locally
@@ -80,7 +81,13 @@ def _session(clients, roster, attempt, privacy, *, secure_only: bool) -> SecureS
             machines[cid] = _Via(client.secure_handle, attempt)
     # 3 or 4 clients against up to a third corrupt: every share holder is needed (no dropouts)
     params = MaskingParams(
-        tuple(sorted(roster)), "secagg", dim=DIM + 1, bits=48, bound=8.0, dropout_fraction=0.0
+        tuple(sorted(roster)),
+        "secagg",
+        dim=DIM + 1,
+        bits=48,
+        bound=8.0,
+        dropout_fraction=0.0,
+        task_digest=session_task_digest(_task(roster[0], attempt, privacy)),  # one task for all
     )
     server = MaskingServer(Session("run", ROUND, attempt, NONCE), params, directory)
     return run_locally(server, machines).result

@@ -411,7 +411,9 @@ def test_client_settings_come_from_its_own_config_and_options() -> None:
             "secure_aggregation": {"mode": "secagg", "client_max_clients": 50},
         }
     )
-    assert client_policy(config.secure_aggregation) == ClientPolicy(max_clients=50)
+    assert client_policy(config.secure_aggregation) == ClientPolicy(
+        max_clients=50, required_mode="secagg"
+    )
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
     base = ["client", "--config", "f.toml", "--data", "partition:0", "--pki", "p", "--name", "c"]
@@ -419,6 +421,8 @@ def test_client_settings_come_from_its_own_config_and_options() -> None:
         [*base, "--secagg-min-clients", "7", "--secagg-corrupt-fraction", "0.4"]
     )
     policy = _secure_policy(args, config)
-    assert policy == ClientPolicy(corrupt_fraction=0.4, min_clients=7, max_clients=50)
+    assert policy == ClientPolicy(
+        corrupt_fraction=0.4, min_clients=7, max_clients=50, required_mode="secagg"
+    )
     with pytest.raises(SecAggAbort, match="below this client's minimum of 7"):
         _advertise(_proposal(6, variant="secagg"), policy)

@@ -50,6 +50,7 @@ from fedfort.federation_data import (
 from fedfort.federation_resume import (
     CHECKPOINT_FILE,
     check_audit_log,
+    check_rollback_request,
     resume_key,
     resumed_config,
     stored_config,
@@ -433,8 +434,11 @@ class Federation(ABC):
         # every committed round (the rollback targets and the results' history) is verified
         self.store.verify_all()
         assert self.out_dir is not None and self._key is not None
+        pending = self.store.verified_meta(PENDING_ROLLBACK_META, required=False) or None
         if self.audit is not None:
             check_audit_log(self.out_dir, self._key, self.store, self.audit)
+            # before this resume writes anything
+            check_rollback_request(self.out_dir, None if pending is None else json.loads(pending))
         checkpoint = self.store.load()
         self.engine.load_state_dict(checkpoint.model, checkpoint.state)
         # the resumable settings (rounds, workers...) as this run now uses them
@@ -446,7 +450,6 @@ class Federation(ABC):
                 {"runtime": type(self).__name__, "model_sha256": checkpoint.model_sha256},
                 checkpoint.round,
             )
-        pending = self.store.verified_meta(PENDING_ROLLBACK_META, required=False) or None
         if pending is not None:
             request = json.loads(pending)
             self.rollback(int(request["to_version"]), str(request["reason"]), requested=request)

@@ -10,9 +10,15 @@ pointed at another token store. Every resume therefore
    (:class:`~fedfort.server.CheckpointStore`);
 2. compares the stored, signed config with the one this process is about to use, key by key,
    and refuses any difference outside :data:`fedfort.config.RESUMABLE_KEYS`, naming the keys;
-3. verifies the run's audit log (chain, signed head, checkpoints) and that its current key is
-   the run's audit key, so a run whose last round was erased together with its checkpoint is
-   not continued.
+3. verifies the run's audit log (chain, signed head, checkpoints) against the run's audit key
+   from its first entry to its last, so a run whose last round was erased together with its
+   checkpoint is not continued, nor one whose log was rewritten under another key and
+   rotated back to the run's.
+4. applies a pending rollback request (a signed meta value) only if the audit log does not
+   show it applied and committed already -- a signature says who wrote a request, not that it
+   is still pending, so a request put back after it was cleared would roll the run back
+   again -- and refuses to go on when the log's last request was never applied and is no
+   longer pending (deleted, so the run would continue from the version it was to leave).
 
 The guarantee holds against whoever can write the run directory but cannot use the audit key.
 A plain (unencrypted) audit key file in the run directory gives the key to anyone who can read
@@ -34,7 +40,14 @@ from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.engine import RoundRecord
 
-__all__ = ["CHECKPOINT_FILE", "check_audit_log", "resume_key", "resumed_config", "stored_config"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "check_audit_log",
+    "check_rollback_request",
+    "resume_key",
+    "resumed_config",
+    "stored_config",
+]
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
 
@@ -114,7 +127,10 @@ def check_audit_log(
     pending = None
     if latest is not None and latest > 0 and latest not in logged and latest - 1 in logged | {0}:
         pending = latest
-    result = verify_run(out_dir, unaudited_round=pending)
+    # pinned to the run's audit key, not to the run directory's audit-key.pub: a log rewritten
+    # under another key would otherwise verify and could hand itself back to the run's key
+    # with an audit_key_rotated entry (the run's checkpoints are all signed by this one key)
+    result = verify_run(out_dir, public_key=key.public, unaudited_round=pending)
     if result.ok and result.keys[-1] != key_id(key.public):
         raise CheckpointError(
             f"the audit log of {out_dir} is signed by key {result.keys[-1]}, not by the run's "
@@ -133,4 +149,48 @@ def check_audit_log(
         )
         trail.events(
             [*AuditTrail.round_entries(record), ("round_recovered", pending, {"reason": reason})]
+        )
+
+
+def check_rollback_request(out_dir: Path, request: dict[str, Any] | None) -> None:
+    """Refuse a resume whose pending rollback ``request`` disagrees with the verified log.
+
+    - a request the log shows applied and then committed was cleared at that commit, so it is
+      back only because someone replayed its signed row into ``checkpoints.sqlite``;
+    - the log's last ``rollback_requested`` entry, never applied, must still be pending: a
+      request deleted from ``checkpoints.sqlite`` would let the run go on from the version
+      the operator asked to leave.
+    """
+    if not (out_dir / AUDIT_FILE).exists():
+        return
+    fields = ("to_version", "at_round", "requested_at")
+    applied = filed = None
+    filed_applied = False
+    for entry in read_entries(out_dir / AUDIT_FILE):
+        data = entry.data
+        if entry.kind == "rollback_requested":
+            filed, filed_applied = entry, False
+        elif entry.kind == "rollback":
+            if filed is not None and data.get("requested_at") == filed.data.get("requested_at"):
+                filed_applied = True
+            if request is not None and all(data.get(f) == request.get(f) for f in fields):
+                applied = entry
+        elif entry.kind == "model_version" and applied is not None:
+            raise CheckpointError(
+                f"the pending rollback to version {request.get('to_version') if request else ''}"
+                f" in {out_dir} was already applied (audit entry {applied.seq}) and committed "
+                f"(entry {entry.seq}): its signed request was put back into checkpoints.sqlite "
+                "(restore the run directory from a trusted copy), or the server stopped between "
+                "committing that round and clearing the request (then delete the "
+                "'pending_rollback' row of the meta table); applying it again would discard the "
+                "rounds since"
+            )
+    pending_at = None if request is None else request.get("requested_at")
+    if filed is not None and not filed_applied and pending_at != filed.data.get("requested_at"):
+        raise CheckpointError(
+            f"the audit log of {out_dir} records a rollback request to version "
+            f"{filed.data.get('to_version')} (entry {filed.seq}) that was never applied, but "
+            "checkpoints.sqlite no longer holds it as pending: it was deleted, so the run would "
+            "go on from the version the operator asked to leave; file the rollback again "
+            "(fedfort model rollback) or restore the run directory from a trusted copy"
         )

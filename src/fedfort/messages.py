@@ -7,10 +7,14 @@ model's flat dimension (see :mod:`fedfort.params`).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from fedfort import jsonio
 
 __all__ = [
     "Algorithm",
@@ -22,6 +26,7 @@ __all__ = [
     "SecureAggregation",
     "SecureMode",
     "TrainTask",
+    "session_task_digest",
 ]
 
 Algorithm = Literal["fedavg", "fedprox", "scaffold"]
@@ -143,3 +148,37 @@ class ClientUpdate:
     control_delta: np.ndarray | None = None
     clip_indicator: float | None = None
     sealed: bool = False
+
+
+def session_task_digest(task: TrainTask) -> bytes:
+    """SHA-256 of what every client of one secure-aggregation session must be asked alike.
+
+    Covers the round and attempt, the global model and SCAFFOLD's ``c`` (float32 bytes), the
+    training settings, the privacy directive and the secure-aggregation fields (the weight cap
+    among them); not the client id or the training seed, which differ by design. A server that
+    gave some clients a weight cap of 0, a learning rate of 0 or a clip norm near 0 would cancel
+    their inputs and leave one client's update alone in the secure sum; the digest is part of
+    the session's signed parameters (:class:`fedfort.secagg.params.MaskingParams`), so the
+    clients of a session can tell. This is the defence against the model-inconsistency attack
+    of Pasquini, Francati and Ateniese ("Eluding Secure Aggregation in Federated Learning via
+    Model Inconsistency", CCS 2022), extended from the model to every field of the task.
+    """
+    h = hashlib.sha256(b"fedfort-session-task\x00")
+    for array in (task.weights, task.server_control):
+        if array is None:
+            h.update(b"\x00")
+        else:
+            data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
+            h.update(b"\x01" + len(data).to_bytes(8, "big") + data)
+    secure = None
+    if task.secure is not None:
+        secure = {**dataclasses.asdict(task.secure), "nonce": task.secure.nonce.hex()}
+    fields = {
+        "round": task.round,
+        "attempt": task.attempt,
+        "config": dataclasses.asdict(task.config),
+        "privacy": None if task.privacy is None else dataclasses.asdict(task.privacy),
+        "secure": secure,
+    }
+    h.update(jsonio.dumps(fields, sort_keys=True, non_finite="null").encode())
+    return h.digest()

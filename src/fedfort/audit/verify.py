@@ -18,8 +18,8 @@ the log against witnesses outside the chain:
   the key that signed its entry, and name the log's last entry exactly; the copy in
   ``audit-head.json`` must exist, verify, and name an entry the log holds;
 - the head recorded in the run's checkpoint database and every committed model version there
-  must appear in the log with the same hash, and the log's last model version must still have
-  its checkpoint;
+  must appear in the log with the same hash, and every model version the log records must
+  still have its checkpoint (a deleted row would let a resume restart before it);
 - a head exported earlier (``fedfort audit verify --head``) must name an entry the log holds:
   the only witness that survives an attacker who rewrites the whole run directory with an
   older signed head they kept.
@@ -346,16 +346,18 @@ def verify_run(
                 else f"records {logged[round_][:16]}..."
             )
             return _failed(result, result.head_seq + 1, "model_version", problem)
-    if rounds and logged and max(logged) > max(rounds):
-        last_logged = max(logged)
+    # every committed round is checkpointed before it is audited, so a logged round without
+    # its row was deleted: the last one (the run would resume before it), a middle one, or all
+    # of them (the run would resume from round 0)
+    gone = sorted(set(logged) - set(rounds)) if (run_dir / "checkpoints.sqlite").exists() else []
+    if gone:
         seq = next(
-            e.seq
-            for e in read_entries(path)
-            if e.kind == "model_version" and e.round == last_logged
+            e.seq for e in read_entries(path) if e.kind == "model_version" and e.round == gone[0]
         )
+        kept = f"end at round {max(rounds)}" if rounds else "hold no committed round"
         problem = (
-            f"the log records round {last_logged}, but the run's checkpoints end at round "
-            f"{max(rounds)}: the checkpoint of round {last_logged} was deleted"
+            f"the log records round {gone[0]}, but the run's checkpoints {kept} and lack "
+            f"{len(gone)} logged round(s): the checkpoint of round {gone[0]} was deleted"
         )
         return _failed(result, seq, "model_version", problem)
     start = next(read_entries(path))

@@ -16,7 +16,7 @@ from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
 from fedfort.client.secure import SecureSessions
 from fedfort.client.training import ClientData, LocalTrainer
-from fedfort.errors import ProtocolError
+from fedfort.errors import PolicyRefused, ProtocolError
 from fedfort.messages import ClientPrivacy, ClientUpdate, TrainTask
 from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.messages import MaskedInputRequest
@@ -89,11 +89,20 @@ class FederatedClient:
     def training_task(self, task: TrainTask) -> TrainTask:
         """``task`` as this client trains it, after checking it against its own policy.
 
-        Refuses (before any work) a directive the policy cannot serve and a release its ledger's
+        Refuses (before any work) a secure-aggregation mode weaker than the client's own
+        configuration requires, a directive the policy cannot serve and a release its ledger's
         budget cannot cover. When the task asks for privacy against the server, the task's seed
         (chosen by the server) is replaced by one from the client's OS randomness, so shuffling,
         dropout and DP-SGD noise are the client's own (unless ``policy.reproducible``).
         """
+        mode = None if task.secure is None else task.secure.mode
+        if not self.secure.policy.admits_mode(mode):
+            raise PolicyRefused(
+                f"round {task.round} asks for secure aggregation {mode or 'none'}; this client's "
+                f"own configuration requires {self.secure.policy.required_mode}, so it does not "
+                "send its update in a weaker form. Run the federation with that "
+                "secure_aggregation.mode, or change the client's configuration"
+            )
         effective = self.effective_privacy(task)
         self.ledger.check(self.policy.events(effective), f"round {task.round} task")
         private = effective is not None or task.secure is not None or task.config.dp_sgd is not None

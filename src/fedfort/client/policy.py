@@ -14,6 +14,7 @@ clip norm                     ``min(policy.max_clip_norm, directive)``     overr
 Gaussian noise std (shares)   ``max(policy.min_noise_std, directive)``     overridden
 local mechanism               the policy's when it sets one                none: overridden;
                                                                            other: refused
+server's local mechanism      kept if its noise std >= ``min_noise_std``   refused
 local epsilon / delta         ``min(policy, directive)``                   overridden
 noise source                  the OS CSPRNG (unless ``reproducible``)      ignored
 unknown mechanism             --                                           refused
@@ -39,6 +40,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+import dp_accounting
 
 from fedfort.errors import ConfigError, PolicyRefused
 from fedfort.messages import ClientPrivacy
@@ -139,11 +142,13 @@ class ClientPrivacyPolicy:
                 f"the server's privacy directive names the unknown local mechanism "
                 f"{directive.local!r}; this client applies only 'gaussian' or 'laplace'"
             )
+        if directive is not None:
+            _check_numbers(directive)
         if self.local != "none":
             return self._local(directive)
         base = directive if directive is not None else ClientPrivacy()
         if base.local is not None:
-            return self._bounded_local(base, base.local)
+            return self._noisy_enough(self._bounded_local(base, base.local))
         clip = _smaller(self.max_clip_norm, base.clip_norm)
         noise_std = max(self.min_noise_std, base.noise_std)
         if directive is None and clip is None and noise_std == 0:
@@ -175,6 +180,21 @@ class ClientPrivacyPolicy:
                 "max_round_epsilon or run the federation in local mode"
             )
         return out
+
+    def _noisy_enough(self, local: ClientPrivacy) -> ClientPrivacy:
+        """``local`` (a local mechanism the *server* chose) unless its noise is below
+        ``min_noise_std``: a large per-round epsilon must not undercut the client's floor."""
+        if self.min_noise_std <= 0:
+            return local
+        std = _local_std_lower_bound(local)
+        if std < self.min_noise_std:
+            raise PolicyRefused(
+                f"the server asks for local {local.local} DP at epsilon {local.local_epsilon:g}, "
+                f"whose noise std ({std:.4g}) is below this client's min_noise_std "
+                f"{self.min_noise_std:g}; lower privacy.local_epsilon on the server, or set the "
+                "client's policy local = 'gaussian' with max_round_epsilon"
+            )
+        return local
 
     def _bounded_local(self, base: ClientPrivacy, mechanism: str) -> ClientPrivacy:
         clip = _smaller(self.max_clip_norm, base.clip_norm)
@@ -245,9 +265,42 @@ class ClientPrivacyPolicy:
         return events
 
 
+def _check_numbers(directive: ClientPrivacy) -> None:
+    """Refuse a directive whose numbers no mechanism can take (NaN, infinite, a clip <= 0,
+    negative noise): without this a server's directive crashed the client's accounting."""
+    clip = directive.clip_norm
+    fields = {
+        "noise_std": directive.noise_std,
+        "indicator_noise_std": directive.indicator_noise_std,
+        "local_epsilon": directive.local_epsilon,
+        "local_delta": directive.local_delta,
+    }
+    bad = [f"{k}={v}" for k, v in fields.items() if not (math.isfinite(v) and v >= 0)]
+    if clip is not None and not (math.isfinite(clip) and clip > 0):
+        bad.append(f"clip_norm={clip}")
+    if directive.local_delta >= 1:
+        bad.append(f"local_delta={directive.local_delta}")
+    if bad:
+        raise PolicyRefused(
+            f"the server's privacy directive is malformed ({', '.join(bad)}): clip norms must "
+            "be finite and > 0, noise and epsilon finite and >= 0, delta below 1"
+        )
+
+
 def _smaller(a: float | None, b: float | None) -> float | None:
     values = [float(v) for v in (a, b) if v is not None]
     return min(values) if values else None
+
+
+def _local_std_lower_bound(directive: ClientPrivacy) -> float:
+    """A lower bound on :func:`_local_std` that costs no PLD calibration: for the Gaussian,
+    Balle and Wang's analytic multiplier (ICML 2018), which the calibrated one only exceeds, so
+    a directive asking for a huge epsilon is refused before any accountant runs."""
+    assert directive.clip_norm is not None
+    if directive.local == "gaussian":
+        z0 = float(dp_accounting.get_sigma_gaussian(directive.local_epsilon, directive.local_delta))
+        return z0 * 2.0 * directive.clip_norm
+    return _local_std(directive)
 
 
 def _local_std(directive: ClientPrivacy) -> float:

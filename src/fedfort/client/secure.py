@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedfort.errors import ProtocolError
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.messages import ClientUpdate, TrainTask, session_task_digest
 from fedfort.secagg.client import MaskingClient
 from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.policy import ClientPolicy
@@ -47,6 +47,7 @@ def client_policy(config: SecureAggregationConfig) -> ClientPolicy:
         corrupt_fraction=config.corrupt_fraction,
         min_clients=config.client_min_clients,
         max_clients=config.client_max_clients,
+        required_mode=config.mode,
     )
 
 
@@ -91,6 +92,7 @@ class SecureSessions:
                 vector,
                 weight,
                 policy=self.policy,
+                task_digest=session_task_digest(task),
             )
         self._machines = {k: m for k, m in self._machines.items() if k[0] >= task.round}
         self._updates = {r: u for r, u in self._updates.items() if r >= task.round}

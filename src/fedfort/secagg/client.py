@@ -7,7 +7,9 @@ the session is SecAgg+. A client:
 
 0. checks the session's parameters against its own policy
    (:class:`~fedfort.secagg.policy.ClientPolicy`: roster size, graph seed, degree, and a
-   threshold with ``2 t > k + 1 + c_max``), then advertises two fresh X25519 public keys,
+   threshold with ``2 t > k + 1 + c_max``) and against its own task (the parameters' task
+   digest; since every advertisement signs the parameters, all honest clients of a session
+   were sent the same task), then advertises two fresh X25519 public keys,
    signed with its Ed25519 identity key;
 1. checks its neighbours' signed keys, draws a self-mask seed ``b``, Shamir-shares ``b`` and
    its mask private key ``s_sk`` among itself and its neighbours, and sends each neighbour's
@@ -111,7 +113,9 @@ class MaskingClient:
 
     ``directory`` maps client ids to their registered Ed25519 identity public keys (the PKI
     the paper assumes); ``update`` and ``weight`` are the client's contribution; ``policy``
-    is the client's own floor for the session's parameters.
+    is the client's own floor for the session's parameters; ``task_digest`` (when given) the
+    :func:`~fedfort.messages.session_task_digest` of the task the input answers, which the
+    session's parameters must carry.
     """
 
     def __init__(
@@ -124,8 +128,10 @@ class MaskingClient:
         weight: float,
         *,
         policy: ClientPolicy | None = None,
+        task_digest: bytes | None = None,
     ) -> None:
         self.client_id = client_id
+        self.task_digest = task_digest
         self.sid = session.sid
         self.identity = identity
         self.directory = dict(directory)
@@ -178,6 +184,12 @@ class MaskingClient:
                 f"{self.values.shape[0]}"
             )
         self.policy.check(params, self.sid)
+        if self.task_digest is not None and params.task_digest != self.task_digest:
+            raise self._abort(
+                "the session's task digest is not that of this client's task: the server sent "
+                "the session's clients different tasks (a weight cap, model, training or privacy "
+                "setting of their own), which can cancel the others' inputs out of the sum"
+            )
         self.params = params
         self.digest = params.digest()
         self.k, self.t = params.resolved()

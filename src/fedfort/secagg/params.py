@@ -48,6 +48,10 @@ class MaskingParams:
       (a fraction ``gamma`` of the roster corrupt and colluding with the server, a fraction
       ``delta`` dropping out); ``sigma``/``eta``: the SecAgg+ graph fails security with
       probability at most ``2**-sigma`` and liveness with ``2**-eta``.
+    - ``task_digest``: :func:`fedfort.messages.session_task_digest` of the task every client
+      of the session was sent (empty when the session runs outside a federation); a client
+      whose own task hashes otherwise aborts, so no client's input can be cancelled out by
+      a task of its own (a weight cap of 0, a learning rate of 0).
     """
 
     roster: tuple[str, ...]
@@ -62,6 +66,7 @@ class MaskingParams:
     dropout_fraction: float = 0.1
     sigma: float = SIGMA
     eta: float = ETA
+    task_digest: bytes = b""
 
     def __post_init__(self) -> None:
         n = len(self.roster)
@@ -73,6 +78,8 @@ class MaskingParams:
             raise ConfigError("the session's input dimension must be >= 1")
         if len(self.graph_seed) != 32:
             raise ConfigError("the graph seed has 32 bytes")
+        if len(self.task_digest) not in (0, 32):
+            raise ConfigError("the task digest is empty or has 32 bytes")
         if not (0 < self.sigma <= 1024 and 0 < self.eta <= 1024):
             raise ConfigError(
                 f"sigma and eta are bits of security in (0, 1024], got {self.sigma}, {self.eta}"
@@ -144,4 +151,5 @@ class MaskingParams:
             f"{self.corrupt_fraction!r}|{self.dropout_fraction!r}|{self.sigma!r}|{self.eta!r}|".encode()
         )
         h.update(self.graph_seed)
+        h.update(b"|" + self.task_digest)
         return h.digest()

@@ -18,17 +18,29 @@ section 4 on parameter selection):
   holders lets the server and the corrupt ones rebuild both of a client's secrets.
 
 A refusal raises :class:`~fedfort.errors.SecAggAbort`: the client takes no part in the session.
+
+Before any of this, the server could simply not ask for secure aggregation, or ask for a weaker
+mode (CKKS, which an active server defeats with a key owner it colludes with): ``required_mode``
+is the least protection the client's own configuration names, and
+:meth:`ClientPolicy.admits_mode` tells whether a task's mode meets it (the masking modes meet
+each other; CKKS meets only CKKS; none meets nothing but ``none``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from fedfort.errors import ConfigError, SecAggAbort
 from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.thresholds import SIGMA, corrupt_bound, derive, safe_threshold
 
-__all__ = ["ClientPolicy"]
+__all__ = ["ClientPolicy", "RequiredMode"]
+
+RequiredMode = Literal["none", "ckks", "secagg+", "secagg"]
+# how much a mode protects against a malicious server: nothing, an honest-but-curious server
+# only (CKKS), or an active one (masking with the client's checks below)
+_STRENGTH = {"none": 0, "ckks": 1, "secagg+": 2, "secagg": 2}
 
 
 @dataclass(frozen=True)
@@ -37,13 +49,15 @@ class ClientPolicy:
 
     ``corrupt_fraction`` is the share of the roster this client assumes may collude with the
     server (the server may claim more, never less); ``sigma`` the SecAgg+ security parameter
-    it insists on; ``min_clients``/``max_clients`` bound the roster it accepts.
+    it insists on; ``min_clients``/``max_clients`` bound the roster it accepts;
+    ``required_mode`` the least secure-aggregation mode a task must ask for.
     """
 
     corrupt_fraction: float = 1 / 3
     sigma: float = SIGMA
     min_clients: int = 3
     max_clients: int = 10_000
+    required_mode: RequiredMode = "none"
 
     def __post_init__(self) -> None:
         if not 0 <= self.corrupt_fraction < 0.5:
@@ -57,6 +71,16 @@ class ClientPolicy:
             )
         if not 0 < self.sigma <= 1024:
             raise ConfigError(f"a client's sigma must be in (0, 1024] bits, got {self.sigma}")
+        if self.required_mode not in _STRENGTH:
+            raise ConfigError(
+                f"a client's required secure-aggregation mode must be one of {sorted(_STRENGTH)}, "
+                f"got {self.required_mode!r}"
+            )
+
+    def admits_mode(self, mode: str | None) -> bool:
+        """Whether a task asking for secure-aggregation ``mode`` (``None``: none) meets
+        ``required_mode``."""
+        return _STRENGTH.get(mode or "none", -1) >= _STRENGTH[self.required_mode]
 
     def check(self, params: MaskingParams, sid: bytes) -> None:
         """Raise :class:`SecAggAbort` unless ``params`` are safe for session ``sid``."""

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
-from fedfort.messages import ClientPrivacy, SecureAggregation, SecureMode
+from fedfort.messages import ClientPrivacy, SecureAggregation, SecureMode, session_task_digest
 from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.server import MaskingServer
 from fedfort.secagg.session import ServerMachine, Session
@@ -149,6 +149,7 @@ class SecureAggregate(Stage):
             graph_seed=graph_seed_for(session.sid),
             corrupt_fraction=self.corrupt_fraction,
             dropout_fraction=self.dropout_fraction,
+            task_digest=session_task_digest(ctx.tasks[0]) if ctx.tasks else b"",
         )
         return MaskingServer(session, params, self.directory())
 
