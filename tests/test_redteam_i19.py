@@ -25,7 +25,7 @@ from fedfort.client.privacy import privatize
 from fedfort.client.secure import client_policy
 from fedfort.client.training import ClientData
 from fedfort.config import SecureAggregationConfig, load_config
-from fedfort.errors import CheckpointError, PolicyRefused, SecAggAbort
+from fedfort.errors import CheckpointError, ConfigError, PolicyRefused, SecAggAbort
 from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
@@ -35,6 +35,7 @@ from fedfort.messages import (
     TrainTask,
     session_task_digest,
 )
+from fedfort.privacy.mechanisms import MIN_NOISE_MULTIPLIER, gaussian_noise_multiplier
 from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.local import run_locally
 from fedfort.secagg.params import MaskingParams
@@ -81,6 +82,19 @@ def test_without_the_floor_check_a_local_directive_strips_the_share_noise() -> N
 def test_a_local_directive_below_min_noise_std_is_refused(directive: ClientPrivacy) -> None:
     with pytest.raises(PolicyRefused, match="min_noise_std"):
         SHARE_FLOOR.effective(directive)
+
+
+def test_a_client_without_a_noise_floor_refuses_an_uncalibratable_epsilon() -> None:
+    """A directive at epsilon 1e6 made the client's PLD check ask for ~150 GiB (a server could
+    stall or kill every client); now its mechanism refuses to calibrate below a noise
+    multiplier of MIN_NOISE_MULTIPLIER, and the client refuses the task."""
+    huge = ClientPrivacy(clip_norm=1.0, local="gaussian", local_epsilon=1e6, local_delta=0.5)
+    with pytest.raises(PolicyRefused, match="noise multiplier"):
+        ClientPrivacyPolicy().effective(huge)
+    with pytest.raises(ConfigError, match="noise multiplier"):
+        gaussian_noise_multiplier(1e6, 0.5)
+    # the largest epsilon a legitimate run uses still calibrates (the privacy red team's 100)
+    assert gaussian_noise_multiplier(100.0, 1e-5) >= MIN_NOISE_MULTIPLIER
 
 
 def test_a_local_directive_above_min_noise_std_is_kept() -> None:

@@ -137,6 +137,14 @@ class ClientPrivacyPolicy:
         Raises :class:`PolicyRefused` for an unknown mechanism, a local mechanism other than
         the policy's, or a directive this client's local policy cannot serve.
         """
+        out = self._effective(directive)
+        try:  # calibrate its mechanism now (cached): one no mechanism can serve is refused here
+            self.events(out)
+        except ConfigError as exc:
+            raise PolicyRefused(f"the server's privacy directive cannot be applied: {exc}") from exc
+        return out
+
+    def _effective(self, directive: ClientPrivacy | None) -> ClientPrivacy | None:
         if directive is not None and directive.local not in (None, *_MECHANISMS):
             raise PolicyRefused(
                 f"the server's privacy directive names the unknown local mechanism "
