@@ -64,6 +64,19 @@ def revoke_member(pki: Path, name: str) -> None:
     publish_crl(pki)
 
 
+#: the [network] settings of a test federation on loopback: short polls, deadlines and backoff
+FAST_NETWORK: dict[str, Any] = {
+    "address": "127.0.0.1:0",
+    "poll_timeout_s": 1.0,
+    "liveness_s": 2.0,
+    "heartbeat_s": 0.3,
+    "linger_s": 2.0,
+    "round_deadline_s": 30.0,
+    "backoff_initial_s": 0.1,
+    "backoff_max_s": 0.5,
+}
+
+
 def net_config(clients: int = 3, rounds: int = 2, **sections: dict[str, Any]) -> RunConfig:
     body: dict[str, Any] = {
         "seed": 0,
@@ -71,16 +84,7 @@ def net_config(clients: int = 3, rounds: int = 2, **sections: dict[str, Any]) ->
         "clients": {"count": clients},
         "model": {"name": "logreg"},
         "server": {"fraction": 1.0},
-        "network": {
-            "address": "127.0.0.1:0",
-            "poll_timeout_s": 1.0,
-            "liveness_s": 2.0,
-            "heartbeat_s": 0.3,
-            "linger_s": 2.0,
-            "round_deadline_s": 30.0,
-            "backoff_initial_s": 0.1,
-            "backoff_max_s": 0.5,
-        },
+        "network": dict(FAST_NETWORK),
     }
     for name, values in sections.items():
         body[name] = {**body.get(name, {}), **values}

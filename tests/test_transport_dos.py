@@ -38,7 +38,7 @@ from fedfort.transport.identity import SERVER, Route
 from fedfort.transport.pki import init_ca, issue_clients
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
-from netfed import FEDERATION, make_pki, net_config, revoke_member, start_clients
+from netfed import FAST_NETWORK, FEDERATION, make_pki, net_config, revoke_member, start_clients
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +46,7 @@ TESTS = Path(__file__).resolve().parent
 ROUNDS = 6
 MEMORY_BOUND = 100 * 2**20
 NETWORK = {
-    "address": "127.0.0.1:0",
-    "poll_timeout_s": 1.0,
-    "liveness_s": 2.0,
-    "heartbeat_s": 0.3,
-    "linger_s": 2.0,
-    "round_deadline_s": 30.0,
-    "backoff_initial_s": 0.1,
-    "backoff_max_s": 0.5,
+    **FAST_NETWORK,
     "start_clients": 3,
     "start_timeout_s": 90.0,
     "max_concurrent_rpcs": 64,
