@@ -177,10 +177,8 @@ def test_an_equal_or_stronger_mode_is_served(own: str, asked: SecureMode) -> Non
 # -- a signed rollback request replayed into checkpoints.sqlite --------------------------------
 
 
-def test_a_replayed_rollback_request_is_not_applied_again(tmp_path: Path) -> None:
-    """The operator once rolled back to version 1; that request (a signed meta row) was applied,
-    committed and cleared. Someone who can write checkpoints.sqlite but has no audit key puts
-    the same signed row back: the next resume must not roll the run back again."""
+def _two_rounds_with_a_rollback_request(tmp_path: Path, reason: str) -> Path:
+    """A finished two-round run in which the operator has filed a rollback to version 1."""
     out = tmp_path / "run"
     cfg = load_config("examples/demo.toml").with_overrides(
         {"rounds": 2, "clients.count": 5, "clients.epochs": 1}
@@ -188,7 +186,15 @@ def test_a_replayed_rollback_request_is_not_applied_again(tmp_path: Path) -> Non
     with Simulation(cfg, out_dir=out) as sim:
         sim.run()
     with ModelRegistry(out) as registry:
-        registry.request_rollback(1, "drift seen")
+        registry.request_rollback(1, reason)
+    return out
+
+
+def test_a_replayed_rollback_request_is_not_applied_again(tmp_path: Path) -> None:
+    """The operator once rolled back to version 1; that request (a signed meta row) was applied,
+    committed and cleared. Someone who can write checkpoints.sqlite but has no audit key puts
+    the same signed row back: the next resume must not roll the run back again."""
+    out = _two_rounds_with_a_rollback_request(tmp_path, "drift seen")
     db = sqlite3.connect(out / "checkpoints.sqlite")
     saved = db.execute(
         "SELECT key, value, signature FROM meta WHERE key = ?", (PENDING_ROLLBACK_META,)
@@ -214,14 +220,7 @@ def test_a_deleted_rollback_request_is_not_silently_dropped(tmp_path: Path) -> N
     """The operator files a rollback away from a poisoned version; someone who can write
     checkpoints.sqlite deletes the request (no key needed to delete a row), so the run would go
     on from the poisoned version."""
-    out = tmp_path / "run"
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 2, "clients.count": 5, "clients.epochs": 1}
-    )
-    with Simulation(cfg, out_dir=out) as sim:
-        sim.run()
-    with ModelRegistry(out) as registry:
-        registry.request_rollback(1, "version 2 is poisoned")
+    out = _two_rounds_with_a_rollback_request(tmp_path, "version 2 is poisoned")
     db = sqlite3.connect(out / "checkpoints.sqlite")
     db.execute("DELETE FROM meta WHERE key = ?", (PENDING_ROLLBACK_META,))
     db.commit()
