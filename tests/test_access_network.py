@@ -14,7 +14,7 @@ from cryptography import x509
 from access_helpers import Pki, call, client_context
 from fedfort.access import TokenStore
 from fedfort.access.setup import tls_context
-from fedfort.transport.pki import RevocationList, load_certificate
+from fedfort.crypto.pki import RevocationList, load_certificate
 from fedfort.transport.server import Credentials, NetworkServer
 from netfed import ca_dir, make_pki, net_config
 

@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         "certs",
         help="the federation's certificate authority for mutual TLS",
         description="Create the federation's CA, issue server and client certificates, and "
-        "revoke certificates (see fedfort.transport.pki).",
+        "revoke certificates (see fedfort.crypto.pki).",
     ).add_subparsers(dest="certs_command", required=True)
     cinit = certs.add_parser(
         "init",
@@ -427,7 +427,7 @@ def _redteam(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fedfort.transport import pki
+    from fedfort.crypto import pki
 
     def wrote(*paths: Path) -> None:
         for path in paths:

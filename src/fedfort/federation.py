@@ -35,6 +35,7 @@ from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.audit.head import SignedHead
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
+from fedfort.crypto.primitives import SigningKey
 from fedfort.data.datasets import Dataset
 from fedfort.data.partition import Partition
 from fedfort.detection.detector import AnomalyDetector
@@ -60,7 +61,6 @@ from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
 from fedfort.run_result import SimulationResult
-from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
 from fedfort.server.data_report import ReportDataProtection

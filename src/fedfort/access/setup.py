@@ -20,9 +20,9 @@ from fedfort.access.operations import Operations
 from fedfort.access.tokens import TokenStore
 from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog
 from fedfort.config import AccessConfig
+from fedfort.crypto.keyfiles import load_signing_key
+from fedfort.crypto.pki import CRL_FILE, RevocationList, load_certificate
 from fedfort.errors import ConfigError
-from fedfort.keyfiles import load_signing_key
-from fedfort.transport.pki import CRL_FILE, RevocationList, load_certificate
 
 if TYPE_CHECKING:
     from fedfort.federation import Federation

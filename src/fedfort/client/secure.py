@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ProtocolError
 from fedfort.messages import ClientUpdate, TrainTask, session_task_digest
 from fedfort.secagg.client import MaskingClient
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.policy import ClientPolicy
 from fedfort.secagg.session import ClientMachine, Session
 

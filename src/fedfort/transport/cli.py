@@ -374,7 +374,12 @@ def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:
 
 def _encrypt_keys(paths: list[str]) -> int:
     """``fedfort keys encrypt``: re-encrypt plain key files in place (atomic, mode 0600)."""
-    from fedfort.keyfiles import KeyProtection, load_private_pem, private_pem, write_private_file
+    from fedfort.crypto.keyfiles import (
+        KeyProtection,
+        load_private_pem,
+        private_pem,
+        write_private_file,
+    )
 
     protection = KeyProtection.from_env()
     if protection.passphrase is None:

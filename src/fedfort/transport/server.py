@@ -23,6 +23,15 @@ from typing import Any
 import grpc
 
 from fedfort.config import RunConfig
+from fedfort.crypto.pki import (
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    CRL_FILE,
+    RevocationList,
+    federation_of,
+    load_certificate,
+    tls_key_pem,
+)
 from fedfort.errors import ConfigError, RoundFailed
 from fedfort.federation import Federation, SimulationResult
 from fedfort.models import ModelFactory
@@ -33,15 +42,6 @@ from fedfort.transport.admission import PeerLimits
 from fedfort.transport.frames import FRAME_OVERHEAD
 from fedfort.transport.gate import Gate
 from fedfort.transport.padding import PaddingPolicy
-from fedfort.transport.pki import (
-    CA_CERT_FILE,
-    CA_KEY_FILE,
-    CRL_FILE,
-    RevocationList,
-    federation_of,
-    load_certificate,
-    tls_key_pem,
-)
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
 
