@@ -48,6 +48,7 @@ from fedfort.federation_data import (
     partition_records,
     split_data,
 )
+from fedfort.federation_privacy import PrivacySetup, calibrated, local_training
 from fedfort.federation_resume import (
     CHECKPOINT_FILE,
     check_audit_log,
@@ -90,7 +91,6 @@ from fedfort.server.stages import (
 )
 from fedfort.server.verify import VerifyUpdates
 from fedfort.server.versions import PENDING_ROLLBACK_META
-from fedfort.simulation.privacy_setup import PrivacySetup, calibrated, local_training
 
 __all__ = [
     "CHECKPOINT_FILE",

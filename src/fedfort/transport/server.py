@@ -34,10 +34,10 @@ from fedfort.crypto.pki import (
 )
 from fedfort.errors import ConfigError, RoundFailed
 from fedfort.federation import Federation, SimulationResult
+from fedfort.federation_privacy import sample_size
 from fedfort.models import ModelFactory
 from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
 from fedfort.server.stages import EnforceQuorum
-from fedfort.simulation.privacy_setup import sample_size
 from fedfort.transport.admission import PeerLimits
 from fedfort.transport.frames import FRAME_OVERHEAD
 from fedfort.transport.gate import Gate
