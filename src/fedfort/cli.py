@@ -263,6 +263,7 @@ def _privacy_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from fedfort.access.setup import start_monitoring
     from fedfort.simulation.results import write_results
     from fedfort.simulation.simulation import Simulation, SimulationResult
 
@@ -308,7 +309,7 @@ def _simulate(args: argparse.Namespace) -> int:
         config = _privacy_overrides(config, args)
         sim = Simulation(config, args.out)
     with sim:
-        urls = sim.start_monitoring(args.metrics, args.dashboard, getattr(args, "operator", None))
+        urls = start_monitoring(sim, args.metrics, args.dashboard, getattr(args, "operator", None))
         if sim.control.state == "held" and "operator" not in urls:
             raise ConfigError(
                 "access.hold_at_start waits for `fedfort operator start`: serve the operator "

@@ -180,13 +180,13 @@ def run_server(args: argparse.Namespace) -> int:
     try:
         port = server.start()
         print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)
-        from fedfort.access.setup import tls_context
+        from fedfort.access.setup import start_monitoring, tls_context
 
         tls = None
         if server.config.access.tokens is not None:
             creds = credentials
             tls = tls_context(server.config.access, creds.cert, creds.key, creds.ca)
-        urls = server.start_monitoring(args.metrics, args.dashboard, args.operator, tls=tls)
+        urls = start_monitoring(server, args.metrics, args.dashboard, args.operator, tls=tls)
         if server.control.state == "held" and "operator" not in urls:
             raise ConfigError(
                 "access.hold_at_start waits for `fedfort operator start`: serve the operator "
