@@ -15,8 +15,9 @@ Routes (``GET`` and ``HEAD``; any other method is answered ``405``, an unknown p
 - ``/healthz`` ``ok``; ``/favicon.ico`` an empty ``204``.
 
 Everything is read from the run directory (SQLite readers do not block the run writing it), so
-the same server works inside a running federation (``Federation.start_monitoring``), for a
-finished run, and from another process (``fedfort dashboard RUN``, :func:`serve_dashboard`).
+the same server works inside a running federation
+(:func:`fedfort.access.setup.start_monitoring`), for a finished run, and from another process
+(``fedfort dashboard RUN``, :func:`serve_dashboard`).
 The audit log's verification (a signature check per entry) is cached and redone only when the
 audit or checkpoint database files changed, at most once a second, and less often when a check
 is slow, so that a long log of a live run costs at most a tenth of a core; the rest of the
