@@ -35,6 +35,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist loadfile -m "not slow" --durations=10
 
 # End-to-end runs and the attack-vs-defence bar matrices (tests marked slow); CI runs both.
@@ -46,6 +47,7 @@ test-all: test test-slow
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_round_overhead.py

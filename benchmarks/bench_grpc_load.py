@@ -47,12 +47,12 @@ from typing import Any
 import numpy as np
 
 from fedfort.config import RunConfig, parse_config
+from fedfort.crypto.pki import init_ca, issue_certificate, issue_clients
 from fedfort.errors import RoundFailed
 from fedfort.federation import client_ids
 from fedfort.server.engine import RoundRecord
 from fedfort.simulation import Simulation
 from fedfort.transport.client import NetworkClient, _Stub
-from fedfort.transport.pki import init_ca, issue_certificate, issue_clients
 from fedfort.transport.server import Credentials, NetworkServer
 
 FEDERATION = "bench-grpc-load"

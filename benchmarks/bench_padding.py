@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedfort.crypto.primitives import SigningKey
 from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
 from fedfort.secagg.client import MaskingClient
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.policy import ClientPolicy
 from fedfort.secagg.server import MaskingServer

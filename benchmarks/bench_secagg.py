@@ -35,10 +35,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fedfort.crypto.primitives import SigningKey, expand_mask
 from fedfort.errors import ProtocolError, SecAggAbort
 from fedfort.secagg.ckks import CkksClient, CkksParams, CkksServer
 from fedfort.secagg.client import MaskingClient
-from fedfort.secagg.crypto import SigningKey, expand_mask
 from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.server import MaskingServer
 from fedfort.secagg.session import ClientMachine, ServerMachine, Session

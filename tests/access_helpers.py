@@ -12,7 +12,7 @@ from typing import Any
 from fedfort.access.guard import ACCESS_KIND
 from fedfort.audit import AUDIT_FILE, read_entries
 from fedfort.config import RunConfig, parse_config
-from fedfort.transport.pki import init_ca, issue_certificate
+from fedfort.crypto.pki import init_ca, issue_certificate
 
 
 def small_config(rounds: int = 2, **access: Any) -> RunConfig:

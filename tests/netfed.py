@@ -15,20 +15,20 @@ import numpy as np
 
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import RunConfig, parse_config
-from fedfort.federation import client_ids, split_data
-from fedfort.secagg.crypto import SigningKey
-from fedfort.transport import codec
-from fedfort.transport.client import NetworkClient, _Stub, open_channel
-from fedfort.transport.frames import read_message, to_frames
-from fedfort.transport.identity import SERVER, Route, make_binding, seal_envelope
-from fedfort.transport.padding import PaddingPolicy, pad_payload
-from fedfort.transport.pki import (
+from fedfort.crypto.pki import (
     init_ca,
     issue_certificate,
     issue_clients,
     load_private_key,
     revoke,
 )
+from fedfort.crypto.primitives import SigningKey
+from fedfort.federation import client_ids, split_data
+from fedfort.transport import codec
+from fedfort.transport.client import NetworkClient, _Stub, open_channel
+from fedfort.transport.frames import read_message, to_frames
+from fedfort.transport.identity import SERVER, Route, make_binding, seal_envelope
+from fedfort.transport.padding import PaddingPolicy, pad_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials, NetworkServer
 

@@ -26,15 +26,15 @@ from fedfort.access.roles import ACTIONS, PERMISSIONS, ROLES, allowed
 from fedfort.access.setup import certificate_roles
 from fedfort.audit import AUDIT_FILE, AuditLog, run_audit_key, verify_run
 from fedfort.config import AccessConfig
-from fedfort.errors import ConfigError
-from fedfort.server.control import RunControl
-from fedfort.simulation import Simulation
-from fedfort.transport.pki import (
+from fedfort.crypto.pki import (
     RevocationList,
     issue_certificate,
     load_certificate,
     revoke,
 )
+from fedfort.errors import ConfigError
+from fedfort.server.control import RunControl
+from fedfort.simulation import Simulation
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import rotate_server_key
 

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 from access_helpers import access_entries, call, small_config
 from fedfort.access import AccessAudit, AccessGuard, TokenStore
 from fedfort.access.roles import matrix_markdown
+from fedfort.access.setup import start_monitoring
 from fedfort.audit import AUDIT_FILE, AuditLog, run_audit_key, verify_run
 from fedfort.cli import main
 from fedfort.errors import AccessDenied, ConfigError
@@ -205,7 +206,7 @@ def test_access_and_operator_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     config = small_config(rounds=1, tokens=store)
     with Simulation(config, out_dir=run) as sim:
         sim.run()
-        url = sim.start_monitoring(operator_address="127.0.0.1:0")["operator"]
+        url = start_monitoring(sim, operator_address="127.0.0.1:0")["operator"]
         token_file = tmp_path / "token"
         token_file.write_text(token)
         assert main(["operator", "metrics", "--url", url, "--token-file", str(token_file)]) == 0

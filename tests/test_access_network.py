@@ -13,8 +13,8 @@ from cryptography import x509
 
 from access_helpers import Pki, call, client_context
 from fedfort.access import TokenStore
-from fedfort.access.setup import tls_context
-from fedfort.transport.pki import RevocationList, load_certificate
+from fedfort.access.setup import start_monitoring, tls_context
+from fedfort.crypto.pki import RevocationList, load_certificate
 from fedfort.transport.server import Credentials, NetworkServer
 from netfed import ca_dir, make_pki, net_config
 
@@ -34,7 +34,7 @@ def test_rotate_and_revoke_through_the_operator_api(tmp_path: Path) -> None:
     server = NetworkServer(config, tmp_path / "out", credentials=cred)
     try:
         tls = tls_context(config.access, cred.cert, cred.key, cred.ca)
-        url = server.start_monitoring(operator_address="127.0.0.1:0", tls=tls)["operator"]
+        url = start_monitoring(server, operator_address="127.0.0.1:0", tls=tls)["operator"]
         assert url.startswith("https://")
         port = int(url.rsplit(":", 1)[1])
         https = client_context(pki)

@@ -14,6 +14,7 @@ import pytest
 
 from access_helpers import access_entries, call, small_config
 from fedfort.access import TokenStore
+from fedfort.access.setup import start_monitoring
 from fedfort.audit import AUDIT_FILE, read_entries, verify_run
 from fedfort.federation import SimulationResult
 from fedfort.server.checkpoint import CheckpointStore
@@ -38,7 +39,7 @@ def test_pause_rollback_resume_stop_take_effect(tmp_path: Path) -> None:
     out = tmp_path / "run"
     results: list[SimulationResult] = []
     with Simulation(config, out_dir=out) as sim:
-        urls = sim.start_monitoring(operator_address="127.0.0.1:0")
+        urls = start_monitoring(sim, operator_address="127.0.0.1:0")
         assert urls["operator"].startswith("http://127.0.0.1:")
         port = int(urls["operator"].rsplit(":", 1)[1])
         runner = threading.Thread(target=lambda: results.append(sim.run()), daemon=True)

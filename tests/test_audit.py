@@ -29,9 +29,9 @@ from fedfort.audit import (
 from fedfort.audit.chain import entry_hash, key_id, signed_message
 from fedfort.cli import main
 from fedfort.config import RunConfig, load_config
+from fedfort.crypto.keyfiles import load_signing_key
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import AuditError
-from fedfort.keyfiles import load_signing_key
-from fedfort.secagg.crypto import SigningKey
 from fedfort.simulation import Simulation
 
 ROUNDS = 3

@@ -25,8 +25,8 @@ from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog
 from fedfort.audit.chain import entry_hash, key_id, signed_message
 from fedfort.cli import main
 from fedfort.config import RunConfig, load_config
-from fedfort.keyfiles import load_signing_key
-from fedfort.secagg.crypto import SigningKey
+from fedfort.crypto.keyfiles import load_signing_key
+from fedfort.crypto.primitives import SigningKey
 from fedfort.simulation import Simulation
 
 ROUNDS = 3

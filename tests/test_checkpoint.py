@@ -312,7 +312,7 @@ def test_non_sqlite_file_raises(tmp_path):
 
 
 def test_a_signed_store_round_trips_and_verifies(tmp_path):
-    from fedfort.secagg.crypto import SigningKey
+    from fedfort.crypto.primitives import SigningKey
 
     key = SigningKey()
     path = tmp_path / "ckpt.sqlite"
@@ -335,7 +335,7 @@ def test_a_signed_store_round_trips_and_verifies(tmp_path):
     ["model_and_hash", "state", "record", "round", "unsigned_row", "other_key"],
 )
 def test_a_signed_row_altered_without_the_key_is_refused(tmp_path, tamper):
-    from fedfort.secagg.crypto import SigningKey
+    from fedfort.crypto.primitives import SigningKey
 
     key = SigningKey()
     path = tmp_path / "ckpt.sqlite"
@@ -372,7 +372,7 @@ def test_a_signed_row_altered_without_the_key_is_refused(tmp_path, tamper):
 
 
 def test_signed_meta_altered_without_the_key_is_refused(tmp_path):
-    from fedfort.secagg.crypto import SigningKey
+    from fedfort.crypto.primitives import SigningKey
 
     key = SigningKey()
     path = tmp_path / "ckpt.sqlite"

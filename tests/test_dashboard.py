@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import fedfort.monitoring.dashboard as dashboard_module
+from fedfort.access.setup import start_monitoring
 from fedfort.config import parse_config
 from fedfort.errors import ConfigError
 from fedfort.monitoring.dashboard import (
@@ -356,7 +357,7 @@ def test_non_finite_numbers_become_strings_json_can_carry() -> None:
 
 def test_federation_serves_its_dashboard_with_its_metrics(tmp_path: Path) -> None:
     with Simulation(small_config(rounds=1), out_dir=tmp_path / "run") as sim:
-        urls = sim.start_monitoring(dashboard_address="127.0.0.1:0")
+        urls = start_monitoring(sim, dashboard_address="127.0.0.1:0")
         sim.run()
         url = urls["dashboard"]
         state = json.loads(get(url + "api/run")[2])

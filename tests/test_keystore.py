@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from fedfort.audit import AUDIT_KEY_FILE, run_audit_key
-from fedfort.errors import ConfigError
-from fedfort.keyfiles import (
+from fedfort.crypto import pki
+from fedfort.crypto.keyfiles import (
     ALLOW_PLAINTEXT_ENV,
     PASSPHRASE_ENV,
     PASSPHRASE_FILE_ENV,
@@ -21,9 +21,9 @@ from fedfort.keyfiles import (
     load_signing_key,
     save_signing_key,
 )
-from fedfort.keystore import FileKeyStore, open_keystore
-from fedfort.secagg.crypto import SigningKey, verify
-from fedfort.transport import pki
+from fedfort.crypto.keystore import FileKeyStore, open_keystore
+from fedfort.crypto.primitives import SigningKey, verify
+from fedfort.errors import ConfigError
 
 SECRET = b"correct horse battery staple"
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
@@ -223,7 +223,7 @@ def softhsm(softhsm_token: Path, tmp_path: Path) -> dict[str, str]:
 def test_pkcs11_keys_sign_on_the_token_and_never_leave_it(
     softhsm: dict[str, str], tmp_path: Path
 ) -> None:
-    from fedfort.keystore.pkcs11_store import Pkcs11KeyStore
+    from fedfort.crypto.keystore.pkcs11_store import Pkcs11KeyStore
 
     store = open_keystore(tmp_path, environ=softhsm)
     assert isinstance(store, Pkcs11KeyStore)

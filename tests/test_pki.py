@@ -16,9 +16,9 @@ import pytest
 from cryptography import x509
 
 from fedfort.cli import main
+from fedfort.crypto import pki
+from fedfort.crypto.pki import CertificateRefused
 from fedfort.errors import ConfigError, PeerError, Refused
-from fedfort.transport import pki
-from fedfort.transport.pki import CertificateRefused
 
 
 def _now() -> dt.datetime:

@@ -25,6 +25,7 @@ from fedfort.client.privacy import privatize
 from fedfort.client.secure import client_policy
 from fedfort.client.training import ClientData
 from fedfort.config import SecureAggregationConfig, load_config
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import CheckpointError, ConfigError, PolicyRefused, SecAggAbort
 from fedfort.messages import (
     ClientPrivacy,
@@ -36,7 +37,6 @@ from fedfort.messages import (
     session_task_digest,
 )
 from fedfort.privacy.mechanisms import MIN_NOISE_MULTIPLIER, gaussian_noise_multiplier
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.local import run_locally
 from fedfort.secagg.params import MaskingParams
 from fedfort.secagg.server import MaskingServer

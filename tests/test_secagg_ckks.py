@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tenseal as ts
 
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
 from fedfort.secagg import ckks
 from fedfort.secagg.ckks import (
@@ -22,7 +23,6 @@ from fedfort.secagg.ckks import (
     KeyRequest,
     PublicKeyBundle,
 )
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.session import SecureSum, Session
 
 PARAMS = CkksParams()

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from fedfort.config import parse_config
+from fedfort.crypto.primitives import AgreementKey, SigningKey, agree, expand_mask
 from fedfort.errors import ConfigError, SecAggAbort
 from fedfort.secagg import shamir
 from fedfort.secagg.client import MaskingClient, consistency_payload, mask_info, unseal_share
-from fedfort.secagg.crypto import AgreementKey, SigningKey, agree, expand_mask
 from fedfort.secagg.messages import (
     AdvertiseRequest,
     ConsistencyRequest,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from fedfort.crypto.primitives import SigningKey, expand_mask
 from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
 from fedfort.secagg import shamir
 from fedfort.secagg.client import MaskingClient, unseal_share
-from fedfort.secagg.crypto import SigningKey, expand_mask
 from fedfort.secagg.encoding import FixedPointCodec
 from fedfort.secagg.graph import SharingGraph
 from fedfort.secagg.local import run_locally

@@ -19,6 +19,8 @@ from torch import nn
 from fedfort.client import ClientData, LocalTrainer
 from fedfort.client.client import FederatedClient
 from fedfort.config import NetworkConfig
+from fedfort.crypto.pki import init_ca, issue_clients, load_certificate, load_private_key
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError, Refused
 from fedfort.messages import (
     ClientPrivacy,
@@ -28,7 +30,6 @@ from fedfort.messages import (
     TrainTask,
 )
 from fedfort.secagg.client import MaskingClient
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.policy import ClientPolicy
 from fedfort.secagg.server import MaskingServer
@@ -46,7 +47,6 @@ from fedfort.transport.padding import (
     open_payload,
     pad_payload,
 )
-from fedfort.transport.pki import init_ca, issue_clients, load_certificate, load_private_key
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 from fedfort.transport.server import Credentials

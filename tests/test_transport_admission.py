@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedfort.errors import Refused
-from fedfort.transport.admission import PeerLimits
-from fedfort.transport.gate import Gate
-from fedfort.transport.pki import (
+from fedfort.crypto.pki import (
     RevocationList,
     init_ca,
     issue_certificate,
@@ -20,6 +17,9 @@ from fedfort.transport.pki import (
     load_certificate,
     revoke,
 )
+from fedfort.errors import Refused
+from fedfort.transport.admission import PeerLimits
+from fedfort.transport.gate import Gate
 from fedfort.transport.registry import Registry
 
 FED = "admitfed"

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import MalformedMessage, PeerError
 from fedfort.messages import (
     ClientPrivacy,
@@ -41,7 +42,6 @@ from fedfort.secagg.ckks import (
     PublicKeyBundle,
 )
 from fedfort.secagg.client import MaskingClient
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.local import run_locally
 from fedfort.secagg.messages import (
     AdvertisedKeys,

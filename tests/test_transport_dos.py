@@ -33,9 +33,9 @@ import pytest
 
 from fedfort.audit import AUDIT_FILE, read_entries
 from fedfort.config import NetworkConfig
+from fedfort.crypto.pki import init_ca, issue_clients
 from fedfort.transport.client import _Stub
 from fedfort.transport.identity import SERVER, Route
-from fedfort.transport.pki import init_ca, issue_clients
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
 from netfed import FAST_NETWORK, FEDERATION, make_pki, net_config, revoke_member, start_clients

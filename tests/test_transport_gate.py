@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 import fedfort.transport.gate as gate_module
-from fedfort.errors import Refused
-from fedfort.messages import ClientUpdate
-from fedfort.secagg.crypto import SigningKey
-from fedfort.transport import codec
-from fedfort.transport.gate import Gate, TokenBucket
-from fedfort.transport.identity import SERVER, Route, make_binding, open_envelope, seal_envelope
-from fedfort.transport.pki import (
+from fedfort.crypto.pki import (
     init_ca,
     issue_clients,
     load_certificate,
     load_private_key,
 )
+from fedfort.crypto.primitives import SigningKey
+from fedfort.errors import Refused
+from fedfort.messages import ClientUpdate
+from fedfort.transport import codec
+from fedfort.transport.gate import Gate, TokenBucket
+from fedfort.transport.identity import SERVER, Route, make_binding, open_envelope, seal_envelope
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 

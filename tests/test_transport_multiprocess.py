@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from fedfort.config import parse_config
+from fedfort.crypto.pki import init_ca, issue_certificate, issue_clients
 from fedfort.simulation import Simulation
-from fedfort.transport.pki import init_ca, issue_certificate, issue_clients
 
 pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "network" / "federation.toml"

@@ -21,12 +21,12 @@ import pytest
 
 from fedfort.audit import AUDIT_FILE, read_entries, verify_run
 from fedfort.cli import main
+from fedfort.crypto.pki import init_ca, issue_certificate, issue_clients
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError, Refused
-from fedfort.secagg.crypto import SigningKey
 from fedfort.simulation import Simulation
 from fedfort.transport.client import rotate_client_key
 from fedfort.transport.identity import SERVER, Route, seal_envelope
-from fedfort.transport.pki import init_ca, issue_certificate, issue_clients
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 from fedfort.transport.server import REGISTRY_FILE, Credentials, NetworkServer

@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         "certs",
         help="the federation's certificate authority for mutual TLS",
         description="Create the federation's CA, issue server and client certificates, and "
-        "revoke certificates (see fedfort.transport.pki).",
+        "revoke certificates (see fedfort.crypto.pki).",
     ).add_subparsers(dest="certs_command", required=True)
     cinit = certs.add_parser(
         "init",
@@ -263,6 +263,7 @@ def _privacy_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from fedfort.access.setup import start_monitoring
     from fedfort.simulation.results import write_results
     from fedfort.simulation.simulation import Simulation, SimulationResult
 
@@ -308,7 +309,7 @@ def _simulate(args: argparse.Namespace) -> int:
         config = _privacy_overrides(config, args)
         sim = Simulation(config, args.out)
     with sim:
-        urls = sim.start_monitoring(args.metrics, args.dashboard, getattr(args, "operator", None))
+        urls = start_monitoring(sim, args.metrics, args.dashboard, getattr(args, "operator", None))
         if sim.control.state == "held" and "operator" not in urls:
             raise ConfigError(
                 "access.hold_at_start waits for `fedfort operator start`: serve the operator "
@@ -427,7 +428,7 @@ def _redteam(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fedfort.transport import pki
+    from fedfort.crypto import pki
 
     def wrote(*paths: Path) -> None:
         for path in paths:

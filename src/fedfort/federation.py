@@ -35,6 +35,7 @@ from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.audit.head import SignedHead
 from fedfort.client.training import ClientData, LocalTrainer, evaluate_vector
 from fedfort.config import RunConfig
+from fedfort.crypto.primitives import SigningKey
 from fedfort.data.datasets import Dataset
 from fedfort.data.partition import Partition
 from fedfort.detection.detector import AnomalyDetector
@@ -47,6 +48,7 @@ from fedfort.federation_data import (
     partition_records,
     split_data,
 )
+from fedfort.federation_privacy import PrivacySetup, calibrated, local_training
 from fedfort.federation_resume import (
     CHECKPOINT_FILE,
     check_audit_log,
@@ -57,10 +59,10 @@ from fedfort.federation_resume import (
 )
 from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
+from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
 from fedfort.run_result import SimulationResult
-from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
 from fedfort.server.data_report import ReportDataProtection
@@ -90,7 +92,6 @@ from fedfort.server.stages import (
 )
 from fedfort.server.verify import VerifyUpdates
 from fedfort.server.versions import PENDING_ROLLBACK_META
-from fedfort.simulation.privacy_setup import PrivacySetup, calibrated, local_training
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -200,6 +201,9 @@ class Federation(ABC):
             epsilon_budget=config.privacy.target_epsilon if private else None
         )
         self._servers: list[MetricsServer | Any] = []
+        #: the run's access control, built from ``[access]`` once its servers start
+        #: (:func:`fedfort.access.setup.federation_guard`)
+        self.access_guard: RequestGuard | None = None
         #: operator control of the run loop (pause, resume, stop between rounds)
         self.control = RunControl(hold=config.access.hold_at_start)
         hooks: list[CommitHook] = []
@@ -494,53 +498,6 @@ class Federation(ABC):
             self.audit.event("rollback", body, self.engine.round)
         self.metrics.rolled_back()
         return body
-
-    def start_monitoring(
-        self,
-        metrics_address: str | None = None,
-        dashboard_address: str | None = None,
-        operator_address: str | None = None,
-        *,
-        tls: Any = None,
-    ) -> dict[str, str]:
-        """Serve Prometheus ``/metrics``, the live dashboard and the operator API; return URLs.
-
-        Addresses default to ``[monitoring]`` and ``access.operator_address`` of the config;
-        nothing is served without one. With ``[access]`` every endpoint is behind access
-        control (docs/access-control.md); ``tls`` (an ``ssl.SSLContext``) serves HTTPS.
-        """
-        from fedfort.access.setup import federation_guard, start_operator_api, tls_context
-
-        urls: dict[str, str] = {}
-        guard = federation_guard(self)
-        if guard is not None and tls is None:
-            tls = tls_context(self.config.access)
-        metrics_address = metrics_address or self.config.monitoring.metrics_address
-        dashboard_address = dashboard_address or self.config.monitoring.dashboard_address
-        operator = start_operator_api(self, operator_address, tls=tls)
-        if operator is not None:
-            urls["operator"] = operator.url
-        if metrics_address is not None:
-            server = MetricsServer(
-                self.metrics.registry, metrics_address, guard=guard, tls=tls
-            ).start()
-            self._servers.append(server)
-            urls["metrics"] = server.url
-        if dashboard_address is not None:
-            from fedfort.monitoring.dashboard import DashboardServer
-
-            if self.out_dir is None:
-                raise ConfigError("the dashboard reads the run directory: give the run an --out")
-            dashboard = DashboardServer(
-                self.out_dir,
-                dashboard_address,
-                metrics=self.metrics.registry,
-                guard=guard,
-                tls=tls,
-            ).start()
-            self._servers.append(dashboard)
-            urls["dashboard"] = dashboard.url
-        return urls
 
     @classmethod
     def _reopen_config(cls, out_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:

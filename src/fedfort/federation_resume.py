@@ -35,8 +35,8 @@ from fedfort.audit import AUDIT_FILE, AuditTrail, read_entries, verify_run
 from fedfort.audit.chain import key_id
 from fedfort.audit.log import AUDIT_KEY_NAME, audit_keystore
 from fedfort.config import RunConfig, config_differences, parse_config
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import CheckpointError
-from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.engine import RoundRecord
 

@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "model":
         return _model(args)
     if args.command == "dashboard":
-        from fedfort.monitoring.dashboard import serve_dashboard
+        from fedfort.access.setup import serve_dashboard
 
         access = None
         if args.config:

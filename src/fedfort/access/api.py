@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fedfort import jsonio
-from fedfort.access.guard import AccessGuard
 from fedfort.access.operations import Operations
 from fedfort.errors import ConfigError, FedfortError
+from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.serving import (
     BackgroundServer,
     QuietRequestHandler,
@@ -241,7 +241,7 @@ class OperatorServer(BackgroundServer):
     def __init__(
         self,
         operations: Operations,
-        guard: AccessGuard,
+        guard: RequestGuard,
         address: str = "127.0.0.1:0",
         *,
         tls: ssl.SSLContext | None = None,
@@ -256,7 +256,7 @@ class OperatorServer(BackgroundServer):
                 "127.0.0.1"
             )
         self.operations = operations
-        self.guard: AccessGuard = guard
+        self.guard: RequestGuard = guard
         self.metrics = metrics
 
     def metrics_route(self, operations: Operations, body: dict[str, Any]) -> tuple[int, bytes, str]:

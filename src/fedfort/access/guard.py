@@ -32,13 +32,13 @@ from cryptography.hazmat.primitives import serialization
 from fedfort.access.roles import PERMISSIONS, POLLED_ACTIONS
 from fedfort.access.tokens import TokenStore
 from fedfort.audit import AuditLog
-from fedfort.errors import AccessDenied
-from fedfort.transport.pki import (
+from fedfort.crypto.pki import (
     CertificateRefused,
     RevocationList,
     common_name,
     verify_certificate,
 )
+from fedfort.errors import AccessDenied
 
 __all__ = [
     "ACCESS_KIND",

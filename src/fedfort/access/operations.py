@@ -10,7 +10,7 @@ fedfort already has for the rest, reused rather than repeated:
   request_rollback` (filed and audited, applied on ``--resume``), as ``fedfort model rollback``;
 - ``keys.rotate``: :func:`fedfort.transport.service.rotate_server_key`, as
   ``fedfort keys rotate --server`` (the running server switches within a second);
-- ``clients.revoke``: :func:`fedfort.transport.pki.revoke` with the CA directory, as
+- ``clients.revoke``: :func:`fedfort.crypto.pki.revoke` with the CA directory, as
   ``fedfort certs revoke``; the re-signed CRL is copied to where the server reads it, and the
   server refuses that client on its next request.
 
@@ -152,7 +152,7 @@ class Operations:
 
     def revoke_client(self, client: Any = None, serial: Any = None) -> dict[str, Any]:
         """Revoke a client's certificate by client id (enrolled) or serial number."""
-        from fedfort.transport.pki import CRL_FILE, revoke
+        from fedfort.crypto.pki import CRL_FILE, revoke
 
         if self.ca_dir is None:
             raise ConfigError("revoking needs the CA: set access.ca_dir to the directory of ca.key")

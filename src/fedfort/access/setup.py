@@ -1,10 +1,15 @@
-"""Access control from ``[access]``: the guard of a run, and its operator API.
+"""Access control from ``[access]``: the guard of a run, its operator API and its servers.
 
 :func:`access_guard` builds the :class:`~fedfort.access.guard.AccessGuard` of a run directory
 (the token store of ``access.tokens``, decisions written to the run's audit log);
 :func:`start_operator_api` serves :class:`~fedfort.access.api.OperatorServer` for a live
-federation. Without ``access.tokens`` there is no guard, and the monitoring servers may only
+federation, and :func:`start_monitoring` serves a live federation's metrics, dashboard and
+operator API behind its guard; :func:`serve_dashboard` does the same for the dashboard of a
+run directory. Without ``access.tokens`` there is no guard, and the monitoring servers may only
 bind loopback addresses.
+
+This is the interface layer: the run (:class:`~fedfort.federation.Federation`) holds its guard
+in ``Federation.access_guard`` and imports nothing from here.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fedfort.access.api import OperatorServer, server_tls_context
 from fedfort.access.guard import AccessAudit, AccessGuard, CertificateRoles
@@ -20,9 +25,12 @@ from fedfort.access.operations import Operations
 from fedfort.access.tokens import TokenStore
 from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog
 from fedfort.config import AccessConfig
+from fedfort.crypto.keyfiles import load_signing_key
+from fedfort.crypto.pki import CRL_FILE, RevocationList, load_certificate
 from fedfort.errors import ConfigError
-from fedfort.keyfiles import load_signing_key
-from fedfort.transport.pki import CRL_FILE, RevocationList, load_certificate
+from fedfort.monitoring import dashboard
+from fedfort.monitoring.guarding import RequestGuard
+from fedfort.monitoring.metrics import MetricsServer
 
 if TYPE_CHECKING:
     from fedfort.federation import Federation
@@ -31,6 +39,8 @@ __all__ = [
     "access_guard",
     "certificate_roles",
     "federation_guard",
+    "serve_dashboard",
+    "start_monitoring",
     "start_operator_api",
     "tls_context",
 ]
@@ -88,9 +98,10 @@ def access_guard(
     return AccessGuard(TokenStore(access.tokens), audit, certificates=certificates)
 
 
-def federation_guard(federation: Federation) -> AccessGuard | None:
-    """The (one, cached) guard of a live federation, from its ``[access]`` section."""
-    cached: AccessGuard | None = getattr(federation, "_access_guard", None)
+def federation_guard(federation: Federation) -> RequestGuard | None:
+    """The (one, cached in ``federation.access_guard``) guard of a live federation, from its
+    ``[access]`` section."""
+    cached = federation.access_guard
     if cached is not None or federation.config.access.tokens is None:
         return cached
     if federation.audit is None or federation.out_dir is None:
@@ -103,7 +114,7 @@ def federation_guard(federation: Federation) -> AccessGuard | None:
         log=federation.audit.log,
         members=federation.ids,
     )
-    federation._access_guard = guard  # type: ignore[attr-defined]
+    federation.access_guard = guard
     return guard
 
 
@@ -148,3 +159,70 @@ def start_operator_api(
     ).start()
     federation._servers.append(server)
     return server
+
+
+def start_monitoring(
+    federation: Federation,
+    metrics_address: str | None = None,
+    dashboard_address: str | None = None,
+    operator_address: str | None = None,
+    *,
+    tls: Any = None,
+) -> dict[str, str]:
+    """Serve Prometheus ``/metrics``, the live dashboard and the operator API; return URLs.
+
+    Addresses default to ``[monitoring]`` and ``access.operator_address`` of the config;
+    nothing is served without one. With ``[access]`` every endpoint is behind access
+    control (docs/access-control.md); ``tls`` (an ``ssl.SSLContext``) serves HTTPS. The
+    servers close with the federation.
+    """
+    urls: dict[str, str] = {}
+    guard = federation_guard(federation)
+    if guard is not None and tls is None:
+        tls = tls_context(federation.config.access)
+    monitoring = federation.config.monitoring
+    metrics_address = metrics_address or monitoring.metrics_address
+    dashboard_address = dashboard_address or monitoring.dashboard_address
+    operator = start_operator_api(federation, operator_address, tls=tls)
+    if operator is not None:
+        urls["operator"] = operator.url
+    if metrics_address is not None:
+        server = MetricsServer(
+            federation.metrics.registry, metrics_address, guard=guard, tls=tls
+        ).start()
+        federation._servers.append(server)
+        urls["metrics"] = server.url
+    if dashboard_address is not None:
+        if federation.out_dir is None:
+            raise ConfigError("the dashboard reads the run directory: give the run an --out")
+        board = dashboard.DashboardServer(
+            federation.out_dir,
+            dashboard_address,
+            metrics=federation.metrics.registry,
+            guard=guard,
+            tls=tls,
+        ).start()
+        federation._servers.append(board)
+        urls["dashboard"] = board.url
+    return urls
+
+
+def serve_dashboard(
+    run_dir: str | Path, address: str = "127.0.0.1:8321", *, access: AccessConfig | None = None
+) -> None:
+    """Serve the dashboard of ``run_dir`` until interrupted (``fedfort dashboard RUN``).
+
+    With ``access`` every route is behind the run's access control (its guard writes to the
+    run's audit log, closed when the server stops); see
+    :func:`fedfort.monitoring.dashboard.serve_dashboard`.
+    """
+    run = dashboard.run_directory(run_dir)
+    guard, tls = None, None
+    if access is not None:
+        guard = access_guard(access, run)
+        tls = tls_context(access) if guard is not None else None
+    try:
+        dashboard.serve_dashboard(run, address, guard=guard, tls=tls)
+    finally:
+        if guard is not None:
+            guard.audit.log.close()

@@ -28,7 +28,7 @@ import numpy as np
 
 from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
 from fedfort.aggregation.distances import cosine_similarities
-from fedfort.detection.history import CountSketch
+from fedfort.aggregation.history import CountSketch
 from fedfort.errors import AggregationError, ConfigError
 
 __all__ = ["FoolsGold", "foolsgold_weights"]

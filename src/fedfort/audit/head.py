@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from fedfort import jsonio
+from fedfort.crypto.primitives import SigningKey, verify
 from fedfort.errors import AuditError
-from fedfort.secagg.crypto import SigningKey, verify
 
 __all__ = [
     "HEAD_FILE",

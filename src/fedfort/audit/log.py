@@ -8,11 +8,12 @@ chain and the signatures, checked by :func:`fedfort.audit.verify_log`.
 
 The log is signed with the server's *audit key*, an Ed25519 key kept beside the log
 (``audit-key.pem``, readable by its owner only, encrypted under ``FEDFORT_KEY_PASSPHRASE`` when
-set) or on a PKCS#11 token (:mod:`fedfort.keystore`) and published as ``audit-key.pub``. It is
-separate from the server's transport identity key because the two live differently: the
-identity key is rotated and deleted for transport security, while the audit key must keep the
-whole history verifiable. Rotating the audit key (:meth:`AuditLog.rotate_key`) writes an entry
-signed by the old key that names the new one, so the chain of trust runs back to the first key.
+set) or on a PKCS#11 token (:mod:`fedfort.crypto.keystore`) and published as
+``audit-key.pub``. It is separate from the server's transport identity key because the two
+live differently: the identity key is rotated and deleted for transport security, while the
+audit key must keep the whole history verifiable. Rotating the audit key
+(:meth:`AuditLog.rotate_key`) writes an entry signed by the old key that names the new one, so
+the chain of trust runs back to the first key.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from fedfort.audit.chain import (
     signed_message,
 )
 from fedfort.audit.head import HEAD_FILE, HEAD_SCHEMA, SignedHead, sign_head, write_head_file
+from fedfort.crypto.keystore import KeyStore, open_keystore
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import AuditError, ConfigError
-from fedfort.keystore import KeyStore, open_keystore
-from fedfort.secagg.crypto import SigningKey
 
 __all__ = [
     "AUDIT_FILE",
@@ -77,7 +78,7 @@ _COLUMNS = "seq, ts, kind, round, body, prev, key, hash, signature"
 def audit_keystore(run_dir: Path) -> KeyStore:
     """Where the audit key of the run in ``run_dir`` lives: ``audit-key.pem`` in the run
     directory, or a PKCS#11 token when ``FEDFORT_PKCS11_MODULE`` is set (see
-    :mod:`fedfort.keystore`)."""
+    :mod:`fedfort.crypto.keystore`)."""
     return open_keystore(run_dir, suffix=".pem")
 
 

@@ -38,8 +38,8 @@ from fedfort import jsonio
 from fedfort.audit.chain import GENESIS, AuditEntry, entry_hash, key_id, signed_message
 from fedfort.audit.head import HEAD_FILE, SignedHead, read_head_file
 from fedfort.audit.log import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries, read_snapshot
+from fedfort.crypto.primitives import verify
 from fedfort.errors import AuditError
-from fedfort.secagg.crypto import verify
 
 __all__ = [
     "AUDIT_HEAD_META",

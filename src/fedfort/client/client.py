@@ -16,9 +16,9 @@ from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
 from fedfort.client.secure import SecureSessions
 from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import PolicyRefused, ProtocolError
 from fedfort.messages import ClientPrivacy, ClientUpdate, TrainTask
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.messages import MaskedInputRequest
 from fedfort.secagg.policy import ClientPolicy
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from fedfort import jsonio
+from fedfort.crypto.keyfiles import write_private_file
 from fedfort.errors import ConfigError, PrivacyBudgetExhausted
-from fedfort.keyfiles import write_private_file
 from fedfort.privacy.accounting import AccountantName, PrivacyEvent, make_accountant
 
 __all__ = ["ClientLedger"]

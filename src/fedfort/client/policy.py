@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal, Protocol
 
 import dp_accounting
 
@@ -49,13 +49,20 @@ from fedfort.privacy.accounting import AccountantName, PrivacyEvent
 from fedfort.privacy.mechanisms import LocalGaussian, LocalLaplace
 from fedfort.privacy.noise import NoiseSource, make_noise
 
-if TYPE_CHECKING:
-    from fedfort.config import ClientPolicyConfig
-
-__all__ = ["ClientPrivacyPolicy", "LocalChoice"]
+__all__ = ["ClientPolicySection", "ClientPrivacyPolicy", "LocalChoice"]
 
 LocalChoice = Literal["none", "gaussian", "laplace"]
 _MECHANISMS = ("gaussian", "laplace")
+
+
+class ClientPolicySection(Protocol):
+    """A ``[privacy.client]`` section (:class:`fedfort.config.ClientPolicyConfig`).
+
+    The client role does not import the configuration layer above it; any object whose
+    ``model_dump()`` gives this policy's fields serves.
+    """
+
+    def model_dump(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ class ClientPrivacyPolicy:
             )
 
     @classmethod
-    def from_config(cls, config: ClientPolicyConfig) -> ClientPrivacyPolicy:
+    def from_config(cls, config: ClientPolicySection) -> ClientPrivacyPolicy:
         """The policy of a ``[privacy.client]`` section."""
         return cls(**config.model_dump())
 

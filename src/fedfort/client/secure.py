@@ -14,21 +14,33 @@ configuration (:func:`client_policy`), never from the server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ProtocolError
 from fedfort.messages import ClientUpdate, TrainTask, session_task_digest
 from fedfort.secagg.client import MaskingClient
-from fedfort.secagg.crypto import SigningKey
-from fedfort.secagg.policy import ClientPolicy
+from fedfort.secagg.policy import ClientPolicy, RequiredMode
 from fedfort.secagg.session import ClientMachine, Session
 
-if TYPE_CHECKING:
-    from fedfort.config import SecureAggregationConfig
+__all__ = ["SecureAggregationSection", "SecureSessions", "client_policy", "secure_vector"]
 
-__all__ = ["SecureSessions", "client_policy", "secure_vector"]
+
+class SecureAggregationSection(Protocol):
+    """The client's own settings in ``[secure_aggregation]``
+    (:class:`fedfort.config.SecureAggregationConfig`; the client role does not import the
+    configuration layer above it)."""
+
+    @property
+    def mode(self) -> RequiredMode: ...
+    @property
+    def corrupt_fraction(self) -> float: ...
+    @property
+    def client_min_clients(self) -> int: ...
+    @property
+    def client_max_clients(self) -> int: ...
 
 
 def secure_vector(task: TrainTask, update: ClientUpdate) -> tuple[np.ndarray, float]:
@@ -41,7 +53,7 @@ def secure_vector(task: TrainTask, update: ClientUpdate) -> tuple[np.ndarray, fl
     return vector, float(min(update.num_samples, task.secure.max_weight))
 
 
-def client_policy(config: SecureAggregationConfig) -> ClientPolicy:
+def client_policy(config: SecureAggregationSection) -> ClientPolicy:
     """The client-side settings of ``[secure_aggregation]`` in the client's own config file."""
     return ClientPolicy(
         corrupt_fraction=config.corrupt_fraction,

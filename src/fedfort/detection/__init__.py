@@ -1,7 +1,7 @@
 """Anomaly scores for client updates, a detector that flags outliers, and client reputation."""
 
+from fedfort.aggregation.history import ClientHistory, CountSketch
 from fedfort.detection.detector import COMPONENTS, AnomalyDetector, DetectionReport
-from fedfort.detection.history import ClientHistory, CountSketch
 from fedfort.detection.reputation import ReputationLedger
 
 __all__ = [

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.aggregation.distances import row_norms
-from fedfort.detection.history import ClientHistory
+from fedfort.aggregation.history import ClientHistory
 from fedfort.detection.scores import (
     REPLAY_SCORE,
     cosine_scores,

@@ -15,8 +15,9 @@ Routes (``GET`` and ``HEAD``; any other method is answered ``405``, an unknown p
 - ``/healthz`` ``ok``; ``/favicon.ico`` an empty ``204``.
 
 Everything is read from the run directory (SQLite readers do not block the run writing it), so
-the same server works inside a running federation (``Federation.start_monitoring``), for a
-finished run, and from another process (``fedfort dashboard RUN``, :func:`serve_dashboard`).
+the same server works inside a running federation
+(:func:`fedfort.access.setup.start_monitoring`), for a finished run, and from another process
+(``fedfort dashboard RUN``, :func:`serve_dashboard`).
 The audit log's verification (a signature check per entry) is cached and redone only when the
 audit or checkpoint database files changed, at most once a second, and less often when a check
 is slow, so that a long log of a live run costs at most a tenth of a core; the rest of the
@@ -56,6 +57,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fedfort import jsonio
 from fedfort.errors import ConfigError, FedfortError
+from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.run_state import read_run
 from fedfort.monitoring.serving import (
     BackgroundServer,
@@ -78,9 +80,6 @@ if TYPE_CHECKING:
     import ssl
 
     from prometheus_client import CollectorRegistry
-
-    from fedfort.access.guard import AccessGuard
-    from fedfort.config import AccessConfig
 
 __all__ = ["DashboardServer", "RunStateReader", "json_ready", "serve_dashboard"]
 
@@ -355,13 +354,14 @@ def _error_body(exc: BaseException) -> bytes:
 class DashboardServer(BackgroundServer):
     """Serves the live dashboard of one run directory over HTTP (a background thread).
 
-    ``address`` is ``host:port``; port 0 picks a free port (read :attr:`port` or :attr:`url`
-    after :meth:`start`). A malformed address raises :class:`~fedfort.errors.ConfigError` here,
-    one that cannot be bound (in use, unknown host) raises it from :meth:`start`. ``metrics``,
-    the run's Prometheus registry, is also served at ``/metrics``. The page polls every
-    ``refresh_s`` seconds. ``guard`` (an :class:`~fedfort.access.guard.AccessGuard`) puts every
-    route behind access control; ``tls`` serves HTTPS (required with a guard off loopback).
-    Usable as a context manager.
+        ``address`` is ``host:port``; port 0 picks a free port (read :attr:`port` or :attr:`url`
+        after :meth:`start`). A malformed address raises :class:`~fedfort.errors.ConfigError` here,
+        one that cannot be bound (in use, unknown host) raises it from :meth:`start`. ``metrics``,
+        the run's Prometheus registry, is also served at ``/metrics``. The page polls every
+        ``refresh_s`` seconds. ``guard`` (an :class:`~fedfort.access.guard.AccessGuard` or any
+    :class:`~fedfort.monitoring.guarding.RequestGuard`) puts every
+        route behind access control; ``tls`` serves HTTPS (required with a guard off loopback).
+        Usable as a context manager.
     """
 
     what = "the dashboard"
@@ -373,7 +373,7 @@ class DashboardServer(BackgroundServer):
         *,
         metrics: CollectorRegistry | None = None,
         refresh_s: float = 1.0,
-        guard: AccessGuard | None = None,
+        guard: RequestGuard | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         if not (isinstance(refresh_s, int | float) and math.isfinite(refresh_s) and refresh_s > 0):
@@ -422,23 +422,29 @@ class DashboardServer(BackgroundServer):
         return server, server.serve_in_background("dashboard")
 
 
-def serve_dashboard(
-    run_dir: str | Path, address: str = "127.0.0.1:8321", *, access: AccessConfig | None = None
-) -> None:
-    """Serve the dashboard of ``run_dir`` until interrupted (``fedfort dashboard RUN``).
-
-    Prints the URL; returns on ``KeyboardInterrupt`` (Ctrl-C). The run may still be writing,
-    or not have committed anything yet: the page says so and keeps polling.
-    """
+def run_directory(run_dir: str | Path) -> Path:
+    """``run_dir`` as a path, refused unless it is a directory (the ``--out`` of a run)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"{run} is not a directory: give the directory of a run (its --out)")
-    guard, tls = None, None
-    if access is not None:
-        from fedfort.access.setup import access_guard, tls_context
+    return run
 
-        guard = access_guard(access, run)
-        tls = tls_context(access) if guard is not None else None
+
+def serve_dashboard(
+    run_dir: str | Path,
+    address: str = "127.0.0.1:8321",
+    *,
+    guard: RequestGuard | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Serve the dashboard of ``run_dir`` until interrupted.
+
+    Prints the URL; returns on ``KeyboardInterrupt`` (Ctrl-C). The run may still be writing,
+    or not have committed anything yet: the page says so and keeps polling. ``fedfort
+    dashboard RUN`` calls it through :func:`fedfort.access.setup.serve_dashboard`, which builds
+    ``guard`` and ``tls`` from ``[access]``.
+    """
+    run = run_directory(run_dir)
     server = DashboardServer(run, address, guard=guard, tls=tls)
     try:
         server.start()
@@ -449,5 +455,3 @@ def serve_dashboard(
         pass
     finally:
         server.close()
-        if guard is not None:
-            guard.audit.log.close()

@@ -65,13 +65,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.metrics_http import GuardedMetricsHTTP
 from fedfort.monitoring.serving import BackgroundServer, check_exposure
 
 if TYPE_CHECKING:
     import ssl
 
-    from fedfort.access.guard import AccessGuard
     from fedfort.server.engine import RoundEngine, RoundRecord
 
 __all__ = ["DURATION_BUCKETS", "REPUTATION_STATS", "FederationMetrics", "MetricsServer"]
@@ -309,7 +309,7 @@ class MetricsServer(BackgroundServer):
         registry: CollectorRegistry,
         address: str = "127.0.0.1:0",
         *,
-        guard: AccessGuard | None = None,
+        guard: RequestGuard | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(address, 9464, guard=guard)

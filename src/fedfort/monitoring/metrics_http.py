@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.serving import (
     QuietRequestHandler,
     ThreadedHTTPServer,
     host_allowed,
     request_decision,
 )
-
-if TYPE_CHECKING:
-    from fedfort.access.guard import AccessGuard
 
 __all__ = ["GuardedMetricsHTTP", "MetricsSource"]
 
@@ -34,7 +32,7 @@ class MetricsSource(Protocol):
     """What the server needs of its owner (a :class:`~fedfort.monitoring.MetricsServer`)."""
 
     registry: CollectorRegistry
-    guard: AccessGuard | None
+    guard: RequestGuard | None
     tls: ssl.SSLContext | None
 
 

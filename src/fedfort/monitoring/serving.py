@@ -6,7 +6,8 @@
 (an address in use is a ``ConfigError`` there), serve on a daemon thread, and stop and free the
 port on :meth:`~BackgroundServer.close`.
 
-Access rule: without an :class:`~fedfort.access.guard.AccessGuard` (no ``[access]`` section) a
+Access rule: without a guard (:class:`~fedfort.monitoring.guarding.RequestGuard`, built from
+``[access]`` by :mod:`fedfort.access`; no ``[access]`` section, no guard) a
 server may only bind a loopback address (local simulation; the dashboard then also refuses
 foreign ``Host`` headers); binding any other address without access control is a
 ``ConfigError``. With a guard every request needs a credential whose role may take the route's
@@ -24,12 +25,10 @@ import ssl
 import threading
 from abc import ABC, abstractmethod
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
 from fedfort.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fedfort.access.guard import AccessGuard, Decision
+from fedfort.monitoring.guarding import GuardDecision, RequestGuard
 
 __all__ = [
     "SESSION_COOKIE",
@@ -90,7 +89,9 @@ class _Headers(Protocol):
     def get(self, name: str, /) -> str | None: ...
 
 
-def request_decision(guard: AccessGuard, action: str, headers: _Headers, remote: str) -> Decision:
+def request_decision(
+    guard: RequestGuard, action: str, headers: _Headers, remote: str
+) -> GuardDecision:
     """The guard's (audited) decision on a request's ``Authorization`` header or cookie."""
     return guard.check(
         action,
@@ -134,7 +135,7 @@ class BackgroundServer(ABC):
     path = "/"
 
     def __init__(
-        self, address: str, example_port: int, *, guard: AccessGuard | None = None
+        self, address: str, example_port: int, *, guard: RequestGuard | None = None
     ) -> None:
         self.address = address
         self.host, self._requested_port = parse_address(address, self.what, example_port)

@@ -9,13 +9,11 @@ HTTPS (OWASP Session Management Cheat Sheet). Every sign-in attempt is an audite
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 from urllib.parse import parse_qs
 
+from fedfort.monitoring.guarding import GuardDecision, RequestGuard
 from fedfort.monitoring.serving import SESSION_COOKIE
-
-if TYPE_CHECKING:
-    from fedfort.access.guard import AccessGuard, Decision
 
 __all__ = ["LOGIN_PAGE", "PUBLIC_ROUTES", "SESSION_S", "login", "refusal", "session_cookie"]
 
@@ -44,7 +42,7 @@ def session_cookie(value: str, *, max_age: int, secure: bool) -> tuple[str, str]
     )
 
 
-def login(guard: AccessGuard, form: bytes, remote: str) -> tuple[Decision, str]:
+def login(guard: RequestGuard, form: bytes, remote: str) -> tuple[GuardDecision, str]:
     """The audited decision on a posted sign-in form, and the token it carried."""
     fields = parse_qs(form.decode("utf-8", "replace"))
     token = (fields.get("token") or [""])[0].strip()
@@ -55,7 +53,7 @@ def login(guard: AccessGuard, form: bytes, remote: str) -> tuple[Decision, str]:
 
 
 def refusal(
-    decision: Decision, path: str, method: str
+    decision: GuardDecision, path: str, method: str
 ) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
     """``(status, body, headers)`` refusing a request: a browser's page load without a
     credential goes to the sign-in form, everything else gets 401 or 403."""

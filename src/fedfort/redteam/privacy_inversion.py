@@ -56,6 +56,7 @@ from fedfort.attacks.inference.inversion_results import DefenceRow, InversionRep
 from fedfort.attacks.inference.observed_update import target_from_update
 from fedfort.client.privacy import privatize
 from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.crypto.primitives import SigningKey
 from fedfort.data.datasets import Dataset, load_dataset
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
@@ -67,7 +68,6 @@ from fedfort.redteam.inversion_experiment import (
     plan_rows,
 )
 from fedfort.secagg.client import MaskingClient
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.local import run_locally
 from fedfort.secagg.params import MaskingParams
 from fedfort.secagg.server import MaskingServer

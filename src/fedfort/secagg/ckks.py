@@ -46,8 +46,8 @@ from typing import Any, Final
 import numpy as np
 import tenseal as ts
 
+from fedfort.crypto.primitives import SigningKey, verify
 from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
-from fedfort.secagg.crypto import SigningKey, verify
 from fedfort.secagg.session import SecureSum, Session, weighted_input
 
 __all__ = [

@@ -38,9 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from fedfort.errors import ProtocolError, SecAggAbort
-from fedfort.secagg import shamir
-from fedfort.secagg.crypto import (
+from fedfort.crypto.primitives import (
     AgreementKey,
     SigningKey,
     agree,
@@ -50,6 +48,8 @@ from fedfort.secagg.crypto import (
     unseal,
     verify,
 )
+from fedfort.errors import ProtocolError, SecAggAbort
+from fedfort.secagg import shamir
 from fedfort.secagg.messages import (
     AdvertisedKeys,
     AdvertiseRequest,

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedfort.crypto.primitives import mask_dtype
 from fedfort.errors import ConfigError, ProtocolError
-from fedfort.secagg.crypto import mask_dtype
 
 __all__ = ["FixedPointCodec"]
 

@@ -23,10 +23,17 @@ from typing import TypeVar
 
 import numpy as np
 
+from fedfort.crypto.primitives import (
+    KEY_BYTES,
+    SEED_BYTES,
+    AgreementKey,
+    agree,
+    expand_mask,
+    verify,
+)
 from fedfort.errors import ProtocolError, SecAggAbort
 from fedfort.secagg import shamir
 from fedfort.secagg.client import advertise_payload, consistency_payload, mask_info
-from fedfort.secagg.crypto import KEY_BYTES, SEED_BYTES, AgreementKey, agree, expand_mask, verify
 from fedfort.secagg.messages import (
     AdvertisedKeys,
     AdvertiseRequest,

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from fedfort import jsonio
+from fedfort.crypto.primitives import SigningKey, verify
 from fedfort.errors import CheckpointError
 from fedfort.params import vector_sha256
-from fedfort.secagg.crypto import SigningKey, verify
 
 __all__ = ["RUN_NONCE_META", "Checkpoint", "CheckpointStore", "pack_state", "unpack_state"]
 

@@ -30,9 +30,9 @@ from fedfort.attacks.adversary import Coalition
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.training import ClientData
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, TrainTask
-from fedfort.secagg.crypto import SigningKey
 from fedfort.secagg.policy import ClientPolicy
 from fedfort.simulation.executors import _COALITION_KEY, SimulatedClients
 

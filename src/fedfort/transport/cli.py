@@ -180,13 +180,13 @@ def run_server(args: argparse.Namespace) -> int:
     try:
         port = server.start()
         print(f"fedfort server: federation {credentials.federation_id} on port {port}", flush=True)
-        from fedfort.access.setup import tls_context
+        from fedfort.access.setup import start_monitoring, tls_context
 
         tls = None
         if server.config.access.tokens is not None:
             creds = credentials
             tls = tls_context(server.config.access, creds.cert, creds.key, creds.ca)
-        urls = server.start_monitoring(args.metrics, args.dashboard, args.operator, tls=tls)
+        urls = start_monitoring(server, args.metrics, args.dashboard, args.operator, tls=tls)
         if server.control.state == "held" and "operator" not in urls:
             raise ConfigError(
                 "access.hold_at_start waits for `fedfort operator start`: serve the operator "
@@ -374,7 +374,12 @@ def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:
 
 def _encrypt_keys(paths: list[str]) -> int:
     """``fedfort keys encrypt``: re-encrypt plain key files in place (atomic, mode 0600)."""
-    from fedfort.keyfiles import KeyProtection, load_private_pem, private_pem, write_private_file
+    from fedfort.crypto.keyfiles import (
+        KeyProtection,
+        load_private_pem,
+        private_pem,
+        write_private_file,
+    )
 
     protection = KeyProtection.from_env()
     if protection.passphrase is None:

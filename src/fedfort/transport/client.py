@@ -41,6 +41,9 @@ from fedfort.client.ledger import ClientLedger
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import NetworkConfig
+from fedfort.crypto.keystore import FileKeyStore, open_keystore
+from fedfort.crypto.pki import load_certificate, load_private_key
+from fedfort.crypto.primitives import SigningKey, verify
 from fedfort.errors import (
     PolicyRefused,
     PrivacyBudgetExhausted,
@@ -48,9 +51,7 @@ from fedfort.errors import (
     Refused,
     SecAggAbort,
 )
-from fedfort.keystore import FileKeyStore, open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
-from fedfort.secagg.crypto import SigningKey, verify
 from fedfort.secagg.policy import ClientPolicy
 from fedfort.transport import codec
 from fedfort.transport.frames import FRAME_OVERHEAD, read_message, serialize, to_frames
@@ -63,7 +64,6 @@ from fedfort.transport.identity import (
     seal_envelope,
 )
 from fedfort.transport.padding import PaddingPolicy, open_payload, pad_payload
-from fedfort.transport.pki import load_certificate, load_private_key
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
 
@@ -133,7 +133,7 @@ def open_channel(target: str, credentials: Credentials, network: NetworkConfig) 
 class _Identity:
     """The client's identity key, re-read when ``fedfort keys rotate`` replaced it.
 
-    It lives in the key store of ``state_dir`` (:func:`fedfort.keystore.open_keystore`):
+    It lives in the key store of ``state_dir`` (:func:`fedfort.crypto.keystore.open_keystore`):
     ``state_dir/identity.key`` (owner-only, encrypted under a passphrase when one is set) or a
     PKCS#11 token. ``identity.json`` beside it holds the key's version.
     """

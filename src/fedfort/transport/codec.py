@@ -100,7 +100,7 @@ ARRAY_DTYPES: Final = frozenset({"|b1", "|u1", "<u4", "<u8", "<i4", "<i8", "<f4"
 """The array dtypes on the wire, as little-endian NumPy dtype strings.
 
 ``<f4`` carries model vectors (weights, deltas, control variates), ``<u4``/``<u8`` the masked
-secure-aggregation vectors (:func:`~fedfort.secagg.crypto.mask_dtype`), and the others plain
+secure-aggregation vectors (:func:`~fedfort.crypto.primitives.mask_dtype`), and the others plain
 numeric data. Object, string, structured, complex, half-precision and datetime dtypes are never
 accepted. Arrays decode to writable, C-contiguous, native-byte-order copies of this dtype.
 """

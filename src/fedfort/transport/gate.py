@@ -59,12 +59,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from fedfort.crypto.pki import RevocationList, common_name, verify_certificate
 from fedfort.errors import MalformedMessage, Refused
 from fedfort.messages import ClientUpdate
 from fedfort.transport import codec
 from fedfort.transport.identity import NONCE_BYTES, check_binding, open_envelope
 from fedfort.transport.padding import SizeRule, open_payload
-from fedfort.transport.pki import RevocationList, common_name, verify_certificate
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 

@@ -1,6 +1,6 @@
 """Identity keys bound to certificates, and signed envelopes (sans-I/O).
 
-Every party has a long-term Ed25519 *identity key* (:class:`~fedfort.secagg.crypto.SigningKey`).
+Every party has a long-term Ed25519 *identity key* (:class:`~fedfort.crypto.primitives.SigningKey`).
 An :class:`IdentityBinding` ties it to a subject (a client id, or ``"server"``) and a version:
 the subject's X.509 certificate key (issued by the federation CA) signs the binding, and the
 identity key signs it too (proof of possession). Anyone holding the CA certificate can check a
@@ -33,10 +33,8 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedfort.errors import ConfigError, Refused
-from fedfort.keyfiles import load_signing_key, save_signing_key
-from fedfort.secagg.crypto import SigningKey, verify
-from fedfort.transport.pki import (
+from fedfort.crypto.keyfiles import load_signing_key, save_signing_key
+from fedfort.crypto.pki import (
     CertificateRefused,
     RevocationList,
     common_name,
@@ -44,6 +42,8 @@ from fedfort.transport.pki import (
     verify_certificate,
     verify_with_certificate,
 )
+from fedfort.crypto.primitives import SigningKey, verify
+from fedfort.errors import ConfigError, Refused
 from fedfort.transport.proto import fedfort_pb2 as pb
 
 __all__ = [

@@ -34,11 +34,11 @@ from typing import Final
 
 import numpy as np
 
+from fedfort.crypto.primitives import NONCE_BYTES as GCM_NONCE_BYTES
+from fedfort.crypto.primitives import mask_dtype
 from fedfort.errors import ConfigError, Refused
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.secagg import messages as sm
-from fedfort.secagg.crypto import NONCE_BYTES as GCM_NONCE_BYTES
-from fedfort.secagg.crypto import mask_dtype
 from fedfort.secagg.params import MaskingParams
 from fedfort.secagg.shamir import SHARE_BYTES
 from fedfort.transport import codec

@@ -23,17 +23,7 @@ from typing import Any
 import grpc
 
 from fedfort.config import RunConfig
-from fedfort.errors import ConfigError, RoundFailed
-from fedfort.federation import Federation, SimulationResult
-from fedfort.models import ModelFactory
-from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
-from fedfort.server.stages import EnforceQuorum
-from fedfort.simulation.privacy_setup import sample_size
-from fedfort.transport.admission import PeerLimits
-from fedfort.transport.frames import FRAME_OVERHEAD
-from fedfort.transport.gate import Gate
-from fedfort.transport.padding import PaddingPolicy
-from fedfort.transport.pki import (
+from fedfort.crypto.pki import (
     CA_CERT_FILE,
     CA_KEY_FILE,
     CRL_FILE,
@@ -42,6 +32,16 @@ from fedfort.transport.pki import (
     load_certificate,
     tls_key_pem,
 )
+from fedfort.errors import ConfigError, RoundFailed
+from fedfort.federation import Federation, SimulationResult
+from fedfort.federation_privacy import sample_size
+from fedfort.models import ModelFactory
+from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
+from fedfort.server.stages import EnforceQuorum
+from fedfort.transport.admission import PeerLimits
+from fedfort.transport.frames import FRAME_OVERHEAD
+from fedfort.transport.gate import Gate
+from fedfort.transport.padding import PaddingPolicy
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
 

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from fedfort.crypto.keystore import open_keystore
+from fedfort.crypto.pki import load_certificate, load_private_key
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
-from fedfort.keystore import open_keystore
 from fedfort.messages import ClientUpdate, TrainTask
-from fedfort.secagg.crypto import SigningKey
 from fedfort.server.engine import CollectOutcome
 from fedfort.transport import codec
 from fedfort.transport.frames import to_frames
@@ -42,7 +43,6 @@ from fedfort.transport.identity import (
     seal_envelope,
 )
 from fedfort.transport.padding import PaddingPolicy, pad_payload
-from fedfort.transport.pki import load_certificate, load_private_key
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 

@@ -28,7 +28,7 @@ running server honours a revocation without a restart.
 
 Keys are ECDSA P-256 (the curve best supported by BoringSSL); private keys are written as
 PKCS#8 PEM readable by their owner only (mode 0600), encrypted under ``FEDFORT_KEY_PASSPHRASE``
-when it is set (see :mod:`fedfort.keyfiles`; gRPC gets them decrypted in memory), and
+when it is set (see :mod:`fedfort.crypto.keyfiles`; gRPC gets them decrypted in memory), and
 certificates as PEM (0644).
 Layout of a CA directory: ``ca.pem``, ``ca.key``, ``crl.pem`` and ``federation.json``; it stays
 with the operator. A server's directory holds ``server.pem``, ``server.key``, ``ca.pem`` and a
@@ -57,8 +57,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedfort import jsonio
+from fedfort.crypto.keyfiles import load_private_pem, private_pem, write_private_file
 from fedfort.errors import ConfigError, Refused
-from fedfort.keyfiles import load_private_pem, private_pem, write_private_file
 
 __all__ = [
     "CA_CERT_FILE",
@@ -186,7 +186,7 @@ def _write_public(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    # encrypted under FEDFORT_KEY_PASSPHRASE when it is set (fedfort.keyfiles)
+    # encrypted under FEDFORT_KEY_PASSPHRASE when it is set (fedfort.crypto.keyfiles)
     return private_pem(key)
 
 
@@ -264,7 +264,7 @@ def load_certificate(path: Path) -> x509.Certificate:
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """Load a PEM ECDSA private key from ``path``, decrypting it in memory when it is encrypted.
 
-    Follows the custody rules of :mod:`fedfort.keyfiles` (passphrase from
+    Follows the custody rules of :mod:`fedfort.crypto.keyfiles` (passphrase from
     ``FEDFORT_KEY_PASSPHRASE``, owner-only file). Raises ConfigError if the file is missing or
     unreadable, accessible by group or others, not a PEM private key, encrypted without (or
     with a wrong) passphrase, or holds a key of another type.

@@ -5,6 +5,10 @@ Updates are compressed with a CountSketch (Charikar, Chen, Farach-Colton 2002): 
 products are preserved in expectation and an identical update gives an identical sketch, which
 is what replay detection needs; the projection is one sparse matrix product for the whole
 ``(n, d)`` matrix and costs ``O(d)`` memory, not ``O(d * buckets)``.
+
+FoolsGold (:mod:`fedfort.aggregation.foolsgold`) sketches its per-client history with it, and
+the anomaly detector (:mod:`fedfort.detection`, which builds on this package's distances)
+keeps its replay history here too.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from fedfort.crypto.keystore.base import KeyStore, check_key_name
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
-from fedfort.keystore.base import KeyStore, check_key_name
-from fedfort.secagg.crypto import SigningKey
 
 try:
     import pkcs11

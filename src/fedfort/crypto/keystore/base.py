@@ -6,8 +6,8 @@ import builtins
 import re
 from abc import ABC, abstractmethod
 
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
-from fedfort.secagg.crypto import SigningKey
 
 __all__ = ["KeyStore", "check_key_name"]
 
@@ -29,7 +29,7 @@ class KeyStore(ABC):
     What it defends against: theft of long-term private keys (identity, audit) from disk,
     backups or images. A file store keeps them encrypted and owner-only; a hardware store
     (PKCS#11, OASIS PKCS#11 v3.0 ``CKM_EDDSA``) keeps them on a token that signs but never
-    exports them. Every store hands out :class:`~fedfort.secagg.crypto.SigningKey` objects, so
+    exports them. Every store hands out :class:`~fedfort.crypto.primitives.SigningKey` objects, so
     the rest of fedfort signs the same way whichever store holds the key.
     """
 

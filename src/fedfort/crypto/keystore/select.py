@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from fedfort.crypto.keyfiles import check_owner_only
+from fedfort.crypto.keystore.base import KeyStore
+from fedfort.crypto.keystore.files import FileKeyStore
 from fedfort.errors import ConfigError
-from fedfort.keyfiles import check_owner_only
-from fedfort.keystore.base import KeyStore
-from fedfort.keystore.files import FileKeyStore
 
 if TYPE_CHECKING:
-    from fedfort.keystore.pkcs11_store import Pkcs11KeyStore
+    from fedfort.crypto.keystore.pkcs11_store import Pkcs11KeyStore
 
 __all__ = [
     "PKCS11_LABEL_PREFIX_ENV",
@@ -66,7 +66,7 @@ def open_keystore(
     cache_key = (module, token, prefix)
     store = _tokens.get(cache_key)
     if store is None or store.closed:
-        from fedfort.keystore.pkcs11_store import Pkcs11KeyStore
+        from fedfort.crypto.keystore.pkcs11_store import Pkcs11KeyStore
 
         store = Pkcs11KeyStore(module, token, _pin(env), label_prefix=prefix)
         _tokens[cache_key] = store

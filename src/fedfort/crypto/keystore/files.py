@@ -1,14 +1,14 @@
-"""Signing keys as PKCS#8 files in one directory (see :mod:`fedfort.keyfiles` for custody)."""
+"""Signing keys as PKCS#8 files in one directory (custody: :mod:`fedfort.crypto.keyfiles`)."""
 
 from __future__ import annotations
 
 import builtins
 from pathlib import Path
 
+from fedfort.crypto.keyfiles import KeyProtection, load_signing_key, save_signing_key
+from fedfort.crypto.keystore.base import KeyStore, check_key_name
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
-from fedfort.keyfiles import KeyProtection, load_signing_key, save_signing_key
-from fedfort.keystore.base import KeyStore, check_key_name
-from fedfort.secagg.crypto import SigningKey
 
 __all__ = ["FileKeyStore"]
 
@@ -18,7 +18,7 @@ class FileKeyStore(KeyStore):
 
     ``protection`` defaults to the environment (``FEDFORT_KEY_PASSPHRASE`` ...), read at each
     call so a rotated passphrase applies to the next key written. Group- or world-readable
-    files are refused (see :func:`fedfort.keyfiles.check_owner_only`).
+    files are refused (see :func:`fedfort.crypto.keyfiles.check_owner_only`).
     """
 
     def __init__(

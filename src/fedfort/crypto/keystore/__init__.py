@@ -1,9 +1,9 @@
 """Key stores: where long-term Ed25519 signing keys live, behind one small interface.
 
 - :class:`KeyStore` (``get`` / ``put`` / ``generate`` / ``list`` / ``delete``) in
-  :mod:`~fedfort.keystore.base`;
+  :mod:`~fedfort.crypto.keystore.base`;
 - :class:`FileKeyStore`: PKCS#8 files, owner-only, encrypted under a passphrase
-  (:mod:`fedfort.keyfiles`);
+  (:mod:`fedfort.crypto.keyfiles`);
 - :class:`Pkcs11KeyStore`: keys on a PKCS#11 token (an HSM, or SoftHSM2 for tests) that
   never leave it; signing happens on the token. Needs ``pip install fedfort[hsm]``.
 
@@ -11,9 +11,9 @@
 selects the token, otherwise key files in the given directory).
 """
 
-from fedfort.keystore.base import KeyStore, check_key_name
-from fedfort.keystore.files import FileKeyStore
-from fedfort.keystore.select import (
+from fedfort.crypto.keystore.base import KeyStore, check_key_name
+from fedfort.crypto.keystore.files import FileKeyStore
+from fedfort.crypto.keystore.select import (
     PKCS11_LABEL_PREFIX_ENV,
     PKCS11_MODULE_ENV,
     PKCS11_PIN_ENV,

@@ -3,7 +3,7 @@
 Used by every party that keeps a long-term private key: clients and the server for their
 identity keys (:mod:`fedfort.transport.identity`), the server for its audit-log key
 (:mod:`fedfort.audit`) and ``fedfort certs`` for the TLS and CA keys
-(:mod:`fedfort.transport.pki`).
+(:mod:`fedfort.crypto.pki`).
 
 Custody rules (what they defend against: a copied disk, backup or container image that leaks
 a key file, and a key file other local users can read):
@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
-from fedfort.secagg.crypto import SigningKey
 
 __all__ = [
     "ALLOW_PLAINTEXT_ENV",

@@ -1,8 +1,10 @@
-"""The cryptographic building blocks of secure aggregation, all from ``cryptography``.
+"""The cryptographic building blocks of fedfort, all from ``cryptography``.
 
 Nothing here is invented; each function is a thin, typed wrapper over a standard primitive
-with fedfort's domain separation, as the protocol of Bonawitz et al. ("Practical Secure
-Aggregation for Privacy-Preserving Machine Learning", CCS 2017, section 4) asks for:
+with fedfort's domain separation. Secure aggregation uses all of them, as the protocol of
+Bonawitz et al. ("Practical Secure Aggregation for Privacy-Preserving Machine Learning",
+CCS 2017, section 4) asks for; the audit log, checkpoints and the network identity sign with
+the same Ed25519 keys:
 
 - **Key agreement** (:func:`agree`): X25519 (RFC 7748), then HKDF-SHA256 (RFC 5869) over the
   shared point with an ``info`` string naming the purpose and the session, so the channel key
