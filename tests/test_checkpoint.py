@@ -1,4 +1,5 @@
-"""Tests for fedfort.server.checkpoint: state packing and the SQLite checkpoint store."""
+"""Tests for fedfort.server.checkpoint_codec (state packing) and fedfort.server.checkpoint (the
+SQLite checkpoint store)."""
 
 import io
 import json
@@ -9,7 +10,8 @@ import pytest
 
 from fedfort.errors import CheckpointError
 from fedfort.params import vector_sha256
-from fedfort.server.checkpoint import Checkpoint, CheckpointStore, pack_state, unpack_state
+from fedfort.server.checkpoint import Checkpoint, CheckpointStore
+from fedfort.server.checkpoint_codec import pack_state, unpack_state
 
 # --------------------------------------------------------------------------------------------
 # pack_state / unpack_state

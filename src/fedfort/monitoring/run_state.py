@@ -1,21 +1,22 @@
 """A run's state read from its directory: what the dashboard and the report show.
 
 :func:`read_run` reads ``checkpoints.sqlite`` (round records, model versions, the latest
-reputation ledger) and ``audit.sqlite`` (its verification and key lifecycle events) read-only,
-so it works while the run is writing (SQLite WAL readers do not block the writer), for a
-finished run, for any runtime, and from another process (``fedfort dashboard RUN``).
+reputation ledger, through :class:`~fedfort.server.checkpoint.CheckpointReader`) and
+``audit.sqlite`` (its verification and key lifecycle events) read-only, so it works while the
+run is writing (SQLite WAL readers do not block the writer), for a finished run, for any
+runtime, and from another process (``fedfort dashboard RUN``).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from fedfort.audit import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries, verify_run
-from fedfort.errors import AuditError, CheckpointError
+from fedfort.errors import AuditError
+from fedfort.server.checkpoint import CheckpointReader, VersionRow
 
 __all__ = ["EVENT_KINDS", "read_run", "run_records"]
 
@@ -37,42 +38,12 @@ EVENT_KINDS = (
 _MAX_REJECTIONS = 500
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise CheckpointError(f"{path.parent} is not a fedfort run: {path.name} is missing")
-    try:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise CheckpointError(f"cannot open {path}: {exc}") from exc
-
-
-def _snapshot(
-    run_dir: Path,
-) -> tuple[dict[str, str], list[tuple[int, float, str, dict[str, Any]]], dict[str, Any]]:
+def _snapshot(run_dir: Path) -> tuple[dict[str, str], list[VersionRow], dict[str, Any]]:
     """Meta, every checkpoint's (round, created, hash, record) and the latest engine state,
     read in one read transaction, so a live run's rounds are never mixed across commits."""
-    path = run_dir / "checkpoints.sqlite"
-    db = _connect(path)
-    try:
-        db.execute("BEGIN")
-        meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
-        rows = [
-            (int(r), float(c), str(h), json.loads(t))
-            for r, c, h, t in db.execute(
-                "SELECT round, created, model_sha256, record_json FROM checkpoints ORDER BY round"
-            )
-        ]
-        latest = db.execute(
-            "SELECT state_json FROM checkpoints ORDER BY round DESC LIMIT 1"
-        ).fetchone()
-        db.execute("COMMIT")
-    except (sqlite3.Error, ValueError) as exc:
-        raise CheckpointError(f"cannot read the checkpoints of {run_dir}: {exc}") from exc
-    finally:
-        db.close()
-    # the ledger is plain JSON; the state's arrays (optimizer moments...) are not needed here
-    state = json.loads(latest[0]) if latest is not None else {}
-    return meta, rows, state if isinstance(state, dict) else {}
+    with CheckpointReader(run_dir / "checkpoints.sqlite") as reader:
+        snapshot = reader.snapshot()
+    return snapshot.meta, snapshot.versions, snapshot.latest_state
 
 
 def run_records(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -81,7 +52,7 @@ def run_records(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any
     return meta, [record for round_, _c, _h, record in rows if round_ > 0]
 
 
-def _models(rows: list[tuple[int, float, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def _models(rows: list[VersionRow]) -> list[dict[str, Any]]:
     return [
         {
             "version": round_,

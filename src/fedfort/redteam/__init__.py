@@ -1,8 +1,9 @@
 """``fedfort redteam``: attacks x defences x seeds, summarised and reported.
 
 :mod:`~fedfort.redteam.matrix` plans and runs the cells, :mod:`~fedfort.redteam.summary` folds
-seeds into rows and verdicts, :mod:`~fedfort.redteam.report` writes Markdown, HTML and
-heatmaps. ``docs/redteam.md`` explains the config and the report.
+seeds into rows and verdicts, :mod:`~fedfort.redteam.report` writes Markdown and HTML (on the
+report kit, :mod:`fedfort.report`) beside the heatmaps of :mod:`~fedfort.redteam.heatmaps`.
+``docs/redteam.md`` explains the config and the report.
 """
 
 from fedfort.redteam.matrix import (

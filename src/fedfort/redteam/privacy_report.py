@@ -1,7 +1,7 @@
 """The privacy red-team report: leakage per defence for both attacks, in Markdown and HTML.
 
 It renders the body of ``privacy.json`` (:func:`fedfort.redteam.privacy.run_privacy_redteam`)
-with the section model and renderers of :mod:`fedfort.redteam.report`:
+with the report kit's sections and renderers (:mod:`fedfort.report.document`):
 
 * a side-by-side table per defence kind: membership inference (AUC of the client-update and
   the global-model attacks) beside gradient inversion (SSIM, PSNR, label accuracy);
@@ -16,7 +16,6 @@ with the section model and renderers of :mod:`fedfort.redteam.report`:
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,20 +26,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fedfort.redteam.inversion_experiment import DEFENCES
-from fedfort.redteam.report import (
-    HTML_FILE,
-    MARKDOWN_FILE,
-    _Image,
-    _render_html,
-    _render_markdown,
-    _Section,
-    _Table,
-)
+from fedfort.redteam.report import HTML_FILE, MARKDOWN_FILE
+from fedfort.report.document import Image, Section, Table, render_html, render_markdown
+from fedfort.report.figures import data_uri
+from fedfort.report.markup import DASH
 
 __all__ = ["GRID_FILE", "NOTES", "write_privacy_report"]
 
 GRID_FILE: Final = "inversion_grid.png"
-DASH: Final = "—"
 _KINDS: Final[tuple[str, ...]] = DEFENCES  # the rows of the side-by-side table, in order
 _GRID_COLUMNS: Final = 6
 
@@ -82,7 +75,7 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}"
 
 
-def _membership_tables(m: dict[str, Any]) -> tuple[_Table, _Table]:
+def _membership_tables(m: dict[str, Any]) -> tuple[Table, Table]:
     fpr = f"TPR@{m['settings']['fpr']:.0%}FPR"
     g_head = ["defence", "epsilon", "accuracy"]
     attacks = [a for a in ("loss_threshold", "lira_online", "lira_offline")]
@@ -100,10 +93,10 @@ def _membership_tables(m: dict[str, Any]) -> tuple[_Table, _Table]:
         u = r["client_update"]["loss_change"]
         u_rows.append([name, r["server_sees"], _eps(r), _ci(u["auc"]), _ci(u["tpr_at_fpr"])])
     u_head = ["defence", "server sees", "epsilon", "loss-change AUC", f"loss-change {fpr}"]
-    return _Table(g_head, g_rows), _Table(u_head, u_rows)
+    return Table(g_head, g_rows), Table(u_head, u_rows)
 
 
-def _inversion_table(inv: dict[str, Any]) -> _Table:
+def _inversion_table(inv: dict[str, Any]) -> Table:
     head = ["defence", "setting", "epsilon", "MSE", "PSNR (dB)", "SSIM", "label accuracy", "leaked"]
     rows = []
     for r in inv["rows"]:
@@ -125,10 +118,10 @@ def _inversion_table(inv: dict[str, Any]) -> _Table:
                 leaked,
             ]
         )
-    return _Table(head, rows)
+    return Table(head, rows)
 
 
-def _side_by_side(m: dict[str, Any], inv: dict[str, Any] | None) -> _Table:
+def _side_by_side(m: dict[str, Any], inv: dict[str, Any] | None) -> Table:
     head = [
         "defence kind",
         "membership setting",
@@ -171,7 +164,7 @@ def _side_by_side(m: dict[str, Any], inv: dict[str, Any] | None) -> _Table:
             else:
                 line += [DASH] * 5
             rows.append(line)
-    return _Table(head, rows)
+    return Table(head, rows)
 
 
 def _grid(inv: dict[str, Any], path: Path) -> bool:
@@ -200,15 +193,15 @@ def _grid(inv: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def _sections(body: dict[str, Any], image: _Image | None) -> list[_Section]:
+def _sections(body: dict[str, Any], image: Image | None) -> list[Section]:
     meta, m, inv = body["meta"], body["membership"], body["inversion"]
     s = m["settings"]
     run = [f"{k}: {v}" for k, v in meta.items()]
     run.append(f"intervals: {s['interval']}; LiRA shadows per seed: {s['shadows']}")
     global_table, update_table = _membership_tables(m)
     sections = [
-        _Section("Run", bullets=run),
-        _Section(
+        Section("Run", bullets=run),
+        Section(
             "Leakage per defence, both attacks",
             paragraphs=[
                 "Membership AUC is 0.5 for guessing. SSIM near the noise baseline "
@@ -216,7 +209,7 @@ def _sections(body: dict[str, Any], image: _Image | None) -> list[_Section]:
             ],
             table=_side_by_side(m, inv),
         ),
-        _Section(
+        Section(
             "Membership inference on the final global model",
             paragraphs=[
                 "Members: every client's training rows; non-members: as many held-out "
@@ -225,7 +218,7 @@ def _sections(body: dict[str, Any], image: _Image | None) -> list[_Section]:
             ],
             table=global_table,
         ),
-        _Section(
+        Section(
             f"Membership inference on client updates (round {s['update_round']})",
             paragraphs=[
                 "The curious server scores loss(w) - loss(w + delta_k) on client k's "
@@ -237,11 +230,11 @@ def _sections(body: dict[str, Any], image: _Image | None) -> list[_Section]:
     ]
     if inv is not None:
         sections.append(
-            _Section("Gradient inversion of one client's update", table=_inversion_table(inv))
+            Section("Gradient inversion of one client's update", table=_inversion_table(inv))
         )
-    sections.append(_Section("What each defence does not stop", bullets=list(NOTES)))
+    sections.append(Section("What each defence does not stop", bullets=list(NOTES)))
     if image is not None:
-        sections.append(_Section("Original vs reconstructed images", image=image))
+        sections.append(Section("Original vs reconstructed images", image=image))
     return sections
 
 
@@ -255,13 +248,12 @@ def write_privacy_report(body: dict[str, Any], out_dir: str | Path) -> dict[str,
     if body["inversion"] is not None and _grid(body["inversion"], out / GRID_FILE):
         written["grid"] = out / GRID_FILE
         alt = "original and reconstructed images per defence"
-        md_image = _Image(alt, GRID_FILE)
-        data = base64.b64encode((out / GRID_FILE).read_bytes()).decode("ascii")
-        html_image = _Image(alt, f"data:image/png;base64,{data}")
+        md_image = Image(alt, GRID_FILE)
+        html_image = Image(alt, data_uri((out / GRID_FILE).read_bytes()))
     (out / MARKDOWN_FILE).write_text(
-        _render_markdown(title, _sections(body, md_image)), encoding="utf-8"
+        render_markdown(title, _sections(body, md_image)), encoding="utf-8"
     )
-    (out / HTML_FILE).write_text(_render_html(title, _sections(body, html_image)), encoding="utf-8")
+    (out / HTML_FILE).write_text(render_html(title, _sections(body, html_image)), encoding="utf-8")
     written["markdown"] = out / MARKDOWN_FILE
     written["html"] = out / HTML_FILE
     return written

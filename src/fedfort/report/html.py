@@ -25,9 +25,14 @@ Number formats: accuracy and loss with 4 decimals (``0.5722``), epsilon spent wi
 significant digits (``2.99999``), target epsilon and delta in ``g`` format (``3``, ``1e-05``),
 times as UTC ISO 8601.
 
-The page is assembled here; the pieces live in their own modules:
+The page is assembled here, on the report kit every fedfort report shares:
 
 * :mod:`~fedfort.report.markup`: escaping, number formats, lists and tables;
+* :mod:`~fedfort.report.page`: the stylesheet, the page shell and its sections;
+* :mod:`~fedfort.report.figures`: figures as embedded PNGs;
+
+and from the compliance report's own modules:
+
 * :mod:`~fedfort.report.compliance`: the compliance summary;
 * :mod:`~fedfort.report.plots`: the plots.
 """
@@ -60,6 +65,7 @@ from fedfort.report.markup import (
     truncate,
     utc,
 )
+from fedfort.report.page import html_page, section
 from fedfort.report.plots import plots_section
 
 __all__ = ["REPORT_FILE", "build_report", "write_report"]
@@ -69,40 +75,6 @@ REPORT_FILE: Final = "report.html"
 #: most recent rows listed individually (the counts always cover the whole run)
 _MAX_REJECTIONS: Final = 200
 _MAX_EVENTS: Final = 500
-
-_CSS: Final = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
-       margin: 2rem auto; max-width: 78rem; padding: 0 1rem; color: #1d1d1d;
-       line-height: 1.45; }
-h1 { border-bottom: 2px solid #ccc; padding-bottom: .3rem; margin-bottom: .4rem; }
-h2 { margin-top: 2.2rem; border-bottom: 1px solid #e2e2e2; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
-th, td { border: 1px solid #ccc; padding: .28rem .55rem; text-align: left;
-         vertical-align: top; }
-th { background: #f0f0f0; }
-tbody tr:nth-child(even) { background: #fafafa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;
-            font-size: .85rem; }
-code { overflow-wrap: anywhere; }
-pre { background: #f6f6f6; border: 1px solid #ddd; padding: .8rem; overflow-x: auto; }
-ul.kv { margin: 0; padding-left: 1.1rem; }
-.badge { display: inline-block; padding: .05rem .5rem; border-radius: .7rem;
-         font-weight: 600; font-size: .85rem; white-space: nowrap; }
-.ok { background: #dff3e3; color: #14532d; }
-.warn { background: #fff3cd; color: #6b4e00; }
-.bad { background: #fde2e1; color: #b00020; }
-.info { background: #e8eef8; color: #1e3a6e; }
-.alert { border: 3px solid #b00020; background: #fde2e1; color: #b00020; padding: .8rem 1rem;
-         font-weight: 600; margin: 1rem 0; }
-.muted { color: #666; }
-.fail { color: #b00020; font-weight: 700; }
-figure { margin: .8rem 0; display: inline-block; vertical-align: top; }
-figcaption { font-size: .85rem; color: #555; }
-img { max-width: 100%; height: auto; }
-@media print { body { margin: 0; max-width: none; } h2 { break-after: avoid; }
-               figure, tr { break-inside: avoid; } }
-"""
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -360,24 +332,13 @@ def _render(state: dict[str, Any], records: list[dict[str, Any]], generated: str
             f"<pre>{esc(jsonio.dumps(config, indent=2, sort_keys=True))}</pre>",
         ),
     ]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{esc(title)}</h1>",
+    body = [
         f'<p class="muted">Generated {esc(generated)} by fedfort {esc(__version__)}.</p>',
         alert,
     ]
-    for heading, body in sections:
-        parts += ["<section>", f"<h2>{esc(heading)}</h2>", body, "</section>"]
-    parts += ["</body>", "</html>"]
-    return "\n".join(p for p in parts if p) + "\n"
+    for heading, content in sections:
+        body += section(heading, content)
+    return html_page(title, body)
 
 
 def build_report(run_dir: str | Path) -> str:

@@ -7,8 +7,6 @@ is on) and detections per round.
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any, Final
 
 import matplotlib
@@ -18,7 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fedfort.report.compliance import measure
-from fedfort.report.markup import esc, number
+from fedfort.report.figures import data_uri, figure, png_bytes
+from fedfort.report.markup import number
 
 __all__ = ["plots_section"]
 
@@ -27,19 +26,8 @@ _DPI: Final = 90
 _FIGSIZE: Final = (6.4, 3.0)
 
 
-def _png(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _figure(title: str, caption: str, fig: Figure) -> str:
-    data = _png(fig)
-    return (
-        f'<figure><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{esc(caption)}</figcaption></figure>"
-    )
+    return figure(data_uri(png_bytes(fig, _DPI)), title, caption)
 
 
 def _line_plot(

@@ -17,19 +17,26 @@ with its public part, so whoever can rewrite ``checkpoints.sqlite`` but does not
 ``[access]`` without the resume refusing. This is the integrity half of a MAC-or-sign
 checkpoint, as in Schneier and Kelsey's authenticated logs (ACM TISSEC 1999); a reader without
 the key (``fedfort model list``) still checks the model hashes only.
+
+**One reader of the schema.** This module is the only one that knows the tables and columns.
+:class:`CheckpointStore` writes them; :class:`CheckpointReader` opens the file read-only, so
+it works while the run is writing (SQLite WAL readers do not block the writer) and from another
+process, and verifies exactly as the store does. Everything else that reads a run's
+checkpoints (the model registry behind ``fedfort model``, the run state behind the dashboard
+and the compliance report) calls the reader. How arrays and state trees are encoded lives in
+:mod:`fedfort.server.checkpoint_codec`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -37,8 +44,16 @@ from fedfort import jsonio
 from fedfort.crypto.primitives import SigningKey, verify
 from fedfort.errors import CheckpointError
 from fedfort.params import vector_sha256
+from fedfort.server.checkpoint_codec import decode_array, encode_array, pack_state, unpack_state
 
-__all__ = ["RUN_NONCE_META", "Checkpoint", "CheckpointStore", "pack_state", "unpack_state"]
+__all__ = [
+    "RUN_NONCE_META",
+    "Checkpoint",
+    "CheckpointReader",
+    "CheckpointSnapshot",
+    "CheckpointStore",
+    "VersionRow",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, signature TEXT);
@@ -58,9 +73,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 RUN_NONCE_META = "run_nonce"
 _ROW_DOMAIN = b"fedfort-checkpoint-v1\n"
 _META_DOMAIN = b"fedfort-checkpoint-meta-v1\n"
-_ROW_COLUMNS = (
-    "round, created, model, model_sha256, state_json, state_arrays, record_json, signature"
-)
 
 
 def _sha256(data: str | bytes) -> str:
@@ -92,62 +104,6 @@ def _meta_message(nonce: str, key: str, value: str) -> bytes:
     return _META_DOMAIN + jsonio.dumps([nonce, key, value], separators=(",", ":")).encode()
 
 
-def _array_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _bytes_array(blob: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(blob), allow_pickle=False)  # type: ignore[no-any-return]
-
-
-def pack_state(tree: Any) -> tuple[str, bytes]:
-    """Split a state tree into JSON text and one ``.npz`` blob holding its arrays."""
-    arrays: dict[str, np.ndarray] = {}
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, np.ndarray):
-            if node.dtype.hasobject:
-                raise CheckpointError("object arrays cannot be stored in a checkpoint")
-            key = f"a{len(arrays)}"
-            arrays[key] = node
-            return {"__array__": key}
-        if isinstance(node, dict):
-            if not all(isinstance(k, str) for k in node):
-                raise CheckpointError("state dictionaries must have string keys")
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list | tuple):
-            return [walk(v) for v in node]
-        if isinstance(node, np.generic):
-            return node.item()
-        if node is None or isinstance(node, bool | int | float | str):
-            return node
-        raise CheckpointError(f"cannot store a {type(node).__name__} in a checkpoint")
-
-    text = jsonio.dumps(walk(tree), sort_keys=True)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    return text, buf.getvalue()
-
-
-def unpack_state(text: str, blob: bytes) -> Any:
-    """Inverse of :func:`pack_state`."""
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if set(node) == {"__array__"}:
-                return arrays[node["__array__"]]
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    return walk(json.loads(text))
-
-
 @dataclass(frozen=True)
 class Checkpoint:
     """One committed round as read back from the store."""
@@ -159,69 +115,92 @@ class Checkpoint:
     record: dict[str, Any]
 
 
-class CheckpointStore:
-    """A run's checkpoints in one SQLite file, signed and verified with ``key`` when given.
+#: ``(round, created, model_sha256, record)`` of one checkpoint, as listed without its model
+VersionRow = tuple[int, float, str, dict[str, Any]]
 
-    With ``key`` (the run's audit key) every write is signed and :meth:`load`,
-    :meth:`verified_meta` and :meth:`verify_all` refuse anything whose signature is missing or
-    wrong; without it rows are written unsigned and only model hashes are checked.
+
+@dataclass(frozen=True)
+class CheckpointSnapshot:
+    """What a live view of a run needs, read in one read transaction.
+
+    ``meta`` holds every meta value (unverified), ``versions`` every checkpoint's
+    :data:`VersionRow` oldest first, and ``latest_state`` the JSON part of the latest engine
+    state (``{}`` before the first commit): its arrays (optimizer moments...) are not unpacked.
+    """
+
+    meta: dict[str, str] = field(default_factory=dict)
+    versions: list[VersionRow] = field(default_factory=list)
+    latest_state: dict[str, Any] = field(default_factory=dict)
+
+
+class CheckpointReader:
+    """A run's checkpoint file opened read-only; verified with ``key`` when given.
+
+    :meth:`load` checks the model hash and, with ``key`` (the run's audit key), the row's
+    signature; :meth:`verified_meta` checks a meta value's; :meth:`versions`, :meth:`records`
+    and :meth:`snapshot` list without verifying, as the store does. A file written before
+    signatures (no ``signature`` column) reads as unsigned. Opening a missing file, or one that
+    is not a checkpoint database, raises :class:`~fedfort.errors.CheckpointError`.
     """
 
     def __init__(self, path: str | Path, key: SigningKey | None = None) -> None:
         self.path = Path(path)
         self._key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # one writer at a time (the engine), possibly not the thread that opened the store
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        if not self.path.exists():
+            raise CheckpointError(
+                f"{self.path.parent} is not a fedfort run: {self.path.name} is missing"
+            )
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            for table in ("meta", "checkpoints"):
-                columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                if "signature" not in columns:  # a store written before signatures
-                    with self._db:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN signature TEXT")
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"cannot open {self.path}: {exc}") from exc
+        self._db = db
+        try:
+            columns = {table: self._columns(table) for table in ("meta", "checkpoints")}
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise CheckpointError(
                 f"{self.path} is not a fedfort checkpoint database: {exc}"
             ) from exc
+        missing = [table for table, names in columns.items() if not names]
+        if missing:
+            self._db.close()
+            raise CheckpointError(
+                f"{self.path} is not a fedfort checkpoint database: it has no "
+                f"{' or '.join(missing)} table (is the run still starting?)"
+            )
+        # a store written before signatures has no signature column: its rows read unsigned
+        self._meta_signature = "signature" if "signature" in columns["meta"] else "NULL"
+        self._row_signature = "signature" if "signature" in columns["checkpoints"] else "NULL"
         self._nonce = ""
         if key is not None:
             try:
-                if self.get_meta(RUN_NONCE_META) is None and self.latest_round() is None:
-                    self.set_meta(RUN_NONCE_META, secrets.token_hex(16))
                 self._nonce = self.verified_meta(RUN_NONCE_META)
             except CheckpointError:
                 self._db.close()
                 raise
 
+    def _columns(self, table: str) -> set[str]:
+        return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
+
     @property
     def signed(self) -> bool:
-        """Whether this store signs its writes and verifies its reads."""
+        """Whether reads are verified (and a store's writes signed) with the run's audit key."""
         return self._key is not None
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> CheckpointStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def set_meta(self, key: str, value: str) -> None:
-        """Store ``value`` under ``key`` (signed when the store has a key)."""
-        signature = None
-        if self._key is not None:
-            nonce = "" if key == RUN_NONCE_META else self._nonce
-            signature = self._key.sign(_meta_message(nonce, key, value)).hex()
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value, signature) VALUES (?, ?, ?)",
-                (key, value, signature),
-            )
+    def get_meta(self, key: str) -> str | None:
+        """The value under ``key``, unverified (``None`` when absent)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def verified_meta(self, key: str, *, required: bool = True) -> str:
         """The value under ``key`` after checking its signature with the store's key.
@@ -231,7 +210,9 @@ class CheckpointStore:
         """
         if self._key is None:
             raise CheckpointError("verifying a checkpoint needs the run's audit key")
-        row = self._db.execute("SELECT value, signature FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute(
+            f"SELECT value, {self._meta_signature} FROM meta WHERE key = ?", (key,)
+        ).fetchone()
         if row is None:
             if required:
                 raise CheckpointError(
@@ -258,43 +239,6 @@ class CheckpointStore:
             return False
         return verify(self._key.public, raw, message)
 
-    def delete_meta(self, key: str) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
-
-    def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def save(
-        self, round_: int, model: np.ndarray, state: dict[str, Any], record: dict[str, Any]
-    ) -> str:
-        """Write round ``round_`` in one transaction; return the model's SHA-256."""
-        digest = vector_sha256(model)
-        text, blob = pack_state(state)
-        created = time.time()
-        record_json = jsonio.dumps(record, sort_keys=True, non_finite="null")
-        signature = None
-        if self._key is not None:
-            message = _row_message(self._nonce, round_, created, digest, text, blob, record_json)
-            signature = self._key.sign(message).hex()
-        with self._db:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO checkpoints ({_ROW_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    round_,
-                    created,
-                    _array_bytes(np.ascontiguousarray(model, dtype=np.float32)),
-                    digest,
-                    text,
-                    blob,
-                    record_json,
-                    signature,
-                ),
-            )
-        return digest
-
     def rounds(self) -> list[int]:
         return [int(r[0]) for r in self._db.execute("SELECT round FROM checkpoints ORDER BY round")]
 
@@ -310,13 +254,15 @@ class CheckpointStore:
             if round_ is None:
                 raise CheckpointError(f"{self.path} holds no committed round to resume from")
         row = self._db.execute(
-            f"SELECT {_ROW_COLUMNS} FROM checkpoints WHERE round = ?", (round_,)
+            "SELECT round, created, model, model_sha256, state_json, state_arrays, record_json, "
+            f"{self._row_signature} FROM checkpoints WHERE round = ?",
+            (round_,),
         ).fetchone()
         if row is None:
             raise CheckpointError(f"{self.path} has no checkpoint for round {round_}")
         _, created, model_blob, model_sha256, state_json, state_arrays, record_json, sig = row
         try:
-            model = _bytes_array(model_blob).astype(np.float32, copy=False)
+            model = decode_array(model_blob).astype(np.float32, copy=False)
             state = unpack_state(state_json, state_arrays)
             record = json.loads(record_json)
         except (ValueError, KeyError, OSError) as exc:
@@ -351,7 +297,7 @@ class CheckpointStore:
             self.load(round_)
         return len(rounds)
 
-    def versions(self) -> list[tuple[int, float, str, dict[str, Any]]]:
+    def versions(self) -> list[VersionRow]:
         """``(round, created, model_sha256, record)`` of every checkpoint, oldest first."""
         rows = self._db.execute(
             "SELECT round, created, model_sha256, record_json FROM checkpoints ORDER BY round"
@@ -362,3 +308,112 @@ class CheckpointStore:
         """Round records of every committed round, oldest first."""
         rows = self._db.execute("SELECT record_json FROM checkpoints ORDER BY round")
         return [json.loads(r[0]) for r in rows]
+
+    def snapshot(self) -> CheckpointSnapshot:
+        """Meta, every :data:`VersionRow` and the latest state's JSON, in one read transaction,
+        so a live run's rounds are never mixed across commits (see :class:`CheckpointSnapshot`).
+
+        An unreadable row raises :class:`~fedfort.errors.CheckpointError`.
+        """
+        try:
+            self._db.execute("BEGIN")
+            try:
+                meta = {str(k): str(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+                versions = self.versions()
+                latest = self._db.execute(
+                    "SELECT state_json FROM checkpoints ORDER BY round DESC LIMIT 1"
+                ).fetchone()
+                self._db.execute("COMMIT")
+            finally:
+                if self._db.in_transaction:
+                    self._db.rollback()
+            state = json.loads(latest[0]) if latest is not None else {}
+        except (sqlite3.Error, ValueError) as exc:
+            raise CheckpointError(f"cannot read the checkpoints in {self.path}: {exc}") from exc
+        return CheckpointSnapshot(meta, versions, state if isinstance(state, dict) else {})
+
+
+class CheckpointStore(CheckpointReader):
+    """A run's checkpoints in one SQLite file, signed and verified with ``key`` when given.
+
+    With ``key`` (the run's audit key) every write is signed and :meth:`load`,
+    :meth:`verified_meta` and :meth:`verify_all` refuse anything whose signature is missing or
+    wrong; without it rows are written unsigned and only model hashes are checked. The file is
+    created (and a store written before signatures gains its ``signature`` columns) on open.
+    """
+
+    def __init__(self, path: str | Path, key: SigningKey | None = None) -> None:
+        self.path = Path(path)
+        self._key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # one writer at a time (the engine), possibly not the thread that opened the store
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            for table in ("meta", "checkpoints"):
+                if "signature" not in self._columns(table):  # a store written before signatures
+                    with self._db:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN signature TEXT")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise CheckpointError(
+                f"{self.path} is not a fedfort checkpoint database: {exc}"
+            ) from exc
+        self._meta_signature = self._row_signature = "signature"
+        self._nonce = ""
+        if key is not None:
+            try:
+                if self.get_meta(RUN_NONCE_META) is None and self.latest_round() is None:
+                    self.set_meta(RUN_NONCE_META, secrets.token_hex(16))
+                self._nonce = self.verified_meta(RUN_NONCE_META)
+            except CheckpointError:
+                self._db.close()
+                raise
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (signed when the store has a key)."""
+        signature = None
+        if self._key is not None:
+            nonce = "" if key == RUN_NONCE_META else self._nonce
+            signature = self._key.sign(_meta_message(nonce, key, value)).hex()
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value, signature) VALUES (?, ?, ?)",
+                (key, value, signature),
+            )
+
+    def delete_meta(self, key: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def save(
+        self, round_: int, model: np.ndarray, state: dict[str, Any], record: dict[str, Any]
+    ) -> str:
+        """Write round ``round_`` in one transaction; return the model's SHA-256."""
+        digest = vector_sha256(model)
+        text, blob = pack_state(state)
+        created = time.time()
+        record_json = jsonio.dumps(record, sort_keys=True, non_finite="null")
+        signature = None
+        if self._key is not None:
+            message = _row_message(self._nonce, round_, created, digest, text, blob, record_json)
+            signature = self._key.sign(message).hex()
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO checkpoints (round, created, model, model_sha256, "
+                "state_json, state_arrays, record_json, signature) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    round_,
+                    created,
+                    encode_array(np.ascontiguousarray(model, dtype=np.float32)),
+                    digest,
+                    text,
+                    blob,
+                    record_json,
+                    signature,
+                ),
+            )
+        return digest

@@ -22,8 +22,8 @@ import numpy as np
 
 from fedfort import jsonio
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
-from fedfort.errors import CheckpointError, ConfigError
-from fedfort.server.checkpoint import CheckpointStore
+from fedfort.errors import ConfigError
+from fedfort.server.checkpoint import CheckpointReader, CheckpointStore
 
 __all__ = ["PENDING_ROLLBACK_META", "ModelRegistry", "ModelVersion"]
 
@@ -52,10 +52,8 @@ class ModelRegistry:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        path = self.run_dir / "checkpoints.sqlite"
-        if not path.exists():
-            raise CheckpointError(f"{self.run_dir} is not a fedfort run: {path.name} is missing")
-        self.store = CheckpointStore(path)
+        # read-only: listing, showing and exporting versions never writes to the run
+        self.store = CheckpointReader(self.run_dir / "checkpoints.sqlite")
 
     def close(self) -> None:
         self.store.close()
