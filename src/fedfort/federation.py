@@ -28,8 +28,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from fedfort import __version__, jsonio
-from fedfort.aggregation.preconditions import min_updates
-from fedfort.aggregation.registry import make_aggregator
+from fedfort.aggregation.registry import build_aggregator
 from fedfort.alerts import AlertManager, webhook_url
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.audit.head import SignedHead
@@ -295,17 +294,10 @@ class Federation(ABC):
             self._root = ClientData.from_numpy(
                 self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
             )
-        aggregator = make_aggregator(
-            defense.aggregator,
-            num_byzantine=defense.num_byzantine,
-            trim_ratio=defense.trim_ratio,
-            norm_bound=defense.norm_bound,
-            robust_lr_threshold=defense.robust_lr_threshold,
-            centered_clipping_tau=defense.centered_clipping_tau,
-            centered_clipping_iterations=defense.centered_clipping_iterations,
-            flame_noise=defense.flame_noise,
-            server_update=self._server_update if self._root is not None else None,
+        aggregator = build_aggregator(
+            defense.model_dump(),
             seed=config.seed,
+            server_update=self._server_update if self._root is not None else None,
         )
         privacy = PrivacySetup(config)
         self.privacy_ledger = privacy.ledger
@@ -355,7 +347,7 @@ class Federation(ABC):
                 seed=config.seed,
             )
             stages.append(DetectAnomalies(detector, det.action, det.downweight_factor))
-        need = min_updates(defense.aggregator, defense.num_byzantine)
+        need = aggregator.min_updates(defense.num_byzantine)
         stages += [
             EnforceQuorum(max(srv.min_participants, need), srv.quorum),
             secure or privacy.aggregate or Aggregate(aggregator),
