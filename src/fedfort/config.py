@@ -838,14 +838,17 @@ def _check_privacy(cfg: RunConfig) -> None:
         raise ValueError("privacy.local_epsilon applies only to privacy.mode = 'local'")
     # the sensitivity analysis of DP-FedAvg holds for a plain sum of clipped updates from an
     # independent sample: data-dependent exclusion, weighting or selection breaks it
-    if not cfg.defense.rule(wrappers=False).sum_compatible or cfg.defense.norm_bound is not None:
+    # ... except central DP around a rule (PrivateAggregate with ``rule``): its output is
+    # projected onto the clip ball, so any rule's sensitivity is the ball's diameter 2C
+    robust = not cfg.defense.rule(wrappers=False).sum_compatible
+    wrapped = cfg.defense.norm_bound is not None or cfg.defense.robust_lr_threshold is not None
+    if (robust or wrapped) and (p.mode != "central" or cfg.secure_aggregation.enabled):
         raise ValueError(
             f"privacy.mode = {p.mode!r} aggregates the clipped updates as a noisy sum: set "
-            "defense.aggregator = 'fedavg' without norm_bound (privacy.clip_norm clips); robust "
-            "rules look at individual updates, which the guarantee does not cover"
+            "defense.aggregator = 'fedavg' without norm_bound or robust_lr_threshold "
+            "(privacy.clip_norm clips); robust rules look at individual updates, which the "
+            "guarantee covers only in central mode without secure aggregation"
         )
-    if cfg.defense.robust_lr_threshold is not None:
-        raise ValueError("privacy needs defense.robust_lr_threshold unset (it reads every update)")
     if cfg.detection.enabled or cfg.reputation.enabled:
         raise ValueError(
             f"privacy.mode = {p.mode!r} cannot be combined with detection or reputation: they "

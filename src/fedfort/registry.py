@@ -70,10 +70,10 @@ def import_path(obj: Any) -> str:
     """``"module:QualName"`` of a class or function defined at module level."""
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
-    if not module or not qualname or "<locals>" in qualname or module == "__main__":
+    if not module or not qualname or "<locals>" in qualname:
         raise ConfigError(
-            f"{obj!r} has no import path (defined in a function or in __main__): define it at "
-            "module level in an importable module, or register it under a name"
+            f"{obj!r} has no import path (it is defined inside a function): define it at "
+            "module level, or register it under a name"
         )
     return f"{module}:{qualname}"
 
