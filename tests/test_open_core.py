@@ -148,7 +148,7 @@ def test_component_errors_name_the_key(plugins):
         )
     with pytest.raises(ConfigError, match="did you mean 'median'"):
         parse_config({**base, "defense": {"aggregator": "medain"}})
-    with pytest.raises(ConfigError, match="cannot import .no_such_pkg.rules."):
+    with pytest.raises(ConfigError, match=r"cannot import 'no_such_pkg\.rules'"):
         parse_config({**base, "defense": {"aggregator": "no_such_pkg.rules:Rule"}})
     with pytest.raises(ConfigError, match="has no 'Nope'"):
         parse_config({**base, "attack": {"name": "clinic_rules:Nope"}})
