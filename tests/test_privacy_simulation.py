@@ -266,7 +266,11 @@ def test_dp_sgd_clients_report_their_own_epsilon(tmp_path):
     ("privacy", "sections", "message"),
     [
         ({"mode": "central"}, {}, "noise_multiplier or privacy.target_epsilon"),
-        ({"mode": "central", "noise_multiplier": 1}, {"defense": {"aggregator": "krum"}}, "fedavg"),
+        (
+            {"mode": "distributed", "noise_multiplier": 1},
+            {"defense": {"aggregator": "krum"}},
+            "fedavg",
+        ),
         (
             {"mode": "central", "noise_multiplier": 1},
             {"detection": {"enabled": True}},
@@ -380,3 +384,39 @@ def test_dp_fedavg_defeats_a_membership_distinguisher_that_breaks_plain_fedavg()
     bound = norm.cdf(1.0 / z)  # best test between N(-C, zC) and N(+C, zC) shifts: Phi(C / (zC))
     assert plain == 1.0
     assert private <= bound + 0.08, (private, bound)
+
+
+def test_central_dp_around_a_rule_bounds_the_rules_output_by_the_clip_ball():
+    """A coordinate median of clipped updates can leave the clip ball (here by sqrt(3/2)); the
+    private stage projects it back, so any rule's release has sensitivity 2C, and the noise is
+    2Cz (the mean's guarantee at multiplier z)."""
+    from fedfort.aggregation import CoordinateMedian
+    from fedfort.privacy.dp_fedavg import DpFedAvgPlan
+    from fedfort.server.engine import RoundContext
+    from fedfort.server.privacy import PrivateAggregate
+
+    a = 1 / np.sqrt(2)
+    rows = np.array([[a, a, 0], [a, 0, a], [0, a, a]], dtype=np.float32)
+    unprojected = np.median(rows, axis=0)
+    assert np.linalg.norm(unprojected) == pytest.approx(np.sqrt(1.5))  # outside the ball
+
+    def release(z, rule):
+        plan = DpFedAvgPlan("central", z, 3, "fixed", sample_size=3)
+        stage = PrivateAggregate(plan, 1.0, secure=False, seed=0, rule=rule)
+        ctx = RoundContext(
+            1, 1, np.zeros(3, np.float32), np.random.default_rng(0), tuple("abc"), None
+        )
+        ctx.accepted = [ClientUpdate(1, cid, rows[i], 1) for i, cid in enumerate("abc")]
+        stage.run(ctx)
+        return ctx
+
+    quiet = release(1e-9, CoordinateMedian())
+    assert np.linalg.norm(quiet.aggregate) <= 1.0 + 1e-5
+    assert quiet.aggregate == pytest.approx(unprojected / np.linalg.norm(unprojected), abs=1e-5)
+    noisy = release(1.3, CoordinateMedian())
+    measured = noisy.measurements["aggregate"]
+    assert measured["rule"] == "dp_central(median)"
+    assert measured["noise_std"] == pytest.approx(2 * 1.0 * 1.3)
+    # the mean's stage (no rule) keeps its C z noise on the sum
+    mean = release(1.3, None).measurements["aggregate"]
+    assert mean["noise_std"] == pytest.approx(1.3) and mean["rule"] == "dp_fedavg_central"

@@ -23,7 +23,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedfort import jsonio
-from fedfort.aggregation.preconditions import AggregatorName, min_updates
+from fedfort.aggregation.base import Aggregator
+from fedfort.aggregation.registry import build_aggregator
 from fedfort.attacks.config import AttackConfig, NoAttack
 from fedfort.edge.config import EdgeConfig, check_run_settings
 from fedfort.errors import ConfigError
@@ -55,6 +56,11 @@ __all__ = [
 
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+
+
+def _no_server_update(model: Any) -> Any:
+    """A stand-in for FLTrust's server update when a rule is built only to be checked."""
+    return model
 
 
 class _Section(BaseModel):
@@ -169,7 +175,13 @@ class ServerConfig(_Section):
 class DefenseConfig(_Section):
     """The aggregation rule and its robustness parameters."""
 
-    aggregator: AggregatorName = "fedavg"
+    aggregator: str = Field(
+        "fedavg",
+        description="a registered rule (fedavg, median, krum...) or an import path 'pkg.mod:Rule'",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the rule's own options, validated by its schema"
+    )
     num_byzantine: int = Field(0, ge=0, description="f: malicious clients the rule tolerates")
     trim_ratio: float = Field(0.1, ge=0, lt=0.5, description="trimmed mean, when f = 0")
     norm_bound: float | None = Field(None, gt=0, description="clip every update to this norm")
@@ -180,6 +192,18 @@ class DefenseConfig(_Section):
     centered_clipping_iterations: int = Field(1, ge=1)
     flame_noise: float = Field(0.001, ge=0, description="FLAME noise, times the clip norm")
     fltrust_root_samples: int = Field(100, ge=1, description="server's clean root dataset")
+
+    @model_validator(mode="after")
+    def _known_rule(self) -> DefenseConfig:
+        self.rule()  # an unknown rule or option fails here, with a "did you mean"
+        return self
+
+    def rule(self, *, wrappers: bool = True) -> Aggregator:
+        """The configured rule, built without the run's context (to check it)."""
+        body = self.model_dump()
+        if not wrappers:
+            body.update(norm_bound=None, robust_lr_threshold=None)
+        return build_aggregator(body, server_update=_no_server_update)
 
 
 class DetectionConfig(_Section):
@@ -652,7 +676,7 @@ class RunConfig(_Section):
             self.clients.count,
             max(self.server.min_clients, math.ceil(self.server.fraction * self.clients.count)),
         )
-        need = min_updates(self.defense.aggregator, self.defense.num_byzantine)
+        need = self.defense.rule().min_updates(self.defense.num_byzantine)
         if selected < need:
             raise ValueError(
                 f"defense.aggregator = {self.defense.aggregator!r} with num_byzantine = "
@@ -673,7 +697,7 @@ class RunConfig(_Section):
         switch are not part of it; it names the run's secure aggregation sessions. What a
         resumed run must match is :meth:`config_identity`, which covers all of them.
         """
-        body = self.to_dict()
+        body = _without_later_defaults(self.to_dict())
         body.pop("rounds")
         body.pop("network")
         body.pop("monitoring")
@@ -707,7 +731,7 @@ class RunConfig(_Section):
         ``[defense]``, ``[detection]``, ``[secure_aggregation]``, ``[edge]``... A checkpoint
         stores and signs it; a resume must match it.
         """
-        body = self.to_dict()
+        body = _without_later_defaults(self.to_dict())
         for dotted in RESUMABLE_KEYS:
             *parents, leaf = dotted.split(".")
             node = body
@@ -748,6 +772,14 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     "network.start_clients",
     "network.start_timeout_s",
 )
+
+
+def _without_later_defaults(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without keys added after runs were stored, while they hold their defaults, so
+    older runs keep their identity (``defense.options`` when empty)."""
+    if not body["defense"].get("options"):
+        body["defense"].pop("options", None)
+    return body
 
 
 def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
@@ -806,14 +838,17 @@ def _check_privacy(cfg: RunConfig) -> None:
         raise ValueError("privacy.local_epsilon applies only to privacy.mode = 'local'")
     # the sensitivity analysis of DP-FedAvg holds for a plain sum of clipped updates from an
     # independent sample: data-dependent exclusion, weighting or selection breaks it
-    if cfg.defense.aggregator != "fedavg" or cfg.defense.norm_bound is not None:
+    # ... except central DP around a rule (PrivateAggregate with ``rule``): its output is
+    # projected onto the clip ball, so any rule's sensitivity is the ball's diameter 2C
+    robust = not cfg.defense.rule(wrappers=False).sum_compatible
+    wrapped = cfg.defense.norm_bound is not None or cfg.defense.robust_lr_threshold is not None
+    if (robust or wrapped) and (p.mode != "central" or cfg.secure_aggregation.enabled):
         raise ValueError(
             f"privacy.mode = {p.mode!r} aggregates the clipped updates as a noisy sum: set "
-            "defense.aggregator = 'fedavg' without norm_bound (privacy.clip_norm clips); robust "
-            "rules look at individual updates, which the guarantee does not cover"
+            "defense.aggregator = 'fedavg' without norm_bound or robust_lr_threshold "
+            "(privacy.clip_norm clips); robust rules look at individual updates, which the "
+            "guarantee covers only in central mode without secure aggregation"
         )
-    if cfg.defense.robust_lr_threshold is not None:
-        raise ValueError("privacy needs defense.robust_lr_threshold unset (it reads every update)")
     if cfg.detection.enabled or cfg.reputation.enabled:
         raise ValueError(
             f"privacy.mode = {p.mode!r} cannot be combined with detection or reputation: they "
@@ -854,7 +889,7 @@ def _check_secure_aggregation(cfg: RunConfig) -> None:
         f"secure_aggregation.mode = {sa.mode!r} shows the server only the sum of the round's "
         "updates, never a single one"
     )
-    if cfg.defense.aggregator != "fedavg":
+    if not cfg.defense.rule(wrappers=False).sum_compatible:
         raise ValueError(
             f"{why}, so defense.aggregator = {cfg.defense.aggregator!r} (which compares or "
             "filters individual updates) cannot run. Use defense.aggregator = 'fedavg' with "

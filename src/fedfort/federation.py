@@ -28,8 +28,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from fedfort import __version__, jsonio
-from fedfort.aggregation.preconditions import min_updates
-from fedfort.aggregation.registry import make_aggregator
+from fedfort.aggregation.registry import build_aggregator
 from fedfort.alerts import AlertManager, webhook_url
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.audit.head import SignedHead
@@ -104,6 +103,21 @@ __all__ = [
     "partition_records",
     "split_data",
 ]
+
+
+#: checkpoint meta key of the run's stage pipeline (see :meth:`Federation._check_pipeline`)
+PIPELINE_META = "pipeline"
+
+
+def pipeline_identity(stages: list[Stage]) -> list[dict[str, str]]:
+    """Each stage's name and class (module:qualname), in pipeline order."""
+    return [
+        {"name": s.name, "class": f"{type(s).__module__}:{type(s).__qualname__}"} for s in stages
+    ]
+
+
+def _stage_list(text: str) -> str:
+    return "[" + ", ".join(f"{s['name']} ({s['class']})" for s in json.loads(text)) + "]"
 
 
 def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
@@ -299,19 +313,12 @@ class Federation(ABC):
             self._root = ClientData.from_numpy(
                 self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
             )
-        aggregator = make_aggregator(
-            defense.aggregator,
-            num_byzantine=defense.num_byzantine,
-            trim_ratio=defense.trim_ratio,
-            norm_bound=defense.norm_bound,
-            robust_lr_threshold=defense.robust_lr_threshold,
-            centered_clipping_tau=defense.centered_clipping_tau,
-            centered_clipping_iterations=defense.centered_clipping_iterations,
-            flame_noise=defense.flame_noise,
-            server_update=self._server_update if self._root is not None else None,
+        aggregator = build_aggregator(
+            defense.model_dump(),
             seed=config.seed,
+            server_update=self._server_update if self._root is not None else None,
         )
-        privacy = PrivacySetup(config)
+        privacy = PrivacySetup(config, aggregator)
         self.privacy_ledger = privacy.ledger
         rep = config.reputation
         self.ledger: ReputationLedger | None = None
@@ -359,7 +366,7 @@ class Federation(ABC):
                 seed=config.seed,
             )
             stages.append(DetectAnomalies(detector, det.action, det.downweight_factor))
-        need = min_updates(defense.aggregator, defense.num_byzantine)
+        need = aggregator.min_updates(defense.num_byzantine)
         stages += [
             EnforceQuorum(max(srv.min_participants, need), srv.quorum),
             secure or privacy.aggregate or Aggregate(aggregator),
@@ -544,6 +551,7 @@ class Federation(ABC):
         records: list[dict[str, Any]] = []
         if self.store is not None:
             records = [r for r in self.store.records() if r["round"] >= 1]
+        self._check_pipeline()
         stopped: str | None = None
         self.control.begin()
         try:
@@ -573,6 +581,24 @@ class Federation(ABC):
         return SimulationResult(
             self.config, records, self.engine.model.copy(), list(self.malicious), stopped=stopped
         )
+
+    def _check_pipeline(self) -> None:
+        """The stage pipeline is part of a stored run's identity: a stage inserted by hand
+        (``engine.stages.insert(...)``) is recorded when the run starts, and a resume whose
+        pipeline differs (a stage missing, added, moved or of another class) is refused."""
+        if self.store is None:
+            return
+        current = jsonio.dumps(pipeline_identity(self.engine.stages))
+        stored = self.store.verified_meta(PIPELINE_META, required=False)
+        if not stored:
+            self.store.set_meta(PIPELINE_META, current)
+            return
+        if stored != current:
+            raise ConfigError(
+                f"{self.store.path} was run with the stage pipeline {_stage_list(stored)}, but "
+                f"this run has {_stage_list(current)}: insert the same stages (in the same "
+                "places) before resuming, or start a new run"
+            )
 
     def _run_end(self, stopped: str | None) -> None:
         if self.audit is not None:

@@ -14,6 +14,7 @@ import functools
 import math
 from collections.abc import Callable
 
+from fedfort.aggregation.base import Aggregator
 from fedfort.config import RunConfig
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientPrivacy, DpSgdSettings, LocalTrainingConfig
@@ -104,7 +105,7 @@ def local_training(config: RunConfig) -> LocalTrainingConfig:
 class PrivacySetup:
     """The privacy parts of one run's pipeline (all ``None`` for a non-private run)."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, rule: Aggregator | None = None) -> None:
         priv = config.privacy
         self.config = config
         self.aggregate: PrivateAggregate | None = None
@@ -123,6 +124,7 @@ class PrivacySetup:
                 clip_learning_rate=priv.clip_learning_rate,
                 noise_shares=priv.noise_shares,
                 sealed=config.secure_aggregation.enabled,
+                rule=None if rule is None or rule.sum_compatible else rule,
             )
             event = plan.round_event()
         elif priv.mode == "local":

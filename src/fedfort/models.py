@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fedfort.errors import ConfigError
+from fedfort.registry import import_object
 
 __all__ = [
     "MLP",
@@ -135,10 +136,13 @@ class ModelSpec:
 def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     """Instantiate ``spec``; raise :class:`ConfigError` for unknown names or options."""
     factory = _REGISTRY.get(spec.name)
+    if factory is None and ":" in spec.name:
+        factory = import_object(spec.name, "model")
     if factory is None:
         raise ConfigError(
             f"unknown model {spec.name!r}; choose one of {available_models()} "
-            "or register yours with fedfort.register_model"
+            "or register yours with fedfort.register_model, or give an import path "
+            "'package.module:Factory'"
         )
     with torch.random.fork_rng(devices=[]):
         if seed is not None:

@@ -4,7 +4,13 @@ Every rule is an :class:`Aggregator`; :func:`make_aggregator` builds one by name
 :func:`min_updates` states how many updates it needs for a tolerated ``f``.
 """
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import (
+    AGGREGATOR_REGISTRY,
+    AggregationResult,
+    Aggregator,
+    UpdateBatch,
+    register,
+)
 from fedfort.aggregation.bulyan import Bulyan
 from fedfort.aggregation.centered_clipping import CenteredClipping
 from fedfort.aggregation.flame import FLAME
@@ -20,6 +26,7 @@ from fedfort.aggregation.trimmed_mean import TrimmedMean
 
 __all__ = [
     "AGGREGATORS",
+    "AGGREGATOR_REGISTRY",
     "FLAME",
     "AggregationResult",
     "Aggregator",
@@ -36,4 +43,5 @@ __all__ = [
     "WeightedMean",
     "make_aggregator",
     "min_updates",
+    "register",
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from fedfort.errors import ConfigError
+from fedfort.registry import Component, Registry
 
-__all__ = ["AggregationResult", "Aggregator", "UpdateBatch"]
+__all__ = ["AGGREGATOR_REGISTRY", "AggregationResult", "Aggregator", "UpdateBatch", "register"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,27 @@ class AggregationResult:
     state: dict[str, Any] | None = None
 
 
-class Aggregator(ABC):
-    """A rule that combines a batch of client updates into one update."""
+class Aggregator(Component, ABC):
+    """A rule that combines a batch of client updates into one update.
+
+    The extension contract is this class: implement :meth:`aggregate` (and
+    :meth:`state_dict` / :meth:`load_state_dict` for state across rounds), state the rule's
+    precondition in :meth:`min_updates`, and register it with :func:`register` (or name it in
+    a config by import path). Wrappers (:class:`~fedfort.aggregation.NormBounding`,
+    :class:`~fedfort.aggregation.robust_lr.RobustLearningRate`) take any rule as ``inner``.
+    """
 
     name: str = "aggregator"
+    #: True only for the plain mean: secure aggregation or a DP sum computes it without
+    #: reading a single update. Every other rule reads single updates and is refused there.
+    sum_compatible: ClassVar[bool] = False
+    #: True for rules that wrap another rule given as ``inner``
+    wrapper: ClassVar[bool] = False
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        """The fewest updates a round must hold for this rule to be well defined when the run
+        tolerates ``num_byzantine`` Byzantine clients (the rule's own ``f`` when it has one)."""
+        return 1
 
     @abstractmethod
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
@@ -81,3 +99,9 @@ class Aggregator(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state from :meth:`state_dict` or from a committed ``result.state``."""
         return None
+
+
+#: every aggregation rule, fedfort's own and the user's, by name
+AGGREGATOR_REGISTRY: Registry[Aggregator] = Registry("aggregator", Aggregator)
+#: class decorator: ``@register("my_rule")`` (see :class:`fedfort.registry.Registry`)
+register = AGGREGATOR_REGISTRY.register

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import pairwise_sq_distances
 from fedfort.aggregation.krum import check_num_byzantine, krum_scores
 from fedfort.aggregation.median import coordinate_median
@@ -43,6 +43,7 @@ def closest_to_median_mean(updates: np.ndarray, beta: int) -> np.ndarray:
     return mean
 
 
+@register("bulyan", legacy=lambda d: {"num_byzantine": d["num_byzantine"]})
 class Bulyan(Aggregator):
     """Bulyan (El Mhamdi et al., "The Hidden Vulnerability of Distributed Learning in
     Byzantium", ICML 2018).
@@ -69,6 +70,10 @@ class Bulyan(Aggregator):
 
     def __init__(self, num_byzantine: int) -> None:
         self.num_byzantine = check_num_byzantine(num_byzantine)
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        """``n >= 4f + 3`` (El Mhamdi et al. 2018)."""
+        return 4 * max(num_byzantine, self.num_byzantine) + 3
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         f = self.num_byzantine

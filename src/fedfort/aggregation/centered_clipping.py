@@ -7,13 +7,20 @@ from typing import Any
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.norm_bound import clip_rows
 from fedfort.errors import ConfigError
 
 __all__ = ["CenteredClipping"]
 
 
+@register(
+    "centered_clipping",
+    legacy=lambda d: {
+        "tau": d["centered_clipping_tau"],
+        "iterations": d["centered_clipping_iterations"],
+    },
+)
 class CenteredClipping(Aggregator):
     """``v <- v + mean_i clip_tau(x_i - v)``, repeated ``iterations`` times per round.
 

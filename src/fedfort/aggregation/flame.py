@@ -7,7 +7,7 @@ import math
 import numpy as np
 from sklearn.cluster import HDBSCAN
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import cosine_similarities, row_norms
 from fedfort.aggregation.norm_bound import clip_rows
 from fedfort.errors import AggregationError, ConfigError
@@ -15,6 +15,7 @@ from fedfort.errors import AggregationError, ConfigError
 __all__ = ["FLAME"]
 
 
+@register("flame", context=("seed",), legacy=lambda d: {"noise_multiplier": d["flame_noise"]})
 class FLAME(Aggregator):
     """Admit the largest cosine cluster, clip it to the median norm, average, add noise.
 

@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import row_norms
 from fedfort.errors import AggregationError
 
 __all__ = ["FLTrust"]
 
 
+@register("fltrust", context=("server_update",))
 class FLTrust(Aggregator):
     """Trust-weighted mean of client updates rescaled to the server update's norm.
 
@@ -32,10 +33,16 @@ class FLTrust(Aggregator):
 
     name = "fltrust"
 
-    def __init__(self, server_update: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, server_update: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        #: a federation supplies it from its root dataset when the rule is built for a run
         self.server_update = server_update
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
+        if self.server_update is None:
+            raise AggregationError(
+                "FLTrust needs the server's root dataset: run it in a federation (which "
+                "supplies the server update) or pass server_update"
+            )
         if batch.model is None:
             raise AggregationError("FLTrust needs the current global model to compute g_0")
         g0 = np.asarray(self.server_update(batch.model.copy()), dtype=np.float64)

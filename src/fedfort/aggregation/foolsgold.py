@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import cosine_similarities
 from fedfort.aggregation.history import CountSketch
 from fedfort.errors import AggregationError, ConfigError
@@ -56,6 +56,7 @@ def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
     return weights
 
 
+@register("foolsgold", context=("seed",))
 class FoolsGold(Aggregator):
     """Weighted mean with FoolsGold's similarity-based weights (see the module docstring)."""
 

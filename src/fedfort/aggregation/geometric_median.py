@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import row_norms
 from fedfort.errors import AggregationError, ConfigError
 
@@ -21,6 +21,7 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order[min(k, len(order) - 1)]])
 
 
+@register("geometric_median")
 class GeometricMedian(Aggregator):
     """RFA: ``argmin_v sum_i alpha_i ||v - x_i||`` by the smoothed Weiszfeld algorithm.
 
@@ -58,6 +59,10 @@ class GeometricMedian(Aggregator):
         self.max_iter = max_iter
         self.tol = tol
         self.smoothing = smoothing
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        """A strict honest majority: ``n >= 2f + 1``."""
+        return 2 * num_byzantine + 1
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         weights = batch.weights.astype(np.float64, copy=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import pairwise_sq_distances
 from fedfort.errors import AggregationError, ConfigError
 
@@ -39,6 +39,7 @@ def _scored(batch: UpdateBatch, f: int, rule: str) -> np.ndarray:
     return krum_scores(pairwise_sq_distances(batch.updates), n - f - 2)
 
 
+@register("krum", legacy=lambda d: {"num_byzantine": d["num_byzantine"]})
 class Krum(Aggregator):
     """Krum (Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant Gradient
     Descent", NeurIPS 2017).
@@ -59,6 +60,10 @@ class Krum(Aggregator):
     def __init__(self, num_byzantine: int) -> None:
         self.num_byzantine = check_num_byzantine(num_byzantine)
 
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        """``n > 2f + 2`` (Blanchard et al. 2017)."""
+        return 2 * max(num_byzantine, self.num_byzantine) + 3
+
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         scores = _scored(batch, self.num_byzantine, "Krum")
         best = int(np.argmin(scores))
@@ -73,6 +78,7 @@ class Krum(Aggregator):
         )
 
 
+@register("multi_krum", legacy=lambda d: {"num_byzantine": d["num_byzantine"]})
 class MultiKrum(Aggregator):
     """Multi-Krum (Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant
     Gradient Descent", NeurIPS 2017).
@@ -96,6 +102,10 @@ class MultiKrum(Aggregator):
         ):
             raise ConfigError(f"num_selected must be a positive integer, got {num_selected!r}")
         self.num_selected = num_selected
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        """``n > 2f + 2`` (Blanchard et al. 2017)."""
+        return 2 * max(num_byzantine, self.num_byzantine) + 3
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         f = self.num_byzantine

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.errors import AggregationError
 
 __all__ = ["WeightedMean"]
 
 
+@register("fedavg")
 class WeightedMean(Aggregator):
     """FedAvg's aggregate: ``sum_i n_i * delta_i / sum_i n_i`` (McMahan et al., AISTATS 2017).
 
@@ -19,6 +20,7 @@ class WeightedMean(Aggregator):
     """
 
     name = "fedavg"
+    sum_compatible = True
 
     def __init__(self, weighted: bool = True) -> None:
         self.weighted = weighted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 
 __all__ = ["CoordinateMedian", "coordinate_median"]
 
@@ -29,6 +29,7 @@ def coordinate_median(updates: np.ndarray) -> np.ndarray:
     return median
 
 
+@register("median")
 class CoordinateMedian(Aggregator):
     """Coordinate-wise median (Yin et al., "Byzantine-Robust Distributed Learning: Towards
     Optimal Statistical Rates", ICML 2018).
@@ -43,6 +44,10 @@ class CoordinateMedian(Aggregator):
     """
 
     name = "median"
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        """A strict honest majority: ``n >= 2f + 1``."""
+        return 2 * num_byzantine + 1
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         return AggregationResult(coordinate_median(batch.updates), {})

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import row_norms
 from fedfort.errors import ConfigError
 
@@ -29,6 +29,7 @@ def clip_rows(updates: np.ndarray, max_norm: float) -> tuple[np.ndarray, np.ndar
     return clipped, over
 
 
+@register("norm_bound")
 class NormBounding(Aggregator):
     """Bound every update's L2 norm by ``max_norm``, then apply ``inner``.
 
@@ -45,6 +46,7 @@ class NormBounding(Aggregator):
     """
 
     name = "norm_bound"
+    wrapper = True
 
     def __init__(self, inner: Aggregator, max_norm: float) -> None:
         if not (math.isfinite(max_norm) and max_norm > 0):
@@ -52,6 +54,9 @@ class NormBounding(Aggregator):
         self.inner = inner
         self.max_norm = float(max_norm)
         self.name = f"norm_bound({inner.name})"
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        return self.inner.min_updates(num_byzantine)
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         clipped, over = clip_rows(batch.updates, self.max_norm)

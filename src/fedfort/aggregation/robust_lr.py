@@ -22,16 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.errors import ConfigError
 
 __all__ = ["RobustLearningRate"]
 
 
+@register("robust_lr")
 class RobustLearningRate(Aggregator):
     """Negate ``inner``'s step wherever fewer than ``threshold`` net sign votes agree."""
 
     name = "robust_lr"
+    wrapper = True
 
     def __init__(self, inner: Aggregator, threshold: int) -> None:
         if threshold < 1:
@@ -39,6 +41,9 @@ class RobustLearningRate(Aggregator):
         self.inner = inner
         self.threshold = threshold
         self.name = f"robust_lr({inner.name})"
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        return self.inner.min_updates(num_byzantine)
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         votes = np.abs(np.sign(batch.updates).sum(axis=0, dtype=np.int64))

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.errors import AggregationError, ConfigError
 
 __all__ = ["TrimmedMean", "coordinate_trimmed_mean"]
@@ -28,6 +28,10 @@ def coordinate_trimmed_mean(updates: np.ndarray, k: int) -> np.ndarray:
     return mean
 
 
+@register(
+    "trimmed_mean",
+    legacy=lambda d: {"trim_ratio": d["trim_ratio"], "num_trimmed": d["num_byzantine"] or None},
+)
 class TrimmedMean(Aggregator):
     """Coordinate-wise trimmed mean (Yin et al., "Byzantine-Robust Distributed Learning:
     Towards Optimal Statistical Rates", ICML 2018).
@@ -60,6 +64,11 @@ class TrimmedMean(Aggregator):
             return self.num_trimmed
         # The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 from flooring to 28.
         return math.floor(self.trim_ratio * n + 1e-9)
+
+    def min_updates(self, num_byzantine: int = 0) -> int:
+        """``n > 2k`` when ``k`` are trimmed per side (with ``k = 0`` it trims
+        ``floor(trim_ratio * n) < n / 2`` per side, valid for every ``n``)."""
+        return 2 * max(num_byzantine, self.num_trimmed or 0) + 1
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         n = batch.num_clients

@@ -6,7 +6,7 @@ the honest updates of the round. ``docs/attacks.md`` describes every attack and 
 """
 
 from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malicious
-from fedfort.attacks.base import Attack, AttackKind, AttackView
+from fedfort.attacks.base import ATTACK_REGISTRY, Attack, AttackKind, AttackView, register
 from fedfort.attacks.config import ATTACK_NAMES, AttackConfig, build_attack
 from fedfort.attacks.data_poisoning import Backdoor, LabelFlip, Trigger
 from fedfort.attacks.free_riding import FreeRider, StaleReplay
@@ -24,6 +24,7 @@ from fedfort.attacks.model_poisoning import (
 __all__ = [
     "ALIE",
     "ATTACK_NAMES",
+    "ATTACK_REGISTRY",
     "IPM",
     "AdversarialClient",
     "Attack",
@@ -43,5 +44,6 @@ __all__ = [
     "alie_z",
     "build_attack",
     "choose_malicious",
+    "register",
     "security_summary",
 ]

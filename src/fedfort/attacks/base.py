@@ -24,8 +24,9 @@ from typing import Any, Literal
 import numpy as np
 
 from fedfort.messages import TrainTask
+from fedfort.registry import Component, Registry
 
-__all__ = ["Attack", "AttackKind", "AttackView"]
+__all__ = ["ATTACK_REGISTRY", "Attack", "AttackKind", "AttackView", "register"]
 
 AttackKind = Literal["none", "untargeted", "backdoor", "data_poisoning", "free_rider", "replay"]
 
@@ -57,8 +58,13 @@ class AttackView:
         return int(self.own.shape[1])
 
 
-class Attack:
-    """A malicious client behaviour. Every hook defaults to honest behaviour."""
+class Attack(Component):
+    """A malicious client behaviour. Every hook defaults to honest behaviour.
+
+    The extension contract is this class: override the hooks the attack needs, register it
+    with :func:`register` (or name it in a config's ``[attack]`` by import path); its options
+    are its constructor's keyword arguments.
+    """
 
     name: str = "attack"
     kind: AttackKind = "untargeted"
@@ -89,3 +95,9 @@ class Attack:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
+
+
+#: every attack, fedfort's own and the user's, by name
+ATTACK_REGISTRY: Registry[Attack] = Registry("attack", Attack)
+#: class decorator: ``@register("my_attack")`` (see :class:`fedfort.registry.Registry`)
+register = ATTACK_REGISTRY.register

@@ -1,7 +1,11 @@
 """The ``[attack]`` table of a run config: which attack, its strength and who runs it.
 
 ``name`` selects the attack and decides which other keys are allowed, so a key that belongs
-to another attack is refused by name. Keys common to every attack:
+to another attack is refused by name. ``name`` is one of fedfort's attacks, an attack a user
+registered with :func:`fedfort.attacks.register`, or an import path
+(``"mypkg.attacks:MyAttack"``); the other keys of the table are then that attack's options,
+validated by its own schema (its constructor's keyword arguments). Keys common to every
+attack:
 
 - ``fraction``: share of the federation's clients that are malicious (seeded choice);
 - ``colluding``: malicious clients craft together (default) or each alone;
@@ -12,11 +16,11 @@ to another attack is refused by name. Keys common to every attack:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from fedfort.attacks.base import Attack, AttackKind
+from fedfort.attacks.base import ATTACK_REGISTRY, Attack, AttackKind
 from fedfort.attacks.data_poisoning import Backdoor, LabelFlip, Trigger
 from fedfort.attacks.free_riding import FreeRider, StaleReplay
 from fedfort.attacks.model_poisoning import ALIE, IPM, GaussianNoise, MinMax, MinSum, SignFlip
@@ -26,7 +30,9 @@ __all__ = [
     "ATTACK_NAMES",
     "AttackConfig",
     "NoAttack",
+    "PluginAttackConfig",
     "attack_kind",
+    "attack_options",
     "build_attack",
 ]
 
@@ -110,19 +116,61 @@ class ReplayConfig(_AttackBase):
     name: Literal["replay"]
 
 
+class PluginAttackConfig(_AttackBase):
+    """An attack named by a user's registered name or an import path; the table's other keys
+    are its options, validated by the attack's own schema."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, validate_default=True)
+
+    name: str
+
+    @model_validator(mode="after")
+    def _known_attack(self) -> PluginAttackConfig:
+        ATTACK_REGISTRY.options(self.name, self.options(), where=f"attack {self.name!r}")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The attack's own options (the keys that are not common to every attack)."""
+        return dict(self.model_extra or {})
+
+
+_BUILT_IN_CONFIGS: dict[str, type[_AttackBase]] = {
+    "none": NoAttack,
+    "label_flip": LabelFlipConfig,
+    "sign_flip": SignFlipConfig,
+    "gaussian_noise": GaussianNoiseConfig,
+    "alie": AlieConfig,
+    "ipm": IpmConfig,
+    "min_max": MinMaxConfig,
+    "min_sum": MinSumConfig,
+    "backdoor": BackdoorConfig,
+    "free_rider": FreeRiderConfig,
+    "replay": ReplayConfig,
+}
+
+
+def _attack_tag(value: Any) -> str | None:
+    """fedfort's own attacks validate with their config class; any other name is a plugin."""
+    name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+    if name is None:
+        return None  # pydantic reports the table's missing name
+    return str(name) if name in _BUILT_IN_CONFIGS else "plugin"
+
+
 AttackConfig = Annotated[
-    NoAttack
-    | LabelFlipConfig
-    | SignFlipConfig
-    | GaussianNoiseConfig
-    | AlieConfig
-    | IpmConfig
-    | MinMaxConfig
-    | MinSumConfig
-    | BackdoorConfig
-    | FreeRiderConfig
-    | ReplayConfig,
-    Field(discriminator="name"),
+    Annotated[NoAttack, Tag("none")]
+    | Annotated[LabelFlipConfig, Tag("label_flip")]
+    | Annotated[SignFlipConfig, Tag("sign_flip")]
+    | Annotated[GaussianNoiseConfig, Tag("gaussian_noise")]
+    | Annotated[AlieConfig, Tag("alie")]
+    | Annotated[IpmConfig, Tag("ipm")]
+    | Annotated[MinMaxConfig, Tag("min_max")]
+    | Annotated[MinSumConfig, Tag("min_sum")]
+    | Annotated[BackdoorConfig, Tag("backdoor")]
+    | Annotated[FreeRiderConfig, Tag("free_rider")]
+    | Annotated[ReplayConfig, Tag("replay")]
+    | Annotated[PluginAttackConfig, Tag("plugin")],
+    Discriminator(_attack_tag),
 ]
 
 ATTACK_CLASSES: dict[str, type[Attack]] = {
@@ -140,41 +188,63 @@ ATTACK_CLASSES: dict[str, type[Attack]] = {
 ATTACK_NAMES = ("none", *ATTACK_CLASSES)
 
 
+def _backdoor(
+    trigger_size: int = 3,
+    trigger_value: float = 1.0,
+    trigger_corner: Literal["top_left", "top_right", "bottom_left", "bottom_right"] = "top_left",
+    target: int = 0,
+    poison_fraction: float = 0.5,
+    boost: float = 1.0,
+    norm_bound: float | None = None,
+    proximal_mu: float = 0.0,
+    epochs: int | None = None,
+    image_shape: tuple[int, int] | None = None,
+) -> Backdoor:
+    """The backdoor with its trigger (the trigger's options are the attack's own keys)."""
+    trigger = Trigger(trigger_size, trigger_value, image_shape, trigger_corner)
+    return Backdoor(
+        trigger,
+        target,
+        poison_fraction=poison_fraction,
+        boost=boost,
+        norm_bound=norm_bound,
+        proximal_mu=proximal_mu,
+        epochs=epochs,
+    )
+
+
+# fedfort's own attacks, in the one registry a user's attacks join
+for _name, _cls in ATTACK_CLASSES.items():
+    if _name == "backdoor":
+        ATTACK_REGISTRY.register(_name, context=("image_shape",))(_backdoor)
+    else:
+        ATTACK_REGISTRY.register(_name)(_cls)
+
+_COMMON = frozenset(_AttackBase.model_fields) | {"name"}
+
+
+def attack_options(cfg: AttackConfig) -> dict[str, Any]:
+    """The attack's own options of an ``[attack]`` table (its common keys apart)."""
+    if isinstance(cfg, PluginAttackConfig):
+        return cfg.options()
+    return {k: v for k, v in cfg.model_dump().items() if k not in _COMMON}
+
+
 def attack_kind(cfg: AttackConfig) -> AttackKind:
     """What kind of damage the configured attack aims at (``"none"`` without an attack)."""
+    if isinstance(cfg, NoAttack):
+        return "none"
     cls = ATTACK_CLASSES.get(cfg.name)
-    return "none" if cls is None else cls.kind
+    if cls is None:
+        factory = ATTACK_REGISTRY.resolve(cfg.name).factory
+        return getattr(factory, "kind", "untargeted")
+    return cls.kind
 
 
 def build_attack(cfg: AttackConfig, image_shape: tuple[int, int] | None = None) -> Attack | None:
     """The attack object for ``cfg`` (``None`` for ``name = "none"``)."""
     if isinstance(cfg, NoAttack):
         return None
-    if isinstance(cfg, LabelFlipConfig):
-        return LabelFlip(cfg.mode, cfg.source, cfg.target)
-    if isinstance(cfg, SignFlipConfig):
-        return SignFlip(cfg.scale)
-    if isinstance(cfg, GaussianNoiseConfig):
-        return GaussianNoise(cfg.sigma, cfg.mode, cfg.relative)
-    if isinstance(cfg, AlieConfig):
-        return ALIE(cfg.z)
-    if isinstance(cfg, IpmConfig):
-        return IPM(cfg.epsilon)
-    if isinstance(cfg, MinMaxConfig):
-        return MinMax(cfg.perturbation, cfg.gamma_init)
-    if isinstance(cfg, MinSumConfig):
-        return MinSum(cfg.perturbation, cfg.gamma_init)
-    if isinstance(cfg, BackdoorConfig):
-        trigger = Trigger(cfg.trigger_size, cfg.trigger_value, image_shape, cfg.trigger_corner)
-        return Backdoor(
-            trigger,
-            cfg.target,
-            poison_fraction=cfg.poison_fraction,
-            boost=cfg.boost,
-            norm_bound=cfg.norm_bound,
-            proximal_mu=cfg.proximal_mu,
-            epochs=cfg.epochs,
-        )
-    if isinstance(cfg, FreeRiderConfig):
-        return FreeRider(cfg.mode, cfg.sigma)
-    return StaleReplay()
+    return ATTACK_REGISTRY.build(
+        cfg.name, attack_options(cfg), context={"image_shape": image_shape}
+    )

@@ -26,18 +26,23 @@ from fedfort.privacy.mechanisms import (
     randomize_bits,
     randomized_response,
 )
+from fedfort.privacy.modes import DPSGD, DPFedAvg, LocalDP, PrivacyMode
 from fedfort.privacy.noise import NoiseSource, SecureNoise, SeededNoise, make_noise
 from fedfort.privacy.planning import NoisePlan, plan_noise
 
 __all__ = [
+    "DPSGD",
     "Accountant",
+    "DPFedAvg",
     "DpFedAvgPlan",
+    "LocalDP",
     "LocalGaussian",
     "LocalLaplace",
     "NoisePlan",
     "NoiseSource",
     "PldAccountant",
     "PrivacyEvent",
+    "PrivacyMode",
     "RdpAccountant",
     "SecureNoise",
     "SeededNoise",

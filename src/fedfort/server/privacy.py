@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedfort.aggregation.base import Aggregator, UpdateBatch
+from fedfort.aggregation.norm_bound import clip_rows
 from fedfort.errors import ConfigError, PrivacyBudgetExhausted
 from fedfort.messages import ClientPrivacy
 from fedfort.privacy.accounting import Accountant, PrivacyEvent
@@ -150,6 +152,7 @@ class PrivateAggregate(Stage):
         clip_learning_rate: float = 0.2,
         noise_shares: int | None = None,
         sealed: bool = False,
+        rule: Aggregator | None = None,
     ) -> None:
         if not clip_norm > 0:
             raise ConfigError(f"clip norm must be > 0, got {clip_norm}")
@@ -161,6 +164,10 @@ class PrivateAggregate(Stage):
         self.clip_learning_rate = clip_learning_rate
         self.noise_shares = noise_shares or default_noise_shares(plan)
         self.sealed = sealed
+        if rule is not None and (plan.placement != "central" or sealed):
+            raise ConfigError("DP around a robust rule needs central DP without secure aggregation")
+        #: central DP around a robust rule: see :meth:`_release_rule`
+        self.rule = rule
 
     def directive(self) -> ClientPrivacy:
         """What every selected client must do to its update this round.
@@ -206,6 +213,10 @@ class PrivateAggregate(Stage):
             )
             return
         matrix = np.stack([u.delta for u in updates])
+        if self.rule is not None:
+            self._release_rule(ctx, updates, matrix)
+            ctx.accepted = updates
+            return
         if plan.placement == "central":
             total, norms = clipped_sum(matrix, clip)
             count = float(np.where(norms <= clip, 0.5, -0.5).sum())
@@ -255,12 +266,65 @@ class PrivateAggregate(Stage):
         # the exact clipped fraction of a central round is not recorded: it is not private
         ctx.measure(self.name, **measured)
 
+    def _release_rule(self, ctx: RoundContext, updates: list[Any], matrix: np.ndarray) -> None:
+        """Central DP around a robust rule.
+
+        Every update is clipped to ``C``, the rule combines the clipped updates, and its output
+        is projected onto the ball of radius ``C``. Whatever the rule, two outputs then differ
+        by at most ``2C`` (the ball's diameter), so ``N(0, (2 C z)^2)`` noise makes the release
+        a Gaussian mechanism with multiplier ``z`` under both adding and replacing a client:
+        the round's accounting event is the mean's (whose fixed-sample event, with multiplier
+        ``z / 2``, is the more pessimistic), and the epsilon reported is an upper bound. The
+        price is the noise: ``2 C z`` on the aggregate instead of ``C z / m`` for the mean, so
+        DP around a robust rule needs many more rounds' worth of signal (docs/privacy.md).
+        """
+        plan, clip = self.plan, self.clip_norm
+        clipped, norms = clip_rows(matrix, clip)
+        assert self.rule is not None
+        batch = UpdateBatch(
+            clipped.astype(np.float32),
+            np.asarray([u.num_samples for u in updates], dtype=np.float64),
+            tuple(u.client_id for u in updates),
+            model=ctx.model,
+            round=ctx.round,
+        )
+        result = self.rule.aggregate(batch)
+        out, _ = clip_rows(result.update[None, :], clip)
+        std = 2.0 * plan.update_noise_multiplier * clip
+        noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 2)
+        released = snap(out[0] + noise.gaussian(out.shape[1], std), snapping_grid(std))
+        ctx.aggregate = released.astype(np.float32)
+        measured: dict[str, Any] = {
+            "rule": f"dp_central({self.rule.name})",
+            "clip_norm": clip,
+            "noise_std": std,
+            "expected_participants": plan.expected_participants,
+        }
+        state: dict[str, Any] = {}
+        if plan.adaptive:
+            count = float(np.where(norms <= clip, 0.5, -0.5).sum())
+            count += float(noise.gaussian(1, plan.count_stddev)[0])
+            fraction = count / plan.expected_participants + 0.5
+            new_clip = next_clip_norm(clip, fraction, self.target_quantile, self.clip_learning_rate)
+            state["clip_norm"] = new_clip
+            measured["noisy_unclipped_fraction"] = fraction
+            measured["next_clip_norm"] = new_clip
+        if result.state is not None:
+            state["rule"] = result.state
+        if state:
+            ctx.pending_state[self.name] = state
+        ctx.measure(self.name, **measured)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"clip_norm": self.clip_norm}
+        if self.rule is None:
+            return {"clip_norm": self.clip_norm}
+        return {"clip_norm": self.clip_norm, "rule": self.rule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "clip_norm" in state:
             self.clip_norm = float(state["clip_norm"])
+        if self.rule is not None and "rule" in state:
+            self.rule.load_state_dict(state["rule"])
 
 
 PrivacyMode = Literal["central", "distributed", "local", "none"]

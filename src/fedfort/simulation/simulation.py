@@ -11,16 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from fedfort.aggregation.base import Aggregator
 from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malicious
+from fedfort.attacks.base import Attack
 from fedfort.attacks.config import build_attack
 from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.secure import client_policy
+from fedfort.composition import compose
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.errors import ConfigError
 from fedfort.federation import (
@@ -31,6 +36,7 @@ from fedfort.federation import (
     partition_records,
 )
 from fedfort.models import ModelFactory
+from fedfort.privacy.modes import PrivacyMode
 from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
 
@@ -43,10 +49,56 @@ class Simulation(Federation):
     >>> sim = Simulation(load_config("examples/demo.toml"), out_dir="runs/demo")
     >>> result = sim.run()
 
+    The components may be given as objects instead of (or on top of) a config::
+
+        Simulation(
+            model=MyNet(),
+            aggregator=NormBounding(Krum(num_byzantine=2), max_norm=5.0),
+            privacy=DPFedAvg(target_epsilon=3.0, delta=1e-5),
+            rounds=30,
+            out_dir="runs/x",
+        )
+
+    Each object is named in the run's config (:func:`fedfort.composition.compose`), so the run
+    stores every component in its identity and :meth:`resume` rebuilds them.
+
     See :class:`~fedfort.federation.Federation` for checkpoints, resuming and model factories.
     With ``simulation.runtime = "ray"`` the clients are registered lazily and trained by Ray
     actors (:mod:`fedfort.simulation.ray_runtime`); the server side is the same.
     """
+
+    def __init__(
+        self,
+        config: RunConfig | Mapping[str, Any] | None = None,
+        out_dir: str | Path | None = None,
+        *,
+        model: nn.Module | ModelFactory | str | None = None,
+        model_factory: ModelFactory | None = None,
+        aggregator: Aggregator | str | None = None,
+        attack: Attack | str | None = None,
+        malicious_fraction: float | None = None,
+        privacy: PrivacyMode | None = None,
+        rounds: int | None = None,
+        seed: int | None = None,
+        clients: int | None = None,
+        _resuming: bool = False,
+    ) -> None:
+        composed, factory = compose(
+            config,
+            model=model,
+            aggregator=aggregator,
+            attack=attack,
+            malicious_fraction=malicious_fraction,
+            privacy=privacy,
+            rounds=rounds,
+            seed=seed,
+            clients=clients,
+        )
+        if factory is not None and model_factory is not None:
+            raise ConfigError("give the model once: model= or model_factory=")
+        super().__init__(
+            composed, out_dir, model_factory=model_factory or factory, _resuming=_resuming
+        )
 
     def _declared_sample_counts(self) -> dict[str, int]:
         """The simulation hands each client its partition, so a partition's size is what the

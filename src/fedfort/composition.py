@@ -1,0 +1,146 @@
+"""Objects first, config second: a run's components given as objects become its config.
+
+``fedfort.Simulation(model=MyNet(), aggregator=NormBounding(Krum(num_byzantine=2), 5.0),
+privacy=DPFedAvg(target_epsilon=3.0), rounds=30)`` names every component in the run's
+:class:`~fedfort.config.RunConfig`: an aggregator or an attack by its registered name or
+import path with the options it was built with (:meth:`fedfort.registry.Registry.spec_of`), a
+privacy mode by the ``[privacy]`` keys it sets, a model by its import path. The run then builds
+its components from that config, exactly as from a TOML file, so the objects and the file
+build the same run, the run's stored identity names every component, and a resume rebuilds
+them (or refuses with the reason).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from fedfort.aggregation.base import AGGREGATOR_REGISTRY, Aggregator
+from fedfort.attacks.base import ATTACK_REGISTRY, Attack
+from fedfort.config import RunConfig, parse_config
+from fedfort.errors import ConfigError
+from fedfort.models import ModelFactory
+from fedfort.privacy.modes import PrivacyMode
+from fedfort.registry import import_path
+
+__all__ = ["ModuleCopies", "compose"]
+
+
+class ModuleCopies:
+    """A model factory that returns copies of one ``nn.Module`` (its weights are the run's
+    initial model); picklable when the module's class is importable."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, in_features: int, num_classes: int, **options: Any) -> nn.Module:
+        return copy.deepcopy(self.module)
+
+
+def compose(
+    config: RunConfig | Mapping[str, Any] | None = None,
+    *,
+    model: nn.Module | ModelFactory | str | None = None,
+    aggregator: Aggregator | str | None = None,
+    attack: Attack | str | None = None,
+    malicious_fraction: float | None = None,
+    privacy: PrivacyMode | None = None,
+    rounds: int | None = None,
+    seed: int | None = None,
+    clients: int | None = None,
+) -> tuple[RunConfig, ModelFactory | None]:
+    """``config`` (default: every default) with the given components; and the model factory
+    to use when ``model`` is an object (``None`` when the config's model is built by name)."""
+    if isinstance(config, RunConfig):
+        body = config.to_dict()
+    else:
+        body = parse_config(dict(config or {})).to_dict()
+    if rounds is not None:
+        body["rounds"] = rounds
+    if seed is not None:
+        body["seed"] = seed
+    if clients is not None:
+        body["clients"]["count"] = clients
+    if aggregator is not None:
+        _set_aggregator(body["defense"], aggregator)
+    if attack is not None:
+        _set_attack(body, attack)
+    if malicious_fraction is not None:
+        if body["attack"]["name"] == "none":
+            raise ConfigError("malicious_fraction needs an attack")
+        body["attack"]["fraction"] = malicious_fraction
+    if privacy is not None:
+        if not isinstance(privacy, PrivacyMode):
+            raise ConfigError(
+                f"privacy must be a fedfort.privacy mode (DPFedAvg, LocalDP, DPSGD), got "
+                f"{type(privacy).__name__}"
+            )
+        _merge(body["privacy"], privacy.table())
+    factory = _set_model(body["model"], model)
+    return parse_config(body), factory
+
+
+def _set_aggregator(defense: dict[str, Any], aggregator: Aggregator | str) -> None:
+    if isinstance(aggregator, str):
+        AGGREGATOR_REGISTRY.resolve(aggregator)
+        defense.update(aggregator=aggregator, options={})
+        return
+    if not isinstance(aggregator, Aggregator):
+        raise ConfigError(
+            f"aggregator must be a fedfort.aggregation.Aggregator, got {type(aggregator).__name__}"
+        )
+    spec = AGGREGATOR_REGISTRY.spec_of(aggregator)
+    # the object carries its own wrappers and options: the flat keys keep their defaults
+    defense.update(
+        aggregator=spec.ref, options=spec.options, norm_bound=None, robust_lr_threshold=None
+    )
+
+
+def _set_attack(body: dict[str, Any], attack: Attack | str) -> None:
+    common = {
+        k: v
+        for k, v in body["attack"].items()
+        if k in ("fraction", "colluding", "omniscient", "start_round", "end_round")
+    }
+    if body["attack"]["name"] == "none":
+        common.pop("fraction", None)  # the attack's default share of malicious clients
+    if isinstance(attack, str):
+        ATTACK_REGISTRY.resolve(attack)
+        body["attack"] = {**common, "name": attack}
+        return
+    if not isinstance(attack, Attack):
+        raise ConfigError(f"attack must be a fedfort.attacks.Attack, got {type(attack).__name__}")
+    spec = ATTACK_REGISTRY.spec_of(attack)
+    body["attack"] = {**common, **spec.options, "name": spec.ref}
+
+
+def _set_model(
+    section: dict[str, Any], model: nn.Module | ModelFactory | str | None
+) -> ModelFactory | None:
+    if model is None:
+        return None
+    if isinstance(model, str):
+        section.update(name=model, options={})
+        return None
+    if isinstance(model, nn.Module):
+        section.update(name=import_path(type(model)), options={})
+        return ModuleCopies(model)
+    if callable(model):
+        target: Callable[..., Any] = model
+        section.update(name=import_path(target), options={})
+        if inspect.isclass(target) and not issubclass(target, nn.Module):
+            raise ConfigError(f"model class {target.__name__} is not a torch.nn.Module")
+        return target
+    raise ConfigError(f"model must be an nn.Module, a factory or a name, got {model!r}")
+
+
+def _merge(into: dict[str, Any], table: Mapping[str, Any]) -> None:
+    for key, value in table.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
