@@ -4,6 +4,7 @@ by an attacker who removed the append-only triggers. Each test module defines th
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -11,8 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from fedfort.audit import AUDIT_FILE
+
+# Property tests draw the same examples on every run (CI stays deterministic) and have no
+# per-example deadline (the machine may be loaded). HYPOTHESIS_PROFILE=explore searches anew.
+settings.register_profile("fedfort", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", deadline=None, max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fedfort"))
 
 
 @pytest.fixture
