@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conftest import tiny_config
 from fedfort import Simulation
 from fedfort.alerts import Alert, AlertManager, RoundRules, RoundThresholds, WebhookSender
 from fedfort.alerts.rules import SignatureFloodRule
@@ -304,21 +305,15 @@ def test_gate_refusals_reach_the_alert_manager() -> None:
 
 
 def _run_config(receiver: Receiver, **sections: Any) -> RunConfig:
-    body: dict[str, Any] = {
-        "rounds": 6,
-        "data": {"dataset": "digits", "partition": "iid"},
-        "model": {"name": "logreg"},
-        "clients": {"count": 10, "epochs": 1, "batch_size": 0, "lr": 0.5},
-        "alerts": {
-            "enabled": True,
-            "run_id": "incident",
-            "webhook_url": receiver.url,
-            "webhook_attempts": 4,
-            "webhook_backoff_s": 0.01,
-        },
-        **sections,
+    """A tiny run of 10 clients over 6 rounds whose alerts go to ``receiver``."""
+    alerts = {
+        "enabled": True,
+        "run_id": "incident",
+        "webhook_url": receiver.url,
+        "webhook_attempts": 4,
+        "webhook_backoff_s": 0.01,
     }
-    return parse_config(body)
+    return tiny_config({"rounds": 6, "clients.count": 10, "alerts": alerts}, **sections)
 
 
 def _simulate(cfg: RunConfig, out: Path | None = None) -> AlertManager:

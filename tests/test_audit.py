@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conftest import demo_config
 from fedfort.audit import (
     AUDIT_FILE,
     AUDIT_KEY_FILE,
@@ -28,7 +29,7 @@ from fedfort.audit import (
 )
 from fedfort.audit.chain import entry_hash, key_id, signed_message
 from fedfort.cli import main
-from fedfort.config import RunConfig, load_config
+from fedfort.config import RunConfig
 from fedfort.crypto.keyfiles import load_signing_key
 from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import AuditError
@@ -38,9 +39,7 @@ ROUNDS = 3
 
 
 def _config() -> RunConfig:
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": ROUNDS, "clients.count": 6, "clients.epochs": 1}
-    )
+    cfg = demo_config({"rounds": ROUNDS, "clients.count": 6, "clients.epochs": 1})
     return cfg.with_overrides(
         {
             "attack": {"name": "sign_flip", "fraction": 0.34, "scale": 5.0},
@@ -398,9 +397,7 @@ def test_audit_key_rotation_keeps_the_chain_verifiable(run_copy: Path) -> None:
 
 def test_a_resumed_run_continues_the_same_chain(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 2, "clients.count": 4, "clients.epochs": 1}
-    )
+    cfg = demo_config({"rounds": 2, "clients.count": 4, "clients.epochs": 1})
     with Simulation(cfg, out_dir=out) as sim:
         sim.run()
     with Simulation.resume(out, rounds=4) as sim:
@@ -414,9 +411,7 @@ def test_a_resumed_run_continues_the_same_chain(tmp_path: Path) -> None:
 
 
 def test_without_the_audit_switch_no_log_is_written(tmp_path: Path) -> None:
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 1, "clients.count": 4, "governance.audit": False}
-    )
+    cfg = demo_config({"rounds": 1, "clients.count": 4, "governance.audit": False})
     with Simulation(cfg, out_dir=tmp_path / "run") as sim:
         sim.run()
     assert not (tmp_path / "run" / AUDIT_FILE).exists()

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from conftest import demo_config
 from fedfort.access.guard import AccessAudit, Decision
 from fedfort.audit import AUDIT_FILE, AUDIT_KEY_FILE, AuditLog
 from fedfort.audit.chain import entry_hash, key_id, signed_message
 from fedfort.cli import main
-from fedfort.config import RunConfig, load_config
+from fedfort.config import RunConfig
 from fedfort.crypto.keyfiles import load_signing_key
 from fedfort.crypto.primitives import SigningKey
 from fedfort.simulation import Simulation
@@ -34,9 +35,7 @@ HEAD_FILE = "audit-head.json"
 
 
 def _config() -> RunConfig:
-    return load_config("examples/demo.toml").with_overrides(
-        {"rounds": ROUNDS, "clients.count": 4, "clients.epochs": 1}
-    )
+    return demo_config({"rounds": ROUNDS, "clients.count": 4, "clients.epochs": 1})
 
 
 @pytest.fixture(scope="module")

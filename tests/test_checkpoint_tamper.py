@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedfort.config import RunConfig, load_config, parse_config
+from conftest import demo_config
+from fedfort.config import RunConfig, parse_config
 from fedfort.errors import CheckpointError
 from fedfort.params import vector_sha256
 from fedfort.simulation import Simulation
@@ -37,7 +38,7 @@ ROUNDS = 2
 
 
 def _config(tokens: Path) -> RunConfig:
-    return load_config("examples/demo.toml").with_overrides(
+    return demo_config(
         {
             "rounds": ROUNDS,
             "clients.count": 5,

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from conftest import tiny_config
 from fedfort.config import RunConfig, parse_config
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.monitoring.dashboard import DashboardServer
@@ -154,16 +155,8 @@ def attack_config() -> RunConfig:
 
 
 def dp_config() -> RunConfig:
-    return parse_config(
-        {
-            "seed": 0,
-            "rounds": 4,
-            "data": {"dataset": "digits", "partition": "iid"},
-            "model": {"name": "logreg"},
-            "clients": {"count": 20, "epochs": 1, "batch_size": 0, "lr": 0.5},
-            "privacy": {"mode": "central", "target_epsilon": 3.0, "secure_noise": False},
-        }
-    )
+    privacy = {"mode": "central", "target_epsilon": 3.0, "secure_noise": False}
+    return tiny_config(seed=0, rounds=4, clients={"count": 20}, privacy=privacy)
 
 
 class BackgroundRun:

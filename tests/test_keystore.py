@@ -262,20 +262,13 @@ def test_pkcs11_keys_sign_on_the_token_and_never_leave_it(
 def test_a_run_signs_its_audit_log_on_the_token(
     softhsm: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from conftest import tiny_config
     from fedfort import Simulation
     from fedfort.audit import AUDIT_PUBLIC_KEY_FILE, verify_run
-    from fedfort.config import parse_config
 
     for name, value in softhsm.items():
         monkeypatch.setenv(name, value)
-    cfg = parse_config(
-        {
-            "rounds": 2,
-            "data": {"dataset": "digits", "partition": "iid"},
-            "model": {"name": "logreg"},
-            "clients": {"count": 4, "epochs": 1, "batch_size": 0},
-        }
-    )
+    cfg = tiny_config(rounds=2, clients={"count": 4, "lr": 0.1})
     with Simulation(cfg, tmp_path / "run") as sim:
         sim.run()
     assert not (tmp_path / "run" / AUDIT_KEY_FILE).exists()  # the key stayed on the token

@@ -15,8 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import tiny_config
 from fedfort import Simulation
-from fedfort.config import RunConfig, parse_config
+from fedfort.config import RunConfig
 from fedfort.errors import ConfigError
 from fedfort.monitoring import metrics as metrics_module
 from fedfort.monitoring.metrics import REPUTATION_STATS, FederationMetrics, MetricsServer
@@ -27,19 +28,6 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "fedfort-dashboard.json"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def small(**sections: Any) -> RunConfig:
-    """A run of a few seconds: digits, logistic regression, full-batch single-epoch clients."""
-    body: dict[str, Any] = {
-        "rounds": 3,
-        "data": {"dataset": "digits", "partition": "iid"},
-        "model": {"name": "logreg"},
-        "clients": {"count": 6, "epochs": 1, "batch_size": 0, "lr": 0.5},
-        "simulation": {"workers": 0},
-        **sections,
-    }
-    return parse_config(body)
 
 
 def run_with_metrics(
@@ -77,7 +65,7 @@ def scrape(url: str) -> Samples:
 @pytest.fixture(scope="module")
 def engine() -> Iterator[RoundEngine]:
     """A real engine for hand-built records (the metrics hook only reads the record)."""
-    with Simulation(small(rounds=1)) as sim:
+    with Simulation(tiny_config(rounds=1)) as sim:
         yield sim.engine
 
 
@@ -120,7 +108,7 @@ def full_record(round_: int = 1) -> RoundRecord:
 
 
 def test_attacked_run_with_detection_and_reputation_is_scraped_over_http() -> None:
-    cfg = small(
+    cfg = tiny_config(
         attack={"name": "sign_flip", "scale": 10.0, "fraction": 0.34},
         detection={"enabled": True, "action": "exclude"},
         reputation={"enabled": True},
@@ -164,8 +152,8 @@ def test_attacked_run_with_detection_and_reputation_is_scraped_over_http() -> No
 
 
 def test_central_dp_run_exports_epsilon_spent_and_budget() -> None:
-    cfg = small(
-        clients={"count": 8, "epochs": 1, "batch_size": 0, "lr": 0.5},
+    cfg = tiny_config(
+        clients={"count": 8},
         privacy={"mode": "central", "target_epsilon": 3.0, "secure_noise": False},
     )
     budget = cfg.privacy.target_epsilon
@@ -182,8 +170,8 @@ def test_central_dp_run_exports_epsilon_spent_and_budget() -> None:
 
 
 def test_secure_aggregation_dropouts_are_counted() -> None:
-    cfg = small(
-        clients={"count": 8, "epochs": 1, "batch_size": 0, "lr": 0.5},
+    cfg = tiny_config(
+        clients={"count": 8},
         secure_aggregation={"mode": "secagg", "simulated_dropout": 0.1},
         server={"max_attempts": 6, "quorum": 0.0},
         # clients adding their own fresh noise may retry a round on the same model

@@ -12,10 +12,11 @@ import pytest
 from dp_accounting import pld, rdp
 from opacus.accountants import RDPAccountant
 
+from conftest import tiny_config
 from fedfort import Simulation
 from fedfort.cli import main
 from fedfort.client.privacy import privatize
-from fedfort.config import RunConfig, parse_config
+from fedfort.config import ClientsConfig, RunConfig
 from fedfort.errors import ConfigError, PrivacyBudgetExhausted, RoundFailed
 from fedfort.messages import ClientPrivacy, ClientUpdate
 from fedfort.privacy.mechanisms import LocalGaussian
@@ -26,15 +27,9 @@ DELTA = 1e-5
 
 
 def config(privacy: dict, **sections) -> RunConfig:
-    body = {
-        "rounds": 4,
-        "data": {"dataset": "digits", "partition": "iid"},
-        "model": {"name": "logreg"},
-        "clients": {"count": 20, "epochs": 1, "batch_size": 0, "lr": 0.5},
-        "privacy": {"secure_noise": False, **privacy},
-        **sections,
-    }
-    return parse_config(body)
+    """A tiny run of 20 clients over 4 rounds with ``privacy`` (noise from a seeded generator)."""
+    layer = {"rounds": 4, "clients.count": 20, "privacy": {"secure_noise": False, **privacy}}
+    return tiny_config(layer, **sections)
 
 
 def run(cfg: RunConfig, out=None):
@@ -200,7 +195,7 @@ def test_adaptive_clipping_follows_the_median_norm_at_no_extra_privacy_cost():
     cfg = config(
         {**common, "adaptive_clipping": True, "clip_learning_rate": 1.0, "clip_count_stddev": 2.0},
         rounds=16,
-        clients={"count": 40, "epochs": 1, "batch_size": 0, "lr": 0.5},
+        clients={"count": 40},
     )
     result = run(cfg)
     clips = [r["measurements"]["aggregate"]["clip_norm"] for r in result.records]
@@ -208,9 +203,7 @@ def test_adaptive_clipping_follows_the_median_norm_at_no_extra_privacy_cost():
     assert clips[-1] < clips[0] / 4  # 20 is far above every update's norm: it must come down
     assert fractions[0] > 0.8  # everything is within 20 at first
     assert abs(np.mean(fractions[-4:]) - 0.5) < 0.25  # then about half are within the clip
-    fixed = run(
-        config(common, rounds=16, clients={"count": 40, "epochs": 1, "batch_size": 0, "lr": 0.5})
-    )
+    fixed = run(config(common, rounds=16, clients={"count": 40}))
     assert result.final["epsilon"] == pytest.approx(fixed.final["epsilon"], rel=1e-12)
 
 
@@ -242,7 +235,7 @@ def test_dp_sgd_clients_report_their_own_epsilon(tmp_path):
     cfg = config(
         {"dp_sgd": {"enabled": True, "noise_multiplier": 1.1, "max_grad_norm": 1.0}},
         rounds=2,
-        clients={"count": 4, "epochs": 1, "batch_size": 16, "lr": 0.2},
+        clients={"count": 4, "batch_size": 16, "lr": 0.2},
     )
     with Simulation(cfg, tmp_path) as sim:
         result = sim.run()
@@ -281,7 +274,7 @@ def test_dp_sgd_clients_report_their_own_epsilon(tmp_path):
         ({"target_epsilon": 1.0}, {}, "privacy.mode"),
         (
             {"mode": "central", "noise_multiplier": 1},
-            {"clients": {"algorithm": "scaffold"}},
+            {"clients": ClientsConfig(algorithm="scaffold")},
             "SCAFFOLD",
         ),
         (

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import demo_config
 from fedfort.audit import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, AuditLog, read_entries, verify_run
 from fedfort.audit.chain import key_id
 from fedfort.audit.head import HEAD_FILE
@@ -24,7 +25,7 @@ from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
 from fedfort.client.secure import client_policy
 from fedfort.client.training import ClientData
-from fedfort.config import SecureAggregationConfig, load_config
+from fedfort.config import SecureAggregationConfig
 from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import CheckpointError, ConfigError, PolicyRefused, SecAggAbort
 from fedfort.messages import (
@@ -180,9 +181,7 @@ def test_an_equal_or_stronger_mode_is_served(own: str, asked: SecureMode) -> Non
 def _two_rounds_with_a_rollback_request(tmp_path: Path, reason: str) -> Path:
     """A finished two-round run in which the operator has filed a rollback to version 1."""
     out = tmp_path / "run"
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 2, "clients.count": 5, "clients.epochs": 1}
-    )
+    cfg = demo_config({"rounds": 2, "clients.count": 5, "clients.epochs": 1})
     with Simulation(cfg, out_dir=out) as sim:
         sim.run()
     with ModelRegistry(out) as registry:
@@ -247,9 +246,7 @@ def test_a_log_rewritten_under_another_key_and_rotated_back_is_not_resumed(
     against the run directory's own pin and its *current* key is the run's key; the resume must
     still refuse it, because the run's key never signed its first entry."""
     out = tmp_path / "run"
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 2, "clients.count": 5, "clients.epochs": 1}
-    )
+    cfg = demo_config({"rounds": 2, "clients.count": 5, "clients.epochs": 1})
     with Simulation(cfg, out_dir=out) as sim:
         sim.run()
     real = list(read_entries(out / AUDIT_FILE))
@@ -300,9 +297,7 @@ def test_a_log_rewritten_under_another_key_and_rotated_back_is_not_resumed(
 @pytest.fixture(scope="module")
 def three_rounds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rows") / "run"
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 3, "clients.count": 5, "clients.epochs": 1}
-    )
+    cfg = demo_config({"rounds": 3, "clients.count": 5, "clients.epochs": 1})
     with Simulation(cfg, out_dir=out) as sim:
         sim.run()
     return out

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import demo_config
 from fedfort.audit import AUDIT_FILE, read_entries, verify_run
 from fedfort.cli import main
-from fedfort.config import RunConfig, load_config
+from fedfort.config import RunConfig
 from fedfort.server.versions import ModelRegistry
 from fedfort.simulation import Simulation
 
@@ -26,9 +27,7 @@ ROUNDS = 8
 
 
 def _config(drop: float | None) -> RunConfig:
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": ROUNDS, "clients.epochs": 1, "governance.rollback_drop": drop}
-    )
+    cfg = demo_config({"rounds": ROUNDS, "clients.epochs": 1, "governance.rollback_drop": drop})
     attack = {
         "name": "sign_flip",
         "fraction": 0.3,
@@ -110,9 +109,7 @@ def test_operator_rollback_is_audited_and_applied_on_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 4, "clients.count": 5, "clients.epochs": 1}
-    )
+    cfg = demo_config({"rounds": 4, "clients.count": 5, "clients.epochs": 1})
     with Simulation(cfg, out_dir=out) as sim:
         records = sim.run().records
     assert main(["model", "list", str(out)]) == 0
@@ -194,9 +191,7 @@ def test_a_non_finite_candidate_is_rolled_back() -> None:
 
 def test_a_rollback_filed_while_the_run_is_live_waits_for_its_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = load_config("examples/demo.toml").with_overrides(
-        {"rounds": 4, "clients.count": 4, "clients.epochs": 1}
-    )
+    cfg = demo_config({"rounds": 4, "clients.count": 4, "clients.epochs": 1})
     with Simulation(cfg, out_dir=out) as sim:
         sim.run(rounds=2)
         # another process (the CLI) files a rollback and appends to the same audit log

@@ -8,24 +8,20 @@ import json
 import numpy as np
 import pytest
 
+from conftest import demo_config, tiny_config
 from fedfort import Simulation
 from fedfort.cli import main
-from fedfort.config import RunConfig, load_config, parse_config
+from fedfort.config import ClientsConfig, RunConfig
 from fedfort.errors import ConfigError
 from fedfort.messages import ClientUpdate, LocalTrainingConfig, SecureAggregation, TrainTask
 from fedfort.server.verify import verify_update
 
 
 def small(secure: dict | None = None, **sections) -> RunConfig:
-    body = {
-        "rounds": 3,
-        "data": {"dataset": "digits", "partition": "iid"},
-        "model": {"name": "logreg"},
-        "clients": {"count": 8, "epochs": 1, "batch_size": 0, "lr": 0.5},
-        "secure_aggregation": secure or {"mode": "none"},
-        **sections,
-    }
-    return parse_config(body)
+    """A tiny run of 8 clients with secure aggregation ``secure`` (off by default)."""
+    return tiny_config(
+        {"clients.count": 8, "secure_aggregation": secure or {"mode": "none"}}, **sections
+    )
 
 
 def run(cfg: RunConfig):
@@ -128,14 +124,8 @@ def test_secure_aggregation_composes_with_dp_fedavg(placement):
         "secure_noise": False,
         "client": {"reproducible": True},
     }
-    plain = run(small(privacy=privacy, clients={"count": 12, "epochs": 1, "batch_size": 0}))
-    secure = run(
-        small(
-            {"mode": "secagg+"},
-            privacy=privacy,
-            clients={"count": 12, "epochs": 1, "batch_size": 0},
-        )
-    )
+    plain = run(small(privacy=privacy, clients={"count": 12, "lr": 0.1}))
+    secure = run(small({"mode": "secagg+"}, privacy=privacy, clients={"count": 12, "lr": 0.1}))
     last = secure.records[-1]
     assert last["measurements"]["aggregate"]["rule"] == f"dp_fedavg_{placement}"
     assert last["epsilon"] == pytest.approx(plain.records[-1]["epsilon"])
@@ -154,7 +144,8 @@ def test_adaptive_clipping_bit_travels_inside_the_secure_sum():
         "secure_noise": False,
         "client": {"reproducible": True},  # the same seeded noise shares in both runs
     }
-    cfg = small({"mode": "secagg"}, privacy=privacy, clients={"count": 12, "epochs": 1})
+    clients = {"count": 12, "batch_size": 16, "lr": 0.1}
+    cfg = small({"mode": "secagg"}, privacy=privacy, clients=clients)
     plain = run(cfg.with_overrides({"secure_aggregation.mode": "none"}))
     secure = run(cfg)
     ours = [r["measurements"]["aggregate"]["next_clip_norm"] for r in secure.records]
@@ -167,7 +158,7 @@ def _retried(**sections) -> RunConfig:
     return small(
         {"mode": "secagg", "simulated_dropout": 0.05},
         server={"max_attempts": 6, "quorum": 0.0},
-        clients={"count": 10, "epochs": 1, "batch_size": 0, "lr": 0.5},
+        clients={"count": 10},
         rounds=8,
         **sections,
     )
@@ -207,7 +198,7 @@ def test_without_client_noise_a_retry_after_the_masked_inputs_gets_none_of_them_
         ({"defense": {"norm_bound": 1.0}}, "defense.norm_bound"),
         ({"detection": {"enabled": True}}, "anomaly scores"),
         ({"reputation": {"enabled": True}}, "reputation"),
-        ({"clients": {"algorithm": "scaffold"}}, "SCAFFOLD"),
+        ({"clients": ClientsConfig(algorithm="scaffold")}, "SCAFFOLD"),
     ],
 )
 def test_defences_that_need_single_updates_are_refused_with_secure_aggregation(sections, needle):
@@ -231,7 +222,7 @@ def test_broken_secure_aggregation_settings_are_refused():
 @pytest.mark.slow
 def test_secure_aggregation_reaches_the_plain_accuracy_on_the_demo_config(tmp_path):
     """The bar: digits, the foundation's 10-client config, SecAgg on vs off, within 1 point."""
-    base = load_config("examples/demo.toml")
+    base = demo_config()
     plain = run(base)
     secure = run(base.with_overrides({"secure_aggregation.mode": "secagg"}))
     assert abs(secure.final["accuracy"] - plain.final["accuracy"]) <= 0.01
