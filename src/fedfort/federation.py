@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,9 @@ from fedfort.config import RunConfig
 from fedfort.crypto.primitives import SigningKey
 from fedfort.data.datasets import Dataset
 from fedfort.data.partition import Partition
-from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
+from fedfort.features import Feature, RunParts, assemble, default_features
 from fedfort.federation_data import (
     FederationData,
     client_ids,
@@ -47,7 +47,7 @@ from fedfort.federation_data import (
     partition_records,
     split_data,
 )
-from fedfort.federation_privacy import PrivacySetup, calibrated, local_training
+from fedfort.federation_privacy import PrivacySetup, calibrated
 from fedfort.federation_resume import (
     CHECKPOINT_FILE,
     check_audit_log,
@@ -64,8 +64,6 @@ from fedfort.params import vector_sha256
 from fedfort.run_result import SimulationResult
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
-from fedfort.server.data_report import ReportDataProtection
-from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import (
     ClientExecutor,
     CommitHook,
@@ -74,22 +72,9 @@ from fedfort.server.engine import (
     Stage,
     Stateful,
 )
-from fedfort.server.optimizers import make_server_optimizer
-from fedfort.server.rollback import DriftRollback
-from fedfort.server.sample_cap import CapSampleCounts
-from fedfort.server.scaffold import ScaffoldControl
-from fedfort.server.secure import SecureAggregate
-from fedfort.server.selection import SelectClients
 from fedfort.server.stages import (
-    Aggregate,
-    ApplyServerOptimizer,
-    Broadcast,
-    Collect,
-    EnforceQuorum,
-    Evaluate,
     task_seed,
 )
-from fedfort.server.verify import VerifyUpdates
 from fedfort.server.versions import PENDING_ROLLBACK_META
 
 __all__ = [
@@ -163,9 +148,12 @@ class Federation(ABC):
         out_dir: str | Path | None = None,
         *,
         model_factory: ModelFactory | None = None,
+        features: Sequence[Feature] = (),
         _resuming: bool = False,
     ) -> None:
         key: SigningKey | None = None
+        #: the run's own features, after the ones its config switches on (fedfort.features)
+        self._features = list(features)
         if out_dir is not None and _resuming:
             # before anything is built: the stored checkpoint is verified with the run's
             # audit key and ``config`` must match it (federation_resume)
@@ -302,19 +290,15 @@ class Federation(ABC):
         return self._evaluator.fit(task, self._root).delta
 
     def _stages(self, config: RunConfig) -> list[Stage]:
-        srv, dim, defense = config.server, self.spec.dim, config.defense
-        scaffold = (
-            ScaffoldControl(dim, config.clients.count)
-            if config.clients.algorithm == "scaffold"
-            else None
-        )
+        """The round's stages: the config's features and the run's own, assembled in slots
+        (:mod:`fedfort.features`)."""
         self._root = None
         if self.root_idx is not None:
             self._root = ClientData.from_numpy(
                 self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
             )
         aggregator = build_aggregator(
-            defense.model_dump(),
+            config.defense.model_dump(),
             seed=config.seed,
             server_update=self._server_update if self._root is not None else None,
         )
@@ -332,86 +316,18 @@ class Federation(ABC):
                 quarantine_rounds=rep.quarantine_rounds,
                 min_weight=rep.min_weight,
             )
-        secure = self._secure_stage(config, privacy)
-        stages: list[Stage] = [
-            *privacy.guard(),
-            privacy.selection() or SelectClients(srv.fraction, srv.min_clients, policy=self.ledger),
-            Broadcast(
-                local_training(config),
-                config.seed,
-                control=None if scaffold is None else scaffold.current,
-                privacy=privacy.directive(),
-                secure=None if secure is None else secure.directive,
-            ),
-            Collect(srv.deadline_s),
-            VerifyUpdates(dim, expect_control=scaffold is not None, sealed=secure is not None),
-        ]
-        if secure is None:  # sealed updates carry no count; the client clamps at max_weight
-            stages.append(
-                CapSampleCounts(
-                    self._declared_sample_counts(),
-                    max_count=srv.max_sample_count,
-                    ratio=srv.sample_count_ratio,
-                )
-            )
-        if config.edge.enabled:
-            stages.append(ReportDataProtection())
-        det = config.detection
-        if det.enabled:
-            detector = AnomalyDetector(
-                dim,
-                components=det.components,
-                threshold=det.threshold,
-                num_byzantine=defense.num_byzantine,
-                seed=config.seed,
-            )
-            stages.append(DetectAnomalies(detector, det.action, det.downweight_factor))
-        need = aggregator.min_updates(defense.num_byzantine)
-        stages += [
-            EnforceQuorum(max(srv.min_participants, need), srv.quorum),
-            secure or privacy.aggregate or Aggregate(aggregator),
-        ]
-        if scaffold is not None:
-            stages.append(scaffold)
-        optimizer = make_server_optimizer(
-            srv.optimizer,
-            lr=srv.lr,
-            momentum=srv.momentum,
-            beta1=srv.beta1,
-            beta2=srv.beta2,
-            tau=srv.tau,
-        )
-        apply = ApplyServerOptimizer(optimizer)
-        stages += [apply, Evaluate(self.evaluate, srv.eval_every)]
-        if config.governance.rollback_drop is not None:
-            stages.append(DriftRollback(config.governance.rollback_drop, apply, self._load_version))
-        stages += privacy.accounting()
-        if self.ledger is not None:
-            stages.append(UpdateReputation(self.ledger))
-        return stages
-
-    def _secure_stage(self, config: RunConfig, privacy: PrivacySetup) -> SecureAggregate | None:
-        """The secure aggregation stage, when ``[secure_aggregation]`` switches it on."""
-        sa = config.secure_aggregation
-        if sa.mode == "none":
-            return None
-        return SecureAggregate(
-            sa.mode,
+        parts = RunParts(
+            config,
             self.spec.dim,
-            run_id=config.identity_hash()[:32],
-            directory=self.directory,
-            bits=sa.bits,
-            value_range=sa.value_range,
-            max_weight=min(sa.max_weight, config.server.max_sample_count or sa.max_weight),
-            threshold=sa.threshold,
-            degree=sa.degree,
-            corrupt_fraction=sa.corrupt_fraction,
-            dropout_fraction=sa.dropout_fraction,
-            ckks_poly_modulus_degree=sa.ckks_poly_modulus_degree,
-            step_deadline_s=sa.step_deadline_s,
-            privacy=privacy.directive(),
-            private=privacy.aggregate,
+            aggregator,
+            privacy,
+            self.ledger,
+            self._declared_sample_counts,
+            self.evaluate,
+            self._load_version,
+            self.directory,
         )
+        return assemble(parts, [*default_features(config), *self._features])
 
     def _open_store(self, resuming: bool) -> None:
         assert self.store is not None

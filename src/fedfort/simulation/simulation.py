@@ -9,7 +9,7 @@ its own: the same :class:`~fedfort.server.RoundEngine` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from fedfort.client.secure import client_policy
 from fedfort.composition import compose
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.errors import ConfigError
+from fedfort.features import Feature
 from fedfort.federation import (
     CHECKPOINT_FILE,
     Federation,
@@ -81,6 +82,7 @@ class Simulation(Federation):
         rounds: int | None = None,
         seed: int | None = None,
         clients: int | None = None,
+        features: Sequence[Feature] = (),
         _resuming: bool = False,
     ) -> None:
         composed, factory = compose(
@@ -97,7 +99,11 @@ class Simulation(Federation):
         if factory is not None and model_factory is not None:
             raise ConfigError("give the model once: model= or model_factory=")
         super().__init__(
-            composed, out_dir, model_factory=model_factory or factory, _resuming=_resuming
+            composed,
+            out_dir,
+            model_factory=model_factory or factory,
+            features=features,
+            _resuming=_resuming,
         )
 
     def _declared_sample_counts(self) -> dict[str, int]:
@@ -217,16 +223,19 @@ class Simulation(Federation):
         model_factory: ModelFactory | None = None,
         runtime: str | None = None,
         ray_address: str | None = None,
+        features: Sequence[Feature] = (),
     ) -> Simulation:
         """Reopen the run in ``out_dir`` at its last committed round.
 
         ``runtime`` (and ``ray_address``) may move the run to another runtime: they are not
-        part of its identity, and both runtimes compute the same rounds.
+        part of its identity, and both runtimes compute the same rounds. ``features`` are the
+        run's own features again (the stored pipeline must match, see
+        :meth:`~fedfort.federation.Federation.run`).
         """
         config = cls._reopen_config(out_dir, {"rounds": rounds, "simulation.workers": workers})
         if runtime is not None or ray_address is not None:
             config = _on_runtime(config, runtime or "ray", ray_address)
-        return cls(config, out_dir, model_factory=model_factory, _resuming=True)
+        return cls(config, out_dir, model_factory=model_factory, features=features, _resuming=True)
 
 
 def _on_runtime(config: RunConfig, runtime: str, ray_address: str | None) -> RunConfig:
