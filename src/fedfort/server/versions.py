@@ -23,6 +23,7 @@ import numpy as np
 from fedfort import jsonio
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.errors import CheckpointError, ConfigError
+from fedfort.measurements import MeasurementSet, RollbackMeasurement
 from fedfort.server.checkpoint import CheckpointStore
 
 __all__ = ["PENDING_ROLLBACK_META", "ModelRegistry", "ModelVersion"]
@@ -70,6 +71,7 @@ class ModelRegistry:
         """Every version, oldest first."""
         out = []
         for round_, created, digest, record in self.store.versions():
+            rollback = MeasurementSet.of_record(record).get(RollbackMeasurement)
             out.append(
                 ModelVersion(
                     round_,
@@ -78,7 +80,7 @@ class ModelRegistry:
                     record.get("accuracy"),
                     record.get("loss"),
                     record.get("participants"),
-                    record.get("measurements", {}).get("rollback"),
+                    None if rollback is None else rollback.to_dict(),
                 )
             )
         return out
