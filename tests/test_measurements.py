@@ -365,3 +365,21 @@ def test_rollback_and_privacy_entries_come_from_their_types() -> None:
     metrics = FederationMetrics()
     metrics.on_commit(None, record)  # type: ignore[arg-type]
     assert samples(metrics)["fedfort_rollbacks_total"] == 1
+
+
+# --- the audit log sits above the server -------------------------------------------------------
+
+
+def test_the_server_never_imports_the_audit_log() -> None:
+    """Not even inside a function: the server reaches the audit log through no import chain."""
+    import grimp
+
+    graph = grimp.build_graph("fedfort", cache_dir=None)
+    chains = graph.find_shortest_chains(
+        importer="fedfort.server", imported="fedfort.audit", as_packages=True
+    )
+    assert not chains, f"server imports the audit log via {sorted(chains)}"
+    below = graph.find_shortest_chains(
+        importer="fedfort.measurements", imported="fedfort.server", as_packages=True
+    )
+    assert not below, f"measurements must stay below the server: {sorted(below)}"
