@@ -31,6 +31,7 @@ from fedfort.measurements import (
     ReputationMeasurement,
     RollbackMeasurement,
     UntypedMeasurement,
+    measurement_type,
     register_measurement,
 )
 from fedfort.measurements import base as measurement_base
@@ -194,6 +195,8 @@ def test_typed_and_untyped_publications_land_in_the_same_round_record() -> None:
 
 
 def test_a_name_is_declared_once(private_registry: None) -> None:
+    assert measurement_type("aggregate") is AggregateMeasurement
+    assert measurement_type("clip") is None
     with pytest.raises(ConfigError, match="already declared by AggregateMeasurement"):
 
         @register_measurement

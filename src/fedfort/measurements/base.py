@@ -61,7 +61,8 @@ class MetricSpec:
     """A Prometheus series a measurement type feeds.
 
     ``kind`` ``"counter"`` adds each value, ``"gauge"`` sets it. A ``per_round`` gauge
-    describes the last round only: it reads 0 after a round that did not publish the type.
+    (unlabelled) describes the last round only: it reads 0 after a round that did not publish
+    the type. Other gauges keep their last value.
     """
 
     name: str
@@ -224,9 +225,6 @@ class MeasurementSet:
                 f"{published}): add the stage that publishes it to the round's pipeline"
             )
         return found
-
-    def __contains__(self, cls: object) -> bool:
-        return isinstance(cls, type) and isinstance(self.raw.get(getattr(cls, "name", "")), Mapping)
 
     def __iter__(self) -> Iterator[Measurement]:
         """Every record, typed where a type is registered, in the order of registration
