@@ -63,7 +63,9 @@ def test_the_config_switches_features_on_and_each_takes_its_slot():
     ) as sim:
         order = [s.name for s in sim.engine.stages]
     assert order.index("verify") < order.index("sample_cap") < order.index("detect")
-    assert order.index("aggregate") < order.index("scaffold_control") < order.index("server_optimizer")
+    assert (
+        order.index("aggregate") < order.index("scaffold_control") < order.index("server_optimizer")
+    )
 
 
 def test_one_stage_slots_go_to_the_first_provider_and_bad_slots_are_refused():

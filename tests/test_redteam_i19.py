@@ -20,6 +20,7 @@ from conftest import demo_config
 from fedfort.audit import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, AuditLog, read_entries, verify_run
 from fedfort.audit.chain import key_id
 from fedfort.audit.head import HEAD_FILE
+from fedfort.audit.rollback_request import request_rollback
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
@@ -185,7 +186,7 @@ def _two_rounds_with_a_rollback_request(tmp_path: Path, reason: str) -> Path:
     with Simulation(cfg, out_dir=out) as sim:
         sim.run()
     with ModelRegistry(out) as registry:
-        registry.request_rollback(1, reason)
+        request_rollback(registry, 1, reason)
     return out
 
 
@@ -227,7 +228,7 @@ def test_a_deleted_rollback_request_is_not_silently_dropped(tmp_path: Path) -> N
     with pytest.raises(CheckpointError, match="never applied"):
         Simulation.resume(out, rounds=3).close()
     with ModelRegistry(out) as registry:  # filed again, the resume applies it
-        registry.request_rollback(1, "version 2 is poisoned")
+        request_rollback(registry, 1, "version 2 is poisoned")
         version_1 = registry.store.load(1).model
     with Simulation.resume(out, rounds=3) as sim:
         assert np.array_equal(sim.model, version_1)

@@ -15,6 +15,7 @@ import pytest
 
 from fedfort import Simulation
 from fedfort.audit import verify_run
+from fedfort.audit.rollback_request import request_rollback
 from fedfort.config import parse_config
 from fedfort.monitoring.run_state import read_run
 from fedfort.report import REPORT_FILE, build_report, write_report
@@ -184,7 +185,7 @@ def test_hostile_client_ids_and_rejection_details_are_escaped(
     finally:
         db.close()
     with ModelRegistry(run) as registry:
-        registry.request_rollback(1, f"operator says {PAYLOAD}")
+        request_rollback(registry, 1, f"operator says {PAYLOAD}")
 
     text = build_report(run)
     assert "<script" not in text.lower()

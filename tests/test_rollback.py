@@ -17,6 +17,7 @@ import pytest
 
 from conftest import demo_config
 from fedfort.audit import AUDIT_FILE, read_entries, verify_run
+from fedfort.audit.rollback_request import request_rollback
 from fedfort.cli import main
 from fedfort.config import RunConfig
 from fedfort.server.versions import ModelRegistry
@@ -196,7 +197,7 @@ def test_a_rollback_filed_while_the_run_is_live_waits_for_its_resume(tmp_path: P
         sim.run(rounds=2)
         # another process (the CLI) files a rollback and appends to the same audit log
         with ModelRegistry(out) as registry:
-            registry.request_rollback(1, "filed while the run was live")
+            request_rollback(registry, 1, "filed while the run was live")
         sim.run()
     result = verify_run(out)
     assert result.ok, result.describe()  # both writers chained onto the same head

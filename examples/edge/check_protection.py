@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fedfort.config import load_config
 from fedfort.federation import partition_records, split_data
+from fedfort.measurements import DataProtectionMeasurement, MeasurementSet
 from fedfort.params import vector_sha256
 from fedfort.simulation import Simulation
 from fedfort.simulation.results import write_results
@@ -37,8 +38,8 @@ def main() -> int:
     write_results(with_ids, out)
     print(f"model input: {in_features} features (the measurements; no identifying column)")
     print(f"test accuracy after {args.rounds} rounds: {with_ids.final['accuracy']:.4f}")
-    edge = with_ids.records[-1]["measurements"]["edge"]
-    for client, counts in edge["clients"].items():
+    edge = MeasurementSet.of_record(with_ids.records[-1]).require(DataProtectionMeasurement)
+    for client, counts in edge.clients.items():
         print(f"  {client}: " + ", ".join(f"{k}={v}" for k, v in counts.items() if v))
 
     plain = config.edge.model_dump(mode="json")

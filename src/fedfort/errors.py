@@ -25,6 +25,7 @@ quorum)::
     ├── CheckpointError          a checkpoint is missing, corrupt or belongs to another run
     ├── AuditError               an audit log cannot be opened or written, or fails its check
     ├── NonFiniteValue           a NaN or infinity was about to be written to a JSON document
+    ├── MeasurementMissing       a reader requires a measurement the round did not publish
     └── AccessDenied             a credential is missing, unknown, expired or revoked (401), or
                                  its role lacks the permission (403); the action did not run
 
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidRecord",
     "InvalidUpdate",
     "MalformedMessage",
+    "MeasurementMissing",
     "NonFiniteValue",
     "PeerError",
     "PolicyRefused",
@@ -195,6 +197,14 @@ def _rebuild_budget_error(
 
 class CheckpointError(FedfortError):
     """A checkpoint cannot be read, is corrupt, or does not match the current run."""
+
+
+class MeasurementMissing(FedfortError, LookupError):
+    """A reader requires a measurement (e.g. the privacy accounting) the round did not publish.
+
+    The message names the measurement type and what the round did publish; add the stage
+    that publishes it, or read it with ``MeasurementSet.get`` where it is optional.
+    """
 
 
 class AuditError(FedfortError):

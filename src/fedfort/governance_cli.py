@@ -176,7 +176,9 @@ def _model(args: argparse.Namespace) -> int:
             path = registry.export(args.version, args.out)
             print(f"wrote version {args.version} to {path}")
             return 0
-        request = registry.request_rollback(args.to, args.reason)
+        from fedfort.audit.rollback_request import request_rollback
+
+        request = request_rollback(registry, args.to, args.reason)
         print(
             f"rollback to version {request['to_version']} filed and audited; it is applied "
             f"when the run resumes (fedfort simulate --resume --out {args.run})"

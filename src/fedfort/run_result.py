@@ -14,6 +14,12 @@ import numpy as np
 
 from fedfort.attacks.metrics import security_summary
 from fedfort.config import RunConfig
+from fedfort.measurements import (
+    AggregateMeasurement,
+    MeasurementSet,
+    PrivacyMeasurement,
+    SampleCapMeasurement,
+)
 
 __all__ = ["SimulationResult"]
 
@@ -54,11 +60,11 @@ class SimulationResult:
                 basic_composition_epsilon=(p.local_epsilon or 0.0) * len(self.records),
             )
         if p.dp_sgd.enabled:
-            measured = last.get("measurements", {}).get("privacy", {})
+            measured = MeasurementSet.of_record(last).get(PrivacyMeasurement)
             body["dp_sgd"] = {
                 **p.dp_sgd.model_dump(mode="json"),
-                "client_epsilon_max": measured.get("dp_sgd_epsilon_max"),
-                "client_epsilon_mean": measured.get("dp_sgd_epsilon_mean"),
+                "client_epsilon_max": None if measured is None else measured.dp_sgd_epsilon_max,
+                "client_epsilon_mean": None if measured is None else measured.dp_sgd_epsilon_mean,
             }
         return body
 
@@ -68,8 +74,11 @@ class SimulationResult:
         sa = self.config.secure_aggregation
         if not sa.enabled:
             return None
-        measured = [r["measurements"].get("aggregate", {}) for r in self.records]
-        included = sum(m.get("included", 0) for m in measured)
+        measured = [
+            MeasurementSet.of_record(r).get(AggregateMeasurement) or AggregateMeasurement()
+            for r in self.records
+        ]
+        included = sum(m.included or 0 for m in measured)
         aborted = [
             d["reason"]
             for r in self.records
@@ -80,12 +89,12 @@ class SimulationResult:
             "mode": sa.mode,
             "bits": sa.bits if sa.mode != "ckks" else None,
             "rounds": len(measured),
-            "protocol_s_mean": float(np.mean([m.get("protocol_s", 0.0) for m in measured]))
+            "protocol_s_mean": float(np.mean([m.protocol_s or 0.0 for m in measured]))
             if measured
             else None,
-            "upload_bytes_per_client": sum(m.get("bytes_client_to_server", 0) for m in measured)
+            "upload_bytes_per_client": sum(m.bytes_client_to_server or 0 for m in measured)
             / max(included, 1),
-            "protocol_dropouts": sum(len(m.get("protocol_dropped", {})) for m in measured),
+            "protocol_dropouts": sum(len(m.protocol_dropped or {}) for m in measured),
             "aborted_attempts": len(aborted),
         }
 
@@ -110,7 +119,8 @@ class SimulationResult:
             for rejection in r.get("rejected", []):
                 reason = rejection["reason"]
                 rejected[reason] = rejected.get(reason, 0) + 1
-            for cid in r.get("measurements", {}).get("sample_cap", {}).get("claimed", {}):
+            cap = MeasurementSet.of_record(r).get(SampleCapMeasurement)
+            for cid in {} if cap is None else cap.claimed:
                 capped[cid] = capped.get(cid, 0) + 1
         return {
             "rejected": dict(sorted(rejected.items())),

@@ -6,8 +6,9 @@ the read actions: dashboard state, audit export and verification, the report), i
 fedfort already has for the rest, reused rather than repeated:
 
 - ``model.rollback``: :meth:`fedfort.federation.Federation.rollback` run on the run loop's
-  thread between rounds while a run is live, else :meth:`fedfort.server.versions.ModelRegistry.
-  request_rollback` (filed and audited, applied on ``--resume``), as ``fedfort model rollback``;
+  thread between rounds while a run is live, else
+  :func:`fedfort.audit.rollback_request.request_rollback` (filed and audited, applied on
+  ``--resume``), as ``fedfort model rollback``;
 - ``keys.rotate``: :func:`fedfort.transport.service.rotate_server_key`, as
   ``fedfort keys rotate --server`` (the running server switches within a second);
 - ``clients.revoke``: :func:`fedfort.crypto.pki.revoke` with the CA directory, as
@@ -137,10 +138,11 @@ class Operations:
                 return {"applied": True, **federation.rollback(version, reason)}
 
             return self.control.submit("roll back", apply)
+        from fedfort.audit.rollback_request import request_rollback
         from fedfort.server.versions import ModelRegistry
 
         with ModelRegistry(self.run_dir) as registry:
-            return {"applied": False, **registry.request_rollback(version, reason)}
+            return {"applied": False, **request_rollback(registry, version, reason)}
 
     # ------------------------------------------------------------------ keys and clients
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
+from fedfort.measurements import DetectMeasurement, MeasurementSet
+
 __all__ = [
     "SEVERITIES",
     "Alert",
@@ -64,9 +66,9 @@ class Episodes:
         return True
 
 
-def _section(measurements: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    section = measurements.get(name)
-    return section if isinstance(section, Mapping) else {}
+def _nonempty(scores: object) -> bool:
+    """Whether the detector scored any update (a stored record may hold anything)."""
+    return isinstance(scores, Mapping) and bool(scores)
 
 
 @dataclass(frozen=True)
@@ -116,10 +118,11 @@ class RoundRules:
         """The alerts ``record`` (a :class:`RoundRecord`) fires, deduplicated by episode."""
         fired: list[Alert] = []
         r, t = int(record.round), self.t
-        detect = _section(record.measurements, "detect")
-        scored = detect.get("scores")
-        if t.flag_rate is not None and isinstance(scored, Mapping) and scored:
-            flagged = list(detect.get("flagged") or [])
+        detect = MeasurementSet(record.measurements).get(DetectMeasurement)
+        scored = None if detect is None else detect.scores
+        if t.flag_rate is not None and detect is not None and _nonempty(scored):
+            assert isinstance(scored, Mapping)
+            flagged = list(detect.flagged or [])
             rate = len(flagged) / len(scored)
             if self.episodes.update("client_flag_rate", rate > t.flag_rate):
                 fired.append(

@@ -16,20 +16,27 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from fedfort.measurements import (
+    DetectMeasurement,
+    EvaluationMeasurement,
+    MeasurementSet,
+    ReputationMeasurement,
+)
+
 __all__ = ["security_summary"]
 
 
 def _detection(records: Sequence[dict[str, Any]], malicious: frozenset[str]) -> dict[str, Any]:
     tp = fp = fn = scored_rounds = 0
     for record in records:
-        detect = record.get("measurements", {}).get("detect")
+        detect = MeasurementSet.of_record(record).get(DetectMeasurement)
         if detect is None:
             continue
-        scored = set(detect.get("scores", {}))
+        scored = set(detect.scores)
         if not scored:
             continue
         scored_rounds += 1
-        flagged = set(detect.get("flagged", ()))
+        flagged = set(detect.flagged)
         tp += len(flagged & malicious)
         fp += len(flagged - malicious)
         fn += len((scored & malicious) - flagged)
@@ -47,11 +54,11 @@ def _quarantine(records: Sequence[dict[str, Any]], malicious: frozenset[str]) ->
     first: dict[str, int] = {}
     last_quarantined: set[str] = set()
     for record in records:
-        rep = record.get("measurements", {}).get("reputation")
+        rep = MeasurementSet.of_record(record).get(ReputationMeasurement)
         if rep is None:
             continue
         seen_reputation = True
-        last_quarantined = set(rep.get("quarantined", ()))
+        last_quarantined = set(rep.quarantined or ())
         for cid in last_quarantined:
             first.setdefault(cid, record["round"])
     if not seen_reputation:
@@ -75,11 +82,8 @@ def security_summary(
 ) -> dict[str, Any]:
     """Detection, quarantine and backdoor figures of a run whose malicious clients are known."""
     bad = frozenset(malicious)
-    asr = [
-        r["measurements"]["evaluate"]["backdoor_asr"]
-        for r in records
-        if "backdoor_asr" in r.get("measurements", {}).get("evaluate", {})
-    ]
+    evaluations = [MeasurementSet.of_record(r).get(EvaluationMeasurement) for r in records]
+    asr = [e.backdoor_asr for e in evaluations if e is not None and e.backdoor_asr is not None]
     return {
         "malicious": sorted(bad),
         "backdoor_asr": asr[-1] if asr else None,

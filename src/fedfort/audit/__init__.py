@@ -4,6 +4,8 @@
 - :mod:`~fedfort.audit.log`: :class:`AuditLog`, the one writer;
 - :mod:`~fedfort.audit.head`: :class:`SignedHead`, the signed head every append advances;
 - :mod:`~fedfort.audit.trail`: :class:`AuditTrail`, what a run writes (a commit hook);
+- :mod:`~fedfort.audit.rollback_request`: an operator's rollback request, signed and audited
+  at once, applied when the run resumes;
 - :mod:`~fedfort.audit.verify`: :func:`verify_run` / :func:`verify_log` and the JSONL export.
 """
 

@@ -1,52 +1,55 @@
-"""What a run writes to its audit log: the round engine's commits turned into entries.
+"""What a run writes to its audit log: its start and end, runtime events, committed rounds.
 
 :class:`AuditTrail` is a commit hook of the :class:`~fedfort.server.RoundEngine`. For every
-committed round it appends, in one transaction:
-
-============================  ==============================================================
-``round_start``               round, attempt, when it started, the model it started from
-``attempt_discarded``         each abandoned attempt: why, who was selected, who dropped
-``clients_selected``          the selected clients and those that dropped out
-``update_rejected``           every refused update with its reason code (one entry each)
-``clients_flagged``           the detector's flagged clients with their anomaly scores
-``reputation``                penalised and quarantined clients, the score distribution
-``aggregation``               the aggregation rule and what it measured (clipped, trimmed...)
-``privacy``                   the DP mechanism, its parameters and the epsilon spent so far
-``secure_aggregation``        the protocol, who was included, who dropped at which step
-``rollback``                  a drift rollback: from which model to which version, and why
-``model_version``             the committed global model: version, SHA-256, metrics
-``round_end``                 participants, duration, accuracy and loss
-============================  ==============================================================
+committed round it appends, in one transaction, the entries the round record supplies
+(``record.audit_entries()``, built by :mod:`fedfort.server.round_audit`): ``round_start``,
+``attempt_discarded``, ``clients_selected``, ``update_rejected``, then what each published
+measurement adds (``clients_flagged``, ``reputation``, ``aggregation``, ``secure_aggregation``,
+``privacy``, ``rollback``, a user's own), ``model_version`` and ``round_end``. The trail
+reads a round only through that small protocol (:class:`AuditedRound`) and keeps its signed
+head in any :class:`MetaStore`; the server below never imports the audit package.
 
 The run adds ``run_start`` (the full config and its hash, the model spec, the audit key),
 ``run_resumed``, ``run_end``, and the runtime adds key lifecycle events and the transport
 gate's refusals. Entries hold metadata and hashes only, never an update or a data sample.
 Every write goes through the one :class:`~fedfort.audit.AuditLog` writer, which advances the
 log's signed head (:mod:`fedfort.audit.head`); the trail also records that head in the
-checkpoint database, and after each committed round hands it to ``round_head_listeners``
-(the per-round print and the alert webhook of ``governance.publish_head``), so copies of it
-live outside the run directory.
+checkpoint database (any :class:`MetaStore`), and after each committed round hands it to
+``round_head_listeners`` (the per-round print and the alert webhook of
+``governance.publish_head``), so copies of it live outside the run directory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fedfort import __version__, jsonio
 from fedfort.audit.head import SignedHead
 from fedfort.audit.log import AuditLog
 from fedfort.audit.verify import AUDIT_HEAD_META
 from fedfort.config import RunConfig
-from fedfort.server.checkpoint import CheckpointStore
-from fedfort.server.engine import RoundEngine, RoundRecord
 
-__all__ = ["AuditTrail", "config_sha256"]
+__all__ = ["AuditTrail", "AuditedRound", "MetaStore", "config_sha256"]
 
-#: longest rejection detail kept in an entry (details are diagnostics, not payloads)
-_DETAIL_CHARS = 240
+#: one audit entry to append: ``(kind, round, body)``
+Entry = tuple[str, int | None, dict[str, Any]]
+
+
+class AuditedRound(Protocol):
+    """A committed round as the audit trail reads it (a :class:`~fedfort.server.RoundRecord`)."""
+
+    @property
+    def round(self) -> int: ...
+
+    def audit_entries(self) -> list[Entry]: ...
+
+
+class MetaStore(Protocol):
+    """Where the trail keeps a copy of the log's signed head (the checkpoint database)."""
+
+    def set_meta(self, key: str, value: str) -> None: ...
 
 
 def config_sha256(config: RunConfig) -> str:
@@ -58,7 +61,7 @@ def config_sha256(config: RunConfig) -> str:
 class AuditTrail:
     """Writes a run's events to its :class:`~fedfort.audit.AuditLog`."""
 
-    def __init__(self, log: AuditLog, store: CheckpointStore | None = None) -> None:
+    def __init__(self, log: AuditLog, store: MetaStore | None = None) -> None:
         self.log = log
         self.store = store
         #: called with ``(round, signed head)`` after each committed round's entries
@@ -106,7 +109,8 @@ class AuditTrail:
         if items:
             self._write(items)
 
-    def on_commit(self, engine: RoundEngine, record: RoundRecord) -> None:
+    def on_commit(self, engine: object, record: AuditedRound) -> None:
+        """Append ``record``'s entries (the engine's commit-hook protocol)."""
         self._write(self.round_entries(record))
         head = self.log.signed_head
         if head is not None:
@@ -131,114 +135,6 @@ class AuditTrail:
             self.store.set_meta(AUDIT_HEAD_META, jsonio.dumps(head.to_dict(), sort_keys=True))
 
     @staticmethod
-    def round_entries(record: RoundRecord) -> list[tuple[str, int | None, dict[str, Any]]]:
+    def round_entries(record: AuditedRound) -> list[Entry]:
         """The entries of one committed round (see the module docstring)."""
-        r, m = record.round, record.measurements
-        items: list[tuple[str, int | None, dict[str, Any]]] = [
-            (
-                "round_start",
-                r,
-                {"attempt": record.attempt, "started_at": time.time() - record.duration_s},
-            )
-        ]
-        for discarded in record.discarded_attempts:
-            items.append(
-                (
-                    "attempt_discarded",
-                    r,
-                    {
-                        "attempt": discarded["attempt"],
-                        "reason": discarded["reason"],
-                        "selected": discarded["selected"],
-                        "dropped": discarded["dropped"],
-                        "rejected": [
-                            {"client_id": x["client_id"], "reason": x["reason"]}
-                            for x in discarded["rejected"]
-                        ],
-                    },
-                )
-            )
-        items.append(
-            (
-                "clients_selected",
-                r,
-                {
-                    "selected": record.selected,
-                    "dropped": record.dropped,
-                    "participating": record.accepted,
-                },
-            )
-        )
-        for rejection in record.rejected:
-            items.append(
-                (
-                    "update_rejected",
-                    r,
-                    {
-                        "client_id": rejection["client_id"],
-                        "reason": rejection["reason"],
-                        "detail": rejection["detail"][:_DETAIL_CHARS],
-                    },
-                )
-            )
-        if "detect" in m:
-            detect = m["detect"]
-            items.append(
-                (
-                    "clients_flagged",
-                    r,
-                    {
-                        "action": detect.get("action"),
-                        "flagged": detect.get("flagged", []),
-                        "scores": detect.get("scores", {}),
-                    },
-                )
-            )
-        if "reputation" in m:
-            items.append(("reputation", r, dict(m["reputation"])))
-        if "aggregate" in m:
-            items.append(("aggregation", r, dict(m["aggregate"])))
-            if str(m["aggregate"].get("rule", "")).startswith("secure_"):
-                agg = m["aggregate"]
-                items.append(
-                    (
-                        "secure_aggregation",
-                        r,
-                        {
-                            "mode": agg["rule"].removeprefix("secure_"),
-                            "included": agg.get("included"),
-                            "protocol_dropped": agg.get("protocol_dropped", {}),
-                        },
-                    )
-                )
-        if "privacy" in m:
-            items.append(("privacy", r, dict(m["privacy"])))
-        if "rollback" in m:
-            items.append(("rollback", r, dict(m["rollback"])))
-        items.append(
-            (
-                "model_version",
-                r,
-                {
-                    "version": r,
-                    "sha256": record.model_sha256,
-                    "accuracy": record.accuracy,
-                    "loss": record.loss,
-                },
-            )
-        )
-        items.append(
-            (
-                "round_end",
-                r,
-                {
-                    "participants": record.participants,
-                    "duration_s": record.duration_s,
-                    "accuracy": record.accuracy,
-                    "loss": record.loss,
-                    "epsilon": record.epsilon,
-                    "delta": record.delta,
-                },
-            )
-        )
-        return items
+        return record.audit_entries()

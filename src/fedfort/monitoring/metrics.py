@@ -43,6 +43,12 @@ series                                      type       meaning
 ``fedfort_round_attempts_discarded_total``  counter    round attempts discarded before a commit
 ==========================================  =========  ============================================
 
+The series fed by a round's measurements (flagged, reputation, quarantined, secagg dropouts,
+rollbacks) are declared by the measurement types themselves
+(:attr:`fedfort.measurements.Measurement.metrics`), and each round adds what the published
+records report (:meth:`~fedfort.measurements.Measurement.metric_values`): a user's own
+measurement type brings its own series the same way, created the first time it is published.
+
 Gauges fed by optional measurements (accuracy and loss, privacy, reputation) keep their last
 value through rounds that do not report them (e.g. rounds between evaluations); the per-round
 gauges (participants, flagged, secagg dropouts...) describe the last round, 0 included. An
@@ -54,7 +60,7 @@ discard itself is, under ``fedfort_round_attempts_discarded_total``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import (
@@ -65,6 +71,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from fedfort.errors import ConfigError
+from fedfort.measurements import REPUTATION_STATS, MetricSpec, MetricValue, measurement_types
 from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.metrics_http import GuardedMetricsHTTP
 from fedfort.monitoring.serving import BackgroundServer, check_exposure
@@ -94,22 +102,6 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
     300.0,
     600.0,
 )
-
-#: the ``stat`` label values of ``fedfort_reputation`` (keys of the reputation measurement)
-REPUTATION_STATS: Final[tuple[str, ...]] = ("min", "p10", "median", "p90", "max", "mean")
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a float, or ``None`` when it is missing or not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _section(measurements: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    """One stage's measurements, or an empty mapping when the stage did not report."""
-    section = measurements.get(name)
-    return section if isinstance(section, Mapping) else {}
 
 
 class FederationMetrics:
@@ -163,27 +155,6 @@ class FederationMetrics:
             ["reason"],
             registry=reg,
         )
-        self._flagged = Counter(
-            "fedfort_clients_flagged_total",
-            "Updates flagged by the anomaly detector.",
-            registry=reg,
-        )
-        self._round_flagged = Gauge(
-            "fedfort_round_clients_flagged",
-            "Updates flagged by the anomaly detector in the last round.",
-            registry=reg,
-        )
-        self._reputation = Gauge(
-            "fedfort_reputation",
-            "Distribution of the clients' reputation scores after the last round.",
-            ["stat"],
-            registry=reg,
-        )
-        self._quarantined = Gauge(
-            "fedfort_clients_quarantined",
-            "Clients quarantined by the reputation ledger after the last round.",
-            registry=reg,
-        )
         self._epsilon = Gauge(
             "fedfort_privacy_epsilon_spent",
             "Differential-privacy epsilon spent so far.",
@@ -209,19 +180,11 @@ class FederationMetrics:
             "Held-out loss of the global model at its last evaluation.",
             registry=reg,
         )
-        self._secagg_dropouts = Counter(
-            "fedfort_secagg_dropouts_total",
-            "Clients that dropped out mid-protocol in committed secure-aggregation sessions.",
-            registry=reg,
-        )
-        self._round_secagg_dropouts = Gauge(
-            "fedfort_round_secagg_dropouts",
-            "Clients that dropped out of the last round's secure-aggregation session.",
-            registry=reg,
-        )
-        self._rollbacks = Counter(
-            "fedfort_rollbacks_total", "Rollbacks of the global model.", registry=reg
-        )
+        # the series of the published measurements, declared by their types
+        self._series: dict[str, Counter | Gauge] = {}
+        self._per_round: list[Gauge] = []
+        for cls in measurement_types():
+            self._declare(cls.metrics)
         self._discarded = Counter(
             "fedfort_round_attempts_discarded_total",
             "Round attempts discarded (e.g. below quorum) before a commit.",
@@ -252,27 +215,38 @@ class FederationMetrics:
         if record.delta is not None:
             self._delta.set(record.delta)
 
-        measurements = record.measurements
-        flagged = _section(measurements, "detect").get("flagged") or []
-        self._flagged.inc(len(flagged))
-        self._round_flagged.set(len(flagged))
-
-        reputation = _section(measurements, "reputation")
-        for stat in REPUTATION_STATS:
-            value = _number(reputation.get(stat))
-            if value is not None:
-                self._reputation.labels(stat=stat).set(value)
-        quarantined = reputation.get("quarantined")
-        if quarantined is not None:
-            self._quarantined.set(len(quarantined))
-
-        dropouts = len(_section(measurements, "aggregate").get("protocol_dropped") or {})
-        self._secagg_dropouts.inc(dropouts)
-        self._round_secagg_dropouts.set(dropouts)
-
-        if "rollback" in measurements:
-            self._rollbacks.inc()
+        # per-round gauges describe this round: 0 unless a measurement sets them
+        for gauge in self._per_round:
+            gauge.set(0)
+        for measurement in record.published:
+            self._declare(type(measurement).metrics)
+            for value in measurement.metric_values():
+                self._apply(value)
         self._discarded.inc(len(record.discarded_attempts))
+
+    def _declare(self, specs: Iterable[MetricSpec]) -> None:
+        """Create the series of ``specs`` not created yet (a user's type on first use)."""
+        for spec in specs:
+            if spec.name in self._series:
+                continue
+            kind = Counter if spec.kind == "counter" else Gauge
+            series = kind(spec.name, spec.help, list(spec.labels), registry=self.registry)
+            self._series[spec.name] = series
+            if spec.per_round and isinstance(series, Gauge) and not spec.labels:
+                self._per_round.append(series)
+
+    def _apply(self, value: MetricValue) -> None:
+        series = self._series.get(value.name)
+        if series is None:
+            raise ConfigError(
+                f"a measurement reported metric {value.name}, which its type does not declare: "
+                "add a MetricSpec for it to the type's `metrics`"
+            )
+        target = series.labels(**value.labels) if value.labels else series
+        if isinstance(target, Counter):
+            target.inc(value.value)
+        else:
+            target.set(value.value)
 
     def refused(self, reason: str) -> None:
         """Count an update the network gate refused (bad signature, replay, ...) by reason."""
@@ -280,7 +254,9 @@ class FederationMetrics:
 
     def rolled_back(self) -> None:
         """Count a rollback of the global model."""
-        self._rollbacks.inc()
+        series = self._series["fedfort_rollbacks_total"]
+        assert isinstance(series, Counter)
+        series.inc()
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format, as ``/metrics`` serves it."""

@@ -16,6 +16,14 @@ from typing import Any
 
 from fedfort.audit import AUDIT_FILE, AUDIT_PUBLIC_KEY_FILE, read_entries, verify_run
 from fedfort.errors import AuditError
+from fedfort.measurements import (
+    REPUTATION_STATS,
+    AggregateMeasurement,
+    DetectMeasurement,
+    MeasurementSet,
+    ReputationMeasurement,
+    RollbackMeasurement,
+)
 from fedfort.server.checkpoint import CheckpointReader, VersionRow
 
 __all__ = ["EVENT_KINDS", "read_run", "run_records"]
@@ -62,15 +70,22 @@ def _models(rows: list[VersionRow]) -> list[dict[str, Any]]:
             "accuracy": record.get("accuracy"),
             "loss": record.get("loss"),
             "participants": record.get("participants"),
-            "rollback": record.get("measurements", {}).get("rollback"),
+            "rollback": _rollback(record),
         }
         for round_, created, digest, record in rows
     ]
 
 
+def _rollback(record: dict[str, Any]) -> dict[str, Any] | None:
+    rollback = MeasurementSet.of_record(record).get(RollbackMeasurement)
+    return None if rollback is None else rollback.to_dict()
+
+
 def _round_row(record: dict[str, Any]) -> dict[str, Any]:
-    m = record.get("measurements", {})
-    agg = m.get("aggregate", {})
+    m = MeasurementSet.of_record(record)
+    agg = m.get(AggregateMeasurement)
+    detect = m.get(DetectMeasurement)
+    rep = m.get(ReputationMeasurement)
     return {
         "round": record["round"],
         "accuracy": record.get("accuracy"),
@@ -79,18 +94,14 @@ def _round_row(record: dict[str, Any]) -> dict[str, Any]:
         "selected": len(record.get("selected", [])),
         "dropped": len(record.get("dropped", [])),
         "rejected": len(record.get("rejected", [])),
-        "flagged": len(m.get("detect", {}).get("flagged", [])),
+        "flagged": 0 if detect is None else len(detect.flagged),
         "epsilon": record.get("epsilon"),
         "delta": record.get("delta"),
         "duration_s": record.get("duration_s"),
-        "aggregation": agg.get("rule"),
-        "secagg_dropouts": len(agg.get("protocol_dropped", {})),
-        "reputation": {
-            k: m["reputation"].get(k)
-            for k in ("min", "p10", "median", "p90", "max", "mean")
-            if "reputation" in m
-        },
-        "rollback": m.get("rollback"),
+        "aggregation": None if agg is None or "rule" not in agg.to_dict() else agg.stored_rule,
+        "secagg_dropouts": 0 if agg is None else len(agg.protocol_dropped or {}),
+        "reputation": {} if rep is None else {k: getattr(rep, k) for k in REPUTATION_STATS},
+        "rollback": _rollback(record),
     }
 
 
@@ -104,7 +115,8 @@ def _clients(records: list[dict[str, Any]], state: dict[str, Any]) -> list[dict[
         selected.update(record.get("selected", []))
         accepted.update(record.get("accepted", []))
         rejected.update(r["client_id"] for r in record.get("rejected", []))
-        flagged.update(record.get("measurements", {}).get("detect", {}).get("flagged", []))
+        detect = MeasurementSet.of_record(record).get(DetectMeasurement)
+        flagged.update([] if detect is None else detect.flagged)
         for cid in record.get("selected", []):
             last[cid] = record["round"]
     ledger = state.get("stages", {}).get("reputation", {})

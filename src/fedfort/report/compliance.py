@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from fedfort.measurements import AggregateMeasurement, MeasurementSet, PrivacyMeasurement
 from fedfort.report.markup import (
     DASH,
     MAX_TEXT,
@@ -29,7 +30,7 @@ from fedfort.report.markup import (
     utc,
 )
 
-__all__ = ["KEY_EVENT_KINDS", "audit_line", "compliance_section", "measure"]
+__all__ = ["KEY_EVENT_KINDS", "audit_line", "compliance_section"]
 
 #: audit entry kinds that belong to the key lifecycle
 KEY_EVENT_KINDS: Final = (
@@ -39,11 +40,6 @@ KEY_EVENT_KINDS: Final = (
     "client_key_rotated",
     "client_revoked",
 )
-
-
-def measure(record: dict[str, Any], stage: str) -> dict[str, Any]:
-    value = record.get("measurements", {}).get(stage)
-    return value if isinstance(value, dict) else {}
 
 
 _PLACEMENT: Final = {
@@ -78,9 +74,10 @@ def _privacy_row(
             ),
         )
     pcfg: dict[str, Any] = config.get("privacy", {})
-    measures = [measure(r, "privacy") for r in records]
-    last: dict[str, Any] = next(
-        (m for m in reversed(measures) if m.get("noise_multiplier") is not None), {}
+    measures = [MeasurementSet.of_record(r).get(PrivacyMeasurement) for r in records]
+    last = next(
+        (m for m in reversed(measures) if m is not None and m.noise_multiplier is not None),
+        None,
     )
     mode = str(p.get("mode") or "none")
     target = number(p.get("target_epsilon"))
@@ -91,13 +88,13 @@ def _privacy_row(
     ]
     status = badge("on", "info")
     if mode != "none":
-        noise = last.get("noise_multiplier", pcfg.get("noise_multiplier"))
+        noise = pcfg.get("noise_multiplier") if last is None else last.noise_multiplier
         clip: Cell = g(pcfg.get("clip_norm"))
         if pcfg.get("adaptive_clipping"):
             clip = f"{clip} (initial; adaptive, tracking quantile {g(pcfg.get('target_quantile'))})"
-        releases = last.get("releases")
+        releases = None if last is None else last.releases
         items += [
-            ("accountant", last.get("accountant", pcfg.get("accountant"))),
+            ("accountant", pcfg.get("accountant") if last is None else last.accountant),
             ("noise multiplier", g(noise)),
             ("clipping norm (L2)", clip),
             ("client sampling", pcfg.get("sampling")),
@@ -125,7 +122,9 @@ def _privacy_row(
             items.append(("budget respected", "no budget set" if target is None else DASH))
     if p.get("dp_sgd"):
         dp_sgd: dict[str, Any] = pcfg.get("dp_sgd", {})
-        client_eps = [x for m in measures if (x := number(m.get("dp_sgd_epsilon_max"))) is not None]
+        client_eps = [
+            x for m in measures if m is not None and (x := number(m.dp_sgd_epsilon_max)) is not None
+        ]
         items += [
             ("DP-SGD noise multiplier", g(dp_sgd.get("noise_multiplier"))),
             ("DP-SGD max gradient norm", g(dp_sgd.get("max_grad_norm"))),
@@ -158,16 +157,15 @@ def _secagg_row(state: dict[str, Any], records: list[dict[str, Any]]) -> tuple[s
             Raw("<p>Off: the server sees every individual update.</p>"),
         )
     rounds = state.get("rounds", [])
-    # a secure round's aggregate names a secure rule, or (under DP) records the protocol
-    secured = [
-        r
-        for r in records
-        if str((agg := measure(r, "aggregate")).get("rule", "")).startswith("secure_")
-        or "protocol_dropped" in agg
-    ]
+    aggregates = [MeasurementSet.of_record(r).get(AggregateMeasurement) for r in records]
+    secured = [agg for agg in aggregates if agg is not None and agg.secure_session]
     dropouts = sum(int(r.get("secagg_dropouts") or 0) for r in rounds)
     aborted = sum(len(r.get("discarded_attempts", [])) for r in records)
-    last = next((m for r in reversed(records) if "threshold" in (m := measure(r, "aggregate"))), {})
+    # the masking graph's threshold and degree, from the last round that recorded them
+    last = next(
+        (agg.extra for agg in reversed(aggregates) if agg is not None and "threshold" in agg.extra),
+        {},
+    )
     items: list[tuple[str, Cell]] = [
         ("mode", mode),
         ("rounds aggregated securely", f"{len(secured)} of {len(rounds)}"),

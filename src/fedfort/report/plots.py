@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from fedfort.report.compliance import measure
+from fedfort.measurements import MeasurementSet, PrivacyMeasurement
 from fedfort.report.figures import data_uri, figure, png_bytes
 from fedfort.report.markup import number
 
@@ -53,10 +53,11 @@ def _epsilon_plot(
     rows: list[dict[str, Any]], records: list[dict[str, Any]], target: float | None
 ) -> Figure | None:
     points = [(r["round"], x) for r in rows if (x := number(r.get("epsilon"))) is not None]
+    measured = [(r["round"], MeasurementSet.of_record(r).get(PrivacyMeasurement)) for r in records]
     client = [
-        (r["round"], x)
-        for r in records
-        if (x := number(measure(r, "privacy").get("dp_sgd_epsilon_max"))) is not None
+        (round_, x)
+        for round_, m in measured
+        if m is not None and (x := number(m.dp_sgd_epsilon_max)) is not None
     ]
     if not points and not client:
         return None

@@ -10,6 +10,7 @@ only; no value or field name is ever part of an update. Updates that carry no me
 
 from __future__ import annotations
 
+from fedfort.measurements import DataProtectionMeasurement
 from fedfort.server.engine import RoundContext, Stage
 
 __all__ = ["ReportDataProtection"]
@@ -38,4 +39,4 @@ class ReportDataProtection(Stage):
         for counts in per_client.values():
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
-        ctx.measure(self.name, clients=per_client, totals=totals)
+        ctx.measure(DataProtectionMeasurement(clients=per_client, totals=totals))

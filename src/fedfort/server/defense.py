@@ -14,6 +14,7 @@ import numpy as np
 from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import ConfigError
+from fedfort.measurements import DetectMeasurement, ReputationMeasurement
 from fedfort.server.engine import RoundContext, Stage
 
 __all__ = ["DetectAnomalies", "DetectionAction", "UpdateReputation"]
@@ -59,7 +60,16 @@ class DetectAnomalies(Stage):
         elif self.action == "downweight":
             for cid in flagged:
                 ctx.weight_factors[cid] = self.downweight_factor
-        ctx.measure(self.name, action=self.action, **report.to_dict())
+        scored = report.to_dict()
+        ctx.measure(
+            DetectMeasurement(
+                action=self.action,
+                flagged=scored.pop("flagged"),
+                scores=scored.pop("scores"),
+                components=scored.pop("components"),
+                extra=scored,
+            )
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return self.detector.state_dict()
@@ -105,13 +115,14 @@ class UpdateReputation(Stage):
             else {}
         )
         ctx.measure(
-            self.name,
-            penalised=sorted(flagged | rejected),
-            quarantined=quarantined,
-            mean=float(values.mean()) if scores else None,
-            min=float(values.min()) if scores else None,
-            max=float(values.max()) if scores else None,
-            **spread,
+            ReputationMeasurement(
+                penalised=sorted(flagged | rejected),
+                quarantined=quarantined,
+                mean=float(values.mean()) if scores else None,
+                min=float(values.min()) if scores else None,
+                max=float(values.max()) if scores else None,
+                **spread,
+            )
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -21,14 +21,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from fedfort.aggregation.base import UpdateBatch
 from fedfort.errors import ConfigError, RoundFailed
+from fedfort.measurements import Measurement, MeasurementSet, PrivacyMeasurement
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.params import vector_sha256
+from fedfort.server.round_audit import round_entries
 
 __all__ = [
     "ClientExecutor",
@@ -42,6 +44,8 @@ __all__ = [
     "Stage",
     "Stateful",
 ]
+
+M = TypeVar("M", bound=Measurement)
 
 
 @dataclass(frozen=True)
@@ -136,9 +140,32 @@ class RoundContext:
     def reject(self, client_id: str, reason: str, detail: str) -> None:
         self.rejections.append(Rejection(client_id, reason, detail))
 
-    def measure(self, stage: str, **values: Any) -> None:
-        """Record measurements under the stage's name; they flow into the round record."""
-        self.measurements.setdefault(stage, {}).update(values)
+    def measure(self, record: Measurement | str, /, **values: Any) -> None:
+        """Publish a typed measurement record (:mod:`fedfort.measurements`) under its name.
+
+        ``ctx.measure("name", key=value, ...)`` records untyped values under ``name``. Either
+        way the values land in the round record, merged into what was already published
+        under that name (a later value of the same key wins).
+        """
+        if isinstance(record, Measurement):
+            if values:
+                raise ConfigError(
+                    f"ctx.measure({type(record).__name__}(...)) takes no keyword values: "
+                    "put them in the record's fields or its `extra` mapping"
+                )
+            if not record.name:
+                raise ConfigError(
+                    f"{type(record).__name__} declares no name: register it with "
+                    "fedfort.measurements.register_measurement"
+                )
+            name, published = record.name, record.to_dict()
+        else:
+            name, published = record, values
+        self.measurements.setdefault(name, {}).update(published)
+
+    def measurement(self, cls: type[M]) -> M | None:
+        """The record of type ``cls`` published so far in this attempt, or ``None``."""
+        return MeasurementSet(self.measurements).get(cls)
 
 
 class Stage(ABC):
@@ -192,6 +219,24 @@ class RoundRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def published(self) -> MeasurementSet:
+        """Typed reads over :attr:`measurements`."""
+        return MeasurementSet(self.measurements)
+
+    def measurement(self, cls: type[M]) -> M | None:
+        """The round's record of type ``cls``, or ``None`` when no stage published one."""
+        return self.published.get(cls)
+
+    def require(self, cls: type[M]) -> M:
+        """The round's record of type ``cls``; raises
+        :class:`~fedfort.errors.MeasurementMissing` when no stage published one."""
+        return self.published.require(cls)
+
+    def audit_entries(self) -> list[tuple[str, int | None, dict[str, Any]]]:
+        """The audit entries of this round (:mod:`fedfort.server.round_audit`)."""
+        return round_entries(self)
 
 
 class CommitHook(Protocol):
@@ -297,6 +342,7 @@ class RoundEngine:
             if known and len(known) == len(losses)
             else None
         )
+        privacy = ctx.measurement(PrivacyMeasurement)
         record = RoundRecord(
             round=ctx.round,
             attempt=ctx.attempt,
@@ -313,8 +359,8 @@ class RoundEngine:
             measurements=ctx.measurements,
             discarded_attempts=discarded,
             # privacy spent so far, when a privacy stage accounted for the round
-            epsilon=ctx.measurements.get("privacy", {}).get("epsilon"),
-            delta=ctx.measurements.get("privacy", {}).get("delta"),
+            epsilon=None if privacy is None else privacy.epsilon,
+            delta=None if privacy is None else privacy.delta,
             accepted=[u.client_id for u in ctx.accepted],
         )
         for hook in self.hooks:

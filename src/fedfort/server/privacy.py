@@ -28,6 +28,7 @@ import numpy as np
 from fedfort.aggregation.base import Aggregator, UpdateBatch
 from fedfort.aggregation.norm_bound import clip_rows
 from fedfort.errors import ConfigError, PrivacyBudgetExhausted
+from fedfort.measurements import AggregateMeasurement, PrivacyMeasurement, SelectionMeasurement
 from fedfort.messages import ClientPrivacy
 from fedfort.privacy.accounting import Accountant, PrivacyEvent
 from fedfort.privacy.dp_fedavg import DpFedAvgPlan, next_clip_norm
@@ -123,7 +124,7 @@ class PoissonSelection(Stage):
         noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 1)
         chosen = noise.bernoulli(self.rate, len(ctx.client_ids))
         ctx.selected = [cid for cid, keep in zip(ctx.client_ids, chosen, strict=True) if keep]
-        ctx.measure(self.name, selected=len(ctx.selected), eligible=len(ctx.client_ids))
+        ctx.measure(SelectionMeasurement(selected=len(ctx.selected), eligible=len(ctx.client_ids)))
         if not ctx.selected:
             ctx.discard("the Poisson sample is empty")
 
@@ -252,7 +253,6 @@ class PrivateAggregate(Stage):
         m = plan.expected_participants
         ctx.aggregate = (total / m).astype(np.float32)
         measured: dict[str, Any] = {
-            "rule": f"dp_fedavg_{plan.placement}",
             "clip_norm": clip,
             "noise_std": std,
             "expected_participants": m,
@@ -264,7 +264,7 @@ class PrivateAggregate(Stage):
             measured["noisy_unclipped_fraction"] = fraction
             measured["next_clip_norm"] = new_clip
         # the exact clipped fraction of a central round is not recorded: it is not private
-        ctx.measure(self.name, **measured)
+        ctx.measure(AggregateMeasurement(rule=f"dp_fedavg_{plan.placement}", extra=measured))
 
     def _release_rule(self, ctx: RoundContext, updates: list[Any], matrix: np.ndarray) -> None:
         """Central DP around a robust rule.
@@ -365,7 +365,7 @@ class AccountPrivacy(Stage):
                     dp_sgd_epsilon_max=float(max(eps)),
                     dp_sgd_epsilon_mean=float(np.mean(eps)),
                 )
-        ctx.measure(self.name, **values)
+        ctx.measure(PrivacyMeasurement(**values))
 
     def commit(self, ctx: RoundContext) -> None:
         if self.ledger is not None and ctx.pending_state.get(self.name):

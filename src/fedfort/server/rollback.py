@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.errors import ConfigError
+from fedfort.measurements import RollbackMeasurement
 from fedfort.params import vector_sha256
 from fedfort.server.engine import RoundContext, Stage
 
@@ -79,18 +80,19 @@ class DriftRollback(Stage):
         model, optimizer_state = self._best()
         rejected = vector_sha256(ctx.new_model) if ctx.new_model is not None else None
         ctx.measure(
-            self.name,
-            automatic=True,
-            reason=(
-                f"validation accuracy {accuracy:.4f} is {best - accuracy:.4f} below the best "
-                f"version (round {self.best_round}: {best:.4f}); the limit is {self.max_drop}"
-            ),
-            rejected_sha256=rejected,
-            rejected_accuracy=accuracy,
-            rejected_loss=ctx.evaluation.get("loss"),
-            to_version=self.best_round,
-            to_sha256=vector_sha256(model),
-            max_drop=self.max_drop,
+            RollbackMeasurement(
+                automatic=True,
+                reason=(
+                    f"validation accuracy {accuracy:.4f} is {best - accuracy:.4f} below the best "
+                    f"version (round {self.best_round}: {best:.4f}); the limit is {self.max_drop}"
+                ),
+                rejected_sha256=rejected,
+                rejected_accuracy=accuracy,
+                rejected_loss=ctx.evaluation.get("loss"),
+                to_version=self.best_round,
+                to_sha256=vector_sha256(model),
+                max_drop=self.max_drop,
+            )
         )
         ctx.new_model = model.copy()
         ctx.pending_state[self.optimizer.name] = optimizer_state

@@ -34,6 +34,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from fedfort.errors import ConfigError
+from fedfort.measurements import SampleCapMeasurement
 from fedfort.messages import ClientUpdate
 from fedfort.server.engine import RoundContext, Stage
 
@@ -112,4 +113,4 @@ class CapSampleCounts(Stage):
                 update = dataclasses.replace(update, num_samples=limit)
             kept.append(update)
         ctx.accepted = kept
-        ctx.measure(self.name, capped=len(claimed), claimed=claimed, given=given)
+        ctx.measure(SampleCapMeasurement(capped=len(claimed), claimed=claimed, given=given))

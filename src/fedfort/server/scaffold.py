@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.errors import ConfigError
+from fedfort.measurements import ScaffoldMeasurement
 from fedfort.server.engine import RoundContext, Stage
 
 __all__ = ["ScaffoldControl"]
@@ -44,7 +45,7 @@ class ScaffoldControl(Stage):
         total = np.stack(deltas).sum(axis=0, dtype=np.float64)
         new = (self.control + total / self.num_clients).astype(np.float32)
         ctx.pending_state[self.name] = {"control": new}
-        ctx.measure(self.name, control_norm=float(np.linalg.norm(new)))
+        ctx.measure(ScaffoldMeasurement(control_norm=float(np.linalg.norm(new))))
 
     def state_dict(self) -> dict[str, Any]:
         return {"control": self.control}

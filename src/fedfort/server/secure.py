@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.errors import ConfigError, ProtocolError, SecAggAbort
+from fedfort.measurements import AggregateMeasurement
 from fedfort.messages import ClientPrivacy, SecureAggregation, SecureMode, session_task_digest
 from fedfort.secagg.params import MaskingParams, graph_seed_for
 from fedfort.secagg.server import MaskingServer
@@ -188,7 +189,7 @@ class SecureAggregate(Stage):
         try:
             server = self._server(ctx, session, roster, self.dim + extra, directive)
         except ConfigError as exc:  # this attempt's roster is too small for a safe threshold
-            ctx.measure(self.name, rule=self.mode, aborted=str(exc))
+            ctx.measure(AggregateMeasurement(rule=self.mode, extra={"aborted": str(exc)}))
             ctx.discard(f"secure aggregation ({self.mode}) cannot run safely: {exc}")
             return
         try:
@@ -199,7 +200,7 @@ class SecureAggregate(Stage):
                 )
                 outbox, step = server.step(replies), step + 1
         except (SecAggAbort, ProtocolError) as exc:
-            ctx.measure(self.name, rule=self.mode, aborted=str(exc))
+            ctx.measure(AggregateMeasurement(rule=self.mode, extra={"aborted": str(exc)}))
             ctx.discard(f"secure aggregation ({self.mode}) aborted: {exc}{self._hint(ctx, step)}")
             return
         result = server.result()
@@ -210,14 +211,18 @@ class SecureAggregate(Stage):
         ctx.accepted = [sealed[c] for c in roster if c in included]
         totals = result.total
         ctx.measure(
-            self.name,
-            rule=f"secure_{self.mode}",
-            included=len(included),
-            protocol_dropped=dict(sorted(result.dropped.items())),
-            protocol_s=time.perf_counter() - started,
-            bytes_client_to_server=result.traffic.get("client_to_server", 0),
-            bytes_server_to_client=result.traffic.get("server_to_client", 0),
-            **self._graph_measures(server),
+            AggregateMeasurement(
+                rule=self.mode,
+                secure=True,
+                included=len(included),
+                protocol_dropped=dict(sorted(result.dropped.items())),
+                extra={
+                    "protocol_s": time.perf_counter() - started,
+                    "bytes_client_to_server": result.traffic.get("client_to_server", 0),
+                    "bytes_server_to_client": result.traffic.get("server_to_client", 0),
+                    **self._graph_measures(server),
+                },
+            )
         )
         if not (np.isfinite(totals).all() and math.isfinite(result.weight)):
             ctx.discard("the secure aggregate is not finite")

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from fedfort.errors import ConfigError
+from fedfort.measurements import SelectionMeasurement
 from fedfort.server.engine import RoundContext, Stage
 
 __all__ = ["SelectClients", "SelectionPolicy", "UniformSelection"]
@@ -68,4 +69,4 @@ class SelectClients(Stage):
             return
         chosen = ctx.rng.choice(len(ids), size=k, replace=False, p=weights / weights.sum())
         ctx.selected = [ids[i] for i in np.sort(chosen)]
-        ctx.measure(self.name, selected=k, eligible=eligible)
+        ctx.measure(SelectionMeasurement(selected=k, eligible=eligible))

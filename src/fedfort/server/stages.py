@@ -13,6 +13,13 @@ import numpy as np
 
 from fedfort.aggregation.base import Aggregator, UpdateBatch
 from fedfort.errors import AggregationError, ConfigError
+from fedfort.measurements import (
+    AggregateMeasurement,
+    CollectMeasurement,
+    EvaluationMeasurement,
+    QuorumMeasurement,
+    ServerOptimizerMeasurement,
+)
 from fedfort.messages import ClientPrivacy, LocalTrainingConfig, SecureAggregation, TrainTask
 from fedfort.server.engine import RoundContext, Stage
 from fedfort.server.optimizers import ServerOptimizer
@@ -94,7 +101,7 @@ class Collect(Stage):
         outcome = ctx.executor.execute(ctx.tasks, self.deadline_s)
         ctx.received = list(outcome.received)
         ctx.dropped = list(outcome.missing)
-        ctx.measure(self.name, received=len(ctx.received), dropped=len(ctx.dropped))
+        ctx.measure(CollectMeasurement(received=len(ctx.received), dropped=len(ctx.dropped)))
 
 
 class EnforceQuorum(Stage):
@@ -119,7 +126,7 @@ class EnforceQuorum(Stage):
 
     def run(self, ctx: RoundContext) -> None:
         need = self.required(len(ctx.selected))
-        ctx.measure(self.name, required=need, valid=len(ctx.accepted))
+        ctx.measure(QuorumMeasurement(required=need, valid=len(ctx.accepted)))
         if len(ctx.accepted) < need:
             ctx.discard(
                 f"only {len(ctx.accepted)} of {len(ctx.selected)} selected clients sent valid "
@@ -160,7 +167,7 @@ class Aggregate(Stage):
         ctx.aggregate = result.update.astype(np.float32, copy=False)
         if result.state is not None:
             ctx.pending_state[self.name] = result.state
-        ctx.measure(self.name, rule=self.aggregator.name, **result.diagnostics)
+        ctx.measure(AggregateMeasurement(rule=self.aggregator.name, extra=result.diagnostics))
 
     def state_dict(self) -> dict[str, Any]:
         return self.aggregator.state_dict()
@@ -185,9 +192,10 @@ class ApplyServerOptimizer(Stage):
         ctx.new_model = new_model
         ctx.pending_state[self.name] = new_state
         ctx.measure(
-            self.name,
-            rule=self.optimizer.name,
-            update_norm=float(np.linalg.norm(new_model - ctx.model)),
+            ServerOptimizerMeasurement(
+                rule=self.optimizer.name,
+                update_norm=float(np.linalg.norm(new_model - ctx.model)),
+            )
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -219,4 +227,4 @@ class Evaluate(Stage):
             # accuracy and loss are top-level in the round record; extras (backdoor_asr) go here
             extra = {k: v for k, v in ctx.evaluation.items() if k not in ("accuracy", "loss")}
             if extra:
-                ctx.measure(self.name, **extra)
+                ctx.measure(EvaluationMeasurement(extra=extra))

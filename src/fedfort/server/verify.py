@@ -32,6 +32,7 @@ from typing import Final
 import numpy as np
 
 from fedfort.errors import InvalidUpdate
+from fedfort.measurements import VerifyMeasurement
 from fedfort.messages import ClientUpdate
 from fedfort.server.engine import RoundContext, Stage
 
@@ -200,4 +201,4 @@ class VerifyUpdates(Stage):
         reasons: dict[str, int] = {}
         for r in ctx.rejections:
             reasons[r.reason] = reasons.get(r.reason, 0) + 1
-        ctx.measure(self.name, accepted=len(accepted), rejected=reasons)
+        ctx.measure(VerifyMeasurement(accepted=len(accepted), rejected=reasons))

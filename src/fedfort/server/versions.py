@@ -4,26 +4,26 @@ Version ``k`` is the global model committed by round ``k`` (version 0 is the ini
 Each is stored in the run's ``checkpoints.sqlite`` with its SHA-256 (checked on every read),
 its round record (accuracy, loss, participants) and the state to continue from it, and the
 audit log holds a ``model_version`` entry for it. :class:`ModelRegistry` lists and shows
-versions, exports one, and files an operator's rollback: the request is audited at once and
-applied by the server when the run resumes (:meth:`fedfort.federation.Federation.rollback`),
-so the rolled-back model is what the next round trains from. Automatic rollback on accuracy
-drift is :class:`~fedfort.server.rollback.DriftRollback`.
+versions and exports one. An operator's rollback is filed by
+:func:`fedfort.audit.rollback_request.request_rollback` (audited at once, applied by the server
+when the run resumes, :meth:`fedfort.federation.Federation.rollback`), so the rolled-back model
+is what the next round trains from; the pending request is read back by
+:meth:`ModelRegistry.pending`. Automatic rollback on accuracy drift is
+:class:`~fedfort.server.rollback.DriftRollback`.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedfort import jsonio
-from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
 from fedfort.errors import ConfigError
-from fedfort.server.checkpoint import CheckpointReader, CheckpointStore
+from fedfort.measurements import MeasurementSet, RollbackMeasurement
+from fedfort.server.checkpoint import CheckpointReader
 
 __all__ = ["PENDING_ROLLBACK_META", "ModelRegistry", "ModelVersion"]
 
@@ -68,6 +68,7 @@ class ModelRegistry:
         """Every version, oldest first."""
         out = []
         for round_, created, digest, record in self.store.versions():
+            rollback = MeasurementSet.of_record(record).get(RollbackMeasurement)
             out.append(
                 ModelVersion(
                     round_,
@@ -76,14 +77,14 @@ class ModelRegistry:
                     record.get("accuracy"),
                     record.get("loss"),
                     record.get("participants"),
-                    record.get("measurements", {}).get("rollback"),
+                    None if rollback is None else rollback.to_dict(),
                 )
             )
         return out
 
     def show(self, version: int) -> dict[str, Any]:
         """A version in detail; its model is read and its hash checked."""
-        checkpoint = self.store.load(self._existing(version))
+        checkpoint = self.store.load(self.check_version(version))
         record = checkpoint.record
         return {
             **next(v for v in self.versions() if v.version == version).to_dict(),
@@ -100,7 +101,7 @@ class ModelRegistry:
 
     def export(self, version: int, out: str | Path) -> Path:
         """Write version ``version``'s parameter vector to an ``.npy`` file (hash-checked)."""
-        checkpoint = self.store.load(self._existing(version))
+        checkpoint = self.store.load(self.check_version(version))
         path = Path(out)
         np.save(path, checkpoint.model, allow_pickle=False)
         return path
@@ -110,28 +111,8 @@ class ModelRegistry:
         raw = self.store.get_meta(PENDING_ROLLBACK_META)
         return None if raw is None else dict(json.loads(raw))
 
-    def request_rollback(self, version: int, reason: str) -> dict[str, Any]:
-        """File a rollback to ``version``; audited now, applied when the run resumes."""
-        self._existing(version)
-        if not reason.strip():
-            raise ConfigError("say why: a rollback needs a reason for the audit log")
-        latest = self.store.latest_round()
-        request = {
-            "to_version": version,
-            "reason": reason,
-            "requested_at": time.time(),
-            "at_round": latest,
-        }
-        # the request is signed with the run's audit key like every checkpoint the resume reads
-        key = run_audit_key(self.run_dir, create=False)
-        with CheckpointStore(self.store.path, key) as signed:
-            if (self.run_dir / AUDIT_FILE).exists():
-                with AuditLog(self.run_dir / AUDIT_FILE, key) as log:
-                    AuditTrail(log, signed).event("rollback_requested", request, latest)
-            signed.set_meta(PENDING_ROLLBACK_META, jsonio.dumps(request))
-        return request
-
-    def _existing(self, version: int) -> int:
+    def check_version(self, version: int) -> int:
+        """``version``, or :class:`~fedfort.errors.ConfigError` when the run has no such version."""
         rounds = self.store.rounds()
         if version not in rounds:
             raise ConfigError(
