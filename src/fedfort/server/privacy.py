@@ -295,7 +295,6 @@ class PrivateAggregate(Stage):
         released = snap(out[0] + noise.gaussian(out.shape[1], std), snapping_grid(std))
         ctx.aggregate = released.astype(np.float32)
         measured: dict[str, Any] = {
-            "rule": f"dp_central({self.rule.name})",
             "clip_norm": clip,
             "noise_std": std,
             "expected_participants": plan.expected_participants,
@@ -313,7 +312,7 @@ class PrivateAggregate(Stage):
             state["rule"] = result.state
         if state:
             ctx.pending_state[self.name] = state
-        ctx.measure(self.name, **measured)
+        ctx.measure(AggregateMeasurement(rule=f"dp_central({self.rule.name})", extra=measured))
 
     def state_dict(self) -> dict[str, Any]:
         if self.rule is None:
