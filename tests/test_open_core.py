@@ -238,3 +238,22 @@ def test_cli_runs_an_outside_component_by_import_path_and_resumes(tmp_path):
         timeout=600,
     )
     assert refused.returncode != 0 and "cannot import 'clinic_rules'" in refused.stderr
+
+
+def test_server_optimizers_are_components_too():
+    from fedfort.server.optimizers import ServerAdam, ServerMomentum
+
+    with fedfort.Simulation(server_optimizer=ServerAdam(lr=0.02, tau=1e-2), rounds=1) as sim:
+        assert sim.config.server.optimizer == "fedadam"
+        assert sim.config.server.optimizer_options["lr"] == 0.02
+        built = sim.engine.stage("server_optimizer").optimizer
+        assert isinstance(built, ServerAdam) and built.lr == 0.02 and built.tau == 1e-2
+    # the flat keys still build fedfort's own optimizers
+    flat = parse_config({"server": {"optimizer": "fedavgm", "momentum": 0.5}})
+    with fedfort.Simulation(flat, rounds=1) as sim:
+        built = sim.engine.stage("server_optimizer").optimizer
+        assert isinstance(built, ServerMomentum) and built.momentum == 0.5
+    with pytest.raises(ConfigError, match="did you mean 'fedadam'"):
+        parse_config({"server": {"optimizer": "fedadm"}})
+    with pytest.raises(ConfigError, match=r"no option 'betta1'.*did you mean 'beta1'"):
+        parse_config({"server": {"optimizer": "fedadam", "optimizer_options": {"betta1": 0.8}}})

@@ -26,6 +26,7 @@ from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
 from fedfort.privacy.modes import PrivacyMode
 from fedfort.registry import import_path
+from fedfort.server.optimizers import SERVER_OPTIMIZER_REGISTRY, ServerOptimizer
 
 __all__ = ["ModuleCopies", "compose"]
 
@@ -49,6 +50,7 @@ def compose(
     attack: Attack | str | None = None,
     malicious_fraction: float | None = None,
     privacy: PrivacyMode | None = None,
+    server_optimizer: ServerOptimizer | str | None = None,
     rounds: int | None = None,
     seed: int | None = None,
     clients: int | None = None,
@@ -80,6 +82,8 @@ def compose(
                 f"{type(privacy).__name__}"
             )
         _merge(body["privacy"], privacy.table())
+    if server_optimizer is not None:
+        _set_optimizer(body["server"], server_optimizer)
     factory = _set_model(body["model"], model)
     return parse_config(body), factory
 
@@ -98,6 +102,20 @@ def _set_aggregator(defense: dict[str, Any], aggregator: Aggregator | str) -> No
     defense.update(
         aggregator=spec.ref, options=spec.options, norm_bound=None, robust_lr_threshold=None
     )
+
+
+def _set_optimizer(server: dict[str, Any], optimizer: ServerOptimizer | str) -> None:
+    if isinstance(optimizer, str):
+        SERVER_OPTIMIZER_REGISTRY.resolve(optimizer)
+        server.update(optimizer=optimizer, optimizer_options={})
+        return
+    if not isinstance(optimizer, ServerOptimizer):
+        raise ConfigError(
+            f"server_optimizer must be a fedfort.server.ServerOptimizer, got "
+            f"{type(optimizer).__name__}"
+        )
+    spec = SERVER_OPTIMIZER_REGISTRY.spec_of(optimizer)
+    server.update(optimizer=spec.ref, optimizer_options=spec.options)
 
 
 def _set_attack(body: dict[str, Any], attack: Attack | str) -> None:

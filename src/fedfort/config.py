@@ -29,6 +29,7 @@ from fedfort.attacks.config import AttackConfig, NoAttack
 from fedfort.edge.config import EdgeConfig, check_run_settings
 from fedfort.errors import ConfigError
 from fedfort.messages import LocalTrainingConfig
+from fedfort.server.optimizers import build_server_optimizer
 
 __all__ = [
     "AccessConfig",
@@ -150,7 +151,13 @@ class ServerConfig(_Section):
     quorum: float = Field(0.5, ge=0, le=1, description="share of selected that must answer")
     deadline_s: float | None = Field(None, gt=0)
     max_attempts: int = Field(3, ge=1)
-    optimizer: Literal["fedavg", "fedavgm", "fedadam"] = "fedavg"
+    optimizer: str = Field(
+        "fedavg",
+        description="fedavg | fedavgm | fedadam | a registered optimizer | 'pkg.mod:Optimizer'",
+    )
+    optimizer_options: dict[str, Any] = Field(
+        default_factory=dict, description="the optimizer's own options, validated by its schema"
+    )
     lr: float = Field(1.0, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -170,6 +177,11 @@ class ServerConfig(_Section):
         description="a client without a declared count weighs at most this times the round's "
         "lower median count",
     )
+
+    @model_validator(mode="after")
+    def _known_optimizer(self) -> ServerConfig:
+        build_server_optimizer(self.model_dump())  # an unknown name or option fails here
+        return self
 
 
 class DefenseConfig(_Section):
@@ -776,9 +788,12 @@ RESUMABLE_KEYS: tuple[str, ...] = (
 
 def _without_later_defaults(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` without keys added after runs were stored, while they hold their defaults, so
-    older runs keep their identity (``defense.options`` when empty)."""
+    older runs keep their identity (``defense.options``, ``server.optimizer_options`` when
+    empty)."""
     if not body["defense"].get("options"):
         body["defense"].pop("options", None)
+    if not body["server"].get("optimizer_options"):
+        body["server"].pop("optimizer_options", None)
     return body
 
 

@@ -33,7 +33,7 @@ from fedfort.federation_privacy import PrivacySetup, local_training
 from fedfort.server.data_report import ReportDataProtection
 from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import Stage
-from fedfort.server.optimizers import make_server_optimizer
+from fedfort.server.optimizers import build_server_optimizer
 from fedfort.server.rollback import DriftRollback
 from fedfort.server.sample_cap import CapSampleCounts
 from fedfort.server.scaffold import ScaffoldControl
@@ -317,14 +317,7 @@ class Averaging(Feature):
         need = parts.aggregator.min_updates(config.defense.num_byzantine)
         pipeline.add("quorum", EnforceQuorum(max(srv.min_participants, need), srv.quorum))
         pipeline.provide("aggregate", Aggregate(parts.aggregator))
-        optimizer = make_server_optimizer(
-            srv.optimizer,
-            lr=srv.lr,
-            momentum=srv.momentum,
-            beta1=srv.beta1,
-            beta2=srv.beta2,
-            tau=srv.tau,
-        )
+        optimizer = build_server_optimizer(srv.model_dump())
         pipeline.add("optimize", ApplyServerOptimizer(optimizer))
         pipeline.add("evaluate", Evaluate(parts.evaluate, srv.eval_every))
 

@@ -10,25 +10,40 @@ delta is treated as a pseudo-gradient ``-Delta`` and fed to a server-side optimi
   ``x <- x + lr * m / (sqrt(v) + tau)``.
 
 ``step`` is pure: it returns the new model and the new state, and the round engine stores the
-state only when the round commits.
+state only when the round commits. Server optimizers live in one open registry
+(:data:`SERVER_OPTIMIZER_REGISTRY`): ``[server] optimizer`` names a registered one or an import
+path, with its options in ``[server.optimizer_options]`` (fedfort's own read their flat keys
+``lr``, ``momentum``, ``beta1``, ``beta2``, ``tau``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from fedfort.errors import ConfigError
+from fedfort.registry import Component, Registry
 
-__all__ = ["ServerAdam", "ServerMomentum", "ServerOptimizer", "ServerSGD", "make_server_optimizer"]
+__all__ = [
+    "SERVER_OPTIMIZER_REGISTRY",
+    "ServerAdam",
+    "ServerMomentum",
+    "ServerOptimizer",
+    "ServerSGD",
+    "build_server_optimizer",
+    "make_server_optimizer",
+    "register",
+]
 
 State = dict[str, Any]
 
 
-class ServerOptimizer(ABC):
-    """Applies an aggregate update to the global model vector."""
+class ServerOptimizer(Component, ABC):
+    """Applies an aggregate update to the global model vector (the extension contract: one
+    pure :meth:`step`; register it with :func:`register` or name it by import path)."""
 
     name: str = "server_optimizer"
 
@@ -37,6 +52,13 @@ class ServerOptimizer(ABC):
         """Return ``(new_model, new_state)``; ``state`` is ``{}`` on the first round."""
 
 
+#: every server optimizer, fedfort's own and the user's, by name
+SERVER_OPTIMIZER_REGISTRY: Registry[ServerOptimizer] = Registry("server optimizer", ServerOptimizer)
+#: class decorator: ``@register("my_optimizer")``
+register = SERVER_OPTIMIZER_REGISTRY.register
+
+
+@register("fedavg", legacy=lambda s: {"lr": s["lr"]})
 class ServerSGD(ServerOptimizer):
     """FedAvg's server step ``x + lr * Delta``."""
 
@@ -51,6 +73,7 @@ class ServerSGD(ServerOptimizer):
         return (model + np.float32(self.lr) * update).astype(np.float32), {}
 
 
+@register("fedavgm", legacy=lambda s: {"lr": s["lr"], "momentum": s["momentum"]})
 class ServerMomentum(ServerOptimizer):
     """FedAvgM: heavy-ball momentum on the server (Hsu et al., 2019)."""
 
@@ -68,6 +91,10 @@ class ServerMomentum(ServerOptimizer):
         return (model + np.float32(self.lr) * v).astype(np.float32), {"velocity": v}
 
 
+@register(
+    "fedadam",
+    legacy=lambda s: {"lr": s["lr"], "beta1": s["beta1"], "beta2": s["beta2"], "tau": s["tau"]},
+)
 class ServerAdam(ServerOptimizer):
     """FedAdam (Reddi et al., ICLR 2021), without bias correction as in the paper."""
 
@@ -93,6 +120,15 @@ class ServerAdam(ServerOptimizer):
         return new.astype(np.float32), {"m": m.astype(np.float32), "v": v.astype(np.float32)}
 
 
+def build_server_optimizer(server: Mapping[str, Any]) -> ServerOptimizer:
+    """The optimizer a ``[server]`` table (as a dict) names, with its flat keys and options."""
+    ref = str(server.get("optimizer", "fedavg"))
+    entry = SERVER_OPTIMIZER_REGISTRY.resolve(ref)
+    options = dict(entry.legacy(server)) if entry.legacy is not None else {}
+    options.update(server.get("optimizer_options") or {})
+    return SERVER_OPTIMIZER_REGISTRY.build(ref, options)
+
+
 def make_server_optimizer(
     name: str,
     *,
@@ -102,11 +138,15 @@ def make_server_optimizer(
     beta2: float = 0.99,
     tau: float = 1e-3,
 ) -> ServerOptimizer:
-    """Build a server optimizer by name: ``fedavg``, ``fedavgm`` or ``fedadam``."""
-    if name == "fedavg":
-        return ServerSGD(lr)
-    if name == "fedavgm":
-        return ServerMomentum(lr, momentum)
-    if name == "fedadam":
-        return ServerAdam(lr, beta1, beta2, tau)
-    raise ConfigError(f"unknown server optimizer {name!r}; choose fedavg, fedavgm or fedadam")
+    """Build a server optimizer by name (``fedavg``, ``fedavgm``, ``fedadam`` or a registered
+    one) from fedfort's flat ``[server]`` keys."""
+    return build_server_optimizer(
+        {
+            "optimizer": name,
+            "lr": lr,
+            "momentum": momentum,
+            "beta1": beta1,
+            "beta2": beta2,
+            "tau": tau,
+        }
+    )

@@ -39,6 +39,7 @@ from fedfort.federation import (
 from fedfort.models import ModelFactory
 from fedfort.privacy.modes import PrivacyMode
 from fedfort.server.engine import ClientExecutor, Stateful
+from fedfort.server.optimizers import ServerOptimizer
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
 
 __all__ = ["CHECKPOINT_FILE", "Simulation", "SimulationResult"]
@@ -79,6 +80,7 @@ class Simulation(Federation):
         attack: Attack | str | None = None,
         malicious_fraction: float | None = None,
         privacy: PrivacyMode | None = None,
+        server_optimizer: ServerOptimizer | str | None = None,
         rounds: int | None = None,
         seed: int | None = None,
         clients: int | None = None,
@@ -92,6 +94,7 @@ class Simulation(Federation):
             attack=attack,
             malicious_fraction=malicious_fraction,
             privacy=privacy,
+            server_optimizer=server_optimizer,
             rounds=rounds,
             seed=seed,
             clients=clients,
