@@ -86,7 +86,7 @@ def test_bad_model_options_raise_config_error():
 
 def test_register_model(monkeypatch):
     # Work on a copy of the registry so other tests never see the new name.
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models.MODEL_REGISTRY, "_entries", dict(models.MODEL_REGISTRY._entries))
 
     class Tiny(nn.Module):
         def __init__(self, in_features, num_classes, width=3):
@@ -107,10 +107,10 @@ def test_register_model(monkeypatch):
 
 @pytest.mark.parametrize("bad", ["", "has space", "semi;colon", "a/b"])
 def test_register_model_rejects_bad_names(monkeypatch, bad):
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models.MODEL_REGISTRY, "_entries", dict(models.MODEL_REGISTRY._entries))
     with pytest.raises(ConfigError):
         register_model(bad, MLP)
-    assert bad not in models._REGISTRY
+    assert bad not in models.MODEL_REGISTRY.names()
 
 
 def test_smallcnn_refuses_non_square_inputs():

@@ -172,7 +172,7 @@ def test_a_registered_rule_is_named_like_fedforts_own(tmp_path):
         assert isinstance(config.defense.rule(), UnweightedMean)
         assert AGGREGATOR_REGISTRY.spec_of(UnweightedMean()).ref == "unweighted_mean_for_test"
     finally:
-        AGGREGATOR_REGISTRY._entries.pop("unweighted_mean_for_test")
+        AGGREGATOR_REGISTRY.unregister("unweighted_mean_for_test")
 
 
 class _Scale(fedfort.Stage):

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from fedfort.errors import ConfigError
-from fedfort.registry import import_object
+from fedfort.registry import Registry
 
 __all__ = [
     "MLP",
@@ -96,27 +97,35 @@ class SmallCNN(nn.Module):
         return out
 
 
-_REGISTRY: dict[str, ModelFactory] = {
-    "logreg": LogisticRegression,
-    "mlp": MLP,
-    "cnn": SmallCNN,
-}
+class _AnyOptions(BaseModel):
+    """A model's options go to its factory as keyword arguments; the factory checks them."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+#: every model factory, fedfort's own and the user's, by name; a config may also name a
+#: factory by import path (``"mypkg.nets:TabularNet"``)
+MODEL_REGISTRY: Registry[nn.Module] = Registry("model", nn.Module)
+for _name, _factory in (("logreg", LogisticRegression), ("mlp", MLP), ("cnn", SmallCNN)):
+    MODEL_REGISTRY.register(_name, config=_AnyOptions)(_factory)
 
 
 def register_model(name: str, factory: ModelFactory) -> None:
-    """Register a model factory ``factory(in_features, num_classes, **kwargs)`` under ``name``.
+    """Register a model factory ``factory(in_features, num_classes, **kwargs)`` under ``name``
+    (replacing an earlier one of that name).
 
     The factory must be importable by name (a module-level class or function) when the
     simulation uses worker processes.
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"model name {name!r} must be alphanumeric (with - or _)")
-    _REGISTRY[name] = factory
+    MODEL_REGISTRY.unregister(name)
+    MODEL_REGISTRY.register(name, config=_AnyOptions)(factory)
 
 
 def available_models() -> list[str]:
     """Names accepted by :func:`build_model`."""
-    return sorted(_REGISTRY)
+    return sorted(MODEL_REGISTRY.names())
 
 
 @dataclass(frozen=True)
@@ -135,15 +144,12 @@ class ModelSpec:
 
 def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     """Instantiate ``spec``; raise :class:`ConfigError` for unknown names or options."""
-    factory = _REGISTRY.get(spec.name)
-    if factory is None and ":" in spec.name:
-        factory = import_object(spec.name, "model")
-    if factory is None:
+    if ":" not in spec.name and spec.name not in MODEL_REGISTRY.names():
         raise ConfigError(
-            f"unknown model {spec.name!r}; choose one of {available_models()} "
-            "or register yours with fedfort.register_model, or give an import path "
-            "'package.module:Factory'"
+            f"unknown model {spec.name!r}; choose one of {available_models()}, register yours "
+            "with fedfort.register_model, or give an import path 'package.module:Factory'"
         )
+    factory: ModelFactory = MODEL_REGISTRY.resolve(spec.name).factory
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)

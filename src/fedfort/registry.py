@@ -253,6 +253,10 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def unregister(self, name: str) -> None:
+        """Forget the component registered as ``name`` (a no-op for an unknown name)."""
+        self._entries.pop(name, None)
+
     def names(self) -> tuple[str, ...]:
         """The registered names, in registration order."""
         return tuple(self._entries)
