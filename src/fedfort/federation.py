@@ -27,7 +27,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from fedfort import __version__, jsonio
+from fedfort import jsonio
+from fedfort._version import __version__
 from fedfort.aggregation.preconditions import min_updates
 from fedfort.aggregation.registry import make_aggregator
 from fedfort.alerts import AlertManager, webhook_url

@@ -4,19 +4,24 @@ Every rule is an :class:`Aggregator`; :func:`make_aggregator` builds one by name
 :func:`min_updates` states how many updates it needs for a tolerated ``f``.
 """
 
-from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
-from fedfort.aggregation.bulyan import Bulyan
-from fedfort.aggregation.centered_clipping import CenteredClipping
-from fedfort.aggregation.flame import FLAME
-from fedfort.aggregation.fltrust import FLTrust
-from fedfort.aggregation.geometric_median import GeometricMedian
-from fedfort.aggregation.krum import Krum, MultiKrum
-from fedfort.aggregation.mean import WeightedMean
-from fedfort.aggregation.median import CoordinateMedian
-from fedfort.aggregation.norm_bound import NormBounding
-from fedfort.aggregation.preconditions import min_updates
-from fedfort.aggregation.registry import AGGREGATORS, make_aggregator
-from fedfort.aggregation.trimmed_mean import TrimmedMean
+from typing import TYPE_CHECKING
+
+from fedfort._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
+    from fedfort.aggregation.bulyan import Bulyan
+    from fedfort.aggregation.centered_clipping import CenteredClipping
+    from fedfort.aggregation.flame import FLAME
+    from fedfort.aggregation.fltrust import FLTrust
+    from fedfort.aggregation.geometric_median import GeometricMedian
+    from fedfort.aggregation.krum import Krum, MultiKrum
+    from fedfort.aggregation.mean import WeightedMean
+    from fedfort.aggregation.median import CoordinateMedian
+    from fedfort.aggregation.norm_bound import NormBounding
+    from fedfort.aggregation.preconditions import min_updates
+    from fedfort.aggregation.registry import AGGREGATORS, make_aggregator
+    from fedfort.aggregation.trimmed_mean import TrimmedMean
 
 __all__ = [
     "AGGREGATORS",
@@ -37,3 +42,27 @@ __all__ = [
     "make_aggregator",
     "min_updates",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AggregationResult": "fedfort.aggregation.base",
+        "Aggregator": "fedfort.aggregation.base",
+        "UpdateBatch": "fedfort.aggregation.base",
+        "Bulyan": "fedfort.aggregation.bulyan",
+        "CenteredClipping": "fedfort.aggregation.centered_clipping",
+        "FLAME": "fedfort.aggregation.flame",
+        "FLTrust": "fedfort.aggregation.fltrust",
+        "GeometricMedian": "fedfort.aggregation.geometric_median",
+        "Krum": "fedfort.aggregation.krum",
+        "MultiKrum": "fedfort.aggregation.krum",
+        "WeightedMean": "fedfort.aggregation.mean",
+        "CoordinateMedian": "fedfort.aggregation.median",
+        "NormBounding": "fedfort.aggregation.norm_bound",
+        "min_updates": "fedfort.aggregation.preconditions",
+        "AGGREGATORS": "fedfort.aggregation.registry",
+        "make_aggregator": "fedfort.aggregation.registry",
+        "TrimmedMean": "fedfort.aggregation.trimmed_mean",
+    },
+    globals(),
+)

@@ -35,7 +35,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fedfort import __version__, jsonio
+from fedfort import jsonio
+from fedfort._version import __version__
 from fedfort.audit.head import SignedHead
 from fedfort.audit.log import AuditLog
 from fedfort.audit.verify import AUDIT_HEAD_META

@@ -12,18 +12,23 @@ leaves the client: the server sees the model update and ``edge_*`` counts only. 
 - :mod:`fedfort.edge.records`: record sources and :func:`client_training_data`.
 """
 
-from fedfort.edge.config import EdgeConfig, FeatureSpec, FieldSpec, SanitiseConfig
-from fedfort.edge.masking import PseudonymKey, apply_masking, generalise
-from fedfort.edge.pipeline import METRIC_PREFIX, ProtectedData, protect
-from fedfort.edge.records import (
-    SYNTHETIC_COLUMNS,
-    client_key,
-    client_training_data,
-    load_records,
-    with_synthetic_identifiers,
-)
-from fedfort.edge.sanitise import SanitiseResult, sanitise
-from fedfort.edge.schema import Records, ValidationCounts, validate
+from typing import TYPE_CHECKING
+
+from fedfort._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fedfort.edge.config import EdgeConfig, FeatureSpec, FieldSpec, SanitiseConfig
+    from fedfort.edge.masking import PseudonymKey, apply_masking, generalise
+    from fedfort.edge.pipeline import METRIC_PREFIX, ProtectedData, protect
+    from fedfort.edge.records import (
+        SYNTHETIC_COLUMNS,
+        client_key,
+        client_training_data,
+        load_records,
+        with_synthetic_identifiers,
+    )
+    from fedfort.edge.sanitise import SanitiseResult, sanitise
+    from fedfort.edge.schema import Records, ValidationCounts, validate
 
 __all__ = [
     "METRIC_PREFIX",
@@ -47,3 +52,30 @@ __all__ = [
     "validate",
     "with_synthetic_identifiers",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "EdgeConfig": "fedfort.edge.config",
+        "FeatureSpec": "fedfort.edge.config",
+        "FieldSpec": "fedfort.edge.config",
+        "SanitiseConfig": "fedfort.edge.config",
+        "PseudonymKey": "fedfort.edge.masking",
+        "apply_masking": "fedfort.edge.masking",
+        "generalise": "fedfort.edge.masking",
+        "METRIC_PREFIX": "fedfort.edge.pipeline",
+        "ProtectedData": "fedfort.edge.pipeline",
+        "protect": "fedfort.edge.pipeline",
+        "SYNTHETIC_COLUMNS": "fedfort.edge.records",
+        "client_key": "fedfort.edge.records",
+        "client_training_data": "fedfort.edge.records",
+        "load_records": "fedfort.edge.records",
+        "with_synthetic_identifiers": "fedfort.edge.records",
+        "SanitiseResult": "fedfort.edge.sanitise",
+        "sanitise": "fedfort.edge.sanitise",
+        "Records": "fedfort.edge.schema",
+        "ValidationCounts": "fedfort.edge.schema",
+        "validate": "fedfort.edge.schema",
+    },
+    globals(),
+)

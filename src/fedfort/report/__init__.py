@@ -4,6 +4,21 @@
   ``RUN/report.html`` (what ``fedfort report RUN`` calls).
 """
 
-from fedfort.report.html import REPORT_FILE, build_report, write_report
+from typing import TYPE_CHECKING
+
+from fedfort._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fedfort.report.html import REPORT_FILE, build_report, write_report
 
 __all__ = ["REPORT_FILE", "build_report", "write_report"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "REPORT_FILE": "fedfort.report.html",
+        "build_report": "fedfort.report.html",
+        "write_report": "fedfort.report.html",
+    },
+    globals(),
+)
