@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING
 
 from fedfort._lazy import lazy_exports
 
+# ``sanitise`` names a submodule and its function: binding the function now, before anything
+# imports the submodule by itself, keeps ``fedfort.edge.sanitise`` the function (scikit-learn
+# still loads only when a filter runs)
+from fedfort.edge.sanitise import SanitiseResult, sanitise
+
 if TYPE_CHECKING:
     from fedfort.edge.config import EdgeConfig, FeatureSpec, FieldSpec, SanitiseConfig
     from fedfort.edge.masking import PseudonymKey, apply_masking, generalise
@@ -27,7 +32,6 @@ if TYPE_CHECKING:
         load_records,
         with_synthetic_identifiers,
     )
-    from fedfort.edge.sanitise import SanitiseResult, sanitise
     from fedfort.edge.schema import Records, ValidationCounts, validate
 
 __all__ = [
@@ -53,29 +57,28 @@ __all__ = [
     "with_synthetic_identifiers",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "EdgeConfig": "fedfort.edge.config",
-        "FeatureSpec": "fedfort.edge.config",
-        "FieldSpec": "fedfort.edge.config",
-        "SanitiseConfig": "fedfort.edge.config",
-        "PseudonymKey": "fedfort.edge.masking",
-        "apply_masking": "fedfort.edge.masking",
-        "generalise": "fedfort.edge.masking",
-        "METRIC_PREFIX": "fedfort.edge.pipeline",
-        "ProtectedData": "fedfort.edge.pipeline",
-        "protect": "fedfort.edge.pipeline",
-        "SYNTHETIC_COLUMNS": "fedfort.edge.records",
-        "client_key": "fedfort.edge.records",
-        "client_training_data": "fedfort.edge.records",
-        "load_records": "fedfort.edge.records",
-        "with_synthetic_identifiers": "fedfort.edge.records",
-        "SanitiseResult": "fedfort.edge.sanitise",
-        "sanitise": "fedfort.edge.sanitise",
-        "Records": "fedfort.edge.schema",
-        "ValidationCounts": "fedfort.edge.schema",
-        "validate": "fedfort.edge.schema",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "EdgeConfig": "fedfort.edge.config",
+            "FeatureSpec": "fedfort.edge.config",
+            "FieldSpec": "fedfort.edge.config",
+            "SanitiseConfig": "fedfort.edge.config",
+            "PseudonymKey": "fedfort.edge.masking",
+            "apply_masking": "fedfort.edge.masking",
+            "generalise": "fedfort.edge.masking",
+            "METRIC_PREFIX": "fedfort.edge.pipeline",
+            "ProtectedData": "fedfort.edge.pipeline",
+            "protect": "fedfort.edge.pipeline",
+            "SYNTHETIC_COLUMNS": "fedfort.edge.records",
+            "client_key": "fedfort.edge.records",
+            "client_training_data": "fedfort.edge.records",
+            "load_records": "fedfort.edge.records",
+            "with_synthetic_identifiers": "fedfort.edge.records",
+            "Records": "fedfort.edge.schema",
+            "ValidationCounts": "fedfort.edge.schema",
+            "validate": "fedfort.edge.schema",
+        },
+        globals(),
+    )
