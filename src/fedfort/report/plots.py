@@ -11,9 +11,6 @@ import base64
 import io
 from typing import Any, Final
 
-import matplotlib
-
-matplotlib.use("Agg")
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
