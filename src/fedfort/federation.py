@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from fedfort import jsonio
@@ -61,6 +60,7 @@ from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
 from fedfort.run_result import SimulationResult
+from fedfort.run_threads import run_threads
 from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
@@ -162,10 +162,6 @@ class Federation(ABC):
             webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
-        # Small per-client models run fastest and reproducibly on one thread; an idle BLAS
-        # pool waking up for every aggregation costs more than the aggregation itself.
-        torch.set_num_threads(config.simulation.torch_threads)
-        threadpool_limits(config.simulation.torch_threads, user_api="blas")
         self.data = split_data(config)
         self.dataset: Dataset = self.data.dataset
         self.root_idx = self.data.root_idx
@@ -579,7 +575,17 @@ class Federation(ABC):
         rounds: int | None = None,
         on_round: Callable[[RoundRecord], None] | None = None,
     ) -> SimulationResult:
-        """Run until ``rounds`` rounds (default: the config's) are committed."""
+        """Run until ``rounds`` rounds (default: the config's) are committed.
+
+        torch and the BLAS pool use ``simulation.torch_threads`` threads while it runs; the
+        process's previous thread counts are restored when it returns (:func:`run_threads`).
+        """
+        with run_threads(self.config.simulation.torch_threads):
+            return self._run_rounds(rounds, on_round)
+
+    def _run_rounds(
+        self, rounds: int | None, on_round: Callable[[RoundRecord], None] | None
+    ) -> SimulationResult:
         target = self.config.rounds if rounds is None else rounds
         if target < self.engine.round:
             raise ConfigError(

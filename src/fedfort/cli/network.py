@@ -263,18 +263,16 @@ def client_policy(args: argparse.Namespace, config: RunConfig) -> ClientPrivacyP
 
 def run_client(args: argparse.Namespace) -> int:
     """``fedfort client``."""
-    import torch
-
     from fedfort.client.training import LocalTrainer
     from fedfort.config import load_config
     from fedfort.federation import local_training_data, split_data
     from fedfort.models import ModelSpec, build_model
+    from fedfort.run_threads import run_threads
     from fedfort.transport.client import NetworkClient
     from fedfort.transport.server import Credentials
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config)
-    torch.set_num_threads(config.simulation.torch_threads)
     dataset = split_data(config).dataset
     spec = ModelSpec(
         config.model.name, dataset.num_features, dataset.num_classes, dict(config.model.options)
@@ -315,7 +313,8 @@ def run_client(args: argparse.Namespace) -> int:
         ),
         secure_policy=_secure_policy(args, config),
     )
-    report = client.run(timeout_s=args.timeout)
+    with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
+        report = client.run(timeout_s=args.timeout)
     ledger = client.client.ledger
     budget = policy.max_total_epsilon
     print(
