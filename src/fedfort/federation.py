@@ -59,7 +59,7 @@ from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
-from fedfort.run_result import SimulationResult
+from fedfort.run_result import RunResult, SimulationResult
 from fedfort.run_threads import run_threads
 from fedfort.secagg.crypto import SigningKey
 from fedfort.server.checkpoint import CheckpointStore
@@ -98,6 +98,7 @@ __all__ = [
     "PENDING_ROLLBACK_META",
     "Federation",
     "FederationData",
+    "RunResult",
     "SimulationResult",
     "client_ids",
     "local_training_data",
@@ -574,7 +575,7 @@ class Federation(ABC):
         self,
         rounds: int | None = None,
         on_round: Callable[[RoundRecord], None] | None = None,
-    ) -> SimulationResult:
+    ) -> RunResult:
         """Run until ``rounds`` rounds (default: the config's) are committed.
 
         torch and the BLAS pool use ``simulation.torch_threads`` threads while it runs; the
@@ -585,7 +586,7 @@ class Federation(ABC):
 
     def _run_rounds(
         self, rounds: int | None, on_round: Callable[[RoundRecord], None] | None
-    ) -> SimulationResult:
+    ) -> RunResult:
         target = self.config.rounds if rounds is None else rounds
         if target < self.engine.round:
             raise ConfigError(
@@ -606,7 +607,7 @@ class Federation(ABC):
                 except PrivacyBudgetExhausted as exc:
                     stopped = "privacy_budget_exhausted"
                     self._run_end(stopped)
-                    exc.result = SimulationResult(
+                    exc.result = RunResult(
                         self.config,
                         records,
                         self.engine.model.copy(),
@@ -620,7 +621,7 @@ class Federation(ABC):
             self._run_end(stopped)
         finally:
             self.control.finished(stopped, self.engine.round)
-        return SimulationResult(
+        return RunResult(
             self.config, records, self.engine.model.copy(), list(self.malicious), stopped=stopped
         )
 

@@ -39,24 +39,25 @@ __all__ = [
     "server_tls_context",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "OperatorServer": "fedfort.access.api",
-        "server_tls_context": "fedfort.access.api",
-        "OperatorClient": "fedfort.access.client",
-        "ACCESS_KIND": "fedfort.access.guard",
-        "AccessAudit": "fedfort.access.guard",
-        "AccessGuard": "fedfort.access.guard",
-        "Decision": "fedfort.access.guard",
-        "Operations": "fedfort.access.operations",
-        "ACTIONS": "fedfort.access.roles",
-        "PERMISSIONS": "fedfort.access.roles",
-        "ROLES": "fedfort.access.roles",
-        "allowed": "fedfort.access.roles",
-        "matrix_markdown": "fedfort.access.roles",
-        "TokenInfo": "fedfort.access.tokens",
-        "TokenStore": "fedfort.access.tokens",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "OperatorServer": "fedfort.access.api",
+            "server_tls_context": "fedfort.access.api",
+            "OperatorClient": "fedfort.access.client",
+            "ACCESS_KIND": "fedfort.access.guard",
+            "AccessAudit": "fedfort.access.guard",
+            "AccessGuard": "fedfort.access.guard",
+            "Decision": "fedfort.access.guard",
+            "Operations": "fedfort.access.operations",
+            "ACTIONS": "fedfort.access.roles",
+            "PERMISSIONS": "fedfort.access.roles",
+            "ROLES": "fedfort.access.roles",
+            "allowed": "fedfort.access.roles",
+            "matrix_markdown": "fedfort.access.roles",
+            "TokenInfo": "fedfort.access.tokens",
+            "TokenStore": "fedfort.access.tokens",
+        },
+        globals(),
+    )

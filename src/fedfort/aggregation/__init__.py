@@ -43,26 +43,27 @@ __all__ = [
     "min_updates",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "AggregationResult": "fedfort.aggregation.base",
-        "Aggregator": "fedfort.aggregation.base",
-        "UpdateBatch": "fedfort.aggregation.base",
-        "Bulyan": "fedfort.aggregation.bulyan",
-        "CenteredClipping": "fedfort.aggregation.centered_clipping",
-        "FLAME": "fedfort.aggregation.flame",
-        "FLTrust": "fedfort.aggregation.fltrust",
-        "GeometricMedian": "fedfort.aggregation.geometric_median",
-        "Krum": "fedfort.aggregation.krum",
-        "MultiKrum": "fedfort.aggregation.krum",
-        "WeightedMean": "fedfort.aggregation.mean",
-        "CoordinateMedian": "fedfort.aggregation.median",
-        "NormBounding": "fedfort.aggregation.norm_bound",
-        "min_updates": "fedfort.aggregation.preconditions",
-        "AGGREGATORS": "fedfort.aggregation.registry",
-        "make_aggregator": "fedfort.aggregation.registry",
-        "TrimmedMean": "fedfort.aggregation.trimmed_mean",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "AggregationResult": "fedfort.aggregation.base",
+            "Aggregator": "fedfort.aggregation.base",
+            "UpdateBatch": "fedfort.aggregation.base",
+            "Bulyan": "fedfort.aggregation.bulyan",
+            "CenteredClipping": "fedfort.aggregation.centered_clipping",
+            "FLAME": "fedfort.aggregation.flame",
+            "FLTrust": "fedfort.aggregation.fltrust",
+            "GeometricMedian": "fedfort.aggregation.geometric_median",
+            "Krum": "fedfort.aggregation.krum",
+            "MultiKrum": "fedfort.aggregation.krum",
+            "WeightedMean": "fedfort.aggregation.mean",
+            "CoordinateMedian": "fedfort.aggregation.median",
+            "NormBounding": "fedfort.aggregation.norm_bound",
+            "min_updates": "fedfort.aggregation.preconditions",
+            "AGGREGATORS": "fedfort.aggregation.registry",
+            "make_aggregator": "fedfort.aggregation.registry",
+            "TrimmedMean": "fedfort.aggregation.trimmed_mean",
+        },
+        globals(),
+    )

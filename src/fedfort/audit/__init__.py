@@ -50,25 +50,26 @@ __all__ = [
     "verify_run",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "AuditEntry": "fedfort.audit.chain",
-        "HEAD_FILE": "fedfort.audit.head",
-        "SignedHead": "fedfort.audit.head",
-        "AUDIT_FILE": "fedfort.audit.log",
-        "AUDIT_KEY_FILE": "fedfort.audit.log",
-        "AUDIT_PUBLIC_KEY_FILE": "fedfort.audit.log",
-        "AuditLog": "fedfort.audit.log",
-        "read_entries": "fedfort.audit.log",
-        "run_audit_key": "fedfort.audit.log",
-        "AuditTrail": "fedfort.audit.trail",
-        "config_sha256": "fedfort.audit.trail",
-        "AuditVerification": "fedfort.audit.verify",
-        "export_jsonl": "fedfort.audit.verify",
-        "load_public_key": "fedfort.audit.verify",
-        "verify_log": "fedfort.audit.verify",
-        "verify_run": "fedfort.audit.verify",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "AuditEntry": "fedfort.audit.chain",
+            "HEAD_FILE": "fedfort.audit.head",
+            "SignedHead": "fedfort.audit.head",
+            "AUDIT_FILE": "fedfort.audit.log",
+            "AUDIT_KEY_FILE": "fedfort.audit.log",
+            "AUDIT_PUBLIC_KEY_FILE": "fedfort.audit.log",
+            "AuditLog": "fedfort.audit.log",
+            "read_entries": "fedfort.audit.log",
+            "run_audit_key": "fedfort.audit.log",
+            "AuditTrail": "fedfort.audit.trail",
+            "config_sha256": "fedfort.audit.trail",
+            "AuditVerification": "fedfort.audit.verify",
+            "export_jsonl": "fedfort.audit.verify",
+            "load_public_key": "fedfort.audit.verify",
+            "verify_log": "fedfort.audit.verify",
+            "verify_run": "fedfort.audit.verify",
+        },
+        globals(),
+    )

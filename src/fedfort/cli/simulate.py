@@ -107,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fedfort.config import load_config
+    from fedfort.run_result import RunResult
     from fedfort.simulation.results import write_results
-    from fedfort.simulation.simulation import Simulation, SimulationResult
+    from fedfort.simulation.simulation import Simulation
 
     if args.resume:
         if args.config or any(
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = sim.run(on_round=on_round)
         except PrivacyBudgetExhausted as exc:
-            if not isinstance(exc.result, SimulationResult):
+            if not isinstance(exc.result, RunResult):
                 raise
             exhausted, result = exc, exc.result
         finally:

@@ -20,15 +20,16 @@ __all__ = [
     "evaluate_vector",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "FederatedClient": "fedfort.client.client",
-        "ClientLedger": "fedfort.client.ledger",
-        "ClientPrivacyPolicy": "fedfort.client.policy",
-        "ClientData": "fedfort.client.training",
-        "LocalTrainer": "fedfort.client.training",
-        "evaluate_vector": "fedfort.client.training",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "FederatedClient": "fedfort.client.client",
+            "ClientLedger": "fedfort.client.ledger",
+            "ClientPrivacyPolicy": "fedfort.client.policy",
+            "ClientData": "fedfort.client.training",
+            "LocalTrainer": "fedfort.client.training",
+            "evaluate_vector": "fedfort.client.training",
+        },
+        globals(),
+    )

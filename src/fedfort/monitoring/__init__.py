@@ -17,14 +17,15 @@ if TYPE_CHECKING:
 
 __all__ = ["DashboardServer", "FederationMetrics", "MetricsServer", "read_run", "serve_dashboard"]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "DashboardServer": "fedfort.monitoring.dashboard",
-        "serve_dashboard": "fedfort.monitoring.dashboard",
-        "FederationMetrics": "fedfort.monitoring.metrics",
-        "MetricsServer": "fedfort.monitoring.metrics",
-        "read_run": "fedfort.monitoring.run_state",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "DashboardServer": "fedfort.monitoring.dashboard",
+            "serve_dashboard": "fedfort.monitoring.dashboard",
+            "FederationMetrics": "fedfort.monitoring.metrics",
+            "MetricsServer": "fedfort.monitoring.metrics",
+            "read_run": "fedfort.monitoring.run_state",
+        },
+        globals(),
+    )

@@ -30,16 +30,17 @@ __all__ = [
     "write_report",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "REDTEAM_FILE": "fedfort.redteam.matrix",
-        "RedteamConfig": "fedfort.redteam.matrix",
-        "load_redteam_config": "fedfort.redteam.matrix",
-        "plan_cells": "fedfort.redteam.matrix",
-        "run_redteam": "fedfort.redteam.matrix",
-        "write_report": "fedfort.redteam.report",
-        "summarize": "fedfort.redteam.summary",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "REDTEAM_FILE": "fedfort.redteam.matrix",
+            "RedteamConfig": "fedfort.redteam.matrix",
+            "load_redteam_config": "fedfort.redteam.matrix",
+            "plan_cells": "fedfort.redteam.matrix",
+            "run_redteam": "fedfort.redteam.matrix",
+            "write_report": "fedfort.redteam.report",
+            "summarize": "fedfort.redteam.summary",
+        },
+        globals(),
+    )

@@ -13,12 +13,13 @@ if TYPE_CHECKING:
 
 __all__ = ["REPORT_FILE", "build_report", "write_report"]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "REPORT_FILE": "fedfort.report.html",
-        "build_report": "fedfort.report.html",
-        "write_report": "fedfort.report.html",
-    },
-    globals(),
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "REPORT_FILE": "fedfort.report.html",
+            "build_report": "fedfort.report.html",
+            "write_report": "fedfort.report.html",
+        },
+        globals(),
+    )

@@ -26,6 +26,7 @@ from fedfort.errors import ConfigError
 from fedfort.federation import (
     CHECKPOINT_FILE,
     Federation,
+    RunResult,
     SimulationResult,
     local_training_data,
     partition_records,
@@ -34,7 +35,7 @@ from fedfort.models import ModelFactory
 from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
 
-__all__ = ["CHECKPOINT_FILE", "Simulation", "SimulationResult"]
+__all__ = ["CHECKPOINT_FILE", "RunResult", "Simulation", "SimulationResult"]
 
 
 class Simulation(Federation):
