@@ -279,7 +279,8 @@ def _plot_heatmap(
     image = ax.imshow(np.ma.masked_invalid(data), cmap=colormap, norm=norm, aspect="auto")
     ax.set_xticks(range(len(matrix.defenses)), labels=matrix.defenses)
     ax.set_yticks(range(len(matrix.attacks)), labels=matrix.attacks)
-    setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
+    for label in ax.get_xticklabels():
+        setp(label, rotation=35, ha="right", rotation_mode="anchor")
     ax.set_xlabel("defence")
     ax.set_ylabel("attack")
     _annotate(ax, data, colormap, norm, digits)
