@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sklearn.cluster  # FLAME imports HDBSCAN from here when it aggregates
 
-from fedfort.aggregation import flame as flame_module
 from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch
 from fedfort.aggregation.centered_clipping import CenteredClipping
 from fedfort.aggregation.flame import FLAME
@@ -265,7 +265,7 @@ def fake_hdbscan(labels: list[int]) -> type:
 def test_flame_clips_the_largest_cluster_to_the_median_norm_of_all(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(flame_module, "HDBSCAN", fake_hdbscan([0, 0, 1, -1]))
+    monkeypatch.setattr(sklearn.cluster, "HDBSCAN", fake_hdbscan([0, 0, 1, -1]))
     batch = make_batch([[3.0, 4.0], [6.0, 8.0], [0.3, 0.4], [0.0, 20.0]])  # norms 5, 10, .5, 20
     result = run(FLAME(noise_multiplier=0.0), batch)
     assert result.diagnostics["clip_norm"] == pytest.approx(7.5)
@@ -277,7 +277,7 @@ def test_flame_clips_the_largest_cluster_to_the_median_norm_of_all(
 def test_flame_keeps_everything_when_hdbscan_finds_only_noise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(flame_module, "HDBSCAN", fake_hdbscan([-1, -1, -1]))
+    monkeypatch.setattr(sklearn.cluster, "HDBSCAN", fake_hdbscan([-1, -1, -1]))
     result = run(FLAME(noise_multiplier=0.0), make_batch([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]]))
     assert result.diagnostics["clustered"] is False
     assert result.diagnostics["admitted"] == ["c0", "c1", "c2"]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedfort.cli.network import _client_records
 from fedfort.client.training import LocalTrainer
 from fedfort.config import RunConfig, load_config
 from fedfort.edge import EdgeConfig, Records
@@ -22,7 +23,6 @@ from fedfort.server.engine import CollectOutcome
 from fedfort.simulation import Simulation
 from fedfort.simulation.results import write_results
 from fedfort.transport import codec
-from fedfort.transport.cli import _client_records
 from fedfort.transport.client import NetworkClient
 from fedfort.transport.server import Credentials
 from netfed import ServerThread, make_pki, net_config

@@ -402,8 +402,8 @@ def test_config_refuses_combinations_without_a_safe_threshold() -> None:
 def test_client_settings_come_from_its_own_config_and_options() -> None:
     import argparse
 
+    from fedfort.cli.network import _secure_policy, add_parsers
     from fedfort.client.secure import client_policy
-    from fedfort.transport.cli import _secure_policy, add_parsers
 
     config = parse_config(
         {

@@ -1,29 +1,36 @@
 """fedfort: secure federated learning for PyTorch.
 
-The public API is re-exported here; see ``docs/architecture.md`` for the layers.
+The public API is re-exported here; see ``docs/architecture.md`` for the layers. Names resolve
+lazily (PEP 562): ``import fedfort`` loads neither torch nor any other heavy dependency until a
+name that needs it is used, and importing fedfort changes no process-wide setting.
 """
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
 
-from fedfort.aggregation import AggregationResult, Aggregator, UpdateBatch, WeightedMean
-from fedfort.client import ClientData, FederatedClient, LocalTrainer
-from fedfort.config import RunConfig, load_config
-from fedfort.data import Dataset, Partition, load_dataset, partition_dataset
-from fedfort.errors import (
-    AggregationError,
-    CheckpointError,
-    ConfigError,
-    DatasetError,
-    FedfortError,
-    InvalidUpdate,
-    PeerError,
-    RoundFailed,
-)
-from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
-from fedfort.models import MLP, LogisticRegression, ModelSpec, SmallCNN, register_model
-from fedfort.params import ParamSpec
-from fedfort.server import RoundEngine, RoundRecord, Stage
-from fedfort.simulation import Simulation, SimulationResult
+from fedfort._lazy import lazy_exports
+from fedfort._version import __version__
+
+if TYPE_CHECKING:
+    from fedfort.aggregation import AggregationResult, Aggregator, UpdateBatch, WeightedMean
+    from fedfort.client import ClientData, FederatedClient, LocalTrainer
+    from fedfort.config import RunConfig, load_config
+    from fedfort.data import Dataset, Partition, load_dataset, partition_dataset
+    from fedfort.errors import (
+        AggregationError,
+        CheckpointError,
+        ConfigError,
+        DatasetError,
+        FedfortError,
+        InvalidUpdate,
+        PeerError,
+        RoundFailed,
+    )
+    from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
+    from fedfort.models import MLP, LogisticRegression, ModelSpec, SmallCNN, register_model
+    from fedfort.params import ParamSpec
+    from fedfort.run_result import RunResult
+    from fedfort.server import RoundEngine, RoundRecord, Stage
+    from fedfort.simulation import Simulation, SimulationResult
 
 __all__ = [
     "MLP",
@@ -50,6 +57,7 @@ __all__ = [
     "RoundFailed",
     "RoundRecord",
     "RunConfig",
+    "RunResult",
     "Simulation",
     "SimulationResult",
     "SmallCNN",
@@ -63,3 +71,47 @@ __all__ = [
     "partition_dataset",
     "register_model",
 ]
+
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "AggregationResult": "fedfort.aggregation",
+            "Aggregator": "fedfort.aggregation",
+            "UpdateBatch": "fedfort.aggregation",
+            "WeightedMean": "fedfort.aggregation",
+            "ClientData": "fedfort.client",
+            "FederatedClient": "fedfort.client",
+            "LocalTrainer": "fedfort.client",
+            "RunConfig": "fedfort.config",
+            "load_config": "fedfort.config",
+            "Dataset": "fedfort.data",
+            "Partition": "fedfort.data",
+            "load_dataset": "fedfort.data",
+            "partition_dataset": "fedfort.data",
+            "AggregationError": "fedfort.errors",
+            "CheckpointError": "fedfort.errors",
+            "ConfigError": "fedfort.errors",
+            "DatasetError": "fedfort.errors",
+            "FedfortError": "fedfort.errors",
+            "InvalidUpdate": "fedfort.errors",
+            "PeerError": "fedfort.errors",
+            "RoundFailed": "fedfort.errors",
+            "ClientUpdate": "fedfort.messages",
+            "LocalTrainingConfig": "fedfort.messages",
+            "TrainTask": "fedfort.messages",
+            "MLP": "fedfort.models",
+            "LogisticRegression": "fedfort.models",
+            "ModelSpec": "fedfort.models",
+            "SmallCNN": "fedfort.models",
+            "register_model": "fedfort.models",
+            "ParamSpec": "fedfort.params",
+            "RoundEngine": "fedfort.server",
+            "RoundRecord": "fedfort.server",
+            "Stage": "fedfort.server",
+            "RunResult": "fedfort.run_result",
+            "Simulation": "fedfort.simulation",
+            "SimulationResult": "fedfort.simulation",
+        },
+        globals(),
+    )

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
-from fedfort import __version__, jsonio
+from fedfort import jsonio
+from fedfort._version import __version__
 from fedfort.aggregation.registry import build_aggregator
 from fedfort.alerts import AlertManager, webhook_url
 from fedfort.audit import AUDIT_FILE, AuditLog, AuditTrail, run_audit_key
@@ -61,7 +61,8 @@ from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
-from fedfort.run_result import SimulationResult
+from fedfort.run_result import RunResult, SimulationResult
+from fedfort.run_threads import run_threads
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
 from fedfort.server.engine import (
@@ -82,6 +83,7 @@ __all__ = [
     "PENDING_ROLLBACK_META",
     "Federation",
     "FederationData",
+    "RunResult",
     "SimulationResult",
     "client_ids",
     "local_training_data",
@@ -164,10 +166,6 @@ class Federation(ABC):
             webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
-        # Small per-client models run fastest and reproducibly on one thread; an idle BLAS
-        # pool waking up for every aggregation costs more than the aggregation itself.
-        torch.set_num_threads(config.simulation.torch_threads)
-        threadpool_limits(config.simulation.torch_threads, user_api="blas")
         self.data = split_data(config)
         self.dataset: Dataset = self.data.dataset
         self.root_idx = self.data.root_idx
@@ -457,8 +455,18 @@ class Federation(ABC):
         self,
         rounds: int | None = None,
         on_round: Callable[[RoundRecord], None] | None = None,
-    ) -> SimulationResult:
-        """Run until ``rounds`` rounds (default: the config's) are committed."""
+    ) -> RunResult:
+        """Run until ``rounds`` rounds (default: the config's) are committed.
+
+        torch and the BLAS pool use ``simulation.torch_threads`` threads while it runs; the
+        process's previous thread counts are restored when it returns (:func:`run_threads`).
+        """
+        with run_threads(self.config.simulation.torch_threads):
+            return self._run_rounds(rounds, on_round)
+
+    def _run_rounds(
+        self, rounds: int | None, on_round: Callable[[RoundRecord], None] | None
+    ) -> RunResult:
         target = self.config.rounds if rounds is None else rounds
         if target < self.engine.round:
             raise ConfigError(
@@ -480,7 +488,7 @@ class Federation(ABC):
                 except PrivacyBudgetExhausted as exc:
                     stopped = "privacy_budget_exhausted"
                     self._run_end(stopped)
-                    exc.result = SimulationResult(
+                    exc.result = RunResult(
                         self.config,
                         records,
                         self.engine.model.copy(),
@@ -494,7 +502,7 @@ class Federation(ABC):
             self._run_end(stopped)
         finally:
             self.control.finished(stopped, self.engine.round)
-        return SimulationResult(
+        return RunResult(
             self.config, records, self.engine.model.copy(), list(self.malicious), stopped=stopped
         )
 

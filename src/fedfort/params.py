@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from fedfort.errors import ConfigError
+
+if TYPE_CHECKING:  # torch loads when a module is flattened or loaded, not to hash a vector
+    import torch
+    from torch import nn
 
 __all__ = ["BoundParams", "ParamSpec", "TensorSlot", "vector_sha256"]
 
@@ -47,6 +50,8 @@ class ParamSpec:
     @classmethod
     def from_module(cls, module: nn.Module) -> ParamSpec:
         """Build the spec of ``module``: trainable parameters, then floating-point buffers."""
+        import torch
+
         slots: list[TensorSlot] = []
         offset = 0
         for name, param in module.named_parameters():
@@ -67,6 +72,8 @@ class ParamSpec:
         return cls(tuple(slots), num_params, offset)
 
     def _tensors(self, module: nn.Module) -> list[torch.Tensor]:
+        import torch
+
         params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         buffers = {n: b for n, b in module.named_buffers() if torch.is_floating_point(b)}
         if len(params) + len(buffers) != len(self.slots):
@@ -133,15 +140,21 @@ class BoundParams:
         self.params = tensors[: sum(1 for s in spec.slots if not s.is_buffer)]
 
     def flatten(self) -> np.ndarray:
+        import torch
+
         with torch.no_grad():
             flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t in self.tensors])
         return flat.numpy().copy()
 
     def flatten_torch(self) -> torch.Tensor:
+        import torch
+
         with torch.no_grad():
             return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in self.tensors])
 
     def load(self, vector: np.ndarray | torch.Tensor) -> None:
+        import torch
+
         flat = torch.as_tensor(vector)
         if flat.shape != (self.spec.dim,):
             raise ConfigError(

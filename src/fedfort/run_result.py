@@ -1,7 +1,8 @@
 """What a finished run returns: its round records, final model and summaries.
 
-:class:`SimulationResult` is returned by :meth:`fedfort.federation.Federation.run` in every
-runtime (simulation and networked server) and written as ``results.json``.
+:class:`RunResult` is returned by :meth:`fedfort.federation.Federation.run` in every runtime
+(simulation and networked server) and written as ``results.json``. ``SimulationResult`` is its
+former name, kept as an alias so code written against it still works.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from fedfort.measurements import (
     SampleCapMeasurement,
 )
 
-__all__ = ["SimulationResult"]
+__all__ = ["RunResult", "SimulationResult"]
 
 
 @dataclass(frozen=True)
-class SimulationResult:
+class RunResult:
     """Per-round records of the whole run (including resumed parts) and the final model."""
 
     config: RunConfig
@@ -142,3 +143,7 @@ class SimulationResult:
             "delta": self.records[-1].get("delta") if self.records else None,
             "stopped": self.stopped,
         }
+
+
+#: the former name of :class:`RunResult` (a network server returns one too)
+SimulationResult = RunResult

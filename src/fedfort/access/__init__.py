@@ -9,12 +9,17 @@
 - :mod:`~fedfort.access.client`: :class:`OperatorClient`, what ``fedfort operator`` uses.
 """
 
-from fedfort.access.api import OperatorServer, server_tls_context
-from fedfort.access.client import OperatorClient
-from fedfort.access.guard import ACCESS_KIND, AccessAudit, AccessGuard, Decision
-from fedfort.access.operations import Operations
-from fedfort.access.roles import ACTIONS, PERMISSIONS, ROLES, allowed, matrix_markdown
-from fedfort.access.tokens import TokenInfo, TokenStore
+from typing import TYPE_CHECKING
+
+from fedfort._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fedfort.access.api import OperatorServer, server_tls_context
+    from fedfort.access.client import OperatorClient
+    from fedfort.access.guard import ACCESS_KIND, AccessAudit, AccessGuard, Decision
+    from fedfort.access.operations import Operations
+    from fedfort.access.roles import ACTIONS, PERMISSIONS, ROLES, allowed, matrix_markdown
+    from fedfort.access.tokens import TokenInfo, TokenStore
 
 __all__ = [
     "ACCESS_KIND",
@@ -33,3 +38,26 @@ __all__ = [
     "matrix_markdown",
     "server_tls_context",
 ]
+
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "OperatorServer": "fedfort.access.api",
+            "server_tls_context": "fedfort.access.api",
+            "OperatorClient": "fedfort.access.client",
+            "ACCESS_KIND": "fedfort.access.guard",
+            "AccessAudit": "fedfort.access.guard",
+            "AccessGuard": "fedfort.access.guard",
+            "Decision": "fedfort.access.guard",
+            "Operations": "fedfort.access.operations",
+            "ACTIONS": "fedfort.access.roles",
+            "PERMISSIONS": "fedfort.access.roles",
+            "ROLES": "fedfort.access.roles",
+            "allowed": "fedfort.access.roles",
+            "matrix_markdown": "fedfort.access.roles",
+            "TokenInfo": "fedfort.access.tokens",
+            "TokenStore": "fedfort.access.tokens",
+        },
+        globals(),
+    )

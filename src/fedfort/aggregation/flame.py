@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.cluster import HDBSCAN
 
 from fedfort.aggregation.base import AggregationResult, Aggregator, UpdateBatch, register
 from fedfort.aggregation.distances import cosine_similarities, row_norms
@@ -67,6 +66,8 @@ class FLAME(Aggregator):
             )
         if batch.round < 0:
             raise AggregationError(f"FLAME needs a round number >= 0, got {batch.round}")
+        from sklearn.cluster import HDBSCAN  # scikit-learn loads only when FLAME aggregates
+
         dist = 1.0 - cosine_similarities(batch.updates)
         np.fill_diagonal(dist, 0.0)
         np.clip(dist, 0.0, 2.0, out=dist)

@@ -31,12 +31,20 @@ import fedfort.aggregation.median
 import fedfort.aggregation.norm_bound
 import fedfort.aggregation.robust_lr
 import fedfort.aggregation.trimmed_mean  # noqa: F401
-from fedfort.aggregation.base import AGGREGATOR_REGISTRY, Aggregator
+from fedfort.aggregation.base import AGGREGATOR_REGISTRY, Aggregator, register
 from fedfort.aggregation.fltrust import FLTrust
 from fedfort.errors import ConfigError
 from fedfort.registry import REF
 
-__all__ = ["AGGREGATORS", "aggregator_spec", "build_aggregator", "make_aggregator", "rules"]
+__all__ = [
+    "AGGREGATORS",
+    "AGGREGATOR_REGISTRY",
+    "aggregator_spec",
+    "build_aggregator",
+    "make_aggregator",
+    "register",
+    "rules",
+]
 
 
 def rules() -> tuple[str, ...]:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
-from fedfort import __version__, jsonio
+from fedfort import jsonio
+from fedfort._version import __version__
 from fedfort.alerts.rules import Alert
 from fedfort.errors import ConfigError
 

@@ -5,21 +5,32 @@ runs; in simulation the malicious clients form a :class:`Coalition` that may col
 the honest updates of the round. ``docs/attacks.md`` describes every attack and its knobs.
 """
 
-from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malicious
-from fedfort.attacks.base import ATTACK_REGISTRY, Attack, AttackKind, AttackView, register
-from fedfort.attacks.config import ATTACK_NAMES, AttackConfig, build_attack
-from fedfort.attacks.data_poisoning import Backdoor, LabelFlip, Trigger
-from fedfort.attacks.free_riding import FreeRider, StaleReplay
-from fedfort.attacks.metrics import security_summary
-from fedfort.attacks.model_poisoning import (
-    ALIE,
-    IPM,
-    GaussianNoise,
-    MinMax,
-    MinSum,
-    SignFlip,
-    alie_z,
-)
+from typing import TYPE_CHECKING
+
+from fedfort._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fedfort.attacks.adversary import AdversarialClient, Coalition, choose_malicious
+    from fedfort.attacks.base import Attack, AttackKind, AttackView
+    from fedfort.attacks.config import (
+        ATTACK_NAMES,
+        ATTACK_REGISTRY,
+        AttackConfig,
+        build_attack,
+        register,
+    )
+    from fedfort.attacks.data_poisoning import Backdoor, LabelFlip, Trigger
+    from fedfort.attacks.free_riding import FreeRider, StaleReplay
+    from fedfort.attacks.metrics import security_summary
+    from fedfort.attacks.model_poisoning import (
+        ALIE,
+        IPM,
+        GaussianNoise,
+        MinMax,
+        MinSum,
+        SignFlip,
+        alie_z,
+    )
 
 __all__ = [
     "ALIE",
@@ -47,3 +58,36 @@ __all__ = [
     "register",
     "security_summary",
 ]
+
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "AdversarialClient": "fedfort.attacks.adversary",
+            "Coalition": "fedfort.attacks.adversary",
+            "choose_malicious": "fedfort.attacks.adversary",
+            "Attack": "fedfort.attacks.base",
+            "AttackKind": "fedfort.attacks.base",
+            "AttackView": "fedfort.attacks.base",
+            "ATTACK_NAMES": "fedfort.attacks.config",
+            "AttackConfig": "fedfort.attacks.config",
+            "build_attack": "fedfort.attacks.config",
+            # the config module registers every attack of fedfort's
+            "ATTACK_REGISTRY": "fedfort.attacks.config",
+            "register": "fedfort.attacks.config",
+            "Backdoor": "fedfort.attacks.data_poisoning",
+            "LabelFlip": "fedfort.attacks.data_poisoning",
+            "Trigger": "fedfort.attacks.data_poisoning",
+            "FreeRider": "fedfort.attacks.free_riding",
+            "StaleReplay": "fedfort.attacks.free_riding",
+            "security_summary": "fedfort.attacks.metrics",
+            "ALIE": "fedfort.attacks.model_poisoning",
+            "IPM": "fedfort.attacks.model_poisoning",
+            "GaussianNoise": "fedfort.attacks.model_poisoning",
+            "MinMax": "fedfort.attacks.model_poisoning",
+            "MinSum": "fedfort.attacks.model_poisoning",
+            "SignFlip": "fedfort.attacks.model_poisoning",
+            "alie_z": "fedfort.attacks.model_poisoning",
+        },
+        globals(),
+    )

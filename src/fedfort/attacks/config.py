@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from fedfort.attacks.base import ATTACK_REGISTRY, Attack, AttackKind
+from fedfort.attacks.base import ATTACK_REGISTRY, Attack, AttackKind, register
 from fedfort.attacks.data_poisoning import Backdoor, LabelFlip, Trigger
 from fedfort.attacks.free_riding import FreeRider, StaleReplay
 from fedfort.attacks.model_poisoning import ALIE, IPM, GaussianNoise, MinMax, MinSum, SignFlip
@@ -28,12 +28,14 @@ from fedfort.attacks.model_poisoning import ALIE, IPM, GaussianNoise, MinMax, Mi
 __all__ = [
     "ATTACK_CLASSES",
     "ATTACK_NAMES",
+    "ATTACK_REGISTRY",
     "AttackConfig",
     "NoAttack",
     "PluginAttackConfig",
     "attack_kind",
     "attack_options",
     "build_attack",
+    "register",
 ]
 
 

@@ -25,7 +25,8 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fedfort import __version__, jsonio
+from fedfort import jsonio
+from fedfort._version import __version__
 from fedfort.audit.head import SignedHead
 from fedfort.audit.log import AuditLog
 from fedfort.audit.verify import AUDIT_HEAD_META

@@ -29,13 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import median_abs_deviation
-from sklearn.ensemble import IsolationForest
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.neighbors import NearestNeighbors
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from fedfort.edge.config import SanitiseConfig
 from fedfort.errors import DatasetError
@@ -66,6 +59,8 @@ def outlier_flags(x: np.ndarray, config: SanitiseConfig, seed: int) -> np.ndarra
     if config.outliers == "none" or n < 3:
         return np.zeros(n, dtype=bool)
     if config.outliers == "isolation_forest":
+        from sklearn.ensemble import IsolationForest  # scikit-learn loads when it is used
+
         forest = IsolationForest(contamination=config.contamination, random_state=seed)
         flags: np.ndarray = forest.fit_predict(x) == -1
         return flags
@@ -83,6 +78,12 @@ def confident_learning_flags(
     x: np.ndarray, y: np.ndarray, folds: int, seed: int
 ) -> np.ndarray | None:
     """Rows whose label is off the diagonal of the confident joint (``None``: too few rows)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     classes, counts = np.unique(y, return_counts=True)
     checked_classes = classes[counts >= 2]
     if checked_classes.shape[0] < 2:
@@ -108,6 +109,8 @@ def confident_learning_flags(
 
 def knn_label_flags(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray | None:
     """Rows whose label is not the most common among their ``k`` nearest neighbours."""
+    from sklearn.neighbors import NearestNeighbors
+
     n = y.shape[0]
     if n <= k:
         return None

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import setp
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
 from fedfort.report.markup import DASH
 
@@ -171,21 +170,21 @@ def _plot_heatmap(
 ) -> None:
     data = np.array([[np.nan if v is None else v for v in line] for line in values], dtype=float)
     colormap = matplotlib.colormaps[cmap].with_extremes(bad="#e0e0e0")
-    fig, ax = plt.subplots(figsize=_figsize(matrix))
-    try:
-        image = ax.imshow(np.ma.masked_invalid(data), cmap=colormap, norm=norm, aspect="auto")
-        ax.set_xticks(range(len(matrix.defenses)), labels=matrix.defenses)
-        ax.set_yticks(range(len(matrix.attacks)), labels=matrix.attacks)
-        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
-        ax.set_xlabel("defence")
-        ax.set_ylabel("attack")
-        _annotate(ax, data, colormap, norm, digits)
-        fig.colorbar(image, ax=ax, label=colorbar, extend=_extend(data, norm))
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+    # a bare Figure renders through Agg when saved: no pyplot, no process-wide backend
+    fig = Figure(figsize=_figsize(matrix))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(data), cmap=colormap, norm=norm, aspect="auto")
+    ax.set_xticks(range(len(matrix.defenses)), labels=matrix.defenses)
+    ax.set_yticks(range(len(matrix.attacks)), labels=matrix.attacks)
+    for label in ax.get_xticklabels():
+        setp(label, rotation=35, ha="right", rotation_mode="anchor")
+    ax.set_xlabel("defence")
+    ax.set_ylabel("attack")
+    _annotate(ax, data, colormap, norm, digits)
+    fig.colorbar(image, ax=ax, label=colorbar, extend=_extend(data, norm))
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def _extend(data: Any, norm: Normalize) -> str:

@@ -42,7 +42,7 @@ from fedfort.attacks.inference.shadow_models import ShadowStatistics, train_shad
 from fedfort.client.training import LocalTrainer
 from fedfort.config import RunConfig, parse_config
 from fedfort.errors import ConfigError, PrivacyBudgetExhausted
-from fedfort.federation import Federation, SimulationResult
+from fedfort.federation import Federation, RunResult
 from fedfort.redteam.server_view import ServerView
 from fedfort.simulation import Simulation
 
@@ -182,7 +182,7 @@ def membership_run(
         try:
             result = sim.run()
         except PrivacyBudgetExhausted as exc:  # the budget ended the run: attack what it made
-            if not isinstance(exc.result, SimulationResult) or not exc.result.records:
+            if not isinstance(exc.result, RunResult) or not exc.result.records:
                 raise
             result = exc.result
         cand = _candidates(sim, seed)

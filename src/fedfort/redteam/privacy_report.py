@@ -19,11 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from fedfort.redteam.inversion_experiment import DEFENCES
 from fedfort.redteam.report import HTML_FILE, MARKDOWN_FILE
@@ -173,9 +170,9 @@ def _grid(inv: dict[str, Any], path: Path) -> bool:
     if not rows:
         return False
     cols = min(_GRID_COLUMNS, len(rows[0]["trials"]))
-    fig, axes = plt.subplots(
-        len(rows) + 1, cols, figsize=(1.3 * cols + 1.8, 1.3 * (len(rows) + 1)), squeeze=False
-    )
+    # a bare Figure renders through Agg when saved: no pyplot, no process-wide backend
+    fig = Figure(figsize=(1.3 * cols + 1.8, 1.3 * (len(rows) + 1)))
+    axes = fig.subplots(len(rows) + 1, cols, squeeze=False)
     lines = [("original", [t["true_image"] for t in rows[0]["trials"][:cols]])]
     lines += [(r["title"], [t["reconstruction"] for t in r["trials"][:cols]]) for r in rows]
     for i, (label, images) in enumerate(lines):
@@ -189,7 +186,6 @@ def _grid(inv: dict[str, Any], path: Path) -> bool:
     fig.suptitle("gradient inversion: original (top) vs reconstruction per defence", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
-    plt.close(fig)
     return True
 
 

@@ -12,6 +12,22 @@ The kit, shared with the red-team reports (:mod:`fedfort.redteam`):
 - :mod:`~fedfort.report.document`: a report as sections rendered to Markdown and HTML alike.
 """
 
-from fedfort.report.html import REPORT_FILE, build_report, write_report
+from typing import TYPE_CHECKING
+
+from fedfort._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fedfort.report.html import REPORT_FILE, build_report, write_report
 
 __all__ = ["REPORT_FILE", "build_report", "write_report"]
+
+if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "REPORT_FILE": "fedfort.report.html",
+            "build_report": "fedfort.report.html",
+            "write_report": "fedfort.report.html",
+        },
+        globals(),
+    )

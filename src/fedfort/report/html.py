@@ -44,7 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from fedfort import __version__, jsonio
+from fedfort import jsonio
+from fedfort._version import __version__
 from fedfort.audit import verify_run
 from fedfort.errors import AuditError
 from fedfort.monitoring.run_state import read_run, run_records

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import matplotlib
-
-matplotlib.use("Agg")
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 

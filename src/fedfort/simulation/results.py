@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from fedfort import jsonio
-from fedfort.simulation.simulation import SimulationResult
+from fedfort.run_result import RunResult
 
 __all__ = ["PLOT_FILE", "RESULTS_FILE", "plot_history", "write_results"]
 
@@ -19,7 +16,7 @@ RESULTS_FILE = "results.json"
 PLOT_FILE = "training.png"
 
 
-def write_results(result: SimulationResult, out_dir: str | Path) -> Path:
+def write_results(result: RunResult, out_dir: str | Path) -> Path:
     """Write ``results.json`` (config echo, per-round records, final, what verification
     rejected and capped) and the plot. The file is strict JSON: a non-finite measurement
     (the test loss of a diverged model) is written as ``null`` (see :mod:`fedfort.jsonio`)."""
@@ -51,7 +48,9 @@ def plot_history(records: list[dict[str, Any]], path: str | Path) -> None:
     evaluated = [r for r in records if r.get("accuracy") is not None]
     private = [r for r in evaluated if r.get("epsilon") is not None]
     panels = 3 if private else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    # a bare Figure renders through Agg when saved: no pyplot, no process-wide backend
+    fig = Figure(figsize=(5 * panels, 4))
+    axes = fig.subplots(1, panels)
     ax_acc, ax_loss = axes[0], axes[1]
     rounds = [r["round"] for r in evaluated]
     ax_acc.plot(rounds, [r["accuracy"] for r in evaluated], marker="o", markersize=3)
@@ -79,4 +78,3 @@ def plot_history(records: list[dict[str, Any]], path: str | Path) -> None:
     fig.suptitle("fedfort: global model on the server's held-out test set")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

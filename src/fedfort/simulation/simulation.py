@@ -32,6 +32,7 @@ from fedfort.features import Feature
 from fedfort.federation import (
     CHECKPOINT_FILE,
     Federation,
+    RunResult,
     SimulationResult,
     local_training_data,
     partition_records,
@@ -42,7 +43,7 @@ from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.server.optimizers import ServerOptimizer
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
 
-__all__ = ["CHECKPOINT_FILE", "Simulation", "SimulationResult"]
+__all__ = ["CHECKPOINT_FILE", "RunResult", "Simulation", "SimulationResult"]
 
 
 class Simulation(Federation):

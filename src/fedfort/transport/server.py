@@ -33,7 +33,7 @@ from fedfort.crypto.pki import (
     tls_key_pem,
 )
 from fedfort.errors import ConfigError, RoundFailed
-from fedfort.federation import Federation, SimulationResult
+from fedfort.federation import Federation, RunResult
 from fedfort.federation_privacy import sample_size
 from fedfort.models import ModelFactory
 from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
@@ -328,7 +328,7 @@ class NetworkServer(Federation):
         on_round: Callable[[RoundRecord], None] | None = None,
         *,
         linger: bool = True,
-    ) -> SimulationResult:
+    ) -> RunResult:
         """Start, wait for the clients, run the rounds, tell clients the run is finished."""
         self.start()
         if self.engine.round == 0 or not self.gate.enrolled():

@@ -23,7 +23,7 @@ from fedfort.errors import ConfigError
 __all__ = ["add_parsers", "run_access", "run_operator"]
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``access`` and ``operator`` to the ``fedfort`` sub-parsers."""
     from fedfort.access.client import ACTION_ROUTES
     from fedfort.access.roles import ACTIONS, ROLES

@@ -1,4 +1,4 @@
-"""``fedfort server``, ``fedfort client``, ``fedfort keys rotate`` and ``keys encrypt``.
+"""``fedfort server`` and ``fedfort client``: a federation over gRPC with mutual TLS.
 
 Both sides read the same federation TOML (the ``[network]`` section says where the server
 listens); each names its credentials with ``--pki DIR --name NAME`` (``DIR/NAME.pem``,
@@ -12,27 +12,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from fedfort.client.policy import ClientPrivacyPolicy
-from fedfort.config import RunConfig, load_config
-from fedfort.edge.schema import Records
+from fedfort.cli._options import monitoring_arguments
 from fedfort.errors import ConfigError
-from fedfort.governance_cli import monitoring_arguments
-from fedfort.server.engine import RoundRecord
 
 if TYPE_CHECKING:
-    from fedfort.secagg.policy import ClientPolicy
+    import numpy as np
 
-__all__ = ["add_parsers", "run_client", "run_keys", "run_server"]
+    from fedfort.client.policy import ClientPrivacyPolicy
+    from fedfort.config import RunConfig
+    from fedfort.edge.schema import Records
+    from fedfort.secagg.policy import ClientPolicy
+    from fedfort.server.engine import RoundRecord
+
+__all__ = ["add_parsers", "client_policy", "run_client", "run_server", "server_address"]
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``server``, ``client`` and ``keys`` subcommands."""
+    """Add the ``server`` and ``client`` subcommands."""
     srv = sub.add_parser(
         "server",
         help="serve a federation over gRPC with mutual TLS",
@@ -124,42 +123,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "secure_aggregation.client_max_clients)",
     )
 
-    keys = sub.add_parser("keys", help="identity keys").add_subparsers(
-        dest="keys_command", required=True
-    )
-    rot = keys.add_parser(
-        "rotate",
-        help="rotate a client's or the server's identity key without stopping the federation",
-        description="--client: enroll a fresh identity key for --name with the running server "
-        "and swap the key file (the running client picks it up). --server: create the next "
-        "server key in --out; the running server switches within a second. Old keys stop "
-        "working at once.",
-    )
-    who = rot.add_mutually_exclusive_group(required=True)
-    who.add_argument("--client", action="store_true")
-    who.add_argument("--server", action="store_true")
-    rot.add_argument("--pki", required=True, help="credentials directory")
-    rot.add_argument("--name", help="client id (with --client) or server certificate name")
-    rot.add_argument("--config", help="federation TOML (with --client: where the server is)")
-    rot.add_argument("--address", help="server host:port (with --client)")
-    rot.add_argument("--state", help="client state directory (with --client)")
-    rot.add_argument("--out", help="server state directory (with --server)")
-    enc = keys.add_parser(
-        "encrypt",
-        help="encrypt existing plain private key files under FEDFORT_KEY_PASSPHRASE",
-        description="Rewrite each plain PKCS#8 key file (identity, audit, TLS or CA key) "
-        "encrypted under the passphrase in FEDFORT_KEY_PASSPHRASE or FEDFORT_KEY_PASSPHRASE_FILE "
-        "(see docs/key-custody.md). Already encrypted files are left as they are.",
-    )
-    enc.add_argument("paths", nargs="+", help="key files")
 
-
-def _address(config: RunConfig, override: str | None) -> str:
+def server_address(config: RunConfig, override: str | None) -> str:
+    """The server's ``host:port``: ``override`` (an option) or ``network.address``."""
     return override or config.network.address
 
 
 def run_server(args: argparse.Namespace) -> int:
     """``fedfort server``."""
+    from fedfort.config import load_config
     from fedfort.simulation.results import write_results
     from fedfort.transport.server import Credentials, NetworkServer
 
@@ -215,6 +187,8 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def _client_data(spec: str, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     from fedfort.federation import split_data
 
     if spec.startswith("partition:"):
@@ -238,6 +212,7 @@ def _client_records(spec: str, config: RunConfig) -> Records:
     """The client's records: a partition (with synthetic identifiers when configured) or a
     file; with ``[edge]`` on, an .npz may carry one array per declared field besides x and y."""
     from fedfort.edge.records import load_records
+    from fedfort.edge.schema import Records
     from fedfort.federation import partition_records, split_data
 
     if spec.startswith("partition:"):
@@ -267,6 +242,7 @@ def client_policy(args: argparse.Namespace, config: RunConfig) -> ClientPrivacyP
     its --policy TOML, then the command-line options (each overriding the one before)."""
     import tomllib
 
+    from fedfort.client.policy import ClientPrivacyPolicy
     from fedfort.config import ClientPolicyConfig
 
     values = config.privacy.client.model_dump()
@@ -287,17 +263,16 @@ def client_policy(args: argparse.Namespace, config: RunConfig) -> ClientPrivacyP
 
 def run_client(args: argparse.Namespace) -> int:
     """``fedfort client``."""
-    import torch
-
     from fedfort.client.training import LocalTrainer
+    from fedfort.config import load_config
     from fedfort.federation import local_training_data, split_data
     from fedfort.models import ModelSpec, build_model
+    from fedfort.run_threads import run_threads
     from fedfort.transport.client import NetworkClient
     from fedfort.transport.server import Credentials
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config)
-    torch.set_num_threads(config.simulation.torch_threads)
     dataset = split_data(config).dataset
     spec = ModelSpec(
         config.model.name, dataset.num_features, dataset.num_classes, dict(config.model.options)
@@ -324,7 +299,7 @@ def run_client(args: argparse.Namespace) -> int:
         args.name,
         data,
         LocalTrainer(build_model(spec, seed=config.seed)),
-        target=_address(config, args.server),
+        target=server_address(config, args.server),
         credentials=Credentials.from_pki(args.pki, args.name),
         state_dir=state_dir,
         network=config.network,
@@ -338,7 +313,8 @@ def run_client(args: argparse.Namespace) -> int:
         ),
         secure_policy=_secure_policy(args, config),
     )
-    report = client.run(timeout_s=args.timeout)
+    with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
+        report = client.run(timeout_s=args.timeout)
     ledger = client.client.ledger
     budget = policy.max_total_epsilon
     print(
@@ -370,73 +346,3 @@ def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:
         "max_clients": args.secagg_max_clients,
     }
     return dataclasses.replace(policy, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _encrypt_keys(paths: list[str]) -> int:
-    """``fedfort keys encrypt``: re-encrypt plain key files in place (atomic, mode 0600)."""
-    from fedfort.crypto.keyfiles import (
-        KeyProtection,
-        load_private_pem,
-        private_pem,
-        write_private_file,
-    )
-
-    protection = KeyProtection.from_env()
-    if protection.passphrase is None:
-        raise ConfigError(
-            "keys encrypt needs a passphrase: set FEDFORT_KEY_PASSPHRASE or "
-            "FEDFORT_KEY_PASSPHRASE_FILE"
-        )
-    reading = dataclasses.replace(protection, allow_plaintext=True)
-    for name in paths:
-        path = Path(name)
-        if not path.is_file():
-            raise ConfigError(f"key file {path} does not exist")
-        if b"ENCRYPTED PRIVATE KEY" in path.read_bytes():
-            print(f"{path}: already encrypted")
-            continue
-        key = load_private_pem(path, reading)
-        write_private_file(path, private_pem(key, protection))
-        print(f"{path}: encrypted")
-    return 0
-
-
-def run_keys(args: argparse.Namespace) -> int:
-    """``fedfort keys rotate`` and ``fedfort keys encrypt``."""
-    if args.keys_command == "encrypt":
-        return _encrypt_keys(args.paths)
-    from fedfort.transport.client import rotate_client_key
-    from fedfort.transport.registry import Registry
-    from fedfort.transport.server import REGISTRY_FILE, Credentials
-    from fedfort.transport.service import rotate_server_key
-
-    if args.client:
-        if not args.name or not args.config:
-            raise ConfigError("keys rotate --client needs --name and --config")
-        config = load_config(args.config)
-        credentials = Credentials.from_pki(args.pki, args.name)
-        version = rotate_client_key(
-            _address(config, args.address),
-            credentials,
-            args.name,
-            args.state or Path("runs/clients") / args.name,
-            config.network,
-        )
-        print(f"{args.name}: identity key rotated to version {version}")
-        return 0
-    if not args.out:
-        raise ConfigError("keys rotate --server needs --out (the server's state directory)")
-    name = args.name or "server"
-    credentials = Credentials.from_pki(args.pki, name)
-    registry_path = Path(args.out) / REGISTRY_FILE
-    if not registry_path.exists():
-        raise ConfigError(f"{registry_path} does not exist: is --out the server's directory?")
-    registry = Registry(registry_path)
-    try:
-        version = rotate_server_key(
-            Path(args.out), registry, credentials.federation_id, credentials.cert, credentials.key
-        )
-    finally:
-        registry.close()
-    print(f"server identity key rotated to version {version}", file=sys.stdout)
-    return 0

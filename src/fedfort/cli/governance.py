@@ -14,20 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fedfort import jsonio
+from fedfort.cli._format import number
 from fedfort.errors import ConfigError
 
 if TYPE_CHECKING:
     from fedfort.audit.head import SignedHead
 
-__all__ = ["add_parsers", "monitoring_arguments", "run"]
+__all__ = ["add_parsers", "run"]
 
 COMMANDS = ("audit", "model", "dashboard", "report")
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the governance commands to the ``fedfort`` sub-parsers."""
     audit = sub.add_parser("audit", help="verify or export a run's audit log").add_subparsers(
         dest="audit_command", required=True
@@ -85,21 +86,6 @@ def add_parsers(sub: Any) -> None:
     report.add_argument("--out", help="output file (default RUN/report.html)")
 
 
-def monitoring_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--metrics`` and ``--dashboard``: live endpoints of a running federation."""
-    parser.add_argument(
-        "--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics, e.g. 127.0.0.1:9464"
-    )
-    parser.add_argument(
-        "--dashboard", metavar="HOST:PORT", help="serve the live dashboard, e.g. 127.0.0.1:8321"
-    )
-    parser.add_argument(
-        "--operator",
-        metavar="HOST:PORT",
-        help="serve the operator API (needs [access]), e.g. 127.0.0.1:8443",
-    )
-
-
 def _head(text: str | None) -> tuple[int, str] | SignedHead | None:
     """``--head``: a head file (``audit-head.json`` as exported) or ``SEQ:HASH``."""
     if text is None:
@@ -141,10 +127,6 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def _model(args: argparse.Namespace) -> int:
     from fedfort.server.versions import ModelRegistry
 
@@ -160,8 +142,8 @@ def _model(args: argparse.Namespace) -> int:
                 if v.rollback:
                     note = f"rolled back to v{v.rollback.get('to_version')}"
                 print(
-                    f"{v.version:>7}  {v.sha256[:16]}  {_fmt(v.accuracy):>8}  "
-                    f"{_fmt(v.loss):>8}  {note}"
+                    f"{v.version:>7}  {v.sha256[:16]}  {number(v.accuracy, 4, '-'):>8}  "
+                    f"{number(v.loss, 4, '-'):>8}  {note}"
                 )
             pending = registry.pending()
             if pending is not None:

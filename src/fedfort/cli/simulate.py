@@ -1,0 +1,198 @@
+"""``fedfort simulate``: a federated training on simulated clients.
+
+It runs from a TOML config with overrides for the common knobs, shows a progress bar with live
+accuracy, and writes ``results.json``, ``training.png`` and ``checkpoints.sqlite`` to ``--out``.
+``--resume`` continues a run from its last committed round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from fedfort.cli._options import monitoring_arguments
+from fedfort.errors import ConfigError, FedfortError, PrivacyBudgetExhausted
+
+if TYPE_CHECKING:
+    from fedfort.config import RunConfig
+    from fedfort.server.engine import RoundRecord
+
+__all__ = ["add_parsers", "run"]
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``simulate`` to the ``fedfort`` sub-parsers."""
+    sim = sub.add_parser(
+        "simulate",
+        help="run a federated training on simulated clients",
+        description="Run a federated training on simulated clients from a TOML config.",
+    )
+    sim.add_argument("--config", help="TOML config file (defaults apply to missing keys)")
+    sim.add_argument("--rounds", type=int, help="number of rounds to commit")
+    sim.add_argument("--clients", type=int, help="number of clients in the federation")
+    sim.add_argument("--dataset", help="digits, breast_cancer or synthetic")
+    sim.add_argument("--model", help="logreg, mlp, cnn or a registered model")
+    sim.add_argument("--partition", help="iid, dirichlet or shards")
+    sim.add_argument("--alpha", type=float, help="Dirichlet concentration for label skew")
+    sim.add_argument("--algorithm", help="fedavg, fedprox or scaffold")
+    sim.add_argument("--server-optimizer", help="fedavg, fedavgm or fedadam")
+    sim.add_argument("--workers", type=int, help="worker processes (0 = sequential)")
+    sim.add_argument(
+        "--runtime",
+        choices=["inprocess", "ray"],
+        help="where clients train: this process (default) or Ray actors (docs/ray-runtime.md)",
+    )
+    sim.add_argument(
+        "--ray-address",
+        help="join a running Ray cluster: 'auto' or HOST:PORT of its head (implies --runtime ray)",
+    )
+    sim.add_argument("--seed", type=int, help="seed for data split, selection and training")
+    sim.add_argument("--out", default="runs/latest", help="output directory (default %(default)s)")
+    sim.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last round"
+    )
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--attack",
+        help="attack run by a share of the clients (see docs/attacks.md), e.g. sign_flip",
+    )
+    sim.add_argument("--attack-fraction", type=float, help="share of malicious clients")
+    sim.add_argument("--privacy", help="user-level DP: central, distributed, local or none")
+    sim.add_argument(
+        "--target-epsilon",
+        type=float,
+        help="privacy budget; calibrates the noise multiplier when none is configured",
+    )
+    sim.add_argument("--noise-multiplier", type=float, help="DP-FedAvg noise multiplier z")
+    sim.add_argument(
+        "--secure-aggregation",
+        help="secagg, secagg+, ckks or none: the server learns only the sum of the updates",
+    )
+    sim.add_argument("--delta", type=float, help="delta of the privacy guarantee")
+    sim.add_argument(
+        "--rollback-drop",
+        type=float,
+        help="roll back to the best version when validation accuracy falls this far below it",
+    )
+    monitoring_arguments(sim)
+
+
+def _privacy_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """Apply --privacy, --target-epsilon, --noise-multiplier and --delta in one step."""
+    from fedfort.config import parse_config
+
+    given = {
+        "mode": args.privacy,
+        "target_epsilon": args.target_epsilon,
+        "noise_multiplier": args.noise_multiplier,
+        "delta": args.delta,
+    }
+    if all(v is None for v in given.values()):
+        return config
+    body = config.to_dict()
+    section = body["privacy"]
+    if args.target_epsilon is not None and args.noise_multiplier is None:
+        # a new target means a new calibration, not the configured noise multiplier
+        section["noise_multiplier"] = None
+    section.update({k: v for k, v in given.items() if v is not None})
+    if args.privacy == "none":
+        # the non-private twin of a private config: keep only the clients' DP-SGD setting
+        body["privacy"] = {"dp_sgd": section["dp_sgd"]}
+    return parse_config(body)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``fedfort simulate``."""
+    from tqdm import tqdm
+
+    from fedfort.config import load_config
+    from fedfort.run_result import RunResult
+    from fedfort.simulation.results import write_results
+    from fedfort.simulation.simulation import Simulation
+
+    if args.resume:
+        if args.config or any(
+            getattr(args, k) is not None
+            for k in ("clients", "dataset", "model", "partition", "alpha", "algorithm", "seed")
+        ):
+            raise FedfortError(
+                "--resume continues the stored configuration; only --rounds, --workers, "
+                "--runtime and --ray-address may be given with it"
+            )
+        sim = Simulation.resume(
+            args.out,
+            rounds=args.rounds,
+            workers=args.workers,
+            runtime=args.runtime,
+            ray_address=args.ray_address,
+        )
+    else:
+        overrides: dict[str, Any] = {
+            "rounds": args.rounds,
+            "seed": args.seed,
+            "clients.count": args.clients,
+            "clients.algorithm": args.algorithm,
+            "data.dataset": args.dataset,
+            "data.partition": args.partition,
+            "data.alpha": args.alpha,
+            "model.name": args.model,
+            "server.optimizer": args.server_optimizer,
+            "simulation.workers": args.workers,
+            "simulation.runtime": "ray" if args.ray_address and not args.runtime else args.runtime,
+            "simulation.ray_address": args.ray_address,
+            "secure_aggregation.mode": args.secure_aggregation,
+            "governance.rollback_drop": args.rollback_drop,
+        }
+        config = load_config(args.config)
+        if args.attack is not None:
+            # a new attack replaces the whole [attack] table: its keys belong to the old one
+            config = config.with_overrides({"attack": {"name": args.attack}})
+        overrides["attack.fraction"] = args.attack_fraction
+        config = config.with_overrides(overrides)
+        config = _privacy_overrides(config, args)
+        sim = Simulation(config, args.out)
+    with sim:
+        from fedfort.access.setup import start_monitoring
+
+        urls = start_monitoring(sim, args.metrics, args.dashboard, getattr(args, "operator", None))
+        if sim.control.state == "held" and "operator" not in urls:
+            raise ConfigError(
+                "access.hold_at_start waits for `fedfort operator start`: serve the operator "
+                "API too (access.operator_address or --operator)"
+            )
+        for name, url in urls.items():
+            print(f"fedfort: {name} at {url}", file=sys.stderr)
+        done = sim.engine.round
+        target = sim.config.rounds
+        bar = tqdm(total=target, initial=done, desc="rounds", unit="round", disable=args.quiet)
+
+        def on_round(record: RoundRecord) -> None:
+            postfix = {"participants": record.participants}
+            if record.accuracy is not None:
+                postfix["acc"] = f"{record.accuracy:.3f}"  # type: ignore[assignment]
+            bar.set_postfix(postfix)
+            bar.update(1)
+
+        exhausted: PrivacyBudgetExhausted | None = None
+        try:
+            result = sim.run(on_round=on_round)
+        except PrivacyBudgetExhausted as exc:
+            if not isinstance(exc.result, RunResult):
+                raise
+            exhausted, result = exc, exc.result
+        finally:
+            bar.close()
+        path = write_results(result, args.out)
+    if exhausted is not None:
+        print(f"fedfort: {exhausted}", file=sys.stderr)
+    final = result.final
+    acc = final["accuracy"]
+    acc_text = "n/a" if acc is None else f"{acc:.4f}"
+    eps = final.get("epsilon")
+    eps_text = "" if eps is None else f", epsilon {eps:.3f} at delta {final['delta']:g}"
+    done_text = f"finished {final['rounds']} rounds"
+    if final.get("stopped") == "operator_stop":
+        done_text = f"stopped by an operator after {final['rounds']} rounds (--resume continues)"
+    print(f"{done_text}: test accuracy {acc_text}{eps_text}; results in {path}")
+    return 0
