@@ -49,7 +49,7 @@ import numpy as np
 from fedfort.config import RunConfig, parse_config
 from fedfort.crypto.pki import init_ca, issue_certificate, issue_clients
 from fedfort.errors import RoundFailed
-from fedfort.federation import client_ids
+from fedfort.run.federation import client_ids
 from fedfort.server.engine import RoundRecord
 from fedfort.simulation import Simulation
 from fedfort.transport.client import NetworkClient, _Stub
@@ -155,8 +155,8 @@ def run_clients(
     import torch
 
     from fedfort.client.training import ClientData, LocalTrainer
-    from fedfort.federation import split_data
     from fedfort.models import ModelSpec, build_model
+    from fedfort.run.federation import split_data
 
     started = time.monotonic()  # CLOCK_MONOTONIC: comparable with the parent's stamps on Linux
     torch.set_num_threads(1)

@@ -23,7 +23,7 @@ from fedfort.crypto.pki import (
     revoke,
 )
 from fedfort.crypto.primitives import SigningKey
-from fedfort.federation import client_ids, split_data
+from fedfort.run.federation import client_ids, split_data
 from fedfort.transport import codec
 from fedfort.transport.client import NetworkClient, _Stub, open_channel
 from fedfort.transport.frames import read_message, to_frames

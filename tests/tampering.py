@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fedfort.federation import Federation
 from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.run.federation import Federation
 from fedfort.server import CollectOutcome
 
 Rewrite = Callable[[ClientUpdate], ClientUpdate]

@@ -16,7 +16,7 @@ from access_helpers import access_entries, call, small_config
 from fedfort.access import TokenStore
 from fedfort.access.setup import start_monitoring
 from fedfort.audit import AUDIT_FILE, read_entries, verify_run
-from fedfort.federation import SimulationResult
+from fedfort.run.federation import SimulationResult
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.simulation import Simulation
 

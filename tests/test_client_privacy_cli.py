@@ -13,7 +13,7 @@ import pytest
 
 from fedfort.cli import main
 from fedfort.config import load_config
-from fedfort.federation_data import client_ids
+from fedfort.run.data import client_ids
 from netfed import ServerThread, make_pki, start_clients
 
 # the server asks for local DP at epsilon 8; the client's own policy caps it at 1

@@ -16,9 +16,9 @@ from fedfort.client.training import LocalTrainer
 from fedfort.config import RunConfig, load_config
 from fedfort.edge import EdgeConfig, Records
 from fedfort.errors import ConfigError, InvalidRecord
-from fedfort.federation import client_ids, local_training_data, partition_records, split_data
 from fedfort.messages import TrainTask
 from fedfort.models import build_model
+from fedfort.run.federation import client_ids, local_training_data, partition_records, split_data
 from fedfort.server.engine import CollectOutcome
 from fedfort.simulation import Simulation
 from fedfort.simulation.results import write_results

@@ -10,7 +10,7 @@ import pytest
 import fedfort
 from fedfort.config import parse_config
 from fedfort.errors import ConfigError
-from fedfort.features import SLOTS, Feature, Pipeline, default_features
+from fedfort.run.features import SLOTS, Feature, Pipeline, default_features
 from fedfort.server import RoundContext, Stage
 
 

@@ -142,8 +142,8 @@ def test_every_subpackage_name_resolves(package: str) -> None:
 
 
 def test_run_result_keeps_its_old_name() -> None:
-    from fedfort.federation import SimulationResult as FromFederation
-    from fedfort.run_result import RunResult, SimulationResult
+    from fedfort.run.federation import SimulationResult as FromFederation
+    from fedfort.run.result import RunResult, SimulationResult
 
     assert SimulationResult is RunResult
     assert FromFederation is RunResult

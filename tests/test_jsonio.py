@@ -13,7 +13,7 @@ import pytest
 from fedfort import jsonio
 from fedfort.config import parse_config
 from fedfort.errors import FedfortError, NonFiniteValue
-from fedfort.run_result import SimulationResult
+from fedfort.run.result import SimulationResult
 from fedfort.simulation.results import write_results
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fedfort"

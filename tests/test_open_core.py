@@ -17,8 +17,8 @@ import fedfort
 from fedfort.aggregation import Krum, NormBounding
 from fedfort.config import load_config, parse_config
 from fedfort.errors import ConfigError
-from fedfort.federation_resume import stored_config
 from fedfort.privacy import DPFedAvg
+from fedfort.run.resume import stored_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "examples" / "plugins"

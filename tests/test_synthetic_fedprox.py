@@ -11,7 +11,7 @@ from fedfort.config import parse_config
 from fedfort.data import load_dataset
 from fedfort.data.fedprox_synthetic import generate_fedprox_synthetic
 from fedfort.errors import ConfigError, DatasetError
-from fedfort.federation import split_data
+from fedfort.run.federation import split_data
 
 
 def per_client(owners: np.ndarray, values: np.ndarray, clients: int) -> list[np.ndarray]:

@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 
 from fedfort.config import load_config
-from fedfort.federation import partition_records, split_data
 from fedfort.measurements import DataProtectionMeasurement, MeasurementSet
 from fedfort.params import vector_sha256
+from fedfort.run.federation import partition_records, split_data
 from fedfort.simulation import Simulation
 from fedfort.simulation.results import write_results
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
     from fedfort.models import MLP, LogisticRegression, ModelSpec, SmallCNN, register_model
     from fedfort.params import ParamSpec
-    from fedfort.run_result import RunResult
+    from fedfort.run.result import RunResult
     from fedfort.server import RoundEngine, RoundRecord, Stage
     from fedfort.simulation import Simulation, SimulationResult
 
@@ -109,7 +109,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
             "RoundEngine": "fedfort.server",
             "RoundRecord": "fedfort.server",
             "Stage": "fedfort.server",
-            "RunResult": "fedfort.run_result",
+            "RunResult": "fedfort.run.result",
             "Simulation": "fedfort.simulation",
             "SimulationResult": "fedfort.simulation",
         },

@@ -5,7 +5,7 @@ the read actions: dashboard state, audit export and verification, the report), i
 :class:`~fedfort.server.control.RunControl` (start, stop, pause, resume), and the machinery
 fedfort already has for the rest, reused rather than repeated:
 
-- ``model.rollback``: :meth:`fedfort.federation.Federation.rollback` run on the run loop's
+- ``model.rollback``: :meth:`fedfort.run.federation.Federation.rollback` run on the run loop's
   thread between rounds while a run is live, else
   :func:`fedfort.audit.rollback_request.request_rollback` (filed and audited, applied on
   ``--resume``), as ``fedfort model rollback``;
@@ -31,7 +31,7 @@ from fedfort.errors import ConfigError
 from fedfort.server.control import RunControl
 
 if TYPE_CHECKING:
-    from fedfort.federation import Federation
+    from fedfort.run.federation import Federation
 
 __all__ = ["Operations"]
 

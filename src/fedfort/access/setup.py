@@ -8,7 +8,7 @@ operator API behind its guard; :func:`serve_dashboard` does the same for the das
 run directory. Without ``access.tokens`` there is no guard, and the monitoring servers may only
 bind loopback addresses.
 
-This is the interface layer: the run (:class:`~fedfort.federation.Federation`) holds its guard
+This is the interface layer: the run (:class:`~fedfort.run.federation.Federation`) holds its guard
 in ``Federation.access_guard`` and imports nothing from here.
 """
 
@@ -33,7 +33,7 @@ from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.metrics import MetricsServer
 
 if TYPE_CHECKING:
-    from fedfort.federation import Federation
+    from fedfort.run.federation import Federation
 
 __all__ = [
     "access_guard",

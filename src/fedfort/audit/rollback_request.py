@@ -3,7 +3,7 @@
 :func:`request_rollback` files the request in the run's checkpoint database, signed with the
 run's audit key like every checkpoint the resume reads, and appends a ``rollback_requested``
 entry to its audit log. The server applies it on ``--resume``
-(:meth:`fedfort.federation.Federation.rollback`), so the rolled-back model is what the next
+(:meth:`fedfort.run.federation.Federation.rollback`), so the rolled-back model is what the next
 round trains from. The versions themselves are read by
 :class:`~fedfort.server.versions.ModelRegistry`, which never writes to the audit log (the
 server sits below the audit log).

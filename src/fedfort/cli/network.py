@@ -141,7 +141,7 @@ def run_server(args: argparse.Namespace) -> int:
     network = {f"network.{k}": v for k, v in overrides.items() if v is not None}
     config = load_config(args.config).with_overrides({"rounds": args.rounds, **network})
     # with --resume the run's signed checkpoint is verified and --config must match the
-    # configuration stored in it (fedfort.federation_resume), differing keys named
+    # configuration stored in it (fedfort.run.resume), differing keys named
     server = NetworkServer(
         config,
         args.out,
@@ -189,7 +189,7 @@ def run_server(args: argparse.Namespace) -> int:
 def _client_data(spec: str, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     import numpy as np
 
-    from fedfort.federation import split_data
+    from fedfort.run.federation import split_data
 
     if spec.startswith("partition:"):
         try:
@@ -213,7 +213,7 @@ def _client_records(spec: str, config: RunConfig) -> Records:
     file; with ``[edge]`` on, an .npz may carry one array per declared field besides x and y."""
     from fedfort.edge.records import load_records
     from fedfort.edge.schema import Records
-    from fedfort.federation import partition_records, split_data
+    from fedfort.run.federation import partition_records, split_data
 
     if spec.startswith("partition:"):
         try:
@@ -265,9 +265,9 @@ def run_client(args: argparse.Namespace) -> int:
     """``fedfort client``."""
     from fedfort.client.training import LocalTrainer
     from fedfort.config import load_config
-    from fedfort.federation import local_training_data, split_data
     from fedfort.models import ModelSpec, build_model
-    from fedfort.run_threads import run_threads
+    from fedfort.run.federation import local_training_data, split_data
+    from fedfort.run.threads import run_threads
     from fedfort.transport.client import NetworkClient
     from fedfort.transport.server import Credentials
 

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fedfort.config import load_config
-    from fedfort.run_result import RunResult
+    from fedfort.run.result import RunResult
     from fedfort.simulation.results import write_results
     from fedfort.simulation.simulation import Simulation
 

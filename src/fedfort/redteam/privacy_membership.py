@@ -42,8 +42,8 @@ from fedfort.attacks.inference.shadow_models import ShadowStatistics, train_shad
 from fedfort.client.training import LocalTrainer
 from fedfort.config import RunConfig, parse_config
 from fedfort.errors import ConfigError, PrivacyBudgetExhausted
-from fedfort.federation import Federation, RunResult
 from fedfort.redteam.server_view import ServerView
+from fedfort.run.federation import Federation, RunResult
 from fedfort.simulation import Simulation
 
 __all__ = [

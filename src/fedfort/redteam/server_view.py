@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedfort.errors import ConfigError
-from fedfort.federation import Federation
 from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.run.federation import Federation
 from fedfort.server.engine import ClientExecutor, CollectOutcome, SecureChannel
 
 __all__ = ["ServerView"]

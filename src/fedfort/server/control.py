@@ -1,7 +1,7 @@
 """Operator control of a running federation: start, pause, resume and stop between rounds.
 
 :class:`RunControl` is a small thread-safe state machine shared by the run loop
-(:meth:`fedfort.federation.Federation.run`) and whoever controls it (the operator API). The
+(:meth:`fedfort.run.federation.Federation.run`) and whoever controls it (the operator API). The
 loop calls :meth:`RunControl.between_rounds` before every round: that is the only place where a
 pause holds, a stop ends the run and queued commands (a rollback) run, so every one of them
 meets the federation in a clean, committed state: the round in progress always finishes and

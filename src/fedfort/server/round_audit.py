@@ -19,7 +19,7 @@ The audit trail (:class:`fedfort.audit.AuditTrail`, a commit hook) writes what
 
 Entries hold metadata and hashes only, never an update or a data sample. The same entries are
 rebuilt from a signed checkpoint's record when a run is recovered
-(:func:`fedfort.federation_resume.check_audit_log`), so they depend on the record alone.
+(:func:`fedfort.run.resume.check_audit_log`), so they depend on the record alone.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ its round record (accuracy, loss, participants) and the state to continue from i
 audit log holds a ``model_version`` entry for it. :class:`ModelRegistry` lists and shows
 versions and exports one. An operator's rollback is filed by
 :func:`fedfort.audit.rollback_request.request_rollback` (audited at once, applied by the server
-when the run resumes, :meth:`fedfort.federation.Federation.rollback`), so the rolled-back model
+when the run resumes, :meth:`fedfort.run.federation.Federation.rollback`), so the rolled-back model
 is what the next round trains from; the pending request is read back by
 :meth:`ModelRegistry.pending`. Automatic rollback on accuracy drift is
 :class:`~fedfort.server.rollback.DriftRollback`.

@@ -45,8 +45,8 @@ from torch import nn
 from fedfort.attacks.base import Attack
 from fedfort.edge.config import EdgeConfig
 from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted
-from fedfort.federation import FederationData
 from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.run.federation import FederationData
 from fedfort.server.engine import CollectOutcome
 from fedfort.simulation.executors import _SimulatedExecutor
 from fedfort.simulation.lazy_clients import LazyClients

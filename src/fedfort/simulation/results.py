@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from fedfort import jsonio
-from fedfort.run_result import RunResult
+from fedfort.run.result import RunResult
 
 __all__ = ["PLOT_FILE", "RESULTS_FILE", "plot_history", "write_results"]
 

@@ -1,6 +1,6 @@
 """The simulation front door: a federation whose clients run in this process.
 
-:class:`Simulation` is a :class:`~fedfort.federation.Federation` (the server side: dataset,
+:class:`Simulation` is a :class:`~fedfort.run.federation.Federation` (the server side: dataset,
 model, stage pipeline, checkpoints) whose runtime is simulated: the clients, any attack's
 coalition, and a sequential or process-pool executor. It holds no learning or security logic of
 its own: the same :class:`~fedfort.server.RoundEngine` and
@@ -25,11 +25,13 @@ from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.secure import client_policy
-from fedfort.composition import compose
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.errors import ConfigError
-from fedfort.features import Feature
-from fedfort.federation import (
+from fedfort.models import ModelFactory
+from fedfort.privacy.modes import PrivacyMode
+from fedfort.run.composition import compose
+from fedfort.run.features import Feature
+from fedfort.run.federation import (
     CHECKPOINT_FILE,
     Federation,
     RunResult,
@@ -37,8 +39,6 @@ from fedfort.federation import (
     local_training_data,
     partition_records,
 )
-from fedfort.models import ModelFactory
-from fedfort.privacy.modes import PrivacyMode
 from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.server.optimizers import ServerOptimizer
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
@@ -62,10 +62,10 @@ class Simulation(Federation):
             out_dir="runs/x",
         )
 
-    Each object is named in the run's config (:func:`fedfort.composition.compose`), so the run
+    Each object is named in the run's config (:func:`fedfort.run.composition.compose`), so the run
     stores every component in its identity and :meth:`resume` rebuilds them.
 
-    See :class:`~fedfort.federation.Federation` for checkpoints, resuming and model factories.
+    See :class:`~fedfort.run.federation.Federation` for checkpoints, resuming and model factories.
     With ``simulation.runtime = "ray"`` the clients are registered lazily and trained by Ray
     actors (:mod:`fedfort.simulation.ray_runtime`); the server side is the same.
     """
@@ -234,7 +234,7 @@ class Simulation(Federation):
         ``runtime`` (and ``ray_address``) may move the run to another runtime: they are not
         part of its identity, and both runtimes compute the same rounds. ``features`` are the
         run's own features again (the stored pipeline must match, see
-        :meth:`~fedfort.federation.Federation.run`).
+        :meth:`~fedfort.run.federation.Federation.run`).
         """
         config = cls._reopen_config(out_dir, {"rounds": rounds, "simulation.workers": workers})
         if runtime is not None or ray_address is not None:

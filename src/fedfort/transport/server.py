@@ -1,6 +1,6 @@
 """``fedfort server``: a federation whose clients are other processes or hosts, over gRPC + mTLS.
 
-:class:`NetworkServer` is a :class:`~fedfort.federation.Federation`: the same dataset split,
+:class:`NetworkServer` is a :class:`~fedfort.run.federation.Federation`: the same dataset split,
 stage pipeline, round engine and SQLite checkpoints as a simulation, with a
 :class:`~fedfort.transport.service.NetworkExecutor` as its runtime. Its state directory
 (``--out``) holds the checkpoints, the registry of enrolled identities and the server's
@@ -33,9 +33,9 @@ from fedfort.crypto.pki import (
     tls_key_pem,
 )
 from fedfort.errors import ConfigError, RoundFailed
-from fedfort.federation import Federation, RunResult
-from fedfort.federation_privacy import sample_size
 from fedfort.models import ModelFactory
+from fedfort.run.federation import Federation, RunResult
+from fedfort.run.privacy import sample_size
 from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
 from fedfort.server.stages import EnforceQuorum
 from fedfort.transport.admission import PeerLimits

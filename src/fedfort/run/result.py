@@ -1,6 +1,6 @@
 """What a finished run returns: its round records, final model and summaries.
 
-:class:`RunResult` is returned by :meth:`fedfort.federation.Federation.run` in every runtime
+:class:`RunResult` is returned by :meth:`fedfort.run.federation.Federation.run` in every runtime
 (simulation and networked server) and written as ``results.json``. ``SimulationResult`` is its
 former name, kept as an alias so code written against it still works.
 """

@@ -3,7 +3,7 @@
 :func:`calibrated` fixes the noise multiplier for a target epsilon (once, stored in the run's
 config); :class:`PrivacySetup` builds the ledger, the budget guard, the selection, the
 broadcast directive, the DP-FedAvg aggregation and the accounting stage that
-:class:`~fedfort.federation.Federation` puts into the round engine's pipeline (run assembly:
+:class:`~fedfort.run.federation.Federation` puts into the round engine's pipeline (run assembly:
 it reads the config and builds server stages, so it sits above both).
 """
 

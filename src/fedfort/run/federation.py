@@ -39,16 +39,22 @@ from fedfort.data.datasets import Dataset
 from fedfort.data.partition import Partition
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
-from fedfort.features import Feature, RunParts, assemble, default_features
-from fedfort.federation_data import (
+from fedfort.messages import TrainTask
+from fedfort.models import ModelFactory, ModelSpec, build_model
+from fedfort.monitoring.guarding import RequestGuard
+from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
+from fedfort.params import vector_sha256
+from fedfort.run.data import (
     FederationData,
     client_ids,
     local_training_data,
     partition_records,
     split_data,
 )
-from fedfort.federation_privacy import PrivacySetup, calibrated
-from fedfort.federation_resume import (
+from fedfort.run.features import Feature, RunParts, assemble, default_features
+from fedfort.run.privacy import PrivacySetup, calibrated
+from fedfort.run.result import RunResult, SimulationResult
+from fedfort.run.resume import (
     CHECKPOINT_FILE,
     check_audit_log,
     check_rollback_request,
@@ -56,13 +62,7 @@ from fedfort.federation_resume import (
     resumed_config,
     stored_config,
 )
-from fedfort.messages import TrainTask
-from fedfort.models import ModelFactory, ModelSpec, build_model
-from fedfort.monitoring.guarding import RequestGuard
-from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
-from fedfort.params import vector_sha256
-from fedfort.run_result import RunResult, SimulationResult
-from fedfort.run_threads import run_threads
+from fedfort.run.threads import run_threads
 from fedfort.server.checkpoint import CheckpointStore
 from fedfort.server.control import RunControl
 from fedfort.server.engine import (
@@ -154,11 +154,11 @@ class Federation(ABC):
         _resuming: bool = False,
     ) -> None:
         key: SigningKey | None = None
-        #: the run's own features, after the ones its config switches on (fedfort.features)
+        #: the run's own features, after the ones its config switches on (fedfort.run.features)
         self._features = list(features)
         if out_dir is not None and _resuming:
             # before anything is built: the stored checkpoint is verified with the run's
-            # audit key and ``config`` must match it (federation_resume)
+            # audit key and ``config`` must match it (fedfort.run.resume)
             key = resume_key(Path(out_dir))
             config = resumed_config(out_dir, config)
         config = calibrated(config)
@@ -289,7 +289,7 @@ class Federation(ABC):
 
     def _stages(self, config: RunConfig) -> list[Stage]:
         """The round's stages: the config's features and the run's own, assembled in slots
-        (:mod:`fedfort.features`)."""
+        (:mod:`fedfort.run.features`)."""
         self._root = None
         if self.root_idx is not None:
             self._root = ClientData.from_numpy(

@@ -29,7 +29,7 @@ from fedfort.config import RunConfig
 from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import ConfigError
-from fedfort.federation_privacy import PrivacySetup, local_training
+from fedfort.run.privacy import PrivacySetup, local_training
 from fedfort.server.data_report import ReportDataProtection
 from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import Stage
