@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 import fedfort
 import user_components as uc
 from conftest import tiny_config
-from fedfort.aggregation import AGGREGATOR_REGISTRY, CoordinateMedian, NormBounding
+from fedfort.aggregation import AGGREGATOR_REGISTRY, CoordinateMedian, NormBounding, TrimmedMean
 from fedfort.config import parse_config
 from fedfort.errors import ConfigError
 
@@ -67,3 +68,41 @@ def test_an_import_path_to_a_factory_of_something_else_is_refused() -> None:
     defense = {"aggregator": "numpy:ones", "options": {"shape": 3}}
     with pytest.raises(ConfigError, match=r"'numpy:ones' built a ndarray, not a Aggregator"):
         parse_config({"defense": defense})
+
+
+def _central(rule: Any, **privacy: Any) -> fedfort.RunResult:
+    settings = {
+        "mode": "central",
+        "noise_multiplier": 0.5,
+        "clip_norm": 1.0,
+        "secure_noise": False,
+        **privacy,
+    }
+    with fedfort.Simulation(tiny_config(privacy=settings), aggregator=rule) as sim:
+        return sim.run(1)
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "short"])
+def test_a_rule_output_that_cannot_be_projected_releases_only_noise(kind: str) -> None:
+    # the zero vector stands in for it: the release is the noise a zero output gets, so the
+    # rule neither escapes the clip ball nor crashes the round depending on the updates
+    released = _central(uc.FixedOutput(kind=kind))
+    assert np.isfinite(released.model).all()
+    assert np.array_equal(released.model, _central(uc.FixedOutput(kind="zero")).model)
+
+
+def test_adaptive_clipping_around_a_rule_counts_the_clipped_updates() -> None:
+    # every update is far above the clip norm 1.0 (lr 5): the unclipped fraction is ~0
+    privacy = {"adaptive_clipping": True, "noise_multiplier": 0.1, "clip_count_stddev": 0.1}
+    for rule in (TrimmedMean(trim_ratio=0.2), "fedavg"):
+        settings = {
+            "mode": "central",
+            "clip_norm": 1.0,
+            "secure_noise": False,
+            **privacy,
+        }
+        config = tiny_config(privacy=settings, clients={"lr": 5.0})
+        with fedfort.Simulation(config, aggregator=rule) as sim:
+            record = sim.run(1).records[-1]
+        fraction = record["measurements"]["aggregate"]["noisy_unclipped_fraction"]
+        assert fraction < 0.2, (rule, fraction)
