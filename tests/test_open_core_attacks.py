@@ -106,3 +106,12 @@ def test_adaptive_clipping_around_a_rule_counts_the_clipped_updates() -> None:
             record = sim.run(1).records[-1]
         fraction = record["measurements"]["aggregate"]["noisy_unclipped_fraction"]
         assert fraction < 0.2, (rule, fraction)
+
+
+def test_a_model_object_its_class_cannot_rebuild_is_refused() -> None:
+    # the run names the model by its class; WideNet(width=16) is not what the class builds
+    # with no options, so a resume could not rebuild it
+    with pytest.raises(ConfigError, match=r"WideNet.*not the architecture"):
+        fedfort.Simulation(tiny_config(), model=uc.WideNet(64, 10, width=16))
+    with fedfort.Simulation(tiny_config(), model=uc.WideNet(64, 10)) as sim:
+        assert sim.config.model.name == "user_components:WideNet"

@@ -33,13 +33,37 @@ __all__ = ["ModuleCopies", "compose"]
 
 class ModuleCopies:
     """A model factory that returns copies of one ``nn.Module`` (its weights are the run's
-    initial model); picklable when the module's class is importable."""
+    initial model); picklable when the module's class is importable.
+
+    The run names the model by its class, so the copy must have the architecture the class
+    builds from ``(in_features, num_classes, **options)``: a resume rebuilds it that way.
+    """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 
     def __call__(self, in_features: int, num_classes: int, **options: Any) -> nn.Module:
+        cls = type(self.module)
+        try:
+            rebuilt = cls(in_features, num_classes, **options)
+        except Exception as exc:
+            raise ConfigError(
+                f"model {cls.__name__}: the run names it by its class, but "
+                f"{cls.__name__}({in_features}, {num_classes}, **{options}) fails ({exc}); "
+                "give a factory, or name the class and its options in [model]"
+            ) from exc
+        if _shapes(rebuilt) != _shapes(self.module):
+            raise ConfigError(
+                f"model {cls.__name__}: the object given is not the architecture "
+                f"{cls.__name__}({in_features}, {num_classes}, **{options}) builds, which is "
+                "what the run records and a resume rebuilds; name the class and its options in "
+                "[model] (name = 'module:Class', options = {...}) instead of giving an object"
+            )
         return copy.deepcopy(self.module)
+
+
+def _shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
 
 
 def compose(
