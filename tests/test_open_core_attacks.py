@@ -115,3 +115,13 @@ def test_a_model_object_its_class_cannot_rebuild_is_refused() -> None:
         fedfort.Simulation(tiny_config(), model=uc.WideNet(64, 10, width=16))
     with fedfort.Simulation(tiny_config(), model=uc.WideNet(64, 10)) as sim:
         assert sim.config.model.name == "user_components:WideNet"
+
+
+def test_an_attack_option_named_like_a_common_attack_key_is_refused() -> None:
+    # [attack] fraction is the share of malicious clients: the attack's own 'fraction' would
+    # silently keep its default
+    table = {"name": "user_components:FractionShift", "fraction": 0.3, "shift": 2.0}
+    with pytest.raises(ConfigError, match=r"has the option 'fraction'.*rename"):
+        parse_config({"attack": table})
+    with pytest.raises(ConfigError, match=r"has the option 'fraction'.*rename"):
+        fedfort.Simulation(tiny_config(), attack=uc.FractionShift(fraction=0.1, shift=2.0))

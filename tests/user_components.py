@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fedfort.aggregation import AggregationResult, Aggregator, UpdateBatch
+from fedfort.attacks import Attack, AttackView
 
 
 class AppendingRule(Aggregator):
@@ -69,3 +70,17 @@ class WideNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x.flatten(1))
         return out
+
+
+class FractionShift(Attack):
+    """An attack with an option named like a key every ``[attack]`` table uses (``fraction``):
+    the table would give it to the run, never to the attack."""
+
+    name = "fraction_shift"
+
+    def __init__(self, fraction: float = 0.5, shift: float = 1.0) -> None:
+        self.fraction = fraction
+        self.shift = shift
+
+    def craft(self, view: AttackView) -> np.ndarray:
+        return np.full_like(view.own, np.float32(self.shift * self.fraction))

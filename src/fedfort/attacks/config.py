@@ -128,6 +128,14 @@ class PluginAttackConfig(_AttackBase):
 
     @model_validator(mode="after")
     def _known_attack(self) -> PluginAttackConfig:
+        entry = ATTACK_REGISTRY.resolve(self.name)
+        shared = sorted(_COMMON & set(entry.schema.model_fields))
+        if shared:
+            # the [attack] table would give these keys to the run, never to the attack
+            raise ValueError(
+                f"attack {self.name!r} has the option {shared[0]!r}, a key every attack's "
+                f"table uses for itself ({sorted(_COMMON)}): rename the attack's option"
+            )
         ATTACK_REGISTRY.options(self.name, self.options(), where=f"attack {self.name!r}")
         return self
 
