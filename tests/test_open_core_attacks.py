@@ -6,6 +6,7 @@ The user components live outside fedfort, in ``tests/user_components.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,3 +126,21 @@ def test_an_attack_option_named_like_a_common_attack_key_is_refused() -> None:
         parse_config({"attack": table})
     with pytest.raises(ConfigError, match=r"has the option 'fraction'.*rename"):
         fedfort.Simulation(tiny_config(), attack=uc.FractionShift(fraction=0.1, shift=2.0))
+
+
+def test_a_users_stage_built_with_other_arguments_is_refused_on_resume(tmp_path: Path) -> None:
+    config = tiny_config(rounds=3)
+    with fedfort.Simulation(config, tmp_path / "run", features=[uc.Scaling(0.5)]) as sim:
+        sim.run(1)
+    with (
+        fedfort.Simulation.resume(tmp_path / "run", features=[uc.Scaling(0.1)]) as sim,
+        pytest.raises(
+            ConfigError, match=r'scale_updates \(user_components:ScaleUpdates \{"factor": ?0\.5\}'
+        ),
+    ):
+        sim.run()
+    # the same arguments resume (the stage's changing state is not part of the identity)
+    with fedfort.Simulation.resume(tmp_path / "run", rounds=2, features=[uc.Scaling(0.5)]) as sim:
+        assert sim.run().records[-1]["round"] == 2
+    with fedfort.Simulation.resume(tmp_path / "run", rounds=3, features=[uc.Scaling(0.5)]) as sim:
+        assert sim.run().records[-1]["round"] == 3

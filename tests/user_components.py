@@ -6,12 +6,16 @@ Each class is defined at module level (a run names it by import path
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import nn
 
 from fedfort.aggregation import AggregationResult, Aggregator, UpdateBatch
 from fedfort.attacks import Attack, AttackView
+from fedfort.features import Feature, Pipeline, RunParts
+from fedfort.server import RoundContext, Stage
 
 
 class AppendingRule(Aggregator):
@@ -84,3 +88,31 @@ class FractionShift(Attack):
 
     def craft(self, view: AttackView) -> np.ndarray:
         return np.full_like(view.own, np.float32(self.shift * self.fraction))
+
+
+class ScaleUpdates(Stage):
+    """A user's stage: every accepted delta times ``factor``."""
+
+    name = "scale_updates"
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.rounds_seen = 0  # state that changes as the run goes: not part of the identity
+
+    def run(self, ctx: RoundContext) -> None:
+        self.rounds_seen += 1
+        ctx.accepted = [
+            dataclasses.replace(u, delta=u.delta * np.float32(self.factor)) for u in ctx.accepted
+        ]
+
+
+class Scaling(Feature):
+    """A user's feature contributing :class:`ScaleUpdates` to the screen slot."""
+
+    name = "scaling"
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def contribute(self, parts: RunParts, pipeline: Pipeline) -> None:
+        pipeline.add("screen", ScaleUpdates(self.factor))
