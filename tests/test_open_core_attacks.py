@@ -144,3 +144,11 @@ def test_a_users_stage_built_with_other_arguments_is_refused_on_resume(tmp_path:
         assert sim.run().records[-1]["round"] == 2
     with fedfort.Simulation.resume(tmp_path / "run", rounds=3, features=[uc.Scaling(0.5)]) as sim:
         assert sim.run().records[-1]["round"] == 3
+
+
+def test_an_option_table_with_keys_json_cannot_keep_is_refused() -> None:
+    # recorded as {"1": 2.0}, a resume would rebuild the rule with a string key
+    with pytest.raises(ConfigError, match=r"option 'scales' has the key 1, a int"):
+        AGGREGATOR_REGISTRY.spec_of(uc.PerClientScale(scales={1: 2.0}))  # type: ignore[dict-item]
+    spec = AGGREGATOR_REGISTRY.spec_of(uc.PerClientScale(scales={"client-1": 2.0}))
+    assert spec.options == {"scales": {"client-1": 2.0}}

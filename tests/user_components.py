@@ -116,3 +116,15 @@ class Scaling(Feature):
 
     def contribute(self, parts: RunParts, pipeline: Pipeline) -> None:
         pipeline.add("screen", ScaleUpdates(self.factor))
+
+
+class PerClientScale(Aggregator):
+    """A rule with a table of per-client scales (keys as the user wrote them)."""
+
+    name = "per_client_scale"
+
+    def __init__(self, scales: dict[str, float] | None = None) -> None:
+        self.scales = dict(scales or {})
+
+    def aggregate(self, batch: UpdateBatch) -> AggregationResult:
+        return AggregationResult(batch.updates.mean(axis=0).astype(np.float32), {})

@@ -199,7 +199,14 @@ def _jsonable(value: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {value} is not a finite number")
         return value
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+        for key in value:
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"{where} has the key {key!r}, a {type(key).__name__}: a run records "
+                    "tables with string keys only (a resume would rebuild it with "
+                    f"{str(key)!r}), so give the component a table keyed by strings"
+                )
+        return {k: _jsonable(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Component) or dataclasses.is_dataclass(value):
