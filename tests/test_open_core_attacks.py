@@ -152,3 +152,12 @@ def test_an_option_table_with_keys_json_cannot_keep_is_refused() -> None:
         AGGREGATOR_REGISTRY.spec_of(uc.PerClientScale(scales={1: 2.0}))  # type: ignore[dict-item]
     spec = AGGREGATOR_REGISTRY.spec_of(uc.PerClientScale(scales={"client-1": 2.0}))
     assert spec.options == {"scales": {"client-1": 2.0}}
+
+
+def test_an_aggregator_object_does_not_silently_drop_the_configs_wrappers() -> None:
+    config = tiny_config(defense={"norm_bound": 2.0})
+    with pytest.raises(ConfigError, match=r"defense.norm_bound = 2.0.*wrap the object"):
+        fedfort.Simulation(config, aggregator=TrimmedMean(trim_ratio=0.2))
+    wrapped = NormBounding(TrimmedMean(trim_ratio=0.2), max_norm=2.0)
+    with fedfort.Simulation(tiny_config(), aggregator=wrapped) as sim:
+        assert sim.config.defense.options["max_norm"] == 2.0

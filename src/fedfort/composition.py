@@ -121,8 +121,18 @@ def _set_aggregator(defense: dict[str, Any], aggregator: Aggregator | str) -> No
         raise ConfigError(
             f"aggregator must be a fedfort.aggregation.Aggregator, got {type(aggregator).__name__}"
         )
+    wrappers = {k: defense.get(k) for k in ("norm_bound", "robust_lr_threshold")}
+    configured = {k: v for k, v in wrappers.items() if v is not None}
+    if configured:
+        # the object replaces the config's rule, wrappers and all: never drop them silently
+        keys = ", ".join(f"defense.{k} = {v}" for k, v in configured.items())
+        raise ConfigError(
+            f"the config wraps its rule ({keys}) and an aggregator object replaces it: wrap "
+            "the object instead (NormBounding(rule, max_norm), RobustLearningRate(rule, "
+            "threshold)) and unset those keys"
+        )
     spec = AGGREGATOR_REGISTRY.spec_of(aggregator)
-    # the object carries its own wrappers and options: the flat keys keep their defaults
+    # the object carries its own wrappers and options
     defense.update(
         aggregator=spec.ref, options=spec.options, norm_bound=None, robust_lr_threshold=None
     )
