@@ -16,6 +16,20 @@ import fedfort
 import user_components as uc
 from conftest import tiny_config
 from fedfort.aggregation import AGGREGATOR_REGISTRY, CoordinateMedian, NormBounding, TrimmedMean
+from fedfort.attacks import (
+    ALIE,
+    IPM,
+    Attack,
+    Backdoor,
+    FreeRider,
+    GaussianNoise,
+    LabelFlip,
+    MinMax,
+    MinSum,
+    SignFlip,
+    StaleReplay,
+    Trigger,
+)
 from fedfort.config import parse_config
 from fedfort.errors import ConfigError
 
@@ -161,3 +175,40 @@ def test_an_aggregator_object_does_not_silently_drop_the_configs_wrappers() -> N
     wrapped = NormBounding(TrimmedMean(trim_ratio=0.2), max_norm=2.0)
     with fedfort.Simulation(tiny_config(), aggregator=wrapped) as sim:
         assert sim.config.defense.options["max_norm"] == 2.0
+
+
+def _state(attack: Attack) -> dict[str, Any]:
+    state = {k: v for k, v in vars(attack).items() if k != "component_args"}
+    trigger = state.pop("trigger", None)
+    if trigger is not None:  # the run gives the trigger the dataset's image shape
+        state["trigger"] = (trigger.size, trigger.value, trigger.corner, trigger.margin)
+    return state
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        Backdoor(Trigger(size=2, value=0.5, corner="bottom_right"), 3, boost=4.0),
+        LabelFlip(mode="reverse"),
+        ALIE(z=1.5),
+        IPM(epsilon=0.2),
+        GaussianNoise(sigma=0.3),
+        MinMax(perturbation="std"),
+        MinSum(gamma_init=5.0),
+        SignFlip(scale=3.0),
+        FreeRider(mode="noise"),
+        StaleReplay(),
+    ],
+    ids=lambda a: type(a).__name__,
+)
+def test_each_of_fedforts_attacks_as_an_object_is_the_attack_that_runs(attack: Attack) -> None:
+    with fedfort.Simulation(tiny_config(), attack=attack) as sim:
+        assert type(sim.attack) is type(attack)
+        assert _state(sim.attack) == _state(attack)
+
+
+def test_an_attack_argument_no_config_can_hold_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"option 'tol' = 0.001 cannot be set.*default 1e-05"):
+        fedfort.Simulation(tiny_config(), attack=MinMax(tol=1e-3))
+    with pytest.raises(ConfigError, match=r"leave Trigger's image_shape unset"):
+        fedfort.Simulation(tiny_config(), attack=Backdoor(Trigger(image_shape=(8, 8)), 0))

@@ -35,6 +35,7 @@ __all__ = [
     "attack_kind",
     "attack_options",
     "build_attack",
+    "builtin_option_keys",
     "register",
 ]
 
@@ -231,6 +232,13 @@ for _name, _cls in ATTACK_CLASSES.items():
         ATTACK_REGISTRY.register(_name)(_cls)
 
 _COMMON = frozenset(_AttackBase.model_fields) | {"name"}
+
+
+def builtin_option_keys(name: str) -> frozenset[str] | None:
+    """The option keys an ``[attack]`` table of fedfort's attack ``name`` takes (``None`` for
+    any other attack, whose options are its constructor's)."""
+    config = _BUILT_IN_CONFIGS.get(name)
+    return None if config is None else frozenset(config.model_fields) - _COMMON
 
 
 def attack_options(cfg: AttackConfig) -> dict[str, Any]:
