@@ -212,3 +212,9 @@ def test_an_attack_argument_no_config_can_hold_is_refused() -> None:
         fedfort.Simulation(tiny_config(), attack=MinMax(tol=1e-3))
     with pytest.raises(ConfigError, match=r"leave Trigger's image_shape unset"):
         fedfort.Simulation(tiny_config(), attack=Backdoor(Trigger(image_shape=(8, 8)), 0))
+
+
+def test_a_model_factory_that_returns_something_else_is_refused() -> None:
+    config = tiny_config(model={"name": "user_components:not_a_model"})
+    with pytest.raises(ConfigError, match=r"built a list, not a torch.nn.Module"):
+        fedfort.Simulation(config)

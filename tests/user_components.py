@@ -128,3 +128,8 @@ class PerClientScale(Aggregator):
 
     def aggregate(self, batch: UpdateBatch) -> AggregationResult:
         return AggregationResult(batch.updates.mean(axis=0).astype(np.float32), {})
+
+
+def not_a_model(in_features: int, num_classes: int) -> list[int]:
+    """A "model factory" that returns something else than an ``nn.Module``."""
+    return [in_features, num_classes]

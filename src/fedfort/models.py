@@ -154,6 +154,12 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
         if seed is not None:
             torch.manual_seed(seed)
         try:
-            return factory(spec.in_features, spec.num_classes, **spec.options)
+            model = factory(spec.in_features, spec.num_classes, **spec.options)
         except TypeError as exc:
             raise ConfigError(f"bad options {spec.options} for model {spec.name!r}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model {spec.name!r} built a {type(model).__name__}, not a torch.nn.Module: name "
+            "an nn.Module class or a factory that returns one"
+        )
+    return model
