@@ -218,3 +218,10 @@ def test_a_model_factory_that_returns_something_else_is_refused() -> None:
     config = tiny_config(model={"name": "user_components:not_a_model"})
     with pytest.raises(ConfigError, match=r"built a list, not a torch.nn.Module"):
         fedfort.Simulation(config)
+
+
+def test_extra_positional_arguments_are_refused_rather_than_dropped() -> None:
+    with pytest.raises(ConfigError, match=r"extra positional arguments \(\*weights\)"):
+        AGGREGATOR_REGISTRY.spec_of(uc.PositionalWeights(0.2, 0.8))
+    spec = AGGREGATOR_REGISTRY.spec_of(uc.PositionalWeights(scale=2.0))
+    assert spec.options == {"scale": 2.0}

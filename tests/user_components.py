@@ -133,3 +133,16 @@ class PerClientScale(Aggregator):
 def not_a_model(in_features: int, num_classes: int) -> list[int]:
     """A "model factory" that returns something else than an ``nn.Module``."""
     return [in_features, num_classes]
+
+
+class PositionalWeights(Aggregator):
+    """A rule taking its weights as extra positional arguments (``*weights``)."""
+
+    name = "positional_weights"
+
+    def __init__(self, *weights: float, scale: float = 1.0) -> None:
+        self.weights = weights
+        self.scale = scale
+
+    def aggregate(self, batch: UpdateBatch) -> AggregationResult:
+        return AggregationResult(batch.updates.mean(axis=0).astype(np.float32), {})

@@ -105,8 +105,8 @@ class Component:
                 for name, param in signature.parameters.items():
                     if param.kind is inspect.Parameter.VAR_KEYWORD:
                         values.update(values.pop(name, {}))
-                    elif param.kind is inspect.Parameter.VAR_POSITIONAL:
-                        values.pop(name, None)
+                    elif param.kind is inspect.Parameter.VAR_POSITIONAL and not values.get(name):
+                        values.pop(name, None)  # none given (spec_of refuses any given)
                 # a copy of the containers: a constructor that appends to a list it was
                 # given must not change what the run records
                 object.__setattr__(self, "component_args", _snapshot(values))
@@ -412,6 +412,14 @@ class Registry(Generic[T]):
                     f"{self.base.__name__} (a fedfort Component) so a run can name it"
                 )
             args = recorded
+            init = getattr(cls.__init__, "__wrapped__", cls.__init__)
+            for param in inspect.signature(init).parameters.values():
+                if param.kind is inspect.Parameter.VAR_POSITIONAL and param.name in args:
+                    raise ConfigError(
+                        f"{cls.__name__} was given extra positional arguments (*{param.name}), "
+                        "which a run cannot name: take them as one keyword option (a list) so "
+                        "a resume can rebuild the component"
+                    )
         options = {
             k: _jsonable(v, f"{self.kind} {ref!r} option {k!r}")
             for k, v in args.items()
