@@ -147,13 +147,19 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     if ":" not in spec.name and spec.name not in MODEL_REGISTRY.names():
         raise ConfigError(
             f"unknown model {spec.name!r}; choose one of {available_models()}, register yours "
-            "with fedfort.register_model, or give an import path 'package.module:Factory'"
+            "with fedfort.register_model, or give an import path 'package.module:NetClass'"
         )
     factory: ModelFactory = MODEL_REGISTRY.resolve(spec.name).factory
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         try:
-            return factory(spec.in_features, spec.num_classes, **spec.options)
+            model = factory(spec.in_features, spec.num_classes, **spec.options)
         except TypeError as exc:
             raise ConfigError(f"bad options {spec.options} for model {spec.name!r}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model {spec.name!r} built a {type(model).__name__}, not a torch.nn.Module: name "
+            "an nn.Module class or a factory that returns one"
+        )
+    return model

@@ -105,13 +105,26 @@ class Component:
                 for name, param in signature.parameters.items():
                     if param.kind is inspect.Parameter.VAR_KEYWORD:
                         values.update(values.pop(name, {}))
-                    elif param.kind is inspect.Parameter.VAR_POSITIONAL:
-                        values.pop(name, None)
-                object.__setattr__(self, "component_args", values)
+                    elif param.kind is inspect.Parameter.VAR_POSITIONAL and not values.get(name):
+                        values.pop(name, None)  # none given (spec_of refuses any given)
+                # a copy of the containers: a constructor that appends to a list it was
+                # given must not change what the run records
+                object.__setattr__(self, "component_args", _snapshot(values))
             init(self, *args, **kw)
 
         recording_init._records_args = True  # type: ignore[attr-defined]
         cls.__init__ = recording_init  # type: ignore[method-assign]
+
+
+def _snapshot(value: Any) -> Any:
+    """``value`` with its lists, tuples and dicts copied (other objects are shared)."""
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snapshot(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_snapshot(v) for v in value)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,11 +199,18 @@ def _jsonable(value: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {value} is not a finite number")
         return value
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+        for key in value:
+            if not isinstance(key, str):
+                raise ConfigError(
+                    f"{where} has the key {key!r}, a {type(key).__name__}: a run records "
+                    "tables with string keys only (a resume would rebuild it with "
+                    f"{str(key)!r}), so give the component a table keyed by strings"
+                )
+        return {k: _jsonable(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Component) or dataclasses.is_dataclass(value):
-        owner = _OWNERS.get(type(value))
+        owner = _owner(value)
         if owner is not None:
             return owner.spec_of(value).to_dict()
     raise ConfigError(
@@ -202,6 +222,17 @@ def _jsonable(value: Any, where: str) -> Any:
 
 #: which registry a component class belongs to (for nested components)
 _OWNERS: dict[type, Registry[Any]] = {}
+#: every registry, in creation order (a user's class nested in a wrapper is named by the
+#: registry whose interface it implements, registered or not)
+_REGISTRIES: list[Registry[Any]] = []
+
+
+def _owner(value: Any) -> Registry[Any] | None:
+    """The registry that names ``value``: its class's, else the one whose base it subclasses."""
+    owner = _OWNERS.get(type(value))
+    if owner is not None:
+        return owner
+    return next((r for r in _REGISTRIES if isinstance(value, r.base)), None)
 
 
 class Registry(Generic[T]):
@@ -215,6 +246,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.base = base
         self._entries: dict[str, Entry[T]] = {}
+        _REGISTRIES.append(self)
 
     def register(
         self,
@@ -277,15 +309,16 @@ class Registry(Generic[T]):
         for known in self._entries.values():
             if known.factory is factory:
                 return known
-        if inspect.isclass(factory):
-            if not issubclass(factory, self.base):
-                raise ConfigError(
-                    f"{self.kind} {ref!r} is not a {self.base.__name__} (subclass "
-                    f"{self.base.__module__}.{self.base.__name__})"
-                )
-            _OWNERS.setdefault(factory, self)
-        elif not callable(factory):
-            raise ConfigError(f"{self.kind} {ref!r} is neither a class nor a factory function")
+        # an import path names a class of this kind, never an arbitrary callable: a config must
+        # not be able to call, say, os:system with its options (register a factory function
+        # in code to give it a name)
+        if not inspect.isclass(factory) or not issubclass(factory, self.base):
+            raise ConfigError(
+                f"{self.kind} {ref!r} is not a {self.base.__name__} class (an import path names "
+                f"a subclass of {self.base.__module__}.{self.base.__name__}; register a factory "
+                "function under a name instead)"
+            )
+        _OWNERS.setdefault(factory, self)
         return Entry(self.kind, ref, factory, _schema_from_signature(factory, (), self.base))
 
     def options(self, ref: str, raw: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
@@ -323,23 +356,41 @@ class Registry(Generic[T]):
             k: self._nested(v, f"{self.kind} {ref!r} option {k!r}", context)
             for k, v in values.items()
         }
+        for key in _nested_parameters(entry.factory, self.base):
+            if key in built and built[key] is not None and not isinstance(built[key], self.base):
+                raise ConfigError(
+                    f"{self.kind} {ref!r} option {key!r} is a nested {self.kind}: write it as "
+                    f'{{ref = "name", options = {{...}}}}, got {values[key]!r}'
+                )
         accepted = _parameters(entry.factory)
         for key, value in (context or {}).items():
             if key in accepted and key not in built:
                 built[key] = value
         try:
-            return entry.factory(**built)
+            component = entry.factory(**built)
         except ConfigError:
             raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.kind} {ref!r} cannot be built with {values}: {exc}") from exc
+        if not isinstance(component, self.base):
+            raise ConfigError(
+                f"{self.kind} {ref!r} built a {type(component).__name__}, not a "
+                f"{self.base.__name__}: name a {self.base.__name__} class or a factory that "
+                "returns one"
+            )
+        return component
 
     def _nested(self, value: Any, where: str, context: Mapping[str, Any] | None) -> Any:
         if isinstance(value, Mapping) and REF in value:
             extra = set(value) - {REF, "options"}
             if extra:
                 raise ConfigError(f"{where}: a nested component takes only 'ref' and 'options'")
-            return self.build(str(value[REF]), value.get("options") or {}, context=context)
+            options = value.get("options") or {}
+            if not isinstance(options, Mapping):
+                raise ConfigError(
+                    f"{where}: 'options' of a nested component is a table, got {options!r}"
+                )
+            return self.build(str(value[REF]), options, context=context)
         return value
 
     def spec_of(self, component: Any) -> ComponentSpec:
@@ -354,18 +405,39 @@ class Registry(Generic[T]):
             args = {f.name: getattr(component, f.name) for f in fields if f.init}
         else:
             recorded: dict[str, Any] | None = getattr(component, "component_args", None)
+            if recorded is None and cls.__init__ is object.__init__:
+                recorded = {}  # no constructor anywhere in its classes: no options
             if recorded is None:
                 raise ConfigError(
                     f"{cls.__name__} does not record its constructor arguments: subclass "
                     f"{self.base.__name__} (a fedfort Component) so a run can name it"
                 )
             args = recorded
+            init = getattr(cls.__init__, "__wrapped__", cls.__init__)
+            for param in inspect.signature(init).parameters.values():
+                if param.kind is inspect.Parameter.VAR_POSITIONAL and param.name in args:
+                    raise ConfigError(
+                        f"{cls.__name__} was given extra positional arguments (*{param.name}), "
+                        "which a run cannot name: take them as one keyword option (a list) so "
+                        "a resume can rebuild the component"
+                    )
         options = {
             k: _jsonable(v, f"{self.kind} {ref!r} option {k!r}")
             for k, v in args.items()
             if k not in entry.context
         }
         return ComponentSpec(ref, options)
+
+
+def _nested_parameters(factory: Callable[..., Any], base: type) -> list[str]:
+    """The parameters of ``factory`` typed as (or containing) ``base``: nested components."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    target = getattr(target, "__wrapped__", target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: no parameter is known to be nested
+        return []
+    return [k for k, v in hints.items() if k != "return" and _mentions(v, base)]
 
 
 def _parameters(factory: Callable[..., Any]) -> set[str]:

@@ -35,6 +35,7 @@ __all__ = [
     "attack_kind",
     "attack_options",
     "build_attack",
+    "builtin_option_keys",
     "register",
 ]
 
@@ -128,6 +129,14 @@ class PluginAttackConfig(_AttackBase):
 
     @model_validator(mode="after")
     def _known_attack(self) -> PluginAttackConfig:
+        entry = ATTACK_REGISTRY.resolve(self.name)
+        shared = sorted(_COMMON & set(entry.schema.model_fields))
+        if shared:
+            # the [attack] table would give these keys to the run, never to the attack
+            raise ValueError(
+                f"attack {self.name!r} has the option {shared[0]!r}, a key every attack's "
+                f"table uses for itself ({sorted(_COMMON)}): rename the attack's option"
+            )
         ATTACK_REGISTRY.options(self.name, self.options(), where=f"attack {self.name!r}")
         return self
 
@@ -223,6 +232,13 @@ for _name, _cls in ATTACK_CLASSES.items():
         ATTACK_REGISTRY.register(_name)(_cls)
 
 _COMMON = frozenset(_AttackBase.model_fields) | {"name"}
+
+
+def builtin_option_keys(name: str) -> frozenset[str] | None:
+    """The option keys an ``[attack]`` table of fedfort's attack ``name`` takes (``None`` for
+    any other attack, whose options are its constructor's)."""
+    config = _BUILT_IN_CONFIGS.get(name)
+    return None if config is None else frozenset(config.model_fields) - _COMMON
 
 
 def attack_options(cfg: AttackConfig) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from torch import nn
 
 from fedfort.aggregation.base import AGGREGATOR_REGISTRY, Aggregator
 from fedfort.attacks.base import ATTACK_REGISTRY, Attack
+from fedfort.attacks.config import builtin_option_keys
+from fedfort.attacks.data_poisoning import Backdoor, Trigger
 from fedfort.config import RunConfig, parse_config
 from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
@@ -33,13 +35,37 @@ __all__ = ["ModuleCopies", "compose"]
 
 class ModuleCopies:
     """A model factory that returns copies of one ``nn.Module`` (its weights are the run's
-    initial model); picklable when the module's class is importable."""
+    initial model); picklable when the module's class is importable.
+
+    The run names the model by its class, so the copy must have the architecture the class
+    builds from ``(in_features, num_classes, **options)``: a resume rebuilds it that way.
+    """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
 
     def __call__(self, in_features: int, num_classes: int, **options: Any) -> nn.Module:
+        cls = type(self.module)
+        try:
+            rebuilt = cls(in_features, num_classes, **options)
+        except Exception as exc:
+            raise ConfigError(
+                f"model {cls.__name__}: the run names it by its class, but "
+                f"{cls.__name__}({in_features}, {num_classes}, **{options}) fails ({exc}); "
+                "give a factory, or name the class and its options in [model]"
+            ) from exc
+        if _shapes(rebuilt) != _shapes(self.module):
+            raise ConfigError(
+                f"model {cls.__name__}: the object given is not the architecture "
+                f"{cls.__name__}({in_features}, {num_classes}, **{options}) builds, which is "
+                "what the run records and a resume rebuilds; name the class and its options in "
+                "[model] (name = 'module:Class', options = {...}) instead of giving an object"
+            )
         return copy.deepcopy(self.module)
+
+
+def _shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
 
 
 def compose(
@@ -97,8 +123,18 @@ def _set_aggregator(defense: dict[str, Any], aggregator: Aggregator | str) -> No
         raise ConfigError(
             f"aggregator must be a fedfort.aggregation.Aggregator, got {type(aggregator).__name__}"
         )
+    wrappers = {k: defense.get(k) for k in ("norm_bound", "robust_lr_threshold")}
+    configured = {k: v for k, v in wrappers.items() if v is not None}
+    if configured:
+        # the object replaces the config's rule, wrappers and all: never drop them silently
+        keys = ", ".join(f"defense.{k} = {v}" for k, v in configured.items())
+        raise ConfigError(
+            f"the config wraps its rule ({keys}) and an aggregator object replaces it: wrap "
+            "the object instead (NormBounding(rule, max_norm), RobustLearningRate(rule, "
+            "threshold)) and unset those keys"
+        )
     spec = AGGREGATOR_REGISTRY.spec_of(aggregator)
-    # the object carries its own wrappers and options: the flat keys keep their defaults
+    # the object carries its own wrappers and options
     defense.update(
         aggregator=spec.ref, options=spec.options, norm_bound=None, robust_lr_threshold=None
     )
@@ -132,8 +168,51 @@ def _set_attack(body: dict[str, Any], attack: Attack | str) -> None:
         return
     if not isinstance(attack, Attack):
         raise ConfigError(f"attack must be a fedfort.attacks.Attack, got {type(attack).__name__}")
+    ref, options = _attack_spec(attack)
+    body["attack"] = {**common, **options, "name": ref}
+
+
+def _attack_spec(attack: Attack) -> tuple[str, dict[str, Any]]:
+    """The ``[attack]`` name and options that rebuild ``attack``."""
+    if type(attack) is Backdoor:
+        return "backdoor", _backdoor_options(attack)
     spec = ATTACK_REGISTRY.spec_of(attack)
-    body["attack"] = {**common, **spec.options, "name": spec.ref}
+    keys = builtin_option_keys(spec.ref)
+    if keys is None:
+        return spec.ref, spec.options
+    # fedfort's own attack: its table takes the options a config may set; a constructor
+    # argument beyond them is recorded only at its default (the value a resume rebuilds)
+    defaults = inspect.signature(type(attack)).parameters
+    options = {}
+    for key, value in spec.options.items():
+        if key in keys:
+            options[key] = value
+        elif value != defaults[key].default:
+            raise ConfigError(
+                f"attack {spec.ref!r}: option {key!r} = {value!r} cannot be set in a run's "
+                f"config (its [attack] table takes {sorted(keys)}), so a resume could not "
+                f"rebuild it: leave it at its default {defaults[key].default!r}"
+            )
+    return spec.ref, options
+
+
+def _backdoor_options(attack: Backdoor) -> dict[str, Any]:
+    """A backdoor as the ``[attack]`` table writes it: the trigger's options are its own."""
+    args = dict(attack.component_args)
+    trigger: Trigger = args.pop("trigger")
+    if trigger.image_shape is not None or trigger.margin != 0:
+        raise ConfigError(
+            "a backdoor given as an object is named by its [attack] table, which takes the "
+            "trigger's size, value and corner: leave Trigger's image_shape unset (the run "
+            "takes it from the dataset) and margin at 0"
+        )
+    options = {
+        "trigger_size": trigger.size,
+        "trigger_value": trigger.value,
+        "trigger_corner": trigger.corner,
+        **args,
+    }
+    return options
 
 
 def _set_model(

@@ -56,10 +56,13 @@ from fedfort.run.privacy import PrivacySetup, calibrated
 from fedfort.run.result import RunResult, SimulationResult
 from fedfort.run.resume import (
     CHECKPOINT_FILE,
+    PIPELINE_META,
     check_audit_log,
     check_rollback_request,
+    pipeline_identity,
     resume_key,
     resumed_config,
+    stage_list,
     stored_config,
 )
 from fedfort.run.threads import run_threads
@@ -90,21 +93,6 @@ __all__ = [
     "partition_records",
     "split_data",
 ]
-
-
-#: checkpoint meta key of the run's stage pipeline (see :meth:`Federation._check_pipeline`)
-PIPELINE_META = "pipeline"
-
-
-def pipeline_identity(stages: list[Stage]) -> list[dict[str, str]]:
-    """Each stage's name and class (module:qualname), in pipeline order."""
-    return [
-        {"name": s.name, "class": f"{type(s).__module__}:{type(s).__qualname__}"} for s in stages
-    ]
-
-
-def _stage_list(text: str) -> str:
-    return "[" + ", ".join(f"{s['name']} ({s['class']})" for s in json.loads(text)) + "]"
 
 
 def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
@@ -519,8 +507,8 @@ class Federation(ABC):
             return
         if stored != current:
             raise ConfigError(
-                f"{self.store.path} was run with the stage pipeline {_stage_list(stored)}, but "
-                f"this run has {_stage_list(current)}: insert the same stages (in the same "
+                f"{self.store.path} was run with the stage pipeline {stage_list(stored)}, but "
+                f"this run has {stage_list(current)}: insert the same stages (in the same "
                 "places) before resuming, or start a new run"
             )
 

@@ -28,9 +28,12 @@ it: keep it encrypted or on a token (docs/key-custody.md).
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedfort import jsonio
 from fedfort.audit import AUDIT_FILE, AuditTrail, read_entries, verify_run
 from fedfort.audit.chain import key_id
 from fedfort.audit.log import AUDIT_KEY_NAME, audit_keystore
@@ -38,14 +41,17 @@ from fedfort.config import RunConfig, config_differences, parse_config
 from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import CheckpointError
 from fedfort.server.checkpoint import CheckpointStore
-from fedfort.server.engine import RoundRecord
+from fedfort.server.engine import RoundRecord, Stage
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "PIPELINE_META",
     "check_audit_log",
     "check_rollback_request",
+    "pipeline_identity",
     "resume_key",
     "resumed_config",
+    "stage_list",
     "stored_config",
 ]
 
@@ -194,3 +200,50 @@ def check_rollback_request(out_dir: Path, request: dict[str, Any] | None) -> Non
             "go on from the version the operator asked to leave; file the rollback again "
             "(fedfort model rollback) or restore the run directory from a trusted copy"
         )
+
+
+#: checkpoint meta key of the run's stage pipeline (see
+#: :meth:`fedfort.run.federation.Federation._check_pipeline`)
+PIPELINE_META = "pipeline"
+
+
+def pipeline_identity(stages: list[Stage]) -> list[dict[str, Any]]:
+    """Each stage's name and class (module:qualname), in pipeline order; a stage defined
+    outside fedfort also with the arguments it was built with (fedfort's own stages are built
+    from the config, which the run's identity already covers)."""
+    identity: list[dict[str, Any]] = []
+    for stage in stages:
+        cls = type(stage)
+        entry: dict[str, Any] = {
+            "name": stage.name,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+        }
+        if cls.__module__.split(".")[0] != "fedfort":
+            args = getattr(stage, "component_args", {})
+            entry["options"] = {k: _recordable(v) for k, v in args.items()}
+        identity.append(entry)
+    return identity
+
+
+def _recordable(value: Any) -> Any:
+    """``value`` as JSON; a value JSON cannot hold is recorded by its type."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, list | tuple):
+        return [_recordable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _recordable(v) for k, v in value.items()}
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def stage_list(text: str) -> str:
+    """A stored pipeline (JSON) as a readable list of stages."""
+
+    def one(stage: dict[str, Any]) -> str:
+        options = stage.get("options")
+        extra = f" {jsonio.dumps(options)}" if options else ""
+        return f"{stage['name']} ({stage['class']}{extra})"
+
+    return "[" + ", ".join(one(s) for s in json.loads(text)) + "]"

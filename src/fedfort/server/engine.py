@@ -30,6 +30,7 @@ from fedfort.errors import ConfigError, RoundFailed
 from fedfort.measurements import Measurement, MeasurementSet, PrivacyMeasurement
 from fedfort.messages import ClientUpdate, TrainTask
 from fedfort.params import vector_sha256
+from fedfort.registry import Component
 from fedfort.server.round_audit import round_entries
 
 __all__ = [
@@ -168,12 +169,14 @@ class RoundContext:
         return MeasurementSet(self.measurements).get(cls)
 
 
-class Stage(ABC):
+class Stage(Component, ABC):
     """One step of a round. Subclasses implement :meth:`run`.
 
     A stage with state across rounds (an optimizer's momentum, SCAFFOLD's control variate)
     computes its next state in :meth:`run`, puts it in ``ctx.pending_state[self.name]``, and
     lets the default :meth:`commit` apply it, so a discarded attempt leaves it untouched.
+    Like every component, a stage remembers its constructor's arguments
+    (``component_args``): a run records those of a user's stages in its pipeline.
     """
 
     name: str = "stage"

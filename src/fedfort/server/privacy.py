@@ -279,7 +279,7 @@ class PrivateAggregate(Stage):
         DP around a robust rule needs many more rounds' worth of signal (docs/privacy.md).
         """
         plan, clip = self.plan, self.clip_norm
-        clipped, norms = clip_rows(matrix, clip)
+        clipped, over = clip_rows(matrix, clip)
         assert self.rule is not None
         batch = UpdateBatch(
             clipped.astype(np.float32),
@@ -289,7 +289,15 @@ class PrivateAggregate(Stage):
             round=ctx.round,
         )
         result = self.rule.aggregate(batch)
-        out, _ = clip_rows(result.update[None, :], clip)
+        output = np.asarray(result.update, dtype=np.float64)
+        if output.shape != (matrix.shape[1],) or not np.isfinite(output).all():
+            # the zero vector (in the ball, whatever the updates) stands in for an output that
+            # cannot be projected: a rule must not escape the bound, nor crash the round (and
+            # so reveal something of the updates) by returning NaN, infinity or a wrong shape
+            output = np.zeros(matrix.shape[1])
+        out, _ = clip_rows(output[None, :], clip)
+        if not np.isfinite(out).all():  # a norm overflowing float64: project by hand
+            out = np.zeros_like(out)
         std = 2.0 * plan.update_noise_multiplier * clip
         noise = _server_noise(self.secure, self.seed, ctx.round, ctx.attempt, 2)
         released = snap(out[0] + noise.gaussian(out.shape[1], std), snapping_grid(std))
@@ -301,7 +309,7 @@ class PrivateAggregate(Stage):
         }
         state: dict[str, Any] = {}
         if plan.adaptive:
-            count = float(np.where(norms <= clip, 0.5, -0.5).sum())
+            count = float(np.where(over, -0.5, 0.5).sum())
             count += float(noise.gaussian(1, plan.count_stddev)[0])
             fraction = count / plan.expected_participants + 0.5
             new_clip = next_clip_norm(clip, fraction, self.target_quantile, self.clip_learning_rate)
