@@ -32,7 +32,7 @@ import inspect
 import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -319,7 +319,8 @@ class Registry(Generic[T]):
                 "function under a name instead)"
             )
         _OWNERS.setdefault(factory, self)
-        return Entry(self.kind, ref, factory, _schema_from_signature(factory, (), self.base))
+        built = cast(Callable[..., T], factory)
+        return Entry(self.kind, ref, built, _schema_from_signature(factory, (), self.base))
 
     def options(self, ref: str, raw: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
         """``raw`` validated by the component's schema; unknown keys get a "did you mean"."""
