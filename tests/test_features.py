@@ -99,3 +99,47 @@ def test_a_users_feature_runs_and_is_part_of_the_runs_identity(tmp_path):
         sim.run()
     with fedfort.Simulation.resume(tmp_path / "run", features=[Clipping()]) as sim:
         assert sim.run().records[-1]["round"] == 2
+
+
+class NoisyMedian(Stage):
+    """A user's own private aggregate: clipped coordinate median plus Gaussian noise."""
+
+    name = "noisy_median"
+
+    def __init__(self, clip: float, std: float) -> None:
+        self.clip, self.std = clip, std
+
+    def run(self, ctx: RoundContext) -> None:
+        x = np.stack([u.delta for u in ctx.accepted]).astype(np.float64)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        clipped = x * np.minimum(1.0, self.clip / np.maximum(norms, 1e-12))
+        noise = np.random.default_rng().normal(0.0, self.std, x.shape[1])
+        ctx.aggregate = (np.median(clipped, axis=0) + noise).astype(np.float32)
+        ctx.measure(self.name, noise_std=self.std)
+
+
+class OwnPrivacy(Feature):
+    name = "own_privacy"
+
+    def contribute(self, parts, pipeline):
+        if not pipeline.provide("aggregate", NoisyMedian(clip=1.0, std=0.01)):
+            raise ConfigError("the round's aggregate is already provided")
+
+
+def test_a_users_feature_can_provide_the_rounds_aggregate():
+    with fedfort.Simulation({"clients": {"count": 4}, "rounds": 1}, features=[OwnPrivacy()]) as sim:
+        names = [s.name for s in sim.engine.stages]
+        assert "noisy_median" in names and "aggregate" not in names
+        assert names.index("quorum") < names.index("noisy_median") < names.index("server_optimizer")
+        before = sim.model.copy()
+        record = sim.run().records[-1]
+    assert record["measurements"]["noisy_median"] == {"noise_std": 0.01}
+    assert not np.array_equal(sim.model, before)
+    # fedfort's secure aggregation provides the aggregate first: the feature is told, not ignored
+    secure = {
+        "clients": {"count": 10},
+        "rounds": 1,
+        "secure_aggregation": {"mode": "secagg", "corrupt_fraction": 0.1},
+    }
+    with pytest.raises(ConfigError, match="already provided"):
+        fedfort.Simulation(secure, features=[OwnPrivacy()])

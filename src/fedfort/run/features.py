@@ -322,13 +322,20 @@ class Averaging(Feature):
         pipeline.add("evaluate", Evaluate(parts.evaluate, srv.eval_every))
 
 
-def default_features(config: RunConfig) -> list[Feature]:
-    """The features a config switches on, in contribution order: the ones that provide a
-    one-stage slot or a directive come before :class:`Averaging`, which fills the rest."""
+def default_features(config: RunConfig, own: Sequence[Feature] = ()) -> list[Feature]:
+    """The features a config switches on, and the run's ``own``, in contribution order.
+
+    Features that may fill a one-stage slot or give a directive come first: secure
+    aggregation, then privacy, then the run's own features, so that a user's feature can
+    provide the round's aggregate (a privacy mechanism of its own, say) wherever fedfort's
+    secure aggregation or privacy do not; then SCAFFOLD, edge reports and detection; then
+    :class:`Averaging`, which fills what is left; then rollback and reputation.
+    """
     features: list[Feature] = []
     if config.secure_aggregation.mode != "none":
         features.append(SecureAggregation())
     features.append(Privacy())
+    features.extend(own)
     if config.clients.algorithm == "scaffold":
         features.append(Scaffold())
     if config.edge.enabled:

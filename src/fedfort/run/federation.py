@@ -313,7 +313,7 @@ class Federation(ABC):
             self._load_version,
             self.directory,
         )
-        return assemble(parts, [*default_features(config), *self._features])
+        return assemble(parts, default_features(config, self._features))
 
     def _open_store(self, resuming: bool) -> None:
         assert self.store is not None
