@@ -246,6 +246,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self.base = base
         self._entries: dict[str, Entry[T]] = {}
+        #: entries of classes named by import path (their options schema is built once)
+        self._imported: dict[str, Entry[T]] = {}
         _REGISTRIES.append(self)
 
     def register(
@@ -305,6 +307,9 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {ref!r}{hint} Choose one of {sorted(self.names())} or "
                 "give an import path 'package.module:Name'"
             )
+        imported = self._imported.get(ref)
+        if imported is not None:
+            return imported
         factory = import_object(ref, self.kind)
         for known in self._entries.values():
             if known.factory is factory:
@@ -320,7 +325,9 @@ class Registry(Generic[T]):
             )
         _OWNERS.setdefault(factory, self)
         built = cast(Callable[..., T], factory)
-        return Entry(self.kind, ref, built, _schema_from_signature(factory, (), self.base))
+        entry = Entry(self.kind, ref, built, _schema_from_signature(factory, (), self.base))
+        self._imported[ref] = entry
+        return entry
 
     def options(self, ref: str, raw: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
         """``raw`` validated by the component's schema; unknown keys get a "did you mean"."""

@@ -16,6 +16,7 @@ attack:
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -24,6 +25,7 @@ from fedfort.attacks.base import ATTACK_REGISTRY, Attack, AttackKind, register
 from fedfort.attacks.data_poisoning import Backdoor, LabelFlip, Trigger
 from fedfort.attacks.free_riding import FreeRider, StaleReplay
 from fedfort.attacks.model_poisoning import ALIE, IPM, GaussianNoise, MinMax, MinSum, SignFlip
+from fedfort.errors import ConfigError
 
 __all__ = [
     "ATTACK_CLASSES",
@@ -34,6 +36,7 @@ __all__ = [
     "PluginAttackConfig",
     "attack_kind",
     "attack_options",
+    "attack_spec",
     "build_attack",
     "builtin_option_keys",
     "register",
@@ -239,6 +242,51 @@ def builtin_option_keys(name: str) -> frozenset[str] | None:
     any other attack, whose options are its constructor's)."""
     config = _BUILT_IN_CONFIGS.get(name)
     return None if config is None else frozenset(config.model_fields) - _COMMON
+
+
+def attack_spec(attack: Attack) -> tuple[str, dict[str, Any]]:
+    """The ``[attack]`` name and options that rebuild ``attack`` (an attack given as an object
+    to the Python API): fedfort's own attacks by the keys their table takes, the backdoor with
+    its trigger's options as its own, any other attack by its recorded constructor options."""
+    if type(attack) is Backdoor:
+        return "backdoor", backdoor_options(attack)
+    spec = ATTACK_REGISTRY.spec_of(attack)
+    keys = builtin_option_keys(spec.ref)
+    if keys is None:
+        return spec.ref, spec.options
+    # fedfort's own attack: its table takes the options a config may set; a constructor
+    # argument beyond them is recorded only at its default (the value a resume rebuilds)
+    defaults = inspect.signature(type(attack)).parameters
+    options = {}
+    for key, value in spec.options.items():
+        if key in keys:
+            options[key] = value
+        elif value != defaults[key].default:
+            raise ConfigError(
+                f"attack {spec.ref!r}: option {key!r} = {value!r} cannot be set in a run's "
+                f"config (its [attack] table takes {sorted(keys)}), so a resume could not "
+                f"rebuild it: leave it at its default {defaults[key].default!r}"
+            )
+    return spec.ref, options
+
+
+def backdoor_options(attack: Backdoor) -> dict[str, Any]:
+    """A backdoor as the ``[attack]`` table writes it: the trigger's options are its own."""
+    args = dict(attack.component_args)
+    trigger: Trigger = args.pop("trigger")
+    if trigger.image_shape is not None or trigger.margin != 0:
+        raise ConfigError(
+            "a backdoor given as an object is named by its [attack] table, which takes the "
+            "trigger's size, value and corner: leave Trigger's image_shape unset (the run "
+            "takes it from the dataset) and margin at 0"
+        )
+    options = {
+        "trigger_size": trigger.size,
+        "trigger_value": trigger.value,
+        "trigger_corner": trigger.corner,
+        **args,
+    }
+    return options
 
 
 def attack_options(cfg: AttackConfig) -> dict[str, Any]:

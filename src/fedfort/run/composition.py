@@ -21,8 +21,7 @@ from torch import nn
 
 from fedfort.aggregation.base import AGGREGATOR_REGISTRY, Aggregator
 from fedfort.attacks.base import ATTACK_REGISTRY, Attack
-from fedfort.attacks.config import builtin_option_keys
-from fedfort.attacks.data_poisoning import Backdoor, Trigger
+from fedfort.attacks.config import attack_spec
 from fedfort.config import RunConfig, parse_config
 from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
@@ -168,51 +167,8 @@ def _set_attack(body: dict[str, Any], attack: Attack | str) -> None:
         return
     if not isinstance(attack, Attack):
         raise ConfigError(f"attack must be a fedfort.attacks.Attack, got {type(attack).__name__}")
-    ref, options = _attack_spec(attack)
+    ref, options = attack_spec(attack)
     body["attack"] = {**common, **options, "name": ref}
-
-
-def _attack_spec(attack: Attack) -> tuple[str, dict[str, Any]]:
-    """The ``[attack]`` name and options that rebuild ``attack``."""
-    if type(attack) is Backdoor:
-        return "backdoor", _backdoor_options(attack)
-    spec = ATTACK_REGISTRY.spec_of(attack)
-    keys = builtin_option_keys(spec.ref)
-    if keys is None:
-        return spec.ref, spec.options
-    # fedfort's own attack: its table takes the options a config may set; a constructor
-    # argument beyond them is recorded only at its default (the value a resume rebuilds)
-    defaults = inspect.signature(type(attack)).parameters
-    options = {}
-    for key, value in spec.options.items():
-        if key in keys:
-            options[key] = value
-        elif value != defaults[key].default:
-            raise ConfigError(
-                f"attack {spec.ref!r}: option {key!r} = {value!r} cannot be set in a run's "
-                f"config (its [attack] table takes {sorted(keys)}), so a resume could not "
-                f"rebuild it: leave it at its default {defaults[key].default!r}"
-            )
-    return spec.ref, options
-
-
-def _backdoor_options(attack: Backdoor) -> dict[str, Any]:
-    """A backdoor as the ``[attack]`` table writes it: the trigger's options are its own."""
-    args = dict(attack.component_args)
-    trigger: Trigger = args.pop("trigger")
-    if trigger.image_shape is not None or trigger.margin != 0:
-        raise ConfigError(
-            "a backdoor given as an object is named by its [attack] table, which takes the "
-            "trigger's size, value and corner: leave Trigger's image_shape unset (the run "
-            "takes it from the dataset) and margin at 0"
-        )
-    options = {
-        "trigger_size": trigger.size,
-        "trigger_value": trigger.value,
-        "trigger_corner": trigger.corner,
-        **args,
-    }
-    return options
 
 
 def _set_model(

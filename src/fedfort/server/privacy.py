@@ -258,13 +258,20 @@ class PrivateAggregate(Stage):
             "expected_participants": m,
         }
         if plan.adaptive:
-            fraction = count / m + 0.5
-            new_clip = next_clip_norm(clip, fraction, self.target_quantile, self.clip_learning_rate)
-            ctx.pending_state[self.name] = {"clip_norm": new_clip}
-            measured["noisy_unclipped_fraction"] = fraction
-            measured["next_clip_norm"] = new_clip
+            ctx.pending_state[self.name] = {"clip_norm": self._adapt_clip(count, measured)}
         # the exact clipped fraction of a central round is not recorded: it is not private
         ctx.measure(AggregateMeasurement(rule=f"dp_fedavg_{plan.placement}", extra=measured))
+
+    def _adapt_clip(self, noisy_count: float, measured: dict[str, Any]) -> float:
+        """The next clip norm from the round's noisy clipped count (Andrew et al. 2021); the
+        released fraction and the new norm are added to ``measured``."""
+        fraction = noisy_count / self.plan.expected_participants + 0.5
+        new_clip = next_clip_norm(
+            self.clip_norm, fraction, self.target_quantile, self.clip_learning_rate
+        )
+        measured["noisy_unclipped_fraction"] = fraction
+        measured["next_clip_norm"] = new_clip
+        return new_clip
 
     def _release_rule(self, ctx: RoundContext, updates: list[Any], matrix: np.ndarray) -> None:
         """Central DP around a robust rule.
@@ -311,11 +318,7 @@ class PrivateAggregate(Stage):
         if plan.adaptive:
             count = float(np.where(over, -0.5, 0.5).sum())
             count += float(noise.gaussian(1, plan.count_stddev)[0])
-            fraction = count / plan.expected_participants + 0.5
-            new_clip = next_clip_norm(clip, fraction, self.target_quantile, self.clip_learning_rate)
-            state["clip_norm"] = new_clip
-            measured["noisy_unclipped_fraction"] = fraction
-            measured["next_clip_norm"] = new_clip
+            state["clip_norm"] = self._adapt_clip(count, measured)
         if result.state is not None:
             state["rule"] = result.state
         if state:
