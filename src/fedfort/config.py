@@ -68,15 +68,64 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class DataConfig(_Section):
-    """Which embedded dataset and how it is split across clients.
+#: ``[data]`` keys of the files source; at their defaults they are not part of a run's
+#: identity, so runs on the embedded datasets keep theirs
+_FILES_KEYS: tuple[str, ...] = (
+    "source",
+    "train",
+    "test",
+    "validation",
+    "label",
+    "drop",
+    "categories",
+    "columns",
+    "image_size",
+    "standardize",
+    "impute",
+    "task",
+    "features",
+    "classes",
+)
 
-    ``fedprox_synthetic`` (Synthetic(alpha, beta) of the FedProx paper) is generated for
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+class DataConfig(_Section):
+    """Where the clients' data comes from and how it is split across them.
+
+    ``source = "embedded"`` (the default) splits one of the embedded datasets across the
+    clients. ``fedprox_synthetic`` (Synthetic(alpha, beta) of the FedProx paper) is generated for
     ``clients.count`` clients and carries its own split: ``partition`` defaults to ``natural``
     for it (``iid``/``dirichlet``/``shards`` re-split its pooled training rows instead).
+
+    ``source = "files"`` reads each client's own files (:mod:`fedfort.data.files`): ``train``
+    and ``test`` are paths in which ``{client}`` stands for the client's name; ``label`` names
+    the label column, ``drop`` columns never used, ``categories`` the one-hot encoding of text
+    columns; ``standardize`` and ``impute`` are federated (:mod:`fedfort.data.preprocessing`).
+    ``features`` and ``classes`` are the schema the federation agrees on
+    (:class:`fedfort.data.schema.DataSchema`): a simulation infers them from the files and
+    stores them with the run; a networked server needs them written down.
     """
 
+    source: Literal["embedded", "files"] = "embedded"
     dataset: Literal["digits", "breast_cancer", "synthetic", "fedprox_synthetic"] = "digits"
+    train: str | None = Field(None, description="a client's training file; {client} = its name")
+    test: str | None = Field(None, description="a client's own hold-out file (optional)")
+    validation: str | None = Field(
+        None, description="the server's own validation file (optional; FLTrust's root data)"
+    )
+    label: str = Field("label", min_length=1, description="the label column")
+    drop: list[str] = Field(default_factory=list, description="columns never used as features")
+    categories: dict[str, list[str]] = Field(
+        default_factory=dict, description="text column -> its categories, one-hot encoded"
+    )
+    columns: list[str] | None = Field(None, description="column names of an .npy array")
+    image_size: tuple[int, int] | None = Field(None, description="resize images to (h, w)")
+    standardize: bool = Field(False, description="federated feature scaling (global mean, std)")
+    impute: Literal["none", "mean"] = Field("none", description="fill missing values")
+    task: Literal["classification", "regression"] = "classification"
+    features: list[str] | None = Field(None, description="the agreed feature names, in order")
+    classes: list[str] | None = Field(None, description="the agreed class labels, in order")
     partition: Literal["iid", "dirichlet", "shards", "natural"] = "dirichlet"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; small = skewed")
     shards_per_client: int = Field(2, ge=1)
@@ -101,7 +150,38 @@ class DataConfig(_Section):
         return raw
 
     @model_validator(mode="after")
+    def _files_consistent(self) -> DataConfig:
+        if self.source == "embedded":
+            used = [k for k in ("train", "test", "validation") if getattr(self, k) is not None]
+            if self.standardize or self.impute != "none":
+                used.append("standardize" if self.standardize else "impute")
+            if used:
+                raise ValueError(
+                    f"data.{used[0]} applies to data.source = 'files' (each client's own "
+                    "files); the embedded datasets come scaled and complete"
+                )
+            return self
+        if self.train is None:
+            raise ValueError(
+                "data.source = 'files' needs data.train, a path in which {client} is the "
+                "client's name, e.g. 'data/{client}/train.csv'"
+            )
+        for name in (self.label, *self.drop):
+            if name in self.categories and name != self.label:
+                raise ValueError(f"column {name!r} is both dropped and one-hot encoded")
+        if self.label in self.drop or self.label in self.categories:
+            raise ValueError(f"the label column {self.label!r} cannot be dropped or encoded")
+        for column, values in self.categories.items():
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"data.categories.{column} needs distinct categories")
+        if self.classes is not None and self.task == "regression":
+            raise ValueError("data.classes applies to classification; a regression has none")
+        return self
+
+    @model_validator(mode="after")
     def _natural_needs_a_split(self) -> DataConfig:
+        if self.source == "files":
+            return self
         if self.partition == "natural" and self.dataset != "fedprox_synthetic":
             raise ValueError(
                 f"data.partition = 'natural' uses a dataset's own per-client split, which "
@@ -122,6 +202,9 @@ class ClientsConfig(_Section):
     """The federation's clients and how they train locally."""
 
     count: int = Field(10, ge=1, description="number of clients in the federation")
+    names: list[str] | None = Field(
+        None, description="the clients' names (certificates, audit, reports); sets count"
+    )
     algorithm: Literal["fedavg", "fedprox", "scaffold"] = "fedavg"
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(16, ge=0, description="0 = full batch")
@@ -129,6 +212,43 @@ class ClientsConfig(_Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     mu: float = Field(0.01, ge=0, description="FedProx proximal strength")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_from_names(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("names"), list):
+            names = raw["names"]
+            if "count" in raw and raw["count"] != len(names):
+                raise ValueError(
+                    f"clients.count = {raw['count']} but clients.names lists {len(names)} "
+                    "clients: give only the names"
+                )
+            return {**raw, "count": len(names)}
+        return raw
+
+    @model_validator(mode="after")
+    def _names_valid(self) -> ClientsConfig:
+        if self.names is None:
+            return self
+        bad = [n for n in self.names if not _CLIENT_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(
+                f"client names {bad} are not valid: use letters, digits, '.', '_' or '-' "
+                "(up to 63 characters, starting with a letter or digit)"
+            )
+        twice = sorted({n for n in self.names if self.names.count(n) > 1})
+        if twice:
+            raise ValueError(f"client names {twice} appear twice")
+        if len(self.names) == 0:
+            raise ValueError("clients.names lists no clients")
+        return self
+
+    def ids(self) -> list[str]:
+        """The clients' ids: their names, or ``client-000``, ``client-001``... by count."""
+        if self.names is not None:
+            return list(self.names)
+        width = max(3, len(str(self.count - 1)))
+        return [f"client-{i:0{width}d}" for i in range(self.count)]
 
     def local_training(self) -> LocalTrainingConfig:
         return LocalTrainingConfig(
@@ -790,6 +910,12 @@ def _without_later_defaults(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` without keys added after runs were stored, while they hold their defaults, so
     older runs keep their identity (``defense.options``, ``server.optimizer_options`` when
     empty)."""
+    defaults = DataConfig().model_dump(mode="json")
+    for key in _FILES_KEYS:
+        if key in body["data"] and body["data"][key] == defaults[key]:
+            body["data"].pop(key)
+    if body["clients"].get("names") is None:
+        body["clients"].pop("names", None)
     if not body["defense"].get("options"):
         body["defense"].pop("options", None)
     if not body["server"].get("optimizer_options"):

@@ -43,6 +43,7 @@ class Dataset:
     num_classes: int
     image_shape: tuple[int, int] | None = None
     train_clients: np.ndarray | None = None
+    feature_names: tuple[str, ...] | None = None
 
     @property
     def num_features(self) -> int:
@@ -93,6 +94,7 @@ def load_dataset(
             train_clients=fed.train_clients,
         )
     image_shape: tuple[int, int] | None = None
+    names: tuple[str, ...] | None = None
     if name == "digits":
         bunch = load_digits()
         x = (bunch.data / 16.0).astype(np.float32)
@@ -100,6 +102,7 @@ def load_dataset(
         image_shape = (8, 8)
     elif name == "breast_cancer":
         bunch = load_breast_cancer()
+        names = tuple(str(n).replace(" ", "_") for n in bunch.feature_names)
         x = bunch.data.astype(np.float32)
         y = bunch.target.astype(np.int64)
     elif name == "synthetic":
@@ -150,4 +153,5 @@ def load_dataset(
         y_test=np.ascontiguousarray(y_test, dtype=np.int64),
         num_classes=int(y.max()) + 1,
         image_shape=image_shape,
+        feature_names=names,
     )

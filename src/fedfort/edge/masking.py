@@ -128,7 +128,7 @@ def apply_masking(config: EdgeConfig, records: Records, key: PseudonymKey | None
             columns[name] = np.array([key.pseudonym(name, v) for v in text], dtype=object)
         else:
             columns[name] = values
-    return Records(records.x, records.y, columns)
+    return Records(records.x, records.y, columns, records.feature_names)
 
 
 def masking_counts(config: EdgeConfig) -> dict[str, int]:

@@ -76,5 +76,6 @@ def protect(
         "rows_out": len(kept),
     }
     x = np.ascontiguousarray(kept.x, dtype=np.float32)
-    y = np.ascontiguousarray(kept.y, dtype=np.int64)
+    labels = np.asarray(kept.y)
+    y = np.ascontiguousarray(labels, dtype=np.float32 if labels.dtype.kind == "f" else np.int64)
     return ProtectedData(x, y, kept, counts)

@@ -34,13 +34,26 @@ class Records:
     x: np.ndarray
     y: np.ndarray
     columns: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    #: the feature columns' names, in order: errors name ``'mean_perimeter'``, not ``x[:, 2]``
+    feature_names: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def take(self, keep: np.ndarray) -> Records:
         """The rows where boolean ``keep`` is true (copies)."""
-        return Records(self.x[keep], self.y[keep], {k: v[keep] for k, v in self.columns.items()})
+        return Records(
+            self.x[keep],
+            self.y[keep],
+            {k: v[keep] for k, v in self.columns.items()},
+            self.feature_names,
+        )
+
+    def feature_name(self, j: int) -> str:
+        """Feature ``j``'s name (``x[:, j]`` when the features are unnamed)."""
+        if self.feature_names is not None and 0 <= j < len(self.feature_names):
+            return self.feature_names[j]
+        return f"x[:, {j}]"
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,7 @@ def _check_numeric(
 
 
 def _validate_features(
-    x: np.ndarray, spec: FeatureSpec
+    x: np.ndarray, spec: FeatureSpec, records: Records
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Features as float32 with imputation, and rows to drop for missing / invalid values."""
     if x.ndim != 2 or x.dtype.kind not in "fiub":
@@ -158,7 +171,9 @@ def _validate_features(
     for cells, problem in checks:
         if first is None and cells.any():
             row, col = np.argwhere(cells)[0]
-            first = InvalidRecord(f"x[:, {col}]", int(row), problem.format(value=values[row, col]))
+            first = InvalidRecord(
+                records.feature_name(int(col)), int(row), problem.format(value=values[row, col])
+            )
         bad |= cells
     if first is not None and spec.invalid == "reject":
         raise first
@@ -167,7 +182,9 @@ def _validate_features(
     if missing.any():
         if spec.missing == "reject":
             row, col = np.argwhere(missing)[0]
-            raise InvalidRecord(f"x[:, {col}]", int(row), "value is missing (missing = 'reject')")
+            raise InvalidRecord(
+                records.feature_name(int(col)), int(row), "value is missing (missing = 'reject')"
+            )
         if spec.missing == "impute":
             assert spec.fill is not None
             imputed = int(missing.sum())
@@ -239,14 +256,20 @@ def validate(
     for name, column in records.columns.items():
         if np.asarray(column).shape != (n,):
             raise DatasetError(f"column {name!r} has shape {np.shape(column)}, expected ({n},)")
-    if y.dtype.kind not in "iu":
-        raise DatasetError(f"labels y must be integers, got {y.dtype}")
-    off = (y < 0) | (y >= num_classes)
-    if off.any():
-        row = int(np.flatnonzero(off)[0])
-        raise InvalidRecord("y", row, f"label {y[row]} is not a class of 0..{num_classes - 1}")
+    regression = num_classes == 1 and y.dtype.kind == "f"
+    if regression:
+        if not np.all(np.isfinite(y)):
+            row = int(np.flatnonzero(~np.isfinite(y))[0])
+            raise InvalidRecord("y", row, f"target {y[row]} is not a finite number")
+    else:
+        if y.dtype.kind not in "iu":
+            raise DatasetError(f"labels y must be integers, got {y.dtype}")
+        off = (y < 0) | (y >= num_classes)
+        if off.any():
+            row = int(np.flatnonzero(off)[0])
+            raise InvalidRecord("y", row, f"label {y[row]} is not a class of 0..{num_classes - 1}")
     x, drop_missing, drop_invalid, imputed = _validate_features(
-        np.asarray(records.x), config.features
+        np.asarray(records.x), config.features, records
     )
     columns: dict[str, np.ndarray] = {}
     for name, spec in config.fields.items():
@@ -259,6 +282,7 @@ def validate(
     keep = ~(drop_missing | drop_invalid)
     if not keep.any():
         raise DatasetError("validation dropped every row: check the missing/invalid policies")
-    out = Records(x, y.astype(np.int64), columns).take(keep)
+    labels = y.astype(np.float32) if regression else y.astype(np.int64)
+    out = Records(x, labels, columns, records.feature_names).take(keep)
     counts = ValidationCounts(n, int(drop_missing.sum()), int(drop_invalid.sum()), imputed)
     return out, counts

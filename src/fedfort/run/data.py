@@ -2,13 +2,16 @@
 
 :func:`split_data` loads the run's embedded dataset and partitions its training split (and
 carves FLTrust's root set out of it); a simulated client ``k`` and a networked client started
-with ``--data partition:K`` get the same rows. :func:`partition_records` and
-:func:`local_training_data` turn a client's rows into what it trains on, through its ``[edge]``
-data protection (:mod:`fedfort.edge`).
+with ``--data partition:K`` get the same rows. With ``[data] source = "files"`` every client's
+rows come from its own files instead (:mod:`fedfort.run.files`), and the server's validation
+and FLTrust root data from ``[data] validation`` (none when it is not given).
+:func:`partition_records` and :func:`local_training_data` turn a client's rows into what it
+trains on, through its ``[edge]`` data protection (:mod:`fedfort.edge`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from fedfort.client.training import ClientData
 from fedfort.config import RunConfig
 from fedfort.data.datasets import Dataset, load_dataset
 from fedfort.data.partition import Partition, natural_partition, partition_dataset
+from fedfort.data.preprocessing import Preprocessing
+from fedfort.data.schema import DataSchema
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
@@ -27,7 +32,9 @@ __all__ = [
     "client_ids",
     "local_training_data",
     "partition_records",
+    "preprocessed",
     "split_data",
+    "with_data_schema",
 ]
 
 
@@ -47,12 +54,32 @@ def _split_root(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, n
 
 @dataclass(frozen=True)
 class FederationData:
-    """The embedded dataset split as a run uses it: client partitions and FLTrust's root."""
+    """The run's data as the federation uses it: client partitions, the server's held-out
+    split, FLTrust's root, the schema and (files) each client's own hold-out and record
+    columns."""
 
     dataset: Dataset
     train_idx: np.ndarray
     root_idx: np.ndarray | None
     partition: Partition
+    schema: DataSchema
+    client_tests: tuple[tuple[np.ndarray, np.ndarray] | None, ...] = ()
+    client_columns: tuple[dict[str, np.ndarray], ...] = ()
+    root: tuple[np.ndarray, np.ndarray] | None = None
+
+    def root_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """FLTrust's root data on the server, or ``None`` when the rule needs none."""
+        if self.root is not None:
+            return self.root
+        if self.root_idx is None:
+            return None
+        return self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
+
+    def client_test_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Client ``k``'s own hold-out (its ``test`` file), or ``None``."""
+        if not self.client_tests:
+            return None
+        return self.client_tests[k]
 
     def client_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The training rows of client ``k`` (its partition of the training split)."""
@@ -64,8 +91,87 @@ class FederationData:
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
 
+def embedded_schema(dataset: Dataset) -> DataSchema:
+    """The schema of an embedded dataset: its feature names (when it has them) and classes."""
+    if dataset.feature_names:
+        features = dataset.feature_names
+    elif dataset.image_shape is not None:
+        h, w = dataset.image_shape
+        features = tuple(f"pixel_{r}_{c}" for r in range(h) for c in range(w))
+    else:
+        features = tuple(f"feature_{j}" for j in range(dataset.num_features))
+    classes = tuple(str(c) for c in range(dataset.num_classes))
+    return DataSchema(features, classes, "classification", dataset.image_shape)
+
+
+def with_data_schema(config: RunConfig) -> RunConfig:
+    """``config`` with the files' schema written into ``[data] features`` / ``classes``.
+
+    The schema is part of the run's identity; a simulation that infers it from the clients'
+    files records it in the stored config, so a resume checks the files still agree.
+    """
+    data = config.data
+    if data.source != "files":
+        return config
+    need_classes = data.task == "classification" and data.classes is None
+    if data.features is not None and not need_classes:
+        return config
+    from fedfort.run.files import read_federation
+
+    schema = read_federation(config)[0]
+    overrides: dict[str, object] = {"data.features": list(schema.features)}
+    if data.task == "classification":
+        overrides["data.classes"] = list(schema.classes)
+    return config.with_overrides(overrides)
+
+
+def _files_data(config: RunConfig) -> FederationData:
+    from fedfort.run.files import read_federation
+
+    schema, clients, validation = read_federation(config)
+    d = schema.num_features
+    y_dtype = np.float32 if schema.task == "regression" else np.int64
+    sizes = [c.x.shape[0] for c in clients]
+    bounds = np.cumsum([0, *sizes])
+    partition = Partition(tuple(np.arange(bounds[k], bounds[k + 1]) for k in range(len(sizes))))
+    if validation is not None:
+        x_test, y_test = validation.x.astype(np.float32), validation.encoded(schema)
+    else:
+        x_test, y_test = np.zeros((0, d), np.float32), np.zeros((0,), y_dtype)
+    dataset = Dataset(
+        name="files",
+        x_train=np.concatenate([c.x for c in clients]).astype(np.float32),
+        y_train=np.concatenate([c.y for c in clients]).astype(y_dtype),
+        x_test=x_test,
+        y_test=y_test.astype(y_dtype),
+        num_classes=schema.num_classes,
+        image_shape=schema.image_shape,
+        feature_names=schema.features,
+    )
+    root = None
+    if config.defense.aggregator == "fltrust":
+        if validation is None:
+            raise ConfigError(
+                "FLTrust needs the server's own root data: set [data] validation to a file "
+                "the server holds (the clients' files never reach it)"
+            )
+        root = (dataset.x_test, dataset.y_test)
+    return FederationData(
+        dataset,
+        np.arange(dataset.y_train.shape[0]),
+        None,
+        partition,
+        schema,
+        client_tests=tuple(c.test for c in clients),
+        client_columns=tuple(c.columns for c in clients),
+        root=root,
+    )
+
+
 def split_data(config: RunConfig) -> FederationData:
     """Load the run's dataset and split it exactly as every runtime does (seeded)."""
+    if config.data.source == "files":
+        return _files_data(config)
     dataset = load_dataset(
         config.data.dataset,
         seed=config.seed,
@@ -102,15 +208,20 @@ def split_data(config: RunConfig) -> FederationData:
             shards_per_client=config.data.shards_per_client,
             min_samples=config.data.min_samples_per_client,
         )
-    return FederationData(dataset, train_idx, root_idx, partition)
+    return FederationData(dataset, train_idx, root_idx, partition, embedded_schema(dataset))
 
 
 def partition_records(config: RunConfig, data: FederationData, k: int) -> Records:
     """Client ``k``'s records: its partition, with synthetic identifiers when configured."""
     x, y = data.client_arrays(k)
+    names = data.schema.features
+    if data.client_columns:
+        return Records(x, y, data.client_columns[k], feature_names=names)
     if config.edge.enabled and config.edge.synthetic_identifiers:
-        return with_synthetic_identifiers(x, y, config.seed, k)
-    return Records(x, y)
+        return dataclasses.replace(
+            with_synthetic_identifiers(x, y, config.seed, k), feature_names=names
+        )
+    return Records(x, y, feature_names=names)
 
 
 def local_training_data(
@@ -121,7 +232,10 @@ def local_training_data(
     state_dir: str | Path | None = None,
 ) -> tuple[ClientData, dict[str, float]]:
     """What a client trains on, in every runtime: ``records`` through the ``[edge]`` pipeline
-    (validate, mask, sanitise; see :mod:`fedfort.edge`) and its ``edge_*`` count metrics."""
+    (validate, mask, sanitise; see :mod:`fedfort.edge`) and its ``edge_*`` count metrics.
+
+    The federated transform (``[data] standardize`` / ``impute``) is applied afterwards, to
+    the protected rows: :func:`preprocessed`."""
     return client_training_data(
         config.edge,
         records,
@@ -132,7 +246,13 @@ def local_training_data(
     )
 
 
-def client_ids(count: int) -> list[str]:
-    """The federation's client ids: ``client-000``, ``client-001``, ..."""
-    width = max(3, len(str(count - 1)))
-    return [f"client-{i:0{width}d}" for i in range(count)]
+def client_ids(config: RunConfig) -> list[str]:
+    """The federation's client ids: ``[clients] names``, or ``client-000``, ``client-001``..."""
+    return config.clients.ids()
+
+
+def preprocessed(data: ClientData, transform: Preprocessing | None) -> ClientData:
+    """``data`` with the federation's feature transform applied (unchanged without one)."""
+    if transform is None:
+        return data
+    return ClientData.from_numpy(transform.apply(data.x.numpy()), data.y.numpy())

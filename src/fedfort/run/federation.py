@@ -37,6 +37,8 @@ from fedfort.config import RunConfig
 from fedfort.crypto.primitives import SigningKey
 from fedfort.data.datasets import Dataset
 from fedfort.data.partition import Partition
+from fedfort.data.preprocessing import Preprocessing
+from fedfort.data.schema import DataSchema
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
 from fedfort.messages import TrainTask
@@ -50,6 +52,7 @@ from fedfort.run.data import (
     local_training_data,
     partition_records,
     split_data,
+    with_data_schema,
 )
 from fedfort.run.features import Feature, RunParts, assemble, default_features
 from fedfort.run.privacy import PrivacySetup, calibrated
@@ -149,7 +152,7 @@ class Federation(ABC):
             # audit key and ``config`` must match it (fedfort.run.resume)
             key = resume_key(Path(out_dir))
             config = resumed_config(out_dir, config)
-        config = calibrated(config)
+        config = calibrated(with_data_schema(config))
         if config.alerts.enabled:
             webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
         self.config = config
@@ -158,12 +161,17 @@ class Federation(ABC):
         self.dataset: Dataset = self.data.dataset
         self.root_idx = self.data.root_idx
         self.partition: Partition = self.data.partition
+        #: the schema the federation agrees on: the model's input and output sizes
+        self.schema: DataSchema = self.data.schema
         self.model_spec = ModelSpec(
             config.model.name,
-            self.dataset.num_features,
-            self.dataset.num_classes,
+            self.schema.num_features,
+            self.schema.num_classes,
             dict(config.model.options),
         )
+        #: the federated feature transform (``[data] standardize`` / ``impute``), fitted by
+        #: the runtime before the first round; the server applies it to its own data too
+        self.preprocessing: Preprocessing | None = None
         self.build_module: Callable[[], nn.Module] = functools.partial(
             _build, model_factory, self.model_spec, config.seed
         )
@@ -171,11 +179,11 @@ class Federation(ABC):
         self.spec = self.trainer.spec
         initial = self.trainer.bound.flatten()
         self._evaluator = LocalTrainer(self.build_module())
-        self._x_test = torch.from_numpy(self.dataset.x_test)
-        self._y_test = torch.from_numpy(self.dataset.y_test)
-        self.ids = client_ids(config.clients.count)
+        self.ids = client_ids(config)
         self.malicious: list[str] = []
         self.executor, extra_state = self._runtime()
+        self._x_test = torch.from_numpy(self._server_features(self.dataset.x_test))
+        self._y_test = torch.from_numpy(self.dataset.y_test)
         if self.out_dir is not None and key is None:
             # only once the runtime is up: a run refused before it starts leaves no files
             key = run_audit_key(self.out_dir)
@@ -275,14 +283,19 @@ class Federation(ABC):
         task = TrainTask(0, 0, "server", model, local, task_seed(self.config.seed, 0, 0, "root"))
         return self._evaluator.fit(task, self._root).delta
 
+    def _server_features(self, x: np.ndarray) -> np.ndarray:
+        """The server's own rows (validation, FLTrust's root) through the federated transform."""
+        if self.preprocessing is None or x.shape[0] == 0:
+            return x
+        return self.preprocessing.apply(x)
+
     def _stages(self, config: RunConfig) -> list[Stage]:
         """The round's stages: the config's features and the run's own, assembled in slots
         (:mod:`fedfort.run.features`)."""
         self._root = None
-        if self.root_idx is not None:
-            self._root = ClientData.from_numpy(
-                self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
-            )
+        root = self.data.root_arrays()
+        if root is not None:
+            self._root = ClientData.from_numpy(self._server_features(root[0]), root[1])
         aggregator = build_aggregator(
             config.defense.model_dump(),
             seed=config.seed,
@@ -423,6 +436,8 @@ class Federation(ABC):
         Under a simulated backdoor attack, ``backdoor_asr`` is the share of triggered test
         inputs whose true label is not the target that the model classifies as the target.
         """
+        if self._x_test.shape[0] == 0:
+            return {}  # the server holds no validation data ([data] source = "files")
         result = evaluate_vector(self._evaluator, vector, self._x_test, self._y_test)
         if self._backdoor is not None:
             triggered = evaluate_vector(self._evaluator, vector, *self._backdoor)

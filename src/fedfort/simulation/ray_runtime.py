@@ -43,6 +43,7 @@ import numpy as np
 from torch import nn
 
 from fedfort.attacks.base import Attack
+from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
 from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted
 from fedfort.messages import ClientUpdate, TrainTask
@@ -82,6 +83,7 @@ def _run_data(
     attack: Attack | None,
     seed: int,
     edge: EdgeConfig,
+    transform: Preprocessing | None = None,
 ) -> RunData:
     sizes = data.partition.sizes()
     order = np.concatenate([data.train_idx[p] for p in data.partition.indices])
@@ -95,6 +97,9 @@ def _run_data(
         attack=attack,
         seed=seed,
         edge=edge,
+        feature_names=data.schema.features,
+        columns=data.client_columns,
+        transform=transform,
     )
 
 
@@ -118,6 +123,7 @@ class RayExecutor(_SimulatedExecutor):
         secure_dropout_rate: float = 0.0,
         options: RayOptions | None = None,
         edge: EdgeConfig | None = None,
+        transform: Preprocessing | None = None,
     ) -> None:
         super().__init__(clients, seed, dropout_rate, secure_dropout_rate)
         if len(data.partition.indices) != len(clients.ids):
@@ -137,7 +143,14 @@ class RayExecutor(_SimulatedExecutor):
         try:
             size = self._pool_size(ray.cluster_resources())
             self._data = ray.put(
-                _run_data(data, clients, attack, seed, edge if edge is not None else EdgeConfig())
+                _run_data(
+                    data,
+                    clients,
+                    attack,
+                    seed,
+                    edge if edge is not None else EdgeConfig(),
+                    transform,
+                )
             )
             self._worker = ray.remote(ClientWorker).options(
                 **worker_options(self.options.cpus_per_client, self.options.gpus_per_client)

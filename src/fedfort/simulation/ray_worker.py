@@ -26,6 +26,7 @@ from torch import nn
 from fedfort.attacks.adversary import poisoned_data
 from fedfort.attacks.base import Attack
 from fedfort.client.training import ClientData, LocalTrainer
+from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
@@ -50,6 +51,10 @@ class RunData:
     attack: Attack | None
     seed: int
     edge: EdgeConfig = dataclasses.field(default_factory=EdgeConfig)
+    #: feature names, each client's record columns from its files, the federated transform
+    feature_names: tuple[str, ...] | None = None
+    columns: tuple[dict[str, np.ndarray], ...] = ()
+    transform: Preprocessing | None = None
 
 
 #: clients whose protected data a worker keeps (the [edge] pipeline runs once per client, not
@@ -86,20 +91,23 @@ class ClientWorker:
         x, y = d.x[rows], d.y[rows]
         metrics: dict[str, float] = {}
         if d.edge.enabled:
-            records = (
-                with_synthetic_identifiers(x, y, d.seed, index)
-                if d.edge.synthetic_identifiers
-                else Records(x, y)
-            )
+            if d.columns:
+                records = Records(x, y, d.columns[index], d.feature_names)
+            elif d.edge.synthetic_identifiers:
+                records = with_synthetic_identifiers(x, y, d.seed, index)
+            else:
+                records = Records(x, y, feature_names=d.feature_names)
             protected, metrics = client_training_data(
                 d.edge, records, client_id=client_id, num_classes=d.num_classes, seed=d.seed
             )
             x, y = protected.x.numpy(), protected.y.numpy()
+        if d.transform is not None:
+            x = d.transform.apply(x)
         if d.attack is not None and client_id in d.malicious:
             x, y = poisoned_data(d.attack, client_id, x, y, d.num_classes, d.seed)
             metrics = {}
         result = ClientData.from_numpy(x, y), metrics
-        if d.edge.enabled:
+        if d.edge.enabled or d.transform is not None:
             if len(self._protected) >= _PROTECTED_CACHE:
                 self._protected.pop(next(iter(self._protected)))
             self._protected[client_id] = result

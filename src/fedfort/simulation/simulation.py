@@ -26,10 +26,12 @@ from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.secure import client_policy
 from fedfort.config import RunConfig, SimulationConfig, parse_config
+from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
 from fedfort.privacy.modes import PrivacyMode
 from fedfort.run.composition import compose
+from fedfort.run.data import preprocessed
 from fedfort.run.features import Feature
 from fedfort.run.federation import (
     CHECKPOINT_FILE,
@@ -39,6 +41,7 @@ from fedfort.run.federation import (
     local_training_data,
     partition_records,
 )
+from fedfort.run.preprocess import fit_preprocessing, needs_preprocessing
 from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.server.optimizers import ServerOptimizer
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
@@ -137,11 +140,24 @@ class Simulation(Federation):
         policy = ClientPrivacyPolicy.from_config(config.privacy.client)
         honest = []
         secure_policy = client_policy(config.secure_aggregation)
-        for k, cid in enumerate(self.ids):
-            records = partition_records(config, self.data, k)
-            data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
+        protected = [
+            local_training_data(
+                config, partition_records(config, self.data, k), cid, self.schema.num_classes
+            )
+            for k, cid in enumerate(self.ids)
+        ]
+        if needs_preprocessing(config):
+            # each client summarises the rows it trains on; the sum fits the one transform
+            self.preprocessing = fit_preprocessing(config, [d.x.numpy() for d, _ in protected])
+        for cid, (data, metrics) in zip(self.ids, protected, strict=True):
             honest.append(
-                FederatedClient(cid, data, metrics, policy=policy, secure_policy=secure_policy)
+                FederatedClient(
+                    cid,
+                    preprocessed(data, self.preprocessing),
+                    metrics,
+                    policy=policy,
+                    secure_policy=secure_policy,
+                )
             )
         if self.attack is not None:
             bad = set(self.malicious)
@@ -185,6 +201,20 @@ class Simulation(Federation):
         from fedfort.simulation.ray_runtime import LazyClients, RayExecutor, RayOptions
 
         config = self.config
+        if needs_preprocessing(config):
+            # the driver summarises each client's protected rows once, to fit the transform
+            self.preprocessing = fit_preprocessing(
+                config,
+                [
+                    local_training_data(
+                        config,
+                        partition_records(config, self.data, k),
+                        cid,
+                        self.schema.num_classes,
+                    )[0].x.numpy()
+                    for k, cid in enumerate(self.ids)
+                ],
+            )
         self.clients = LazyClients(
             self.ids,
             self.malicious,
@@ -202,8 +232,12 @@ class Simulation(Federation):
             secure_dropout_rate=config.secure_aggregation.simulated_dropout,
             options=RayOptions.from_config(config.simulation),
             edge=config.edge,
+            transform=self.preprocessing,
         )
         return executor, {"clients": self.clients}
+
+    def _all_records(self) -> list[Records]:
+        return [partition_records(self.config, self.data, k) for k in range(len(self.ids))]
 
     def directory(self) -> Mapping[str, bytes]:
         return self.clients.directory

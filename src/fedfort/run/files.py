@@ -1,0 +1,167 @@
+"""The federation's data when every client brings its own files (``[data] source = "files"``).
+
+Each client's ``train`` (and optional ``test``) path is the config's template with ``{client}``
+replaced by the client's name; :func:`read_table` reads it. The schema the federation agrees on
+(:class:`~fedfort.data.schema.DataSchema`) is ``[data] features``/``classes`` when written
+down, otherwise inferred: the first client's columns and the union of the clients' labels. A
+client whose file differs from the schema is refused with the differences named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedfort.config import DataConfig, RunConfig
+from fedfort.data.files import LabeledTable, TableSpec, class_order, read_table
+from fedfort.data.schema import DataSchema
+from fedfort.errors import ConfigError, DatasetError, InvalidRecord
+
+__all__ = ["ClientFiles", "client_path", "read_client", "schema_of", "table_spec"]
+
+
+def table_spec(config: RunConfig) -> TableSpec:
+    """How the run reads a client's file: ``[data]`` keys and the ``[edge.fields]`` columns."""
+    data = config.data
+    fields = tuple(config.edge.fields) if config.edge.enabled else ()
+    return TableSpec(
+        label=data.label,
+        drop=tuple(data.drop),
+        fields=fields,
+        categories={k: tuple(v) for k, v in data.categories.items()},
+        task=data.task,
+        columns=None if data.columns is None else tuple(data.columns),
+        image_size=data.image_size,
+    )
+
+
+def client_path(template: str, client: str, *, clients: int) -> Path:
+    """``template`` with ``{client}`` replaced by the client's name."""
+    if "{client}" not in template and clients > 1:
+        raise ConfigError(
+            f"data path {template!r} has no {{client}}: every client would read the same file; "
+            "write e.g. 'data/{client}/train.csv'"
+        )
+    return Path(template.replace("{client}", client))
+
+
+def schema_of(config: DataConfig, tables: list[LabeledTable]) -> DataSchema:
+    """The federation's schema: written down in ``config``, or inferred from ``tables``."""
+    first = tables[0]
+    features = tuple(config.features) if config.features is not None else first.features
+    classes: tuple[str, ...] = ()
+    if config.task == "classification":
+        if config.classes is not None:
+            classes = tuple(config.classes)
+        else:
+            classes = class_order(sorted({c for t in tables for c in t.label_set()}))
+    return DataSchema(features, classes, config.task, first.image_shape)
+
+
+def _check_missing(config: RunConfig, table: LabeledTable) -> None:
+    """Missing feature values need a policy: federated imputation or an ``[edge]`` one."""
+    if config.data.impute != "none" or config.edge.enabled:
+        return  # imputed later, or the [edge] policy decides (and names the field)
+    missing = np.isnan(table.x)
+    if missing.any():
+        row, col = (int(v) for v in np.argwhere(missing)[0])
+        raise InvalidRecord(
+            table.features[col],
+            row,
+            f"value is missing ({table.source}); set [data] impute = 'mean' (federated) or "
+            "an [edge.features] missing policy, or fix the file",
+        )
+
+
+@dataclass(frozen=True)
+class ClientFiles:
+    """One client's rows read from its files: features, encoded labels, record columns."""
+
+    x: np.ndarray
+    y: np.ndarray
+    columns: dict[str, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray] | None
+
+
+def read_client(
+    config: RunConfig,
+    name: str,
+    schema: DataSchema | None,
+    *,
+    train: str | None = None,
+    test: str | None = None,
+) -> tuple[ClientFiles, LabeledTable]:
+    """Read client ``name``'s files (``train``/``test`` override the config's templates) and
+    check them against ``schema`` (when given); its rows and its own table."""
+    spec = table_spec(config)
+    n = config.clients.count
+    train_path = (
+        Path(train) if train else client_path(_required(config.data.train), name, clients=n)
+    )
+    table = read_table(train_path, spec)
+    test_template = test or config.data.test
+    test_table: LabeledTable | None = None
+    if test_template is not None:
+        path = Path(test) if test else client_path(test_template, name, clients=n)
+        test_table = read_table(path, spec)
+    own = schema or schema_of(config.data, [table])
+    out = _encode(config, table, own)
+    held = None
+    if test_table is not None:
+        x_test, y_test = _encode(config, test_table, own)[:2]
+        held = (x_test, y_test)
+    return ClientFiles(out[0], out[1], out[2], held), table
+
+
+def _encode(
+    config: RunConfig, table: LabeledTable, schema: DataSchema
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    ordered = table.in_order(schema.features)
+    y = ordered.encoded(schema)
+    _check_missing(config, ordered)
+    return ordered.x, y, dict(ordered.columns)
+
+
+def _required(path: str | None) -> str:
+    if path is None:
+        raise ConfigError("data.source = 'files' needs data.train")
+    return path
+
+
+def read_federation(config: RunConfig) -> tuple[DataSchema, list[ClientFiles], LabeledTable | None]:
+    """Every client's files (a simulation holds them all), the schema, the server's own
+    validation table (``[data] validation``, or ``None``)."""
+    names = config.clients.ids()
+    spec = table_spec(config)
+    n = len(names)
+    tables = [
+        read_table(client_path(_required(config.data.train), c, clients=n), spec) for c in names
+    ]
+    schema = schema_of(config.data, tables)
+    clients = [read_client(config, c, schema)[0] for c in names]
+    validation = None
+    if config.data.validation is not None:
+        validation = read_table(Path(config.data.validation), spec).in_order(schema.features)
+        validation.encoded(schema)
+        _check_missing(config, validation)
+    return schema, clients, validation
+
+
+def require_schema(config: RunConfig) -> DataSchema:
+    """The schema a server with no client data runs with: ``[data] features`` and
+    ``classes`` written in the config (``fedfort data schema`` prints them from a file)."""
+    data = config.data
+    if data.features is None or (data.task == "classification" and data.classes is None):
+        raise DatasetError(
+            "a server that holds no client data needs the federation's schema: add [data] "
+            "features = [...] and classes = [...] (print them from one client's file with "
+            "'fedfort data schema --config RUN.toml --client NAME')"
+        )
+    return DataSchema(
+        tuple(data.features),
+        tuple(data.classes or ()),
+        data.task,
+        data.image_size,
+    )
