@@ -85,6 +85,7 @@ _FILES_KEYS: tuple[str, ...] = (
     "task",
     "features",
     "classes",
+    "digest",
 )
 
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -107,7 +108,7 @@ class DataConfig(_Section):
     stores them with the run; a networked server needs them written down.
     """
 
-    source: Literal["embedded", "files"] = "embedded"
+    source: Literal["embedded", "files", "objects"] = "embedded"
     dataset: Literal["digits", "breast_cancer", "synthetic", "fedprox_synthetic"] = "digits"
     train: str | None = Field(None, description="a client's training file; {client} = its name")
     test: str | None = Field(None, description="a client's own hold-out file (optional)")
@@ -126,6 +127,9 @@ class DataConfig(_Section):
     task: Literal["classification", "regression"] = "classification"
     features: list[str] | None = Field(None, description="the agreed feature names, in order")
     classes: list[str] | None = Field(None, description="the agreed class labels, in order")
+    digest: str | None = Field(
+        None, description="source 'objects': SHA-256 of the data given to the run in Python"
+    )
     partition: Literal["iid", "dirichlet", "shards", "natural"] = "dirichlet"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; small = skewed")
     shards_per_client: int = Field(2, ge=1)
@@ -161,7 +165,13 @@ class DataConfig(_Section):
                     "files); the embedded datasets come scaled and complete"
                 )
             return self
-        if self.train is None:
+        if self.source == "objects":
+            if self.digest is None:
+                raise ValueError(
+                    "data.source = 'objects' is set by fedfort.Simulation(data=...): the data "
+                    "is given in Python, not in the config"
+                )
+        elif self.train is None:
             raise ValueError(
                 "data.source = 'files' needs data.train, a path in which {client} is the "
                 "client's name, e.g. 'data/{client}/train.csv'"

@@ -32,7 +32,7 @@ import numpy as np
 from fedfort.data.schema import DataSchema, Task, label_text
 from fedfort.errors import DatasetError, InvalidRecord
 
-__all__ = ["LabeledTable", "TableSpec", "class_order", "read_table"]
+__all__ = ["LabeledTable", "TableSpec", "class_order", "frame_table", "read_table"]
 
 _CSV = (".csv", ".tsv", ".txt")
 _PARQUET = (".parquet", ".pq")
@@ -138,7 +138,7 @@ def read_table(path: str | Path, spec: TableSpec) -> LabeledTable:
         return _read_images(p, spec)
     suffix = p.suffix.lower()
     if suffix in _CSV or suffix in _PARQUET:
-        return _from_frame(p, _read_frame(p, suffix), spec)
+        return frame_table(p, _read_frame(p, suffix), spec)
     if suffix == ".npz":
         return _read_npz(p, spec)
     if suffix == ".npy":
@@ -175,7 +175,8 @@ def _brief(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def _from_frame(p: Path, frame: Any, spec: TableSpec) -> LabeledTable:
+def frame_table(p: Path, frame: Any, spec: TableSpec) -> LabeledTable:
+    """A pandas DataFrame's rows as a table (``p`` names it in errors)."""
     if len(frame) > MAX_ROWS:
         raise DatasetError(f"{p}: more than {MAX_ROWS} rows; split the data into smaller files")
     names = [str(c) for c in frame.columns]
@@ -336,7 +337,7 @@ def _read_npz(p: Path, spec: TableSpec) -> LabeledTable:
                 f"{p}: array {key!r} must be 1-D (one value per row), got {value.shape}"
             )
         frame[key] = value
-    return _from_frame(p, frame, spec)
+    return frame_table(p, frame, spec)
 
 
 def _read_npy(p: Path, spec: TableSpec) -> LabeledTable:
@@ -362,7 +363,7 @@ def _read_npy(p: Path, spec: TableSpec) -> LabeledTable:
         raise DatasetError(
             f"{p}: [data] columns names {len(names)} columns, the array has {array.shape[1]}"
         )
-    return _from_frame(p, pd.DataFrame(array, columns=names), spec)
+    return frame_table(p, pd.DataFrame(array, columns=names), spec)
 
 
 def _read_images(p: Path, spec: TableSpec) -> LabeledTable:

@@ -53,11 +53,8 @@ class DataSchema:
         if len(set(self.features)) != len(self.features):
             twice = sorted({f for f in self.features if self.features.count(f) > 1})
             raise DatasetError(f"feature names {twice} appear twice: rename the columns")
-        if self.task == "classification" and len(self.classes) < 2:
-            raise DatasetError(
-                f"a classification task needs at least 2 classes, the labels hold "
-                f"{list(self.classes)}: check the label column, or set [data] task = 'regression'"
-            )
+        if self.task == "classification" and not self.classes:
+            raise DatasetError("a classification task needs its classes")
         if self.task == "regression" and self.classes:
             raise DatasetError("a regression task has no classes")
         if len(set(self.classes)) != len(self.classes):
@@ -71,6 +68,14 @@ class DataSchema:
     def num_classes(self) -> int:
         """The model's output size: the number of classes, 1 for regression."""
         return len(self.classes) if self.task == "classification" else 1
+
+    def check_learnable(self) -> None:
+        """A federation's schema: classification needs at least two classes."""
+        if self.task == "classification" and len(self.classes) < 2:
+            raise DatasetError(
+                f"a classification task needs at least 2 classes, the labels hold "
+                f"{list(self.classes)}: check the label column, or set [data] task = 'regression'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {

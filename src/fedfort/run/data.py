@@ -12,20 +12,25 @@ trains on, through its ``[edge]`` data protection (:mod:`fedfort.edge`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedfort.client.training import ClientData
-from fedfort.config import RunConfig
+from fedfort.config import RunConfig, parse_config
 from fedfort.data.datasets import Dataset, load_dataset
+from fedfort.data.files import LabeledTable
+from fedfort.data.objects import table_from_object, tables_digest
 from fedfort.data.partition import Partition, natural_partition, partition_dataset
 from fedfort.data.preprocessing import Preprocessing
 from fedfort.data.schema import DataSchema
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
+from fedfort.run.files import GivenTables, read_federation, table_spec
 
 __all__ = [
     "FederationData",
@@ -35,6 +40,7 @@ __all__ = [
     "preprocessed",
     "split_data",
     "with_data_schema",
+    "with_given_data",
 ]
 
 
@@ -104,31 +110,27 @@ def embedded_schema(dataset: Dataset) -> DataSchema:
     return DataSchema(features, classes, "classification", dataset.image_shape)
 
 
-def with_data_schema(config: RunConfig) -> RunConfig:
+def with_data_schema(config: RunConfig, given: GivenTables | None = None) -> RunConfig:
     """``config`` with the files' schema written into ``[data] features`` / ``classes``.
 
     The schema is part of the run's identity; a simulation that infers it from the clients'
     files records it in the stored config, so a resume checks the files still agree.
     """
     data = config.data
-    if data.source != "files":
+    if data.source == "embedded":
         return config
     need_classes = data.task == "classification" and data.classes is None
     if data.features is not None and not need_classes:
         return config
-    from fedfort.run.files import read_federation
-
-    schema = read_federation(config)[0]
+    schema = read_federation(config, given)[0]
     overrides: dict[str, object] = {"data.features": list(schema.features)}
     if data.task == "classification":
         overrides["data.classes"] = list(schema.classes)
     return config.with_overrides(overrides)
 
 
-def _files_data(config: RunConfig) -> FederationData:
-    from fedfort.run.files import read_federation
-
-    schema, clients, validation = read_federation(config)
+def _files_data(config: RunConfig, given: GivenTables | None) -> FederationData:
+    schema, clients, validation = read_federation(config, given)
     d = schema.num_features
     y_dtype = np.float32 if schema.task == "regression" else np.int64
     sizes = [c.x.shape[0] for c in clients]
@@ -168,10 +170,11 @@ def _files_data(config: RunConfig) -> FederationData:
     )
 
 
-def split_data(config: RunConfig) -> FederationData:
-    """Load the run's dataset and split it exactly as every runtime does (seeded)."""
-    if config.data.source == "files":
-        return _files_data(config)
+def split_data(config: RunConfig, given: GivenTables | None = None) -> FederationData:
+    """Load the run's dataset and split it exactly as every runtime does (seeded); with
+    ``[data] source = "files"`` (or ``"objects"``, then ``given``) each client's own rows."""
+    if config.data.source != "embedded":
+        return _files_data(config, given)
     dataset = load_dataset(
         config.data.dataset,
         seed=config.seed,
@@ -256,3 +259,37 @@ def preprocessed(data: ClientData, transform: Preprocessing | None) -> ClientDat
     if transform is None:
         return data
     return ClientData.from_numpy(transform.apply(data.x.numpy()), data.y.numpy())
+
+
+def with_given_data(
+    config: RunConfig,
+    data: Mapping[str, Any],
+    test_data: Mapping[str, Any] | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> tuple[RunConfig, GivenTables]:
+    """``config`` for clients whose data is given as objects (``Simulation(data=...)``).
+
+    ``data`` maps each client's name to its rows ((x, y) arrays, a DataFrame with the
+    ``[data] label`` column, or a ``torch.utils.data.Dataset``); ``test_data`` to its own
+    hold-out. The clients are named after the keys, and a digest of the data becomes part of
+    the run's identity (:func:`fedfort.data.objects.tables_digest`).
+    """
+    if not data:
+        raise ConfigError("data= names no clients")
+    unknown = sorted(set(test_data or {}) - set(data))
+    if unknown:
+        raise ConfigError(f"test_data= names clients {unknown} that data= does not")
+    spec = table_spec(config)
+    tables: dict[str, tuple[LabeledTable, LabeledTable | None]] = {}
+    for name, rows in data.items():
+        held = (test_data or {}).get(name)
+        tables[str(name)] = (
+            table_from_object(rows, f"data[{name!r}]", spec, feature_names),
+            None
+            if held is None
+            else table_from_object(held, f"test_data[{name!r}]", spec, feature_names),
+        )
+    body = config.to_dict()
+    body["data"].update(source="objects", digest=tables_digest(tables), train=None, test=None)
+    body["clients"].update(names=list(tables), count=len(tables))
+    return parse_config(body), tables

@@ -55,6 +55,7 @@ from fedfort.run.data import (
     with_data_schema,
 )
 from fedfort.run.features import Feature, RunParts, assemble, default_features
+from fedfort.run.files import GivenTables
 from fedfort.run.privacy import PrivacySetup, calibrated
 from fedfort.run.result import RunResult, SimulationResult
 from fedfort.run.resume import (
@@ -142,6 +143,7 @@ class Federation(ABC):
         *,
         model_factory: ModelFactory | None = None,
         features: Sequence[Feature] = (),
+        data_tables: GivenTables | None = None,
         _resuming: bool = False,
     ) -> None:
         key: SigningKey | None = None
@@ -152,12 +154,12 @@ class Federation(ABC):
             # audit key and ``config`` must match it (fedfort.run.resume)
             key = resume_key(Path(out_dir))
             config = resumed_config(out_dir, config)
-        config = calibrated(with_data_schema(config))
+        config = calibrated(with_data_schema(config, data_tables))
         if config.alerts.enabled:
             webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.data = split_data(config)
+        self.data = split_data(config, data_tables)
         self.dataset: Dataset = self.data.dataset
         self.root_idx = self.data.root_idx
         self.partition: Partition = self.data.partition

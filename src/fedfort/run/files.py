@@ -9,6 +9,7 @@ client whose file differs from the schema is refused with the differences named.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,17 @@ from fedfort.data.files import LabeledTable, TableSpec, class_order, read_table
 from fedfort.data.schema import DataSchema
 from fedfort.errors import ConfigError, DatasetError, InvalidRecord
 
-__all__ = ["ClientFiles", "client_path", "read_client", "schema_of", "table_spec"]
+__all__ = [
+    "ClientFiles",
+    "GivenTables",
+    "client_path",
+    "client_rows",
+    "read_client",
+    "read_federation",
+    "require_schema",
+    "schema_of",
+    "table_spec",
+]
 
 
 def table_spec(config: RunConfig) -> TableSpec:
@@ -57,7 +68,9 @@ def schema_of(config: DataConfig, tables: list[LabeledTable]) -> DataSchema:
             classes = tuple(config.classes)
         else:
             classes = class_order(sorted({c for t in tables for c in t.label_set()}))
-    return DataSchema(features, classes, config.task, first.image_shape)
+    schema = DataSchema(features, classes, config.task, first.image_shape)
+    schema.check_learnable()
+    return schema
 
 
 def _check_missing(config: RunConfig, table: LabeledTable) -> None:
@@ -85,6 +98,10 @@ class ClientFiles:
     test: tuple[np.ndarray, np.ndarray] | None
 
 
+#: client name -> its train table and its own hold-out (data given as Python objects)
+GivenTables = Mapping[str, tuple[LabeledTable, LabeledTable | None]]
+
+
 def read_client(
     config: RunConfig,
     name: str,
@@ -97,22 +114,26 @@ def read_client(
     check them against ``schema`` (when given); its rows and its own table."""
     spec = table_spec(config)
     n = config.clients.count
-    train_path = (
-        Path(train) if train else client_path(_required(config.data.train), name, clients=n)
-    )
-    table = read_table(train_path, spec)
-    test_template = test or config.data.test
+    template = _required(config.data.train)
+    table = read_table(Path(train) if train else client_path(template, name, clients=n), spec)
     test_table: LabeledTable | None = None
-    if test_template is not None:
-        path = Path(test) if test else client_path(test_template, name, clients=n)
+    if test or config.data.test is not None:
+        path = Path(test) if test else client_path(str(config.data.test), name, clients=n)
         test_table = read_table(path, spec)
     own = schema or schema_of(config.data, [table])
-    out = _encode(config, table, own)
+    return client_rows(config, table, test_table, own), table
+
+
+def client_rows(
+    config: RunConfig, table: LabeledTable, test: LabeledTable | None, schema: DataSchema
+) -> ClientFiles:
+    """A client's tables checked against ``schema`` and encoded: what it trains on."""
+    x, y, columns = _encode(config, table, schema)
     held = None
-    if test_table is not None:
-        x_test, y_test = _encode(config, test_table, own)[:2]
+    if test is not None:
+        x_test, y_test, _ = _encode(config, test, schema)
         held = (x_test, y_test)
-    return ClientFiles(out[0], out[1], out[2], held), table
+    return ClientFiles(x, y, columns, held)
 
 
 def _encode(
@@ -130,20 +151,45 @@ def _required(path: str | None) -> str:
     return path
 
 
-def read_federation(config: RunConfig) -> tuple[DataSchema, list[ClientFiles], LabeledTable | None]:
-    """Every client's files (a simulation holds them all), the schema, the server's own
-    validation table (``[data] validation``, or ``None``)."""
+def _tables(
+    config: RunConfig, given: GivenTables | None
+) -> list[tuple[LabeledTable, LabeledTable | None]]:
     names = config.clients.ids()
+    if config.data.source == "objects":
+        if given is None:
+            raise ConfigError(
+                "this run's data was given in Python (data=...): give the same data again, "
+                "e.g. Simulation.resume(out_dir, data=...)"
+            )
+        if sorted(given) != sorted(names):
+            raise ConfigError(
+                f"the data names clients {sorted(given)}, the run has {sorted(names)}"
+            )
+        return [given[c] for c in names]
     spec = table_spec(config)
-    n = len(names)
-    tables = [
-        read_table(client_path(_required(config.data.train), c, clients=n), spec) for c in names
-    ]
-    schema = schema_of(config.data, tables)
-    clients = [read_client(config, c, schema)[0] for c in names]
+    template = _required(config.data.train)
+    out: list[tuple[LabeledTable, LabeledTable | None]] = []
+    for c in names:
+        train = read_table(client_path(template, c, clients=len(names)), spec)
+        test = None
+        if config.data.test is not None:
+            test = read_table(client_path(config.data.test, c, clients=len(names)), spec)
+        out.append((train, test))
+    return out
+
+
+def read_federation(
+    config: RunConfig, given: GivenTables | None = None
+) -> tuple[DataSchema, list[ClientFiles], LabeledTable | None]:
+    """Every client's data (a simulation holds them all: files, or ``given`` as objects),
+    the schema, and the server's own validation table (``[data] validation``, or ``None``)."""
+    tables = _tables(config, given)
+    schema = schema_of(config.data, [t for t, _ in tables])
+    clients = [client_rows(config, t, test, schema) for t, test in tables]
     validation = None
     if config.data.validation is not None:
-        validation = read_table(Path(config.data.validation), spec).in_order(schema.features)
+        validation = read_table(Path(config.data.validation), table_spec(config))
+        validation = validation.in_order(schema.features)
         validation.encoded(schema)
         _check_missing(config, validation)
     return schema, clients, validation

@@ -31,7 +31,7 @@ from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
 from fedfort.privacy.modes import PrivacyMode
 from fedfort.run.composition import compose
-from fedfort.run.data import preprocessed
+from fedfort.run.data import preprocessed, with_given_data
 from fedfort.run.features import Feature
 from fedfort.run.federation import (
     CHECKPOINT_FILE,
@@ -89,6 +89,9 @@ class Simulation(Federation):
         seed: int | None = None,
         clients: int | None = None,
         features: Sequence[Feature] = (),
+        data: Mapping[str, Any] | None = None,
+        test_data: Mapping[str, Any] | None = None,
+        feature_names: Sequence[str] | None = None,
         _resuming: bool = False,
     ) -> None:
         composed, factory = compose(
@@ -105,11 +108,17 @@ class Simulation(Federation):
         )
         if factory is not None and model_factory is not None:
             raise ConfigError("give the model once: model= or model_factory=")
+        given = None
+        if data is not None:
+            composed, given = with_given_data(composed, data, test_data, feature_names)
+        elif test_data is not None:
+            raise ConfigError("test_data= needs data= (each client's training rows) as well")
         super().__init__(
             composed,
             out_dir,
             model_factory=model_factory or factory,
             features=features,
+            data_tables=given,
             _resuming=_resuming,
         )
 
@@ -262,18 +271,32 @@ class Simulation(Federation):
         runtime: str | None = None,
         ray_address: str | None = None,
         features: Sequence[Feature] = (),
+        data: Mapping[str, Any] | None = None,
+        test_data: Mapping[str, Any] | None = None,
+        feature_names: Sequence[str] | None = None,
     ) -> Simulation:
         """Reopen the run in ``out_dir`` at its last committed round.
 
         ``runtime`` (and ``ray_address``) may move the run to another runtime: they are not
         part of its identity, and both runtimes compute the same rounds. ``features`` are the
         run's own features again (the stored pipeline must match, see
-        :meth:`~fedfort.run.federation.Federation.run`).
+        :meth:`~fedfort.run.federation.Federation.run`). A run whose data was given as
+        objects needs the same ``data`` (and ``test_data``) again: its digest is part of the
+        run's identity.
         """
         config = cls._reopen_config(out_dir, {"rounds": rounds, "simulation.workers": workers})
         if runtime is not None or ray_address is not None:
             config = _on_runtime(config, runtime or "ray", ray_address)
-        return cls(config, out_dir, model_factory=model_factory, features=features, _resuming=True)
+        return cls(
+            config,
+            out_dir,
+            model_factory=model_factory,
+            features=features,
+            data=data,
+            test_data=test_data,
+            feature_names=feature_names,
+            _resuming=True,
+        )
 
 
 def _on_runtime(config: RunConfig, runtime: str, ray_address: str | None) -> RunConfig:
