@@ -106,7 +106,7 @@ def test_errors_name_the_file_the_field_and_the_row(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no such file"):
         read_table(tmp_path / "absent.csv", SPEC)
     frame.to_csv(tmp_path / "t.npz", index=False)
-    with pytest.raises(DatasetError, match="not an .npz archive.*CSV"):
+    with pytest.raises(DatasetError, match=r"not an \.npz archive.*CSV"):
         read_table(tmp_path / "t.npz", SPEC)
     with zipfile.ZipFile(tmp_path / "z.csv", "w") as z:
         z.writestr("x.npy", b"0")
