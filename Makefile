@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf runs/demo runs/demo-redteam runs/demo-private runs/demo-secure runs/demo-rollback \
-		runs/demo-privacy-redteam
+		runs/demo-privacy-redteam runs/demo-hospitals
 	$(BIN)/fedfort simulate --config examples/demo.toml --out runs/demo
+	$(BIN)/python examples/hospitals/make_data.py
+	$(BIN)/fedfort simulate --config examples/hospitals/run.toml --out runs/demo-hospitals
 	$(BIN)/fedfort redteam --config examples/redteam-demo.toml --out runs/demo-redteam
 	$(BIN)/fedfort simulate --config examples/privacy/dp-fedavg-eps3.toml --out runs/demo-private
 	$(BIN)/fedfort simulate --config examples/secure-aggregation.toml --out runs/demo-secure
