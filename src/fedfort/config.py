@@ -52,6 +52,7 @@ __all__ = [
     "ServerConfig",
     "SimulationConfig",
     "load_config",
+    "numbered_ids",
     "read_toml",
 ]
 
@@ -89,6 +90,12 @@ _FILES_KEYS: tuple[str, ...] = (
 )
 
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def numbered_ids(count: int) -> list[str]:
+    """``client-000``, ``client-001``, ...: the ids of a federation without names."""
+    width = max(3, len(str(count - 1)))
+    return [f"client-{i:0{width}d}" for i in range(count)]
 
 
 class DataConfig(_Section):
@@ -257,8 +264,7 @@ class ClientsConfig(_Section):
         """The clients' ids: their names, or ``client-000``, ``client-001``... by count."""
         if self.names is not None:
             return list(self.names)
-        width = max(3, len(str(self.count - 1)))
-        return [f"client-{i:0{width}d}" for i in range(self.count)]
+        return numbered_ids(self.count)
 
     def local_training(self) -> LocalTrainingConfig:
         return LocalTrainingConfig(

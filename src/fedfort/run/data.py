@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.client.training import ClientData
-from fedfort.config import RunConfig, parse_config
+from fedfort.config import RunConfig, numbered_ids, parse_config
 from fedfort.data.datasets import Dataset, load_dataset
 from fedfort.data.files import LabeledTable
 from fedfort.data.objects import table_from_object, tables_digest
@@ -249,9 +249,10 @@ def local_training_data(
     )
 
 
-def client_ids(config: RunConfig) -> list[str]:
-    """The federation's client ids: ``[clients] names``, or ``client-000``, ``client-001``..."""
-    return config.clients.ids()
+def client_ids(count: int) -> list[str]:
+    """Numbered client ids ``client-000``, ``client-001``, ... (a run without
+    ``[clients] names``; :meth:`fedfort.config.ClientsConfig.ids` gives a run's ids)."""
+    return numbered_ids(count)
 
 
 def preprocessed(data: ClientData, transform: Preprocessing | None) -> ClientData:

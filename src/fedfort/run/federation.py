@@ -181,7 +181,7 @@ class Federation(ABC):
         self.spec = self.trainer.spec
         initial = self.trainer.bound.flatten()
         self._evaluator = LocalTrainer(self.build_module())
-        self.ids = client_ids(config)
+        self.ids = config.clients.ids()
         self.malicious: list[str] = []
         self.executor, extra_state = self._runtime()
         self._x_test = torch.from_numpy(self._server_features(self.dataset.x_test))
