@@ -10,8 +10,10 @@ checkpoints and the verified audit log) and the raw round records, and shows:
   budget and epsilon spent, whether the budget held), secure aggregation, the aggregation rule
   with detection and reputation, key lifecycle events, the audit-chain verification (a failed
   check is shown in red at the top of the page as well), rollbacks and rejected updates;
-* plots: accuracy, loss, epsilon spent against the budget (private runs), the reputation
-  distribution (when reputation is on) and detections per round;
+* plots (:mod:`~fedfort.report.plots`, only those with data): accuracy and any federated
+  evaluation metrics with every rollback marked, loss, epsilon spent against the budget
+  (private runs), the reputation distribution (when reputation is on) and the updates flagged
+  or rejected per round (when some were);
 * the clients that were flagged, rejected or quarantined, the rejections themselves and the
   audit log's lifecycle events;
 * the model versions, a per-round table and the full configuration as JSON.
