@@ -115,6 +115,7 @@ LAZY_PACKAGES = (
     "fedfort.aggregation",
     "fedfort.attacks",
     "fedfort.audit",
+    "fedfort.charts",
     "fedfort.client",
     "fedfort.edge",
     "fedfort.monitoring",

@@ -18,19 +18,22 @@ from fedfort.report.markup import (
     Raw,
     badge,
     code,
+    digest,
     eps,
     esc,
     f4,
     g,
+    join,
     kv,
     number,
     summary,
     table,
     truncate,
     utc,
+    when,
 )
 
-__all__ = ["KEY_EVENT_KINDS", "audit_line", "compliance_section"]
+__all__ = ["KEY_EVENT_KINDS", "audit_line", "audit_summary", "compliance_section"]
 
 #: audit entry kinds that belong to the key lifecycle
 KEY_EVENT_KINDS: Final = (
@@ -244,7 +247,7 @@ def _key_row(state: dict[str, Any]) -> tuple[str, Raw, Raw]:
             Raw("<p>No key lifecycle events recorded.</p>" + signing.html),
         )
     rows = [
-        (e.get("seq"), utc(e.get("ts")), e.get("kind"), e.get("round"), summary(e.get("body")))
+        (e.get("seq"), when(e.get("ts")), e.get("kind"), e.get("round"), summary(e.get("body")))
         for e in events
     ]
     body = table(["entry", "time (UTC)", "event", "round", "details"], rows, numeric=(0, 3))
@@ -266,6 +269,17 @@ def audit_line(audit: dict[str, Any]) -> str:
     return f"FAILED{where}{kind}: {audit.get('problem')}"
 
 
+def audit_summary(audit: dict[str, Any]) -> Raw:
+    """:func:`audit_line` as markup, the head hash shortened (:func:`digest`)."""
+    if audit.get("present") and audit.get("ok"):
+        return join(
+            f"verified: {audit.get('entries')} entries, head entry {audit.get('head_seq')} "
+            "with hash ",
+            digest(audit.get("head_hash")),
+        )
+    return Raw(esc(audit_line(audit)))
+
+
 def _audit_row(audit: dict[str, Any]) -> tuple[str, Raw, Raw]:
     if not audit.get("present"):
         return "Audit chain", badge("absent", "warn"), Raw(f"<p>{esc(audit_line(audit))}</p>")
@@ -274,7 +288,7 @@ def _audit_row(audit: dict[str, Any]) -> tuple[str, Raw, Raw]:
             ("result", "verified (hash chain, signatures and the checkpoint witness)"),
             ("entries", audit.get("entries")),
             ("head entry", audit.get("head_seq")),
-            ("head hash", code(audit.get("head_hash"))),
+            ("head hash", digest(audit.get("head_hash"))),
             ("signing key id(s)", ", ".join(str(k) for k in audit.get("keys") or [])),
             ("pinned public key", audit.get("public_key_file")),
         ]

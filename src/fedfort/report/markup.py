@@ -5,7 +5,13 @@ Every piece of run data reaches the page through :func:`esc` (:func:`html.escape
 table cell or a list value may hold; ``None`` shows as a dash.
 
 Number formats: :func:`f4` (accuracy and loss, 4 decimals), :func:`eps` (epsilon spent, 6
-significant digits), :func:`g` (``g`` format) and :func:`utc` (a timestamp as UTC ISO 8601).
+significant digits), :func:`g` (``g`` format) and :func:`utc` (a timestamp as UTC ISO 8601,
+``2026-12-07T21:04:05Z``; :func:`when` puts it in a ``<time>`` element that never wraps).
+
+A hash reaches a table as :func:`digest`: its first :data:`SHORT_HASH` hex characters, the full
+value in the ``title`` tooltip and in a ``<details>`` element that opens to show it, selectable
+for copying, with no script. Long text in a cell wraps (the stylesheet breaks it anywhere), so a
+table fits the page.
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from fedfort import jsonio
 
 __all__ = [
     "DASH",
+    "LONG_TEXT",
     "MAX_TEXT",
+    "SHORT_HASH",
+    "UTC_FORMAT",
     "Cell",
     "Raw",
     "badge",
     "code",
+    "digest",
     "eps",
     "esc",
     "f4",
@@ -37,11 +47,18 @@ __all__ = [
     "table",
     "truncate",
     "utc",
+    "when",
 ]
 
 #: longest free-text value shown in a cell (details and event bodies are diagnostics)
 MAX_TEXT: Final = 240
 DASH: Final = "\u2014"
+#: a text cell longer than this may break anywhere, so its column never widens the table
+LONG_TEXT: Final = 40
+#: hex characters of a hash shown in a table (48 bits: enough to tell versions apart by eye)
+SHORT_HASH: Final = 12
+#: every time in a report: UTC, ISO 8601, to the second
+UTC_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,18 @@ def join(*parts: Cell) -> Raw:
 
 def code(value: Cell) -> Raw:
     return Raw(f"<code>{esc(value)}</code>")
+
+
+def digest(value: Cell) -> Raw:
+    """A hash as its first :data:`SHORT_HASH` characters; the full value in the tooltip and in a
+    ``<details>`` that opens to show it (a short or missing value is shown as it is)."""
+    if not isinstance(value, str) or len(value) <= SHORT_HASH:
+        return code(value)
+    full = esc(value)
+    return Raw(
+        f'<details class="digest"><summary title="{full}"><code>{esc(value[:SHORT_HASH])}'
+        f'</code>…</summary><code class="full">{full}</code></details>'
+    )
 
 
 def badge(text: str, level: str) -> Raw:
@@ -106,7 +135,13 @@ def utc(ts: Any) -> str | None:
     x = number(ts)
     if x is None or not math.isfinite(x):
         return None
-    return datetime.fromtimestamp(x, UTC).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(x, UTC).strftime(UTC_FORMAT)
+
+
+def when(ts: Any) -> Raw | None:
+    """:func:`utc` in a ``<time>`` element (machine-readable, never wrapped), or ``None``."""
+    text = utc(ts)
+    return None if text is None else Raw(f'<time datetime="{text}">{text}</time>')
 
 
 def summary(body: Any) -> str:
@@ -133,14 +168,20 @@ def kv(items: Iterable[tuple[str, Cell]]) -> Raw:
 def table(
     headers: Sequence[str], rows: Iterable[Sequence[Cell]], numeric: Sequence[int] = ()
 ) -> str:
-    """An HTML table; ``numeric`` columns are right-aligned."""
+    """An HTML table; ``numeric`` columns are right-aligned, text longer than
+    :data:`LONG_TEXT` characters may wrap anywhere (a hash inside a detail, a long id)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     thead = f"<thead><tr>{head}</tr></thead>" if head else ""
     body = []
     for row in rows:
         cells = [
-            f'<td class="num">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
+            f'<td class="num">{esc(c)}</td>'
+            if i in numeric
+            else f'<td class="long">{esc(c)}</td>'
+            if isinstance(c, str) and len(c) > LONG_TEXT
+            else f"<td>{esc(c)}</td>"
             for i, c in enumerate(row)
         ]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
+    # the wrapper scrolls a table wider than a narrow screen instead of the page
+    return f'<div class="table-wrap"><table>{thead}<tbody>{"".join(body)}</tbody></table></div>'

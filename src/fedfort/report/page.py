@@ -16,8 +16,10 @@ from fedfort.report.markup import esc
 
 __all__ = ["STYLESHEET", "html_page", "section"]
 
-#: the CSS of every report: tables with right-aligned numeric cells, badges for statuses
-#: (``ok``, ``warn``, ``bad``, ``info``), an alert box, figures with captions, print rules
+#: the CSS of every report: tables that fit the page (long text cells wrap anywhere, numeric cells
+#: and times never, a table wider than a narrow screen scrolls in its own box), right-aligned
+#: numeric cells, shortened hashes that open to their full value, badges for statuses (``ok``,
+#: ``warn``, ``bad``, ``info``), an alert box, figures with captions, print rules
 STYLESHEET: Final = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
        margin: 2rem auto; max-width: 78rem; padding: 0 1rem; color: #1d1d1d;
@@ -29,7 +31,14 @@ th, td { border: 1px solid #ccc; padding: .28rem .55rem; text-align: left;
          vertical-align: top; }
 th { background: #f0f0f0; }
 tbody tr:nth-child(even) { background: #fafafa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.long { overflow-wrap: anywhere; min-width: 14rem; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap;
+         overflow-wrap: normal; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
+time { white-space: nowrap; }
+details.digest { display: inline-block; vertical-align: top; }
+details.digest summary { cursor: pointer; white-space: nowrap; }
+details.digest code.full { display: block; user-select: all; }
 code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;
             font-size: .85rem; }
 code { overflow-wrap: anywhere; }
@@ -49,7 +58,7 @@ figure { margin: .8rem 0; display: inline-block; vertical-align: top; }
 figcaption { font-size: .85rem; color: #555; }
 img { max-width: 100%; height: auto; }
 @media print { body { margin: 0; max-width: none; } h2 { break-after: avoid; }
-               figure, tr { break-inside: avoid; } }
+               figure, tr { break-inside: avoid; } .table-wrap { overflow: visible; } }
 """
 
 

@@ -1,8 +1,11 @@
 """The plots of the compliance report, as matplotlib figures inlined as PNG data URIs.
 
-:func:`plots_section` renders the ones a run has data for: accuracy and loss per round,
-epsilon spent against the budget (private runs), the reputation distribution (when reputation
-is on) and detections per round.
+:func:`plots_section` renders the ones a run has data for, drawn with the conventions of
+:mod:`fedfort.charts` (plain tick labels, a log loss axis when losses span decades, counts from
+zero): the scores per round (server test accuracy and the federated evaluation's overall
+metrics) with every rollback marked, the losses, epsilon spent against the budget (private
+runs), the reputation distribution (when reputation is on) and the updates flagged or rejected
+per round (only when some were).
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
+from fedfort.charts.axes import plain_ticks, round_axis, spans_decades
+from fedfort.charts.panels import draw_counts, draw_losses, draw_scores
+from fedfort.charts.rounds import Series, metric_series, rollback_marks
 from fedfort.measurements import MeasurementSet, PrivacyMeasurement
 from fedfort.report.figures import data_uri, figure, png_bytes
 from fedfort.report.markup import number
@@ -27,23 +32,50 @@ def _figure(title: str, caption: str, fig: Figure) -> str:
     return figure(data_uri(png_bytes(fig, _DPI)), title, caption)
 
 
-def _line_plot(
-    rows: list[dict[str, Any]], key: str, label: str, color: str, unit_interval: bool
-) -> Figure | None:
-    points = [(r["round"], x) for r in rows if (x := number(r.get(key))) is not None]
-    if not points:
-        return None
+def _scores_plot(
+    scores: list[Series], state: dict[str, Any], records: list[dict[str, Any]]
+) -> Figure:
     fig = Figure(figsize=_FIGSIZE)
     ax = fig.subplots()
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, color=color)
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(label)
-    if unit_interval:
-        ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{label} per round")
+    draw_scores(ax, scores, rollback_marks(records, state.get("events", [])))
+    ax.set_title("accuracy per round" if len(scores) == 1 else "metrics per round")
     return fig
+
+
+def _losses_plot(losses: list[Series]) -> Figure:
+    fig = Figure(figsize=_FIGSIZE)
+    ax = fig.subplots()
+    draw_losses(ax, losses)
+    ax.set_title("loss per round")
+    return fig
+
+
+def _scores_caption(scores: list[Series]) -> str:
+    federated = any(s.label.startswith("federated") for s in scores)
+    server = any(s.label.startswith("server") for s in scores)
+    parts = []
+    if server:
+        parts.append("Test accuracy of the global model on the server's held-out set")
+    if federated:
+        parts.append("overall metrics of the federated evaluation on the clients' own data")
+    text = "; ".join(parts)
+    return (
+        text[0].upper()
+        + text[1:]
+        + ". A dashed line marks each rollback: automatic (the candidate, a cross, was refused"
+        " and an earlier version committed) or by an operator (between two rounds)."
+    )
+
+
+def _losses_caption(losses: list[Series]) -> str:
+    where = ", ".join(
+        "on the server's held-out set" if s.label.startswith("server") else "federated"
+        for s in losses
+    )
+    log = spans_decades(v for s in losses for v in s.values)
+    return f"Loss of the global model ({where})" + (
+        "; logarithmic axis: the losses span decades." if log else "."
+    )
 
 
 def _epsilon_plot(
@@ -80,10 +112,10 @@ def _epsilon_plot(
         )
     if target is not None:
         ax.axhline(target, color="#b00020", linestyle="--", label=f"budget {target:g}")
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    round_axis(ax)
     ax.set_ylabel("epsilon")
     ax.set_ylim(bottom=0)
+    plain_ticks(ax.yaxis)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     ax.set_title("privacy spent per round")
@@ -108,10 +140,10 @@ def _reputation_plot(rows: list[dict[str, Any]]) -> Figure | None:
     ax.plot(x, series["median"], color="C0", marker="o", markersize=3, label="median")
     ax.plot(x, series["min"], color="C3", linestyle=":", label="min")
     ax.plot(x, series["max"], color="C2", linestyle=":", label="max")
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    round_axis(ax)
     ax.set_ylabel("reputation")
     ax.set_ylim(0, 1)
+    plain_ticks(ax.yaxis)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
     ax.set_title("client reputation per round")
@@ -119,32 +151,16 @@ def _reputation_plot(rows: list[dict[str, Any]]) -> Figure | None:
 
 
 def _detection_plot(rows: list[dict[str, Any]]) -> Figure | None:
-    if not rows:
+    """Flagged and rejected updates per round; ``None`` when no update ever was either."""
+    counts = {
+        label: [max(0, int(number(r.get(key)) or 0)) for r in rows]
+        for label, key in (("flagged", "flagged"), ("rejected", "rejected"))
+    }
+    if not any(v for values in counts.values() for v in values):
         return None
     fig = Figure(figsize=_FIGSIZE)
     ax = fig.subplots()
-    x = [float(r["round"]) for r in rows]
-    width = 0.4
-    ax.bar(
-        [v - width / 2 for v in x],
-        [int(r.get("flagged") or 0) for r in rows],
-        width=width,
-        color="C1",
-        label="flagged",
-    )
-    ax.bar(
-        [v + width / 2 for v in x],
-        [int(r.get("rejected") or 0) for r in rows],
-        width=width,
-        color="C3",
-        label="rejected",
-    )
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("updates")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="small")
+    draw_counts(ax, [int(r["round"]) for r in rows], counts)
     ax.set_title("detections per round")
     return fig
 
@@ -155,16 +171,17 @@ def plots_section(state: dict[str, Any], records: list[dict[str, Any]]) -> str:
         return "<p>No committed round yet.</p>"
     privacy = state.get("privacy")
     target = None if privacy is None else number(privacy.get("target_epsilon"))
-    figures = [
+    scores, losses = metric_series(records)
+    figures: list[tuple[str, str, Figure | None]] = [
         (
             "accuracy per round",
-            "Test accuracy of the global model on the server's held-out set.",
-            _line_plot(rows, "accuracy", "test accuracy", "C0", unit_interval=True),
+            _scores_caption(scores) if scores else "",
+            _scores_plot(scores, state, records) if scores else None,
         ),
         (
             "loss per round",
-            "Test loss of the global model.",
-            _line_plot(rows, "loss", "test loss", "C1", unit_interval=False),
+            _losses_caption(losses),
+            _losses_plot(losses) if losses else None,
         ),
     ]
     if privacy is not None:

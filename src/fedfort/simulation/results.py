@@ -1,16 +1,18 @@
-"""Run outputs: ``results.json`` and a PNG of accuracy and loss per round."""
+"""Run outputs: ``results.json`` and ``training.png``, the run's metrics per round."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from fedfort import jsonio
+from fedfort.audit import AUDIT_FILE, read_entries
+from fedfort.charts.panels import training_figure
+from fedfort.errors import AuditError
 from fedfort.run.result import RunResult
 
-__all__ = ["PLOT_FILE", "RESULTS_FILE", "plot_history", "write_results"]
+__all__ = ["PLOT_FILE", "RESULTS_FILE", "plot_history", "rollback_events", "write_results"]
 
 RESULTS_FILE = "results.json"
 PLOT_FILE = "training.png"
@@ -38,43 +40,34 @@ def write_results(result: RunResult, out_dir: str | Path) -> Path:
     path.write_text(
         jsonio.dumps(body, indent=2, sort_keys=False, non_finite="null"), encoding="utf-8"
     )
-    plot_history(result.records, out / PLOT_FILE)
+    plot_history(result.records, out / PLOT_FILE, rollback_events(out))
     return path
 
 
-def plot_history(records: list[dict[str, Any]], path: str | Path) -> None:
-    """Plot test accuracy and loss per round (rounds without evaluation are skipped) and, for
-    a private run, accuracy against the epsilon spent."""
-    evaluated = [r for r in records if r.get("accuracy") is not None]
-    private = [r for r in evaluated if r.get("epsilon") is not None]
-    panels = 3 if private else 2
-    # a bare Figure renders through Agg when saved: no pyplot, no process-wide backend
-    fig = Figure(figsize=(5 * panels, 4))
-    axes = fig.subplots(1, panels)
-    ax_acc, ax_loss = axes[0], axes[1]
-    rounds = [r["round"] for r in evaluated]
-    ax_acc.plot(rounds, [r["accuracy"] for r in evaluated], marker="o", markersize=3)
-    ax_acc.set_xlabel("round")
-    ax_acc.set_ylabel("test accuracy")
-    ax_acc.set_ylim(0, 1)
-    ax_acc.grid(alpha=0.3)
-    ax_loss.plot(rounds, [r["loss"] for r in evaluated], marker="o", markersize=3, color="C1")
-    ax_loss.set_xlabel("round")
-    ax_loss.set_ylabel("test loss")
-    ax_loss.grid(alpha=0.3)
-    if private:
-        ax_eps = axes[2]
-        ax_eps.plot(
-            [r["epsilon"] for r in private],
-            [r["accuracy"] for r in private],
-            marker="o",
-            markersize=3,
-            color="C2",
-        )
-        ax_eps.set_xlabel(f"epsilon spent (delta = {private[-1]['delta']:g})")
-        ax_eps.set_ylabel("test accuracy")
-        ax_eps.set_ylim(0, 1)
-        ax_eps.grid(alpha=0.3)
-    fig.suptitle("fedfort: global model on the server's held-out test set")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def rollback_events(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The ``rollback`` entries of the audit log in ``run_dir`` as ``{"kind", "round", "body"}``
+    (none when the run keeps no audit log or it cannot be read; ``fedfort audit verify`` is
+    what judges the log)."""
+    path = Path(run_dir) / AUDIT_FILE
+    if not path.exists():
+        return []
+    try:
+        return [
+            {"kind": e.kind, "round": e.round, "body": e.data}
+            for e in read_entries(path)
+            if e.kind == "rollback"
+        ]
+    except (AuditError, ValueError):
+        return []
+
+
+def plot_history(
+    records: list[dict[str, Any]],
+    path: str | Path,
+    events: Iterable[Mapping[str, Any]] = (),
+) -> None:
+    """Plot the run's metrics per round (see :func:`fedfort.charts.panels.training_figure`):
+    server test accuracy and the federated evaluation's overall metrics with the rollbacks
+    (automatic ones from ``records``, operator ones from the audit ``events``), the losses and,
+    for a private run, accuracy against the epsilon spent. Rounds without a metric are skipped."""
+    training_figure(records, events).savefig(path, dpi=100, metadata={"Software": None})
