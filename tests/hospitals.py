@@ -7,6 +7,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "hospitals"))
 
-from make_data import HOSPITALS, hospital_frames, hospitals_toml, write_hospitals  # noqa: E402
+from make_data import HOSPITALS, hospital_frames, hospitals_toml, write_hospitals
 
 __all__ = ["HOSPITALS", "hospital_frames", "hospitals_toml", "write_hospitals"]
