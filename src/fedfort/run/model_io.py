@@ -99,7 +99,7 @@ def read_version(
     path = run / CHECKPOINT_FILE
     if not path.exists():
         raise CheckpointError(f"{run} is not a fedfort run: {CHECKPOINT_FILE} is missing")
-    with CheckpointReader(path, resume_key(run)) as reader:
+    with CheckpointReader(path, resume_key(run), leave_no_files=True) as reader:
         config = parse_config(json.loads(reader.verified_meta("config")))
         if config.config_identity() != reader.verified_meta("config_identity"):
             raise CheckpointError(
