@@ -34,6 +34,7 @@ from fedfort.config import parse_config
 from fedfort.errors import CheckpointError, ConfigError
 from fedfort.params import vector_sha256
 from fedfort.run.data import split_data
+from fedfort.run.export import export_model
 from fedfort.run.resume import stored_config
 from fedfort.simulation import Simulation
 
@@ -208,6 +209,17 @@ def test_safetensors_export_holds_the_same_tensors(
     assert "body.1.num_batches_tracked" in loaded
     for name, tensor in reference.items():
         assert torch.equal(loaded[name], tensor), name
+
+
+def test_a_missing_export_package_says_which_extra_installs_it(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # import fails as if absent
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    for fmt in ("safetensors", "onnx"):
+        with pytest.raises(ConfigError, match=r"pip install 'fedfort\[export\]'"):
+            export_model(trained, fmt, out=tmp_path / f"m.{fmt}")
+        assert not (tmp_path / f"m.{fmt}").exists()
 
 
 @pytest.mark.slow

@@ -16,13 +16,14 @@ export writes only its output file (nothing to the audit log or the checkpoints)
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import warnings
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -84,12 +85,22 @@ def export_model(
     if fmt == "pt":
         torch.save(_tensors(run), path)
     elif fmt == "safetensors":
-        from safetensors.torch import save_file
-
+        save_file = _needs("safetensors.torch", fmt).save_file
         save_file(_tensors(run), str(path), metadata=_metadata(run))
     else:
         _onnx(run, path)
     return ExportedModel(path, run.version, fmt, run.sha256)
+
+
+def _needs(module: str, fmt: str) -> Any:
+    """``module``, or a ConfigError saying which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"--format {fmt} needs the {module.split('.')[0]!r} package ({exc}): "
+            "pip install 'fedfort[export]'"
+        ) from None
 
 
 def _path(run_dir: str | Path, version: int, fmt: str, out: str | Path | None) -> Path:
@@ -117,6 +128,8 @@ def _metadata(run: RunModel) -> dict[str, str]:
 
 def _onnx(run: RunModel, path: Path) -> None:
     """``torch.onnx.export`` on a zero input of the run's shape, the batch dimension dynamic."""
+    for module in ("onnx", "onnxscript"):  # what torch.onnx.export needs beyond torch
+        _needs(module, "onnx")
     example = torch.zeros((2, *run.example_shape), dtype=torch.float32)
     batch = torch.export.Dim("batch")
     quiet = logging.getLogger("torch.onnx")
