@@ -20,6 +20,7 @@ import importlib
 import io
 import logging
 import warnings
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,21 +76,63 @@ def export_model(
     with a suffix of its own keeps it (``--out weights.bin``).
     """
     fmt = format_of(fmt, None)
+    writer = _WRITERS[fmt]()  # a missing package is refused before anything is read or written
+    payload: RunModel | np.ndarray
     if fmt == "npy":  # the stored vector itself: no model class needed
         _, _, checkpoint = read_version(run_dir, version)
-        path = _path(run_dir, checkpoint.round, fmt, out)
-        np.save(path, checkpoint.model, allow_pickle=False)
-        return ExportedModel(path, checkpoint.round, fmt, checkpoint.model_sha256)
-    run = read_run_model(run_dir, version, model_factory=model_factory)
-    path = _path(run_dir, run.version, fmt, out)
-    if fmt == "pt":
-        torch.save(_tensors(run), path)
-    elif fmt == "safetensors":
-        save_file = _needs("safetensors.torch", fmt).save_file
-        save_file(_tensors(run), str(path), metadata=_metadata(run))
+        payload, number, digest = checkpoint.model, checkpoint.round, checkpoint.model_sha256
     else:
-        _onnx(run, path)
-    return ExportedModel(path, run.version, fmt, run.sha256)
+        payload = read_run_model(run_dir, version, model_factory=model_factory)
+        number, digest = payload.version, payload.sha256
+    path = _path(run_dir, number, fmt, out)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        writer(payload, partial)
+        partial.replace(path)  # a failed export leaves no half-written file
+    finally:
+        partial.unlink(missing_ok=True)
+    return ExportedModel(path, number, fmt, digest)
+
+
+Writer = Callable[[Any, Path], None]
+
+
+def _npy() -> Writer:
+    def write(vector: np.ndarray, path: Path) -> None:
+        with path.open("wb") as f:
+            np.save(f, vector, allow_pickle=False)
+
+    return write
+
+
+def _pt() -> Writer:
+    def write(run: RunModel, path: Path) -> None:
+        torch.save(_tensors(run), path)
+
+    return write
+
+
+def _safetensors() -> Writer:
+    save_file = _needs("safetensors.torch", "safetensors").save_file
+
+    def write(run: RunModel, path: Path) -> None:
+        save_file(_tensors(run), str(path), metadata=_metadata(run))
+
+    return write
+
+
+def _onnx_writer() -> Writer:
+    for module in ("onnx", "onnxscript"):  # what torch.onnx.export needs beyond torch
+        _needs(module, "onnx")
+    return _onnx
+
+
+_WRITERS: dict[str, Callable[[], Writer]] = {
+    "npy": _npy,
+    "pt": _pt,
+    "safetensors": _safetensors,
+    "onnx": _onnx_writer,
+}
 
 
 def _needs(module: str, fmt: str) -> Any:
@@ -128,8 +171,6 @@ def _metadata(run: RunModel) -> dict[str, str]:
 
 def _onnx(run: RunModel, path: Path) -> None:
     """``torch.onnx.export`` on a zero input of the run's shape, the batch dimension dynamic."""
-    for module in ("onnx", "onnxscript"):  # what torch.onnx.export needs beyond torch
-        _needs(module, "onnx")
     example = torch.zeros((2, *run.example_shape), dtype=torch.float32)
     batch = torch.export.Dim("batch")
     quiet = logging.getLogger("torch.onnx")
