@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
     from fedfort.models import MLP, LogisticRegression, ModelSpec, SmallCNN, register_model
     from fedfort.params import ParamSpec
+    from fedfort.run.model_io import load_model
     from fedfort.run.result import RunResult
     from fedfort.server import RoundEngine, RoundRecord, Stage
     from fedfort.simulation import Simulation, SimulationResult
@@ -68,6 +69,7 @@ __all__ = [
     "__version__",
     "load_config",
     "load_dataset",
+    "load_model",
     "partition_dataset",
     "register_model",
 ]
@@ -110,6 +112,7 @@ if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
             "RoundRecord": "fedfort.server",
             "Stage": "fedfort.server",
             "RunResult": "fedfort.run.result",
+            "load_model": "fedfort.run.model_io",
             "Simulation": "fedfort.simulation",
             "SimulationResult": "fedfort.simulation",
         },

@@ -209,10 +209,34 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """A built-in or registered model and its constructor options."""
+    """A built-in or registered model and its constructor options.
+
+    ``factory = "mypkg.nets:TabularNet"`` is another spelling of ``name`` for a model named
+    by import path (an ``nn.Module`` class built as ``TabularNet(in_features, num_classes,
+    **options)``); it is stored as ``name``, so both spellings are the same run.
+    """
 
     name: str = "mlp"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _factory_is_a_name(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "factory" not in raw:
+            return raw
+        body = dict(raw)
+        factory = body.pop("factory")
+        if "name" in body:
+            raise ValueError(
+                f"[model] has both name = {body['name']!r} and factory = {factory!r}: give one "
+                "of them (factory is the import path of your model class)"
+            )
+        if not isinstance(factory, str) or ":" not in factory:
+            raise ValueError(
+                f"[model] factory = {factory!r} is not an import path 'package.module:NetClass'; "
+                "a built-in or registered model is named with [model] name"
+            )
+        return {**body, "name": factory}
 
 
 class ClientsConfig(_Section):

@@ -28,6 +28,7 @@ __all__ = [
     "available_models",
     "build_model",
     "register_model",
+    "resolve_model",
 ]
 
 ModelFactory = Callable[..., nn.Module]
@@ -142,24 +143,68 @@ class ModelSpec:
         return build_model(self, seed=seed)
 
 
-def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
-    """Instantiate ``spec``; raise :class:`ConfigError` for unknown names or options."""
-    if ":" not in spec.name and spec.name not in MODEL_REGISTRY.names():
-        raise ConfigError(
-            f"unknown model {spec.name!r}; choose one of {available_models()}, register yours "
-            "with fedfort.register_model, or give an import path 'package.module:NetClass'"
-        )
-    factory: ModelFactory = MODEL_REGISTRY.resolve(spec.name).factory
+def build_model(
+    spec: ModelSpec, seed: int | None = None, *, factory: ModelFactory | None = None
+) -> nn.Module:
+    """Instantiate ``spec`` (with ``factory`` instead of the registry's entry for its name, when
+    given); raise a one-line :class:`ConfigError` naming the model when it cannot be built."""
+    if factory is None:
+        factory = resolve_model(spec.name)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         try:
             model = factory(spec.in_features, spec.num_classes, **spec.options)
+        except ConfigError:
+            raise
         except TypeError as exc:
-            raise ConfigError(f"bad options {spec.options} for model {spec.name!r}: {exc}") from exc
+            raise ConfigError(
+                f"bad options {spec.options} for model {spec.name!r}: {_one_line(exc)}"
+            ) from exc
+        except Exception as exc:
+            raise ConfigError(
+                f"model {spec.name!r} failed to build as ({spec.in_features} features, "
+                f"{spec.num_classes} classes, options {spec.options}): "
+                f"{type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model {spec.name!r} built a {type(model).__name__}, not a torch.nn.Module: name "
             "an nn.Module class or a factory that returns one"
         )
     return model
+
+
+def resolve_model(name: str) -> ModelFactory:
+    """The factory of a registered name or an import path (``"mypkg.nets:TabularNet"``)."""
+    if ":" not in name and name not in MODEL_REGISTRY.names():
+        raise ConfigError(
+            f"unknown model {name!r}; choose one of {available_models()}, register yours "
+            "with fedfort.register_model, or give an import path 'package.module:NetClass'"
+        )
+    module, _, qualname = name.partition(":")
+    try:
+        return MODEL_REGISTRY.resolve(name).factory
+    except ConfigError as exc:
+        # a class only the process that started the run could import: say how to go on
+        if "<" in qualname:  # <locals>, <lambda>
+            raise ConfigError(
+                f"model {name!r} was defined inside a function (or is a lambda), so this "
+                "process cannot import it: pass it again (model_factory=) or define a class at "
+                "module level in an importable module"
+            ) from exc
+        if module == "__main__":
+            raise ConfigError(
+                f"model {name!r} was defined in the script that started the run, which this "
+                "process is not: use the run from that script, or move the class into an "
+                "importable module and name it in [model] factory"
+            ) from exc
+        raise
+    except Exception as exc:  # the user's module fails while it is imported
+        raise ConfigError(
+            f"model {name!r}: importing it failed: {type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

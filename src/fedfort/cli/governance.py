@@ -4,7 +4,8 @@
   witnesses (``--public-key`` pins the auditor's key, ``--head`` checks a head exported
   earlier) and names the first bad entry (exit status 1 when the check fails);
   ``fedfort audit export RUN`` writes it as JSONL.
-- ``fedfort model list|show|export|rollback RUN`` works on the run's model versions.
+- ``fedfort model list|show|export|rollback RUN`` works on the run's model versions;
+  ``export`` writes one as a PyTorch, safetensors or ONNX file (:mod:`fedfort.run.export`).
 - ``fedfort dashboard RUN`` serves the live dashboard of a run directory.
 - ``fedfort report RUN`` writes the self-contained HTML compliance report.
 """
@@ -64,10 +65,26 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     show = model.add_parser("show", help="one version in detail (its hash is checked)")
     show.add_argument("run", help="run directory")
     show.add_argument("--version", type=int, required=True, help="version (= round)")
-    mexport = model.add_parser("export", help="write a version's parameter vector (.npy)")
+    mexport = model.add_parser(
+        "export",
+        help="write a version as a PyTorch, safetensors or ONNX file (signature verified)",
+        description="Write a committed version of the run's model, after verifying its "
+        "checkpoint with the run's audit key: pt (a state_dict for model.load_state_dict("
+        "torch.load(PATH))), safetensors, onnx (dynamic batch) or npy (the flat parameter "
+        "vector). Nothing is written to the run's audit log or checkpoints.",
+    )
     mexport.add_argument("run", help="run directory")
-    mexport.add_argument("--version", type=int, required=True, help="version (= round)")
-    mexport.add_argument("--out", required=True, help="output .npy file")
+    mexport.add_argument(
+        "--format",
+        choices=["pt", "safetensors", "onnx", "npy"],
+        help="file format (default: the suffix of --out, else pt)",
+    )
+    mexport.add_argument(
+        "--version", default="latest", help="version (= round) or latest (default %(default)s)"
+    )
+    mexport.add_argument(
+        "--out", help="output file (default RUN/export/model-vN.FORMAT; a suffix given is kept)"
+    )
     rollback = model.add_parser(
         "rollback",
         help="roll the run back to a version (audited now, applied on --resume)",
@@ -130,6 +147,16 @@ def _audit(args: argparse.Namespace) -> int:
 def _model(args: argparse.Namespace) -> int:
     from fedfort.server.versions import ModelRegistry
 
+    if args.model_command == "export":
+        from fedfort.run.export import export_model, format_of
+
+        fmt = format_of(args.format, args.out)
+        done = export_model(args.run, fmt, version=args.version, out=args.out)
+        print(
+            f"wrote version {done.version} (sha256 {done.sha256[:16]}, signature verified) as "
+            f"{fmt} to {done.path}"
+        )
+        return 0
     with ModelRegistry(args.run) as registry:
         if args.model_command == "list":
             versions = registry.versions()
@@ -153,10 +180,6 @@ def _model(args: argparse.Namespace) -> int:
             return 0
         if args.model_command == "show":
             print(jsonio.dumps(registry.show(args.version), indent=2, non_finite="null"))
-            return 0
-        if args.model_command == "export":
-            path = registry.export(args.version, args.out)
-            print(f"wrote version {args.version} to {path}")
             return 0
         from fedfort.audit.rollback_request import request_rollback
 

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 __all__ = ["add_parsers", "client_policy", "run_client", "run_server", "server_address"]
 
 
+_MODEL_HELP = (
+    "the model: a built-in or registered name, or your nn.Module class by import path "
+    "(mypkg.nets:TabularNet; overrides [model] name)"
+)
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``server`` and ``client`` subcommands."""
     srv = sub.add_parser(
@@ -44,6 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     srv.add_argument("--out", default="runs/server", help="state directory (default %(default)s)")
     srv.add_argument("--address", help="host:port to listen on (overrides network.address)")
     srv.add_argument("--rounds", type=int, help="rounds to commit")
+    srv.add_argument("--model", help=_MODEL_HELP)
     srv.add_argument("--resume", action="store_true", help="continue the run in --out")
     srv.add_argument(
         "--start-clients",
@@ -76,6 +83,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "one array per declared field, validated, masked and sanitised on this machine",
     )
     cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
+    cli.add_argument("--model", help=_MODEL_HELP + "; the same as the server's")
     cli.add_argument("--name", required=True, help="client id = certificate name")
     cli.add_argument("--server", help="host:port of the server (default: network.address)")
     cli.add_argument("--state", help="identity key and privacy ledger (default runs/clients/NAME)")
@@ -132,14 +140,15 @@ def server_address(config: RunConfig, override: str | None) -> str:
 def run_server(args: argparse.Namespace) -> int:
     """``fedfort server``."""
     from fedfort.config import load_config
-    from fedfort.simulation.results import write_results
     from fedfort.transport.server import Credentials, NetworkServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     credentials = Credentials.from_pki(args.pki, args.name)
     overrides = {"address": args.address, "start_clients": args.start_clients}
     network = {f"network.{k}": v for k, v in overrides.items() if v is not None}
-    config = load_config(args.config).with_overrides({"rounds": args.rounds, **network})
+    config = load_config(args.config).with_overrides(
+        {"rounds": args.rounds, "model.name": args.model, **network}
+    )
     # with --resume the run's signed checkpoint is verified and --config must match the
     # configuration stored in it (fedfort.run.resume), differing keys named
     server = NetworkServer(
@@ -178,8 +187,7 @@ def run_server(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
-        result = server.serve(on_round=progress)
-        write_results(result, args.out)
+        result = server.serve(on_round=progress)  # writes results.json to --out
         print(f"fedfort server: {result.final}; refusals {server.rejections}", flush=True)
     finally:
         server.close()
@@ -265,18 +273,17 @@ def run_client(args: argparse.Namespace) -> int:
     """``fedfort client``."""
     from fedfort.client.training import LocalTrainer
     from fedfort.config import load_config
-    from fedfort.models import ModelSpec, build_model
-    from fedfort.run.federation import local_training_data, split_data
+    from fedfort.models import build_model
+    from fedfort.run.federation import local_training_data, model_spec, split_data
     from fedfort.run.threads import run_threads
     from fedfort.transport.client import NetworkClient
     from fedfort.transport.server import Credentials
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = load_config(args.config)
-    dataset = split_data(config).dataset
-    spec = ModelSpec(
-        config.model.name, dataset.num_features, dataset.num_classes, dict(config.model.options)
-    )
+    config = load_config(args.config).with_overrides({"model.name": args.model})
+    split = split_data(config)
+    dataset = split.dataset
+    spec = model_spec(config, split.schema)
     records = _client_records(args.data, config)
     if records.x.shape[1:] != dataset.x_train.shape[1:]:
         raise ConfigError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedfort.cli._options import monitoring_arguments
@@ -32,7 +33,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sim.add_argument("--rounds", type=int, help="number of rounds to commit")
     sim.add_argument("--clients", type=int, help="number of clients in the federation")
     sim.add_argument("--dataset", help="digits, breast_cancer or synthetic")
-    sim.add_argument("--model", help="logreg, mlp, cnn or a registered model")
+    sim.add_argument(
+        "--model",
+        help="logreg, mlp, cnn, a registered model or your nn.Module class by import path "
+        "(mypkg.nets:TabularNet, built as TabularNet(in_features, num_classes, **[model] options))",
+    )
     sim.add_argument("--partition", help="iid, dirichlet or shards")
     sim.add_argument("--alpha", type=float, help="Dirichlet concentration for label skew")
     sim.add_argument("--algorithm", help="fedavg, fedprox or scaffold")
@@ -107,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fedfort.config import load_config
+    from fedfort.run.outputs import RESULTS_FILE
     from fedfort.run.result import RunResult
-    from fedfort.simulation.results import write_results
     from fedfort.simulation.simulation import Simulation
 
     if args.resume:
@@ -183,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             exhausted, result = exc, exc.result
         finally:
             bar.close()
-        path = write_results(result, args.out)
+        path = Path(args.out) / RESULTS_FILE  # written by the run, with training.png
     if exhausted is not None:
         print(f"fedfort: {exhausted}", file=sys.stderr)
     final = result.final

@@ -24,12 +24,12 @@ from fedfort.attacks.base import ATTACK_REGISTRY, Attack
 from fedfort.attacks.config import attack_spec
 from fedfort.config import RunConfig, parse_config
 from fedfort.errors import ConfigError
-from fedfort.models import ModelFactory
+from fedfort.models import MODEL_REGISTRY, ModelFactory
 from fedfort.privacy.modes import PrivacyMode
 from fedfort.registry import import_path
 from fedfort.server.optimizers import SERVER_OPTIMIZER_REGISTRY, ServerOptimizer
 
-__all__ = ["ModuleCopies", "compose"]
+__all__ = ["ModuleCopies", "compose", "factory_path", "name_model_factory"]
 
 
 class ModuleCopies:
@@ -189,6 +189,45 @@ def _set_model(
             raise ConfigError(f"model class {target.__name__} is not a torch.nn.Module")
         return target
     raise ConfigError(f"model must be an nn.Module, a factory or a name, got {model!r}")
+
+
+def factory_path(factory: ModelFactory) -> str:
+    """``"module:QualName"`` of a model factory given to a run (of the module's class for a
+    :class:`ModuleCopies`); a class or function defined in ``__main__`` or inside a function
+    is named too, since the process that started the run can give it again on resume."""
+    target: Any = type(factory.module) if isinstance(factory, ModuleCopies) else factory
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not module or not qualname or not (inspect.isclass(target) or inspect.isfunction(target)):
+        raise ConfigError(
+            f"model_factory {factory!r} is neither a class nor a function, so the run cannot "
+            "name it: give an nn.Module class (its options in [model] options) or a function"
+        )
+    return f"{module}:{qualname}"
+
+
+def name_model_factory(config: RunConfig, factory: ModelFactory, *, resuming: bool) -> RunConfig:
+    """``config`` naming ``factory`` as its model, so the stored run says what was trained.
+
+    The config keeps its ``[model] name`` when the registry already gives that name to
+    ``factory``; otherwise the name becomes the factory's import path (``[model] options``
+    stay). A resume keeps the stored name if it is not an import path (a run stored before
+    its factory was named), and refuses a factory other than the one the run names.
+    """
+    path = factory_path(factory)
+    name = config.model.name
+    if name == path:
+        return config
+    if name in MODEL_REGISTRY.names() and MODEL_REGISTRY.resolve(name).factory is factory:
+        return config
+    if resuming:
+        if ":" not in name:
+            return config
+        raise ConfigError(
+            f"the run was trained with model {name!r}, but model_factory is {path!r}: give the "
+            "same class again (or none, when it can be imported)"
+        )
+    return config.with_overrides({"model.name": path})
 
 
 def _merge(into: dict[str, Any], table: Mapping[str, Any]) -> None:

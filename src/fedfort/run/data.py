@@ -30,7 +30,7 @@ from fedfort.data.schema import DataSchema
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
-from fedfort.run.files import GivenTables, read_federation, table_spec
+from fedfort.run.files import GivenTables, read_federation, require_schema, table_spec
 
 __all__ = [
     "FederationData",
@@ -38,6 +38,7 @@ __all__ = [
     "local_training_data",
     "partition_records",
     "preprocessed",
+    "run_schema",
     "split_data",
     "with_data_schema",
     "with_given_data",
@@ -108,6 +109,14 @@ def embedded_schema(dataset: Dataset) -> DataSchema:
         features = tuple(f"feature_{j}" for j in range(dataset.num_features))
     classes = tuple(str(c) for c in range(dataset.num_classes))
     return DataSchema(features, classes, "classification", dataset.image_shape)
+
+
+def run_schema(config: RunConfig) -> DataSchema:
+    """The schema of a run from its config alone (no client's files needed): an embedded
+    dataset's, or ``[data] features`` / ``classes`` as the stored config records them."""
+    if config.data.source == "embedded":
+        return split_data(config).schema
+    return require_schema(config)
 
 
 def with_data_schema(config: RunConfig, given: GivenTables | None = None) -> RunConfig:

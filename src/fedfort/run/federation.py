@@ -46,6 +46,7 @@ from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.guarding import RequestGuard
 from fedfort.monitoring.metrics import FederationMetrics, MetricsServer
 from fedfort.params import vector_sha256
+from fedfort.run.composition import name_model_factory
 from fedfort.run.data import (
     FederationData,
     client_ids,
@@ -94,17 +95,21 @@ __all__ = [
     "SimulationResult",
     "client_ids",
     "local_training_data",
+    "model_spec",
     "partition_records",
     "split_data",
 ]
 
 
 def _build(factory: ModelFactory | None, spec: ModelSpec, seed: int) -> nn.Module:
-    if factory is None:
-        return build_model(spec, seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory(spec.in_features, spec.num_classes, **spec.options)
+    return build_model(spec, seed=seed, factory=factory)
+
+
+def model_spec(config: RunConfig, schema: DataSchema) -> ModelSpec:
+    """The recipe of the run's model: ``[model]`` on the schema's features and classes."""
+    return ModelSpec(
+        config.model.name, schema.num_features, schema.num_classes, dict(config.model.options)
+    )
 
 
 class _CheckpointHook:
@@ -149,6 +154,9 @@ class Federation(ABC):
         key: SigningKey | None = None
         #: the run's own features, after the ones its config switches on (fedfort.run.features)
         self._features = list(features)
+        if model_factory is not None:
+            # the stored run names the model that trained (fedfort.run.composition)
+            config = name_model_factory(config, model_factory, resuming=_resuming)
         if out_dir is not None and _resuming:
             # before anything is built: the stored checkpoint is verified with the run's
             # audit key and ``config`` must match it (fedfort.run.resume)
@@ -165,12 +173,7 @@ class Federation(ABC):
         self.partition: Partition = self.data.partition
         #: the schema the federation agrees on: the model's input and output sizes
         self.schema: DataSchema = self.data.schema
-        self.model_spec = ModelSpec(
-            config.model.name,
-            self.schema.num_features,
-            self.schema.num_classes,
-            dict(config.model.options),
-        )
+        self.model_spec = model_spec(config, self.schema)
         #: the federated feature transform (``[data] standardize`` / ``impute``), fitted by
         #: the runtime before the first round; the server applies it to its own data too
         self.preprocessing: Preprocessing | None = None
@@ -461,13 +464,29 @@ class Federation(ABC):
         rounds: int | None = None,
         on_round: Callable[[RoundRecord], None] | None = None,
     ) -> RunResult:
-        """Run until ``rounds`` rounds (default: the config's) are committed.
+        """Run until ``rounds`` rounds (default: the config's) are committed; with an
+        ``out_dir``, write ``results.json`` and ``training.png`` there (:mod:`fedfort.run.outputs`).
 
         torch and the BLAS pool use ``simulation.torch_threads`` threads while it runs; the
         process's previous thread counts are restored when it returns (:func:`run_threads`).
         """
         with run_threads(self.config.simulation.torch_threads):
-            return self._run_rounds(rounds, on_round)
+            try:
+                result = self._run_rounds(rounds, on_round)
+            except PrivacyBudgetExhausted as exc:
+                if isinstance(exc.result, RunResult):
+                    self._write_results(exc.result)
+                raise
+        self._write_results(result)
+        return result
+
+    def _write_results(self, result: RunResult) -> None:
+        """``results.json`` and ``training.png`` in the run directory (one writer for the
+        Python API and every command)."""
+        if self.out_dir is not None:
+            from fedfort.run.outputs import write_results
+
+            write_results(result, self.out_dir)
 
     def _run_rounds(
         self, rounds: int | None, on_round: Callable[[RoundRecord], None] | None

@@ -140,18 +140,27 @@ class CheckpointReader:
     signature; :meth:`verified_meta` checks a meta value's; :meth:`versions`, :meth:`records`
     and :meth:`snapshot` list without verifying, as the store does. A file written before
     signatures (no ``signature`` column) reads as unsigned. Opening a missing file, or one that
-    is not a checkpoint database, raises :class:`~fedfort.errors.CheckpointError`.
+    is not a checkpoint database, raises :class:`~fedfort.errors.CheckpointError`. With
+    ``leave_no_files`` a run no process is writing is read without SQLite creating its
+    ``-wal`` and ``-shm`` files beside the database (reading a finished run leaves it as it was).
     """
 
-    def __init__(self, path: str | Path, key: SigningKey | None = None) -> None:
+    def __init__(
+        self, path: str | Path, key: SigningKey | None = None, *, leave_no_files: bool = False
+    ) -> None:
         self.path = Path(path)
         self._key = key
         if not self.path.exists():
             raise CheckpointError(
                 f"{self.path.parent} is not a fedfort run: {self.path.name} is missing"
             )
+        uri = f"file:{self.path}?mode=ro"
+        if leave_no_files and not self.path.with_name(f"{self.path.name}-wal").exists():
+            # no process has the file open for writing (its WAL would exist): read it as it is,
+            # without SQLite's -wal and -shm files appearing beside it
+            uri += "&immutable=1"
         try:
-            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         except sqlite3.Error as exc:
             raise CheckpointError(f"cannot open {self.path}: {exc}") from exc
         self._db = db

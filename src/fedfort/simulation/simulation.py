@@ -277,8 +277,12 @@ class Simulation(Federation):
     ) -> Simulation:
         """Reopen the run in ``out_dir`` at its last committed round.
 
-        ``runtime`` (and ``ray_address``) may move the run to another runtime: they are not
-        part of its identity, and both runtimes compute the same rounds. ``features`` are the
+        The stored config names the run's model (a ``model_factory`` the run was given is
+        recorded by its import path), so the model is rebuilt without one; give
+        ``model_factory`` again only for a class this process cannot import (defined inside a
+        function, or in another script's ``__main__``). ``runtime`` (and ``ray_address``) may
+        move the run to another runtime: they are not part of its identity, and both runtimes
+        compute the same rounds. ``features`` are the
         run's own features again (the stored pipeline must match, see
         :meth:`~fedfort.run.federation.Federation.run`). A run whose data was given as
         objects needs the same ``data`` (and ``test_data``) again: its digest is part of the
