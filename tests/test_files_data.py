@@ -335,3 +335,19 @@ def test_data_as_python_objects_trains_like_the_files(hospitals: Path, tmp_path:
         fedfort.Simulation.resume(tmp_path / "objects", rounds=3, data=changed)
     resumed = fedfort.Simulation.resume(tmp_path / "objects", rounds=3, data=frames)
     assert resumed.run().records[-1]["round"] == 3
+
+
+def test_edge_checks_name_the_features_of_the_files(hospitals: Path, tmp_path: Path) -> None:
+    """The [edge] schema speaks the files' column names: per-feature checks by name, and
+    errors naming the field, never ``x[:, j]``."""
+    base = hospitals_toml(hospitals, rounds=1) + "\n[edge]\nenabled = true\n"
+    strict = base + "\n[edge.by_feature.mean_radius]\nmax = 10.0\n"
+    with pytest.raises(InvalidRecord, match=r"field 'mean_radius', row \d+: .* above the maximum"):
+        fedfort.Simulation(parse_config(_toml(strict)))
+    dropped = strict.replace("max = 10.0", "max = 10.0\ninvalid = 'drop_row'")
+    sim = fedfort.Simulation(parse_config(_toml(dropped)))
+    kept = sim.clients.get("hospital-a").data_metrics
+    assert 0 < kept["edge_rows_dropped_invalid"] < kept["edge_rows_in"]
+    unknown = base + "\n[edge.by_feature.mean_radios]\nmax = 10.0\n"
+    with pytest.raises(DatasetError, match=r"by_feature\] names \['mean_radios'\]"):
+        fedfort.Simulation(parse_config(_toml(unknown)))

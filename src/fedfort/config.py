@@ -884,7 +884,7 @@ class RunConfig(_Section):
         if body["attack"].get("end_round") is None:
             # settings added later, at their defaults, keep the identity of older runs
             body["attack"].pop("end_round", None)
-        if body["edge"] == EdgeConfig().model_dump(mode="json"):
+        if body["edge"] == _without_later_defaults(RunConfig().to_dict())["edge"]:
             body.pop("edge")  # runs without client-side data protection keep their identity
         if body["privacy"]["client"] == ClientPolicyConfig().model_dump(mode="json"):
             body["privacy"].pop("client")  # runs with the default client policy keep theirs
@@ -954,6 +954,9 @@ def _without_later_defaults(body: dict[str, Any]) -> dict[str, Any]:
     for key in _FILES_KEYS:
         if key in body["data"] and body["data"][key] == defaults[key]:
             body["data"].pop(key)
+    edge = body.get("edge")
+    if isinstance(edge, dict) and not edge.get("by_feature"):
+        edge.pop("by_feature", None)  # runs from before per-feature checks keep their identity
     if body["clients"].get("names") is None:
         body["clients"].pop("names", None)
     if not body["defense"].get("options"):

@@ -194,6 +194,9 @@ class EdgeConfig(_Spec):
 
     enabled: bool = False
     features: FeatureSpec = Field(default_factory=FeatureSpec)
+    #: a feature column's own checks by its name (``[edge.by_feature.age] max = 120``);
+    #: the others get ``features``
+    by_feature: dict[str, FeatureSpec] = Field(default_factory=dict)
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     deduplicate_on: str | None = Field(None, description="a pseudonymised field; repeats dropped")
     key_dir: str | None = None
@@ -222,6 +225,7 @@ def check_run_settings(edge: EdgeConfig) -> None:
     customised = (
         edge.fields
         or edge.features != FeatureSpec()
+        or edge.by_feature
         or edge.sanitise != SanitiseConfig()
         or edge.deduplicate_on is not None
         or edge.key_dir is not None

@@ -150,48 +150,64 @@ def _check_numeric(
     return bad, error
 
 
+def _column_specs(
+    spec: FeatureSpec, by_feature: Mapping[str, FeatureSpec], records: Records, d: int
+) -> list[FeatureSpec]:
+    """Each feature column's checks: its own ``[edge.by_feature]`` entry, else ``spec``."""
+    if not by_feature:
+        return [spec] * d
+    names = records.feature_names
+    unknown = sorted(set(by_feature) - set(names or ()))
+    if unknown:
+        shown = ", ".join(repr(n) for n in (names or ())[:12])
+        raise DatasetError(
+            f"[edge.by_feature] names {unknown}, which are not features of the data "
+            f"(features: {shown or 'unnamed'})"
+        )
+    assert names is not None
+    return [by_feature.get(name, spec) for name in names]
+
+
 def _validate_features(
-    x: np.ndarray, spec: FeatureSpec, records: Records
+    x: np.ndarray, spec: FeatureSpec, records: Records, by_feature: Mapping[str, FeatureSpec]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Features as float32 with imputation, and rows to drop for missing / invalid values."""
+    """Features as float32 with imputation, and rows to drop for missing / invalid values.
+
+    Every column has its checks (``[edge.features]``, or its own ``[edge.by_feature.<name>]``);
+    the checks are vectorised over the whole matrix with per-column bounds and policies."""
     if x.ndim != 2 or x.dtype.kind not in "fiub":
         raise DatasetError(f"features x must be a numeric (n, d) matrix, got {x.dtype} {x.shape}")
+    specs = _column_specs(spec, by_feature, records, x.shape[1])
+    low = np.array([-np.inf if s.min is None else s.min for s in specs])
+    high = np.array([np.inf if s.max is None else s.max for s in specs])
+    reject_invalid = np.array([s.invalid == "reject" for s in specs])
     values = x.astype(np.float64)
     missing = np.isnan(values)
     valid = ~missing
-    checks: list[tuple[np.ndarray, str]] = [
-        (valid & ~np.isfinite(values), "{value} is not a finite number")
-    ]
-    if spec.min is not None:
-        checks.append((valid & (values < spec.min), f"{{value}} is below the minimum {spec.min}"))
-    if spec.max is not None:
-        checks.append((valid & (values > spec.max), f"{{value}} is above the maximum {spec.max}"))
+    with np.errstate(invalid="ignore"):
+        checks: list[tuple[np.ndarray, str]] = [
+            (valid & ~np.isfinite(values), "{value} is not a finite number"),
+            (valid & (values < low), "{value} is below the minimum {low}"),
+            (valid & (values > high), "{value} is above the maximum {high}"),
+        ]
     bad = np.zeros(values.shape, dtype=bool)
-    first: InvalidRecord | None = None
     for cells, problem in checks:
-        if first is None and cells.any():
-            row, col = np.argwhere(cells)[0]
-            first = InvalidRecord(
-                records.feature_name(int(col)), int(row), problem.format(value=values[row, col])
-            )
+        rejected = cells & reject_invalid
+        if rejected.any():
+            row, col = (int(v) for v in np.argwhere(rejected)[0])
+            text = problem.format(value=values[row, col], low=low[col], high=high[col])
+            raise InvalidRecord(records.feature_name(col), row, text)
         bad |= cells
-    if first is not None and spec.invalid == "reject":
-        raise first
-    drop_missing = np.zeros(values.shape[0], dtype=bool)
-    imputed = 0
-    if missing.any():
-        if spec.missing == "reject":
-            row, col = np.argwhere(missing)[0]
-            raise InvalidRecord(
-                records.feature_name(int(col)), int(row), "value is missing (missing = 'reject')"
-            )
-        if spec.missing == "impute":
-            assert spec.fill is not None
-            imputed = int(missing.sum())
-            values = np.where(missing, spec.fill, values)
-        else:
-            drop_missing = np.asarray(missing.any(axis=1))
-    return values.astype(np.float32), drop_missing, np.asarray(bad.any(axis=1)), imputed
+    policy = np.array([s.missing for s in specs])
+    reject_missing = missing & (policy == "reject")
+    if reject_missing.any():
+        row, col = (int(v) for v in np.argwhere(reject_missing)[0])
+        raise InvalidRecord(records.feature_name(col), row, "value is missing (missing = 'reject')")
+    impute = missing & (policy == "impute")
+    fill = np.array([np.nan if s.fill is None else s.fill for s in specs])
+    values = np.where(impute, fill[None, :], values)
+    drop_missing = np.asarray((missing & (policy == "drop_row")).any(axis=1))
+    return values.astype(np.float32), drop_missing, np.asarray(bad.any(axis=1)), int(impute.sum())
 
 
 def _validate_field(
@@ -269,7 +285,7 @@ def validate(
             row = int(np.flatnonzero(off)[0])
             raise InvalidRecord("y", row, f"label {y[row]} is not a class of 0..{num_classes - 1}")
     x, drop_missing, drop_invalid, imputed = _validate_features(
-        np.asarray(records.x), config.features, records
+        np.asarray(records.x), config.features, records, config.by_feature
     )
     columns: dict[str, np.ndarray] = {}
     for name, spec in config.fields.items():
