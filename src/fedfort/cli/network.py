@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from fedfort.edge.schema import Records
     from fedfort.secagg.policy import ClientPolicy
     from fedfort.server.engine import RoundRecord
+    from fedfort.transport.client import ClientReport
 
 __all__ = ["add_parsers", "client_policy", "run_client", "run_server", "server_address"]
 
@@ -133,10 +136,11 @@ def run_server(args: argparse.Namespace) -> int:
     """``fedfort server``."""
     from fedfort.config import load_config
     from fedfort.simulation.results import write_results
+    from fedfort.transport.outcome import participation_problems
     from fedfort.transport.server import Credentials, NetworkServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    credentials = Credentials.from_pki(args.pki, args.name)
+    credentials = Credentials.from_pki(args.pki, args.name, role="server")
     overrides = {"address": args.address, "start_clients": args.start_clients}
     network = {f"network.{k}": v for k, v in overrides.items() if v is not None}
     config = load_config(args.config).with_overrides({"rounds": args.rounds, **network})
@@ -181,6 +185,8 @@ def run_server(args: argparse.Namespace) -> int:
         result = server.serve(on_round=progress)
         write_results(result, args.out)
         print(f"fedfort server: {result.final}; refusals {server.rejections}", flush=True)
+        for line in participation_problems(result.records):
+            print(f"fedfort server: {line}", flush=True)
     finally:
         server.close()
     return 0
@@ -273,6 +279,7 @@ def run_client(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config)
+    credentials = Credentials.from_pki(args.pki, args.name)  # before any data is read
     dataset = split_data(config).dataset
     spec = ModelSpec(
         config.model.name, dataset.num_features, dataset.num_classes, dict(config.model.options)
@@ -300,7 +307,7 @@ def run_client(args: argparse.Namespace) -> int:
         data,
         LocalTrainer(build_model(spec, seed=config.seed)),
         target=server_address(config, args.server),
-        credentials=Credentials.from_pki(args.pki, args.name),
+        credentials=credentials,
         state_dir=state_dir,
         network=config.network,
         data_metrics=data_metrics,
@@ -312,6 +319,8 @@ def run_client(args: argparse.Namespace) -> int:
             flush=True,
         ),
         secure_policy=_secure_policy(args, config),
+        on_rejected=functools.partial(_print_rejection, args.name),
+        warn_after_rejections=WARN_AFTER_REJECTIONS,
     )
     with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
         report = client.run(timeout_s=args.timeout)
@@ -320,7 +329,7 @@ def run_client(args: argparse.Namespace) -> int:
     print(
         f"fedfort client {args.name}: trained rounds {report.rounds_trained}, committed "
         f"{report.acknowledged}, reconnects {report.reconnects}, refused {report.refused}, "
-        f"finished {report.finished}",
+        f"rejected {len(report.rejected)}, finished {report.finished and not report.end_reason}",
         flush=True,
     )
     print(
@@ -332,7 +341,46 @@ def run_client(args: argparse.Namespace) -> int:
     )
     if report.budget_exhausted:
         print(f"fedfort client {args.name}: privacy budget spent; left the federation", flush=True)
-    return 0 if report.finished else 1
+    return _client_outcome(args.name, report)
+
+
+#: updates rejected in a row after which ``fedfort client`` prints a warning with the fix
+WARN_AFTER_REJECTIONS = 3
+
+
+def _print_rejection(name: str, round_: int, reason: str, in_a_row: int) -> None:
+    from fedfort.transport.outcome import rejection_hint
+
+    print(f"fedfort client {name}: round {round_}: the server rejected the update ({reason})")
+    if in_a_row % WARN_AFTER_REJECTIONS == 0:
+        print(
+            f"fedfort client {name}: WARNING: {in_a_row} updates in a row rejected ({reason}); "
+            f"{rejection_hint(reason)}",
+            flush=True,
+        )
+
+
+def _client_outcome(name: str, report: ClientReport) -> int:
+    """Say how the run ended for this client; its exit status (0: finished and counted)."""
+    from fedfort.transport.outcome import rejection_hint
+
+    if report.end_reason is not None:
+        print(f"fedfort client {name}: {report.end_reason}", flush=True)
+        return 1
+    if not report.finished:
+        print(f"fedfort client {name}: the server never said the run finished (--timeout?)")
+        return 1
+    if report.rejected and not report.acknowledged:
+        reasons = Counter(reason for _, reason in report.rejected)
+        top = reasons.most_common(1)[0][0]
+        codes = ", ".join(f"{k} x{v}" for k, v in reasons.most_common())
+        print(
+            f"fedfort client {name}: none of its updates counted, all rejected ({codes}); "
+            f"{rejection_hint(top)}",
+            flush=True,
+        )
+        return 1
+    return 0
 
 
 def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:

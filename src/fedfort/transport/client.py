@@ -63,6 +63,7 @@ from fedfort.transport.identity import (
     make_binding,
     seal_envelope,
 )
+from fedfort.transport.outcome import end_reason, rejection_hint
 from fedfort.transport.padding import PaddingPolicy, open_payload, pad_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
@@ -99,6 +100,10 @@ class ClientReport:
     #: (round, the client's own epsilon spent after that round's release), in order
     epsilon: list[tuple[int, float]] = field(default_factory=list)
     budget_exhausted: bool = False
+    #: (round, reason code) of every update the server's checks rejected, in order
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    #: why the server ended the run without finishing it (``None``: it completed)
+    end_reason: str | None = None
 
 
 class _Stub:
@@ -193,8 +198,15 @@ class NetworkClient:
         ledger_path: str | Path | None = None,
         on_release: Callable[[int, float], object] | None = None,
         secure_policy: ClientPolicy | None = None,
+        on_rejected: Callable[[int, str, int], object] | None = None,
+        warn_after_rejections: int = 3,
     ) -> None:
         self.client_id = client_id
+        #: called with (round, reason code, rejections in a row) when an update is rejected
+        self.on_rejected = on_rejected
+        #: rejections in a row after which the client logs an error naming the fix
+        self.warn_after_rejections = warn_after_rejections
+        self._rejections_in_a_row = 0
         self.trainer = trainer
         self.target = target
         self.credentials = credentials
@@ -279,6 +291,7 @@ class NetworkClient:
         """Take part until the server says the run is finished (or ``timeout_s`` passes)."""
         end = None if timeout_s is None else time.monotonic() + timeout_s
         backoff = self.network.backoff_initial_s
+        failures = 0  # connection failures in a row
         beat = threading.Thread(target=self._heartbeats, daemon=True)
         beat.start()
         try:
@@ -290,12 +303,23 @@ class NetworkClient:
                         self.enroll()
                     self._poll_once()
                     backoff = self.network.backoff_initial_s
+                    failures = 0
                 except grpc.RpcError as exc:
                     code = exc.code()
                     if code not in _RETRY:
                         raise Refused("refused", f"server refused {self.client_id}: {exc}") from exc
                     self.report.reconnects += 1
                     log.info("%s: %s; retrying in %.1fs", self.client_id, code, backoff)
+                    if code == grpc.StatusCode.UNAVAILABLE and failures % 10 == 0:
+                        log.warning(
+                            "%s: cannot reach the server at %s (%s); retrying. Is `fedfort "
+                            "server` running there, and do --server and the certificates in "
+                            "--pki belong to this federation?",
+                            self.client_id,
+                            self.target,
+                            exc.details(),
+                        )
+                    failures += 1
                     self._disconnect()
                     self._stop.wait(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, self.network.backoff_max_s)
@@ -338,13 +362,41 @@ class NetworkClient:
             return
         if envelope.kind == "finished":
             self.report.finished = True
+            self.report.end_reason = end_reason(payload)
+            if self.report.end_reason is not None:
+                log.error("%s: %s", self.client_id, self.report.end_reason)
         elif envelope.kind == "ack":
             update = self._updates.pop(envelope.round, None)
             if update is not None:
                 self.client.acknowledge(update)
                 self.report.acknowledged.append(envelope.round)
+                self._rejections_in_a_row = 0
+        elif envelope.kind == "rejected":
+            self._rejected(envelope.round, payload)
         elif envelope.kind in ("task", "secagg"):
             self._answer(stub, envelope, payload)
+
+    def _rejected(self, round_: int, payload: bytes) -> None:
+        """The server's checks rejected this client's update of ``round_``."""
+        if self._updates.pop(round_, None) is None:
+            return  # not an update of ours that awaits a verdict (a repeated notice)
+        reason = end_reason(payload[:64]) or "unknown"
+        self.report.rejected.append((round_, reason))
+        self._rejections_in_a_row += 1
+        row = self._rejections_in_a_row
+        log.warning(
+            "%s: round %d update rejected by the server: %s", self.client_id, round_, reason
+        )
+        if row >= self.warn_after_rejections:
+            log.error(
+                "%s: the server rejected %d updates in a row (%s): %s",
+                self.client_id,
+                row,
+                reason,
+                rejection_hint(reason),
+            )
+        if self.on_rejected is not None:
+            self.on_rejected(round_, reason, row)
 
     def _check(self, e: pb.Envelope, payload: bytes) -> None:
         assert self.server_key is not None
