@@ -20,13 +20,22 @@ from fedfort.cli.network import _client_outcome, _print_rejection
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import RunConfig
+from fedfort.crypto.pki import issue_certificate
 from fedfort.errors import ConfigError, RoundFailed
 from fedfort.models import ModelSpec, build_model
 from fedfort.run.federation import split_data
 from fedfort.transport.client import ClientReport, NetworkClient
 from fedfort.transport.outcome import participation_problems, rejection_hint
 from fedfort.transport.server import REGISTRY_FILE, Credentials, NetworkServer
-from netfed import FAST_NETWORK, RawClient, ServerThread, make_pki, net_config, start_clients
+from netfed import (
+    FAST_NETWORK,
+    RawClient,
+    ServerThread,
+    ca_dir,
+    make_pki,
+    net_config,
+    start_clients,
+)
 
 
 def _toml(path: Path, clients: int, address: str, **network: float) -> Path:
@@ -292,3 +301,66 @@ def test_participation_problems_name_dropped_and_rejected_clients() -> None:
         "start: see its own output)",
     ]
     assert participation_problems(records[1:2] and [{"selected": ["a"]}]) == []
+
+
+# -- 6. more first-day mistakes on the network command line ---------------------------------------
+
+
+def test_a_name_off_the_roster_is_told_which_names_the_server_knows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = net_config(2, 1)
+    pki = make_pki(tmp_path, 2)
+    issue_certificate(ca_dir(pki), pki, "client-009", role="client")  # valid, but not a member
+    server = NetworkServer(
+        config, tmp_path / "server", credentials=Credentials.from_pki(pki, "server")
+    )
+    try:
+        port = server.start()
+        toml = _toml(tmp_path / "fed.toml", 2, f"127.0.0.1:{port}")
+        argv = ["client", "--config", str(toml), "--data", "partition:0", "--pki", str(pki)]
+        assert main([*argv, "--name", "client-009", "--state", str(tmp_path / "c9")]) == 2
+    finally:
+        server.network.finish()
+        server.close()
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "fedfort: error: unknown_client: the server does not know client-009: --name must be "
+        "one of the run's clients (client-000, client-001, ... up to [clients] count of the "
+        "server's config) and the name of its certificate"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("50051", "cannot listen on '50051': give HOST:PORT"),
+        ("127.0.0.1:99999", "cannot listen on '127.0.0.1:99999': give HOST:PORT"),
+        ("no-such-host.invalid:50051", "no-such-host.invalid is not an address of this machine"),
+    ],
+)
+def test_a_bad_listen_address_says_what_to_give(
+    tmp_path: Path, address: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_pki(tmp_path, 2)
+    config = _toml(tmp_path / "fed.toml", 2, "127.0.0.1:0")
+    out = tmp_path / "server"
+    argv = ["server", "--config", str(config), "--pki", str(pki), "--out", str(out)]
+    assert main([*argv, "--address", address]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fedfort: error: ") and message in err and "--address" in err
+    assert not out.exists()
+
+
+def test_resuming_a_folder_without_a_run_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_pki(tmp_path, 2)
+    config = _toml(tmp_path / "fed.toml", 2, "127.0.0.1:0")
+    out = tmp_path / "empty"
+    argv = ["server", "--config", str(config), "--pki", str(pki), "--out", str(out), "--resume"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"fedfort: error: {out} holds no run to resume (checkpoints.sqlite is missing): pass "
+        "the --out of the run to continue, or start a new run without --resume"
+    )

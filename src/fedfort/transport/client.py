@@ -63,7 +63,7 @@ from fedfort.transport.identity import (
     make_binding,
     seal_envelope,
 )
-from fedfort.transport.outcome import end_reason, rejection_hint
+from fedfort.transport.outcome import end_reason, refusal_message, rejection_hint
 from fedfort.transport.padding import PaddingPolicy, open_payload, pad_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
@@ -271,7 +271,8 @@ class NetworkClient:
         """Register the identity binding and learn the server's signing key."""
         reply = self._connect().enroll(pb.EnrollRequest(identity=self.binding()), timeout=30)
         if not reply.verdict.accepted:
-            raise Refused(reply.verdict.reason, reply.verdict.detail)
+            reason = reply.verdict.reason[:64]
+            raise Refused(reason, refusal_message(reason, self.client_id).partition(": ")[2])
         self._accept_server_key(reply.server)
 
     def _accept_server_key(self, binding: pb.IdentityBinding) -> None:
@@ -307,17 +308,29 @@ class NetworkClient:
                 except grpc.RpcError as exc:
                     code = exc.code()
                     if code not in _RETRY:
-                        raise Refused("refused", f"server refused {self.client_id}: {exc}") from exc
+                        reason = (exc.details() or code.name).split(":")[0][:64]
+                        message = refusal_message(reason, self.client_id)
+                        raise Refused(reason, message.partition(": ")[2]) from None
                     self.report.reconnects += 1
                     log.info("%s: %s; retrying in %.1fs", self.client_id, code, backoff)
-                    if code == grpc.StatusCode.UNAVAILABLE and failures % 10 == 0:
+                    details = exc.details() or ""
+                    if "handshake" in details.lower() and failures % 10 == 0:
+                        log.warning(
+                            "%s: the TLS handshake with the server at %s failed; retrying. The "
+                            "server's certificate and the ca.pem in --pki must come from the "
+                            "same `fedfort certs init` CA, and the --server host must be one "
+                            "its certificate names (`fedfort certs issue --host`)",
+                            self.client_id,
+                            self.target,
+                        )
+                    elif code == grpc.StatusCode.UNAVAILABLE and failures % 10 == 0:
                         log.warning(
                             "%s: cannot reach the server at %s (%s); retrying. Is `fedfort "
                             "server` running there, and do --server and the certificates in "
                             "--pki belong to this federation?",
                             self.client_id,
                             self.target,
-                            exc.details(),
+                            details,
                         )
                     failures += 1
                     self._disconnect()

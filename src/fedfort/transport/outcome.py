@@ -25,6 +25,7 @@ __all__ = [
     "end_payload",
     "end_reason",
     "participation_problems",
+    "refusal_message",
     "rejection_hint",
 ]
 
@@ -56,6 +57,33 @@ def rejection_hint(reason: str) -> str:
         f"{reason}: the server's checks refused the update (docs/deployment.md, Reason "
         "codes); check that client and server use the same --config and fedfort version",
     )
+
+
+_REFUSALS = {
+    "unknown_client": "the server does not know {name}: --name must be one of the run's "
+    "clients (client-000, client-001, ... up to [clients] count of the server's config) and "
+    "the name of its certificate",
+    "identity_mismatch": "the server refused {name}: its certificate names another client; "
+    "pass the --name of the certificate in --pki",
+    "revoked_certificate": "the certificate of {name} was revoked: ask the operator for a new "
+    "one (`fedfort certs issue`)",
+    "expired_certificate": "the certificate of {name} expired: ask the operator for a new one "
+    "(`fedfort certs issue`)",
+    "foreign_certificate": "the certificate of {name} is not from this federation's CA: use "
+    "the --pki directory the operator issued for this federation",
+    "wrong_federation": "the certificates in --pki belong to another federation than the "
+    "server's: use the ones issued by this federation's CA",
+    "stale_key_version": "the server holds a newer identity key of {name} than this state "
+    "directory: pass the --state the client ran with",
+}
+
+
+def refusal_message(reason: str, name: str) -> str:
+    """One line for a client the server refused outright, with what to do."""
+    hint = _REFUSALS.get(reason)
+    if hint is not None:
+        return f"{reason}: {hint.format(name=name)}"
+    return f"{reason}: the server refused {name} (docs/deployment.md, Reason codes)"
 
 
 def end_payload(reason: str | None) -> bytes:

@@ -122,6 +122,13 @@ def refuse_ca_key(credentials: Credentials) -> None:
 def _bind(net: NetworkConfig, credentials: Credentials) -> tuple[grpc.Server, int]:
     """A gRPC server listening with mTLS on ``net.address`` (not started, no handlers yet) and
     its port; :class:`ConfigError` naming the address when it cannot be bound."""
+    host, colon, port_text = net.address.rpartition(":")
+    malformed = not colon or not host or not port_text.isdigit() or int(port_text) > 65535
+    if malformed and not net.address.startswith("unix:"):
+        raise ConfigError(
+            f"cannot listen on {net.address!r}: give HOST:PORT, e.g. 0.0.0.0:50051 (all "
+            "interfaces) or 127.0.0.1:50051, with --address or [network] address"
+        )
     ca_pem, key_pem, cert_pem = credentials.pems()
     creds = grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
@@ -144,10 +151,9 @@ def _bind(net: NetworkConfig, credentials: Credentials) -> tuple[grpc.Server, in
         port = 0
     if port == 0:
         server.stop(None)
-        port_text = net.address.rpartition(":")[2] or net.address
         raise ConfigError(
             f"cannot listen on {net.address}: port {port_text} is in use (another fedfort "
-            "server?) or the host is not an address of this machine; pick another port with "
+            f"server?) or {host} is not an address of this machine; pick another port with "
             "--address HOST:PORT or [network] address in the config"
         )
     return server, port
