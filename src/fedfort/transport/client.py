@@ -63,7 +63,12 @@ from fedfort.transport.identity import (
     make_binding,
     seal_envelope,
 )
-from fedfort.transport.outcome import end_reason, refusal_message, rejection_hint
+from fedfort.transport.outcome import (
+    REASON_BYTES,
+    end_reason,
+    refusal_message,
+    rejection_hint,
+)
 from fedfort.transport.padding import PaddingPolicy, open_payload, pad_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.server import Credentials
@@ -393,7 +398,7 @@ class NetworkClient:
         """The server's checks rejected this client's update of ``round_``."""
         if self._updates.pop(round_, None) is None:
             return  # not an update of ours that awaits a verdict (a repeated notice)
-        reason = end_reason(payload[:64]) or "unknown"
+        reason = end_reason(payload[:REASON_BYTES]) or "unknown"
         self.report.rejected.append((round_, reason))
         self._rejections_in_a_row += 1
         row = self._rejections_in_a_row

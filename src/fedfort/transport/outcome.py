@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "MAX_REASON_CHARS",
+    "REASON_BYTES",
     "absent_clients",
     "end_payload",
     "end_reason",
@@ -31,6 +32,9 @@ __all__ = [
 
 #: the longest reason a notice carries (bytes of UTF-8) and a client prints
 MAX_REASON_CHARS = 1000
+
+#: the fixed size of a ``rejected`` notice's reason code (space-padded)
+REASON_BYTES = 64
 
 _HINTS = {
     "non_finite": "the update holds NaN or Inf: the client's data has missing or infinite "

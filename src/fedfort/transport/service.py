@@ -42,7 +42,7 @@ from fedfort.transport.identity import (
     make_binding,
     seal_envelope,
 )
-from fedfort.transport.outcome import end_payload
+from fedfort.transport.outcome import REASON_BYTES, end_payload
 from fedfort.transport.padding import PaddingPolicy, pad_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
@@ -345,11 +345,13 @@ class NetworkExecutor:
 
     def reject(self, round_: int, reasons: Mapping[str, str]) -> None:
         """Tell each client whose update of ``round_`` was rejected the reason code (only
-        the code: the detail stays in the server's log and audit trail)."""
+        the code: the detail stays in the server's log and audit trail), padded to
+        :data:`REASON_BYTES` so that its length does not tell an observer which code it is."""
         items = {}
         for cid, reason in reasons.items():
             nonce = os.urandom(NONCE_BYTES)
-            frames = self._sign(cid, "rejected", round_, 0, 0, nonce, reason.encode("utf-8"))
+            code = reason.encode("utf-8")[:REASON_BYTES].ljust(REASON_BYTES, b" ")
+            frames = self._sign(cid, "rejected", round_, 0, 0, nonce, code)
             items[cid] = _Item("rejected", round_, 0, 0, nonce, frames, False)
         self._post(items)
 
