@@ -369,3 +369,30 @@ def test_resuming_a_folder_without_a_run_says_so(
         f"fedfort: error: {out} holds no run to resume (checkpoints.sqlite is missing): pass "
         "the --out of the run to continue, or start a new run without --resume"
     )
+
+
+def test_the_server_command_ends_with_the_clients_whose_updates_never_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:  # a free port for the command line's config
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = net_config(3, 1)
+    pki = make_pki(tmp_path, 3)
+    toml = _toml(tmp_path / "fed.toml", 3, f"127.0.0.1:{port}")
+    argv = ["server", "--config", str(toml), "--pki", str(pki), "--out", str(tmp_path / "srv")]
+    status: list[int] = []
+    server = threading.Thread(target=lambda: status.append(main(argv)), daemon=True)
+    server.start()
+    _, threads = start_clients(config, pki, tmp_path, port, [0, 1])
+    bad = _nan_client(config, pki, tmp_path, port)
+    bad.run(timeout_s=120)
+    server.join(120)
+    for thread in threads:
+        thread.join(60)
+    assert status == [0] and bad.report.rejected == [(1, "non_finite")]
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (
+        "fedfort server: client-002: updates rejected in 1 of 1 rounds (non_finite x1); "
+        + rejection_hint("non_finite")
+    )
