@@ -4,6 +4,7 @@ client why, and a client whose updates are rejected learns the reason and the fi
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -396,3 +397,21 @@ def test_the_server_command_ends_with_the_clients_whose_updates_never_counted(
         "fedfort server: client-002: updates rejected in 1 of 1 rounds (non_finite x1); "
         + rejection_hint("non_finite")
     )
+
+
+def test_rotating_a_key_without_a_server_leaves_the_key_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    pki = make_pki(tmp_path, 2)
+    toml = _toml(tmp_path / "fed.toml", 2, address)
+    state = tmp_path / "client-000"
+    argv = ["keys", "rotate", "--client", "--name", "client-000", "--config", str(toml)]
+    assert main([*argv, "--pki", str(pki), "--address", address, "--state", str(state)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith(f"fedfort: error: cannot reach the server at {address} to enroll")
+    assert err.endswith("the key is unchanged: rotate again once the server is up")
+    assert json.loads((state / "identity.json").read_text()) == {"version": 1}

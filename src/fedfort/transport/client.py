@@ -45,6 +45,7 @@ from fedfort.crypto.keystore import FileKeyStore, open_keystore
 from fedfort.crypto.pki import load_certificate, load_private_key
 from fedfort.crypto.primitives import SigningKey, verify
 from fedfort.errors import (
+    ConfigError,
     PolicyRefused,
     PrivacyBudgetExhausted,
     ProtocolError,
@@ -579,10 +580,16 @@ def rotate_client_key(
     channel = open_channel(target, credentials, network or NetworkConfig())
     try:
         reply = _Stub(channel).enroll(pb.EnrollRequest(identity=binding), timeout=30)
+    except grpc.RpcError as exc:
+        raise ConfigError(
+            f"cannot reach the server at {target} to enroll the new key ({exc.code().name}: "
+            f"{exc.details()}); the key is unchanged: rotate again once the server is up"
+        ) from None
     finally:
         channel.close()
     if not reply.verdict.accepted:
-        raise Refused(reply.verdict.reason, reply.verdict.detail)
+        reason = reply.verdict.reason[:64]
+        raise Refused(reason, refusal_message(reason, client_id).partition(": ")[2])
     tmp_meta = identity.meta.with_suffix(".json.tmp")
     tmp_meta.write_text(jsonio.dumps({"version": new_version}))
     identity.replace(new_key)
