@@ -415,3 +415,60 @@ def test_rotating_a_key_without_a_server_leaves_the_key_and_says_so(
     assert err.startswith(f"fedfort: error: cannot reach the server at {address} to enroll")
     assert err.endswith("the key is unchanged: rotate again once the server is up")
     assert json.loads((state / "identity.json").read_text()) == {"version": 1}
+
+
+def _plain_client(config: RunConfig, pki: Path, root: Path, target: str) -> NetworkClient:
+    data = split_data(config)
+    x, y = data.client_arrays(0)
+    spec = ModelSpec(config.model.name, data.dataset.num_features, data.dataset.num_classes, {})
+    return NetworkClient(
+        "client-000",
+        ClientData.from_numpy(x, y),
+        LocalTrainer(build_model(spec, seed=config.seed)),
+        target=target,
+        credentials=Credentials.from_pki(pki, "client-000"),
+        state_dir=root / "client-000",
+        network=config.network,
+    )
+
+
+def test_a_client_that_cannot_reach_the_server_says_where_it_looked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{probe.getsockname()[1]}"
+    config = net_config(2, 1)
+    client = _plain_client(config, make_pki(tmp_path, 2), tmp_path, target)
+    with caplog.at_level(logging.WARNING, logger="fedfort.transport"):
+        report = client.run(timeout_s=2.0)
+    assert not report.finished and report.reconnects >= 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and warnings[0].startswith(f"client-000: cannot reach the server at {target}")
+    assert "Is `fedfort server` running there" in warnings[0]
+
+
+def test_a_client_of_another_ca_is_told_the_handshake_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = net_config(2, 1)
+    pki = make_pki(tmp_path / "ours", 2)
+    theirs = make_pki(tmp_path / "theirs", 2)  # same names, another CA
+    server = NetworkServer(
+        config, tmp_path / "server", credentials=Credentials.from_pki(pki, "server")
+    )
+    try:
+        port = server.start()
+        client = _plain_client(config, theirs, tmp_path, f"localhost:{port}")
+        with caplog.at_level(logging.WARNING, logger="fedfort.transport"):
+            report = client.run(timeout_s=2.0)
+    finally:
+        server.network.finish()
+        server.close()
+    assert not report.finished and report.reconnects >= 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "fedfort.transport"]
+    handshake = [w for w in warnings if "TLS handshake" in w]
+    assert handshake and handshake[0].startswith(
+        f"client-000: the TLS handshake with the server at localhost:{port} failed; retrying."
+    )
+    assert "same `fedfort certs init` CA" in handshake[0]
