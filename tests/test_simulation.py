@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from torch import nn
 
 from fedfort import Simulation, load_config
 from fedfort.cli import main
+from fedfort.cli.simulate import fresh_run_dir
 from fedfort.config import RunConfig, parse_config
 from fedfort.errors import CheckpointError, ConfigError, DatasetError, RoundFailed
 
@@ -208,3 +211,37 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys) -> None
     assert "rounds" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert main(["simulate", "--resume", "--seed", "3", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_cli_default_out_is_a_fresh_dated_folder_per_run(tmp_path, capsys, monkeypatch) -> None:
+    """Two runs with the default --out each get their own folder; neither fails or is lost."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "hospitals.toml"
+    cfg.write_text('rounds = 1\n[clients]\ncount = 3\n[model]\nname = "logreg"\n')
+    outs = []
+    for _ in range(2):
+        assert main(["simulate", "--config", str(cfg), "--quiet"]) == 0
+        err = capsys.readouterr().err
+        [line] = [x for x in err.splitlines() if x.startswith("fedfort: writing this run to ")]
+        outs.append(Path(line.removeprefix("fedfort: writing this run to ")))
+    assert outs[0] != outs[1]
+    for out in outs:
+        assert out.parent == Path("runs")
+        assert re.fullmatch(r"hospitals-\d{8}-\d{6}(-\d+)?", out.name), out.name
+        assert json.loads((out / "results.json").read_text())["final"]["rounds"] == 1
+    # an explicit --out that holds a run keeps the refusal, with the way out
+    assert main(["simulate", "--config", str(cfg), "--out", str(outs[0]), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err
+    assert main(["simulate", "--resume", "--rounds", "2", "--quiet"]) == 2
+    assert "--resume continues the run in --out DIR" in capsys.readouterr().err
+    # a run refused before it starts leaves no folder behind
+    assert main(["simulate", "--config", str(cfg), "--clients", "2000", "--quiet"]) == 2
+    assert sorted(Path("runs").iterdir()) == sorted(outs)
+
+
+def test_fresh_run_dirs_are_unique_within_a_second(tmp_path) -> None:
+    made = [fresh_run_dir("configs/site.toml", tmp_path) for _ in range(3)]
+    assert len(set(made)) == 3 and all(p.is_dir() and p.parent == tmp_path for p in made)
+    assert made[0].name.startswith("site-")
+    assert fresh_run_dir(None, tmp_path).name.startswith("simulate-")

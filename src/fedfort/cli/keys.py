@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ConfigError("keys rotate --server needs --out (the server's state directory)")
     name = args.name or "server"
-    credentials = Credentials.from_pki(args.pki, name)
+    credentials = Credentials.from_pki(args.pki, name, role="server")
     registry_path = Path(args.out) / REGISTRY_FILE
     if not registry_path.exists():
         raise ConfigError(f"{registry_path} does not exist: is --out the server's directory?")

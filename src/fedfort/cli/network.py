@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from fedfort.edge.schema import Records
     from fedfort.secagg.policy import ClientPolicy
     from fedfort.server.engine import RoundRecord
+    from fedfort.transport.client import ClientReport
 
 __all__ = ["add_parsers", "client_policy", "run_client", "run_server", "server_address"]
 
@@ -140,10 +143,11 @@ def server_address(config: RunConfig, override: str | None) -> str:
 def run_server(args: argparse.Namespace) -> int:
     """``fedfort server``."""
     from fedfort.config import load_config
+    from fedfort.transport.outcome import participation_problems
     from fedfort.transport.server import Credentials, NetworkServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    credentials = Credentials.from_pki(args.pki, args.name)
+    credentials = Credentials.from_pki(args.pki, args.name, role="server")
     overrides = {"address": args.address, "start_clients": args.start_clients}
     network = {f"network.{k}": v for k, v in overrides.items() if v is not None}
     config = load_config(args.config).with_overrides(
@@ -189,6 +193,8 @@ def run_server(args: argparse.Namespace) -> int:
 
         result = server.serve(on_round=progress)  # writes results.json to --out
         print(f"fedfort server: {result.final}; refusals {server.rejections}", flush=True)
+        for line in participation_problems(result.records):
+            print(f"fedfort server: {line}", flush=True)
     finally:
         server.close()
     return 0
@@ -281,6 +287,7 @@ def run_client(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config).with_overrides({"model.name": args.model})
+    credentials = Credentials.from_pki(args.pki, args.name)  # before any data is read
     split = split_data(config)
     dataset = split.dataset
     spec = model_spec(config, split.schema)
@@ -307,7 +314,7 @@ def run_client(args: argparse.Namespace) -> int:
         data,
         LocalTrainer(build_model(spec, seed=config.seed)),
         target=server_address(config, args.server),
-        credentials=Credentials.from_pki(args.pki, args.name),
+        credentials=credentials,
         state_dir=state_dir,
         network=config.network,
         data_metrics=data_metrics,
@@ -319,6 +326,8 @@ def run_client(args: argparse.Namespace) -> int:
             flush=True,
         ),
         secure_policy=_secure_policy(args, config),
+        on_rejected=functools.partial(_print_rejection, args.name),
+        warn_after_rejections=WARN_AFTER_REJECTIONS,
     )
     with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
         report = client.run(timeout_s=args.timeout)
@@ -327,7 +336,7 @@ def run_client(args: argparse.Namespace) -> int:
     print(
         f"fedfort client {args.name}: trained rounds {report.rounds_trained}, committed "
         f"{report.acknowledged}, reconnects {report.reconnects}, refused {report.refused}, "
-        f"finished {report.finished}",
+        f"rejected {len(report.rejected)}, finished {report.finished and not report.end_reason}",
         flush=True,
     )
     print(
@@ -339,7 +348,46 @@ def run_client(args: argparse.Namespace) -> int:
     )
     if report.budget_exhausted:
         print(f"fedfort client {args.name}: privacy budget spent; left the federation", flush=True)
-    return 0 if report.finished else 1
+    return _client_outcome(args.name, report)
+
+
+#: updates rejected in a row after which ``fedfort client`` prints a warning with the fix
+WARN_AFTER_REJECTIONS = 3
+
+
+def _print_rejection(name: str, round_: int, reason: str, in_a_row: int) -> None:
+    from fedfort.transport.outcome import rejection_hint
+
+    print(f"fedfort client {name}: round {round_}: the server rejected the update ({reason})")
+    if in_a_row % WARN_AFTER_REJECTIONS == 0:
+        print(
+            f"fedfort client {name}: WARNING: {in_a_row} updates in a row rejected ({reason}); "
+            f"{rejection_hint(reason)}",
+            flush=True,
+        )
+
+
+def _client_outcome(name: str, report: ClientReport) -> int:
+    """Say how the run ended for this client; its exit status (0: finished and counted)."""
+    from fedfort.transport.outcome import rejection_hint
+
+    if report.end_reason is not None:
+        print(f"fedfort client {name}: {report.end_reason}", flush=True)
+        return 1
+    if not report.finished:
+        print(f"fedfort client {name}: the server never said the run finished (--timeout?)")
+        return 1
+    if report.rejected and not report.acknowledged:
+        reasons = Counter(reason for _, reason in report.rejected)
+        top = reasons.most_common(1)[0][0]
+        codes = ", ".join(f"{k} x{v}" for k, v in reasons.most_common())
+        print(
+            f"fedfort client {name}: none of its updates counted, all rejected ({codes}); "
+            f"{rejection_hint(top)}",
+            flush=True,
+        )
+        return 1
+    return 0
 
 
 def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:

@@ -8,6 +8,7 @@ accuracy, and writes ``results.json``, ``training.png`` and ``checkpoints.sqlite
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="join a running Ray cluster: 'auto' or HOST:PORT of its head (implies --runtime ray)",
     )
     sim.add_argument("--seed", type=int, help="seed for data split, selection and training")
-    sim.add_argument("--out", default="runs/latest", help="output directory (default %(default)s)")
+    sim.add_argument(
+        "--out",
+        help="output directory; one that holds a run is refused (use --resume or another) "
+        "(default: a new runs/CONFIG-YYYYmmdd-HHMMSS, printed at start)",
+    )
     sim.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last round"
     )
@@ -107,6 +112,22 @@ def _privacy_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig
     return parse_config(body)
 
 
+def fresh_run_dir(config: str | None, root: Path = Path("runs")) -> Path:
+    """A new run directory ``root/<config stem>-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, ... when
+    one of that name exists), created here so two runs started in the same second differ."""
+    stem = Path(config).stem if config else "simulate"
+    base = f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
 def run(args: argparse.Namespace) -> int:
     """``fedfort simulate``."""
     from tqdm import tqdm
@@ -117,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     from fedfort.simulation.simulation import Simulation
 
     if args.resume:
+        if args.out is None:
+            raise FedfortError("--resume continues the run in --out DIR: name its directory")
         if args.config or any(
             getattr(args, k) is not None
             for k in ("clients", "dataset", "model", "partition", "alpha", "algorithm", "seed")
@@ -156,7 +179,17 @@ def run(args: argparse.Namespace) -> int:
         overrides["attack.fraction"] = args.attack_fraction
         config = config.with_overrides(overrides)
         config = _privacy_overrides(config, args)
-        sim = Simulation(config, args.out)
+        if args.out is not None:
+            sim = Simulation(config, args.out)
+        else:
+            args.out = fresh_run_dir(args.config)
+            print(f"fedfort: writing this run to {args.out}", file=sys.stderr)
+            try:
+                sim = Simulation(config, args.out)
+            except BaseException:
+                if not any(args.out.iterdir()):  # a run refused before it starts leaves nothing
+                    args.out.rmdir()
+                raise
     with sim:
         from fedfort.access.setup import start_monitoring
 

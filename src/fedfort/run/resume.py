@@ -60,6 +60,11 @@ CHECKPOINT_FILE = "checkpoints.sqlite"
 
 def resume_key(out_dir: Path) -> SigningKey:
     """The run's audit key, which signed its checkpoints; refused when it is missing."""
+    if not (Path(out_dir) / CHECKPOINT_FILE).exists():
+        raise CheckpointError(
+            f"{out_dir} holds no run to resume ({CHECKPOINT_FILE} is missing): pass the --out "
+            "of the run to continue, or start a new run without --resume"
+        )
     store = audit_keystore(out_dir)
     if not store.exists(AUDIT_KEY_NAME):
         raise CheckpointError(

@@ -45,6 +45,7 @@ from fedfort.crypto.keystore import FileKeyStore, open_keystore
 from fedfort.crypto.pki import load_certificate, load_private_key
 from fedfort.crypto.primitives import SigningKey, verify
 from fedfort.errors import (
+    ConfigError,
     PolicyRefused,
     PrivacyBudgetExhausted,
     ProtocolError,
@@ -62,6 +63,12 @@ from fedfort.transport.identity import (
     envelope_statement,
     make_binding,
     seal_envelope,
+)
+from fedfort.transport.outcome import (
+    REASON_BYTES,
+    end_reason,
+    refusal_message,
+    rejection_hint,
 )
 from fedfort.transport.padding import PaddingPolicy, open_payload, pad_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
@@ -99,6 +106,10 @@ class ClientReport:
     #: (round, the client's own epsilon spent after that round's release), in order
     epsilon: list[tuple[int, float]] = field(default_factory=list)
     budget_exhausted: bool = False
+    #: (round, reason code) of every update the server's checks rejected, in order
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    #: why the server ended the run without finishing it (``None``: it completed)
+    end_reason: str | None = None
 
 
 class _Stub:
@@ -193,8 +204,15 @@ class NetworkClient:
         ledger_path: str | Path | None = None,
         on_release: Callable[[int, float], object] | None = None,
         secure_policy: ClientPolicy | None = None,
+        on_rejected: Callable[[int, str, int], object] | None = None,
+        warn_after_rejections: int = 3,
     ) -> None:
         self.client_id = client_id
+        #: called with (round, reason code, rejections in a row) when an update is rejected
+        self.on_rejected = on_rejected
+        #: rejections in a row after which the client logs an error naming the fix
+        self.warn_after_rejections = warn_after_rejections
+        self._rejections_in_a_row = 0
         self.trainer = trainer
         self.target = target
         self.credentials = credentials
@@ -259,7 +277,8 @@ class NetworkClient:
         """Register the identity binding and learn the server's signing key."""
         reply = self._connect().enroll(pb.EnrollRequest(identity=self.binding()), timeout=30)
         if not reply.verdict.accepted:
-            raise Refused(reply.verdict.reason, reply.verdict.detail)
+            reason = reply.verdict.reason[:64]
+            raise Refused(reason, refusal_message(reason, self.client_id).partition(": ")[2])
         self._accept_server_key(reply.server)
 
     def _accept_server_key(self, binding: pb.IdentityBinding) -> None:
@@ -279,6 +298,7 @@ class NetworkClient:
         """Take part until the server says the run is finished (or ``timeout_s`` passes)."""
         end = None if timeout_s is None else time.monotonic() + timeout_s
         backoff = self.network.backoff_initial_s
+        failures = 0  # connection failures in a row
         beat = threading.Thread(target=self._heartbeats, daemon=True)
         beat.start()
         try:
@@ -290,12 +310,35 @@ class NetworkClient:
                         self.enroll()
                     self._poll_once()
                     backoff = self.network.backoff_initial_s
+                    failures = 0
                 except grpc.RpcError as exc:
                     code = exc.code()
                     if code not in _RETRY:
-                        raise Refused("refused", f"server refused {self.client_id}: {exc}") from exc
+                        reason = (exc.details() or code.name).split(":")[0][:64]
+                        message = refusal_message(reason, self.client_id)
+                        raise Refused(reason, message.partition(": ")[2]) from None
                     self.report.reconnects += 1
                     log.info("%s: %s; retrying in %.1fs", self.client_id, code, backoff)
+                    details = exc.details() or ""
+                    if "handshake" in details.lower() and failures % 10 == 0:
+                        log.warning(
+                            "%s: the TLS handshake with the server at %s failed; retrying. The "
+                            "server's certificate and the ca.pem in --pki must come from the "
+                            "same `fedfort certs init` CA, and the --server host must be one "
+                            "its certificate names (`fedfort certs issue --host`)",
+                            self.client_id,
+                            self.target,
+                        )
+                    elif code == grpc.StatusCode.UNAVAILABLE and failures % 10 == 0:
+                        log.warning(
+                            "%s: cannot reach the server at %s (%s); retrying. Is `fedfort "
+                            "server` running there, and do --server and the certificates in "
+                            "--pki belong to this federation?",
+                            self.client_id,
+                            self.target,
+                            details,
+                        )
+                    failures += 1
                     self._disconnect()
                     self._stop.wait(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, self.network.backoff_max_s)
@@ -338,13 +381,41 @@ class NetworkClient:
             return
         if envelope.kind == "finished":
             self.report.finished = True
+            self.report.end_reason = end_reason(payload)
+            if self.report.end_reason is not None:
+                log.error("%s: %s", self.client_id, self.report.end_reason)
         elif envelope.kind == "ack":
             update = self._updates.pop(envelope.round, None)
             if update is not None:
                 self.client.acknowledge(update)
                 self.report.acknowledged.append(envelope.round)
+                self._rejections_in_a_row = 0
+        elif envelope.kind == "rejected":
+            self._rejected(envelope.round, payload)
         elif envelope.kind in ("task", "secagg"):
             self._answer(stub, envelope, payload)
+
+    def _rejected(self, round_: int, payload: bytes) -> None:
+        """The server's checks rejected this client's update of ``round_``."""
+        if self._updates.pop(round_, None) is None:
+            return  # not an update of ours that awaits a verdict (a repeated notice)
+        reason = end_reason(payload[:REASON_BYTES]) or "unknown"
+        self.report.rejected.append((round_, reason))
+        self._rejections_in_a_row += 1
+        row = self._rejections_in_a_row
+        log.warning(
+            "%s: round %d update rejected by the server: %s", self.client_id, round_, reason
+        )
+        if row >= self.warn_after_rejections:
+            log.error(
+                "%s: the server rejected %d updates in a row (%s): %s",
+                self.client_id,
+                row,
+                reason,
+                rejection_hint(reason),
+            )
+        if self.on_rejected is not None:
+            self.on_rejected(round_, reason, row)
 
     def _check(self, e: pb.Envelope, payload: bytes) -> None:
         assert self.server_key is not None
@@ -509,10 +580,16 @@ def rotate_client_key(
     channel = open_channel(target, credentials, network or NetworkConfig())
     try:
         reply = _Stub(channel).enroll(pb.EnrollRequest(identity=binding), timeout=30)
+    except grpc.RpcError as exc:
+        raise ConfigError(
+            f"cannot reach the server at {target} to enroll the new key ({exc.code().name}: "
+            f"{exc.details()}); the key is unchanged: rotate again once the server is up"
+        ) from None
     finally:
         channel.close()
     if not reply.verdict.accepted:
-        raise Refused(reply.verdict.reason, reply.verdict.detail)
+        reason = reply.verdict.reason[:64]
+        raise Refused(reason, refusal_message(reason, client_id).partition(": ")[2])
     tmp_meta = identity.meta.with_suffix(".json.tmp")
     tmp_meta.write_text(jsonio.dumps({"version": new_version}))
     identity.replace(new_key)

@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 
-from fedfort.config import RunConfig
+from fedfort.config import NetworkConfig, RunConfig
 from fedfort.crypto.pki import (
     CA_CERT_FILE,
     CA_KEY_FILE,
@@ -41,6 +41,7 @@ from fedfort.server.stages import EnforceQuorum
 from fedfort.transport.admission import PeerLimits
 from fedfort.transport.frames import FRAME_OVERHEAD
 from fedfort.transport.gate import Gate
+from fedfort.transport.outcome import MAX_REASON_CHARS, absent_clients
 from fedfort.transport.padding import PaddingPolicy
 from fedfort.transport.registry import Registry
 from fedfort.transport.service import FederationService, NetworkExecutor, ServerKeys
@@ -63,11 +64,25 @@ class Credentials:
     federation_id: str
 
     @classmethod
-    def from_pki(cls, pki_dir: str | Path, name: str) -> Credentials:
+    def from_pki(
+        cls, pki_dir: str | Path, name: str, *, role: Literal["client", "server"] = "client"
+    ) -> Credentials:
         """``pki_dir/{name}.pem``, ``{name}.key``, ``ca.pem``, ``crl.pem`` (if present); the
-        federation id is the CA certificate's organisation, so a client needs no other file."""
+        federation id is the CA certificate's organisation, so a client needs no other file.
+        A missing file is a :class:`ConfigError` naming the command that issues it for
+        ``role``."""
         d = Path(pki_dir)
         crl = d / CRL_FILE
+        needed = [d / f"{name}.pem", d / f"{name}.key", d / CA_CERT_FILE]
+        missing = [str(path) for path in needed if not path.is_file()]
+        if missing:
+            role_option = " --role server" if role == "server" else ""
+            raise ConfigError(
+                f"no certificate for {name!r}: looked for {', '.join(map(str, needed))}; "
+                f"missing {', '.join(missing)}. Issue them on the CA's machine with `fedfort "
+                f"certs issue --dir CA_DIR --out {d} --name {name}{role_option}` (the CA from "
+                "`fedfort certs init`), or pass the --pki directory that holds them"
+            )
         fid = federation_of(load_certificate(d / CA_CERT_FILE))
         return cls(
             d / f"{name}.pem",
@@ -104,6 +119,46 @@ def refuse_ca_key(credentials: Credentials) -> None:
             )
 
 
+def _bind(net: NetworkConfig, credentials: Credentials) -> tuple[grpc.Server, int]:
+    """A gRPC server listening with mTLS on ``net.address`` (not started, no handlers yet) and
+    its port; :class:`ConfigError` naming the address when it cannot be bound."""
+    host, colon, port_text = net.address.rpartition(":")
+    malformed = not colon or not host or not port_text.isdigit() or int(port_text) > 65535
+    if malformed and not net.address.startswith("unix:"):
+        raise ConfigError(
+            f"cannot listen on {net.address!r}: give HOST:PORT, e.g. 0.0.0.0:50051 (all "
+            "interfaces) or 127.0.0.1:50051, with --address or [network] address"
+        )
+    ca_pem, key_pem, cert_pem = credentials.pems()
+    creds = grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+    )
+    limit = net.chunk_bytes + FRAME_OVERHEAD
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=net.max_concurrent_rpcs + 8),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_concurrent_streams", 16),
+            ("grpc.so_reuseport", 0),
+            ("grpc.http2.bdp_probe", 0),
+        ],
+        maximum_concurrent_rpcs=net.max_concurrent_rpcs,
+    )
+    try:
+        port = server.add_secure_port(net.address, creds)
+    except RuntimeError:  # gRPC >= 1.60 raises where older versions returned 0
+        port = 0
+    if port == 0:
+        server.stop(None)
+        raise ConfigError(
+            f"cannot listen on {net.address}: port {port_text} is in use (another fedfort "
+            f"server?) or {host} is not an address of this machine; pick another port with "
+            "--address HOST:PORT or [network] address in the config"
+        )
+    return server, port
+
+
 class _CountRejections:
     """Counts the engine's own rejections (NaN/Inf, wrong shape, ...) with the gate's."""
 
@@ -119,6 +174,12 @@ class _CountRejections:
             self.server.gate.refuse(
                 r["client_id"], r["reason"], f"round {record.round}: {r['detail']}", report=False
             )
+        # each client whose update did not count learns why (an accepted one gets its "ack")
+        reasons = {r["client_id"]: r["reason"] for r in reversed(rejected)}
+        members = set(self.server.ids) - set(record.accepted)
+        self.server.network.reject(
+            record.round, {c: why for c, why in reasons.items() if c in members}
+        )
 
 
 class _RuntimeEvents:
@@ -209,7 +270,13 @@ class NetworkServer(Federation):
         self._grpc: grpc.Server | None = None
         self.port: int | None = None
         self.events = _RuntimeEvents(self)
-        super().__init__(config, out_dir, model_factory=model_factory, _resuming=_resuming)
+        # the port first: a server that cannot listen leaves no run behind in out_dir
+        self._listener, self._bound = _bind(config.network, credentials)
+        try:
+            super().__init__(config, out_dir, model_factory=model_factory, _resuming=_resuming)
+        except BaseException:
+            self._listener.stop(None)
+            raise
         self.engine.hooks += [_CountRejections(self), self.events]
         self.gate.on_refused = self.events.refused
         self.gate.on_enrolled = self.events.enrolled
@@ -257,11 +324,6 @@ class NetworkServer(Federation):
             assert self.port is not None
             return self.port
         net = self.config.network
-        ca_pem, key_pem, cert_pem = self.credentials.pems()
-        creds = grpc.ssl_server_credentials(
-            [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
-        )
-        limit = net.chunk_bytes + FRAME_OVERHEAD
         self.limits = PeerLimits(
             max_streams=net.max_streams_per_client,
             max_bytes=net.max_upload_bytes_per_client or 2 * self.max_payload,
@@ -285,21 +347,8 @@ class NetworkServer(Federation):
             poll_timeout_s=net.poll_timeout_s,
             limits=self.limits,
         )
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers=net.max_concurrent_rpcs + 8),
-            handlers=[self.service.handler()],
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.max_concurrent_streams", 16),
-                ("grpc.so_reuseport", 0),
-                ("grpc.http2.bdp_probe", 0),
-            ],
-            maximum_concurrent_rpcs=net.max_concurrent_rpcs,
-        )
-        port = server.add_secure_port(net.address, creds)
-        if port == 0:
-            raise ConfigError(f"cannot listen on {net.address}: is the port in use?")
+        server, port = self._listener, self._bound
+        server.add_generic_rpc_handlers([self.service.handler()])
         server.start()
         self.limits.start()
         self._grpc, self.port = server, port
@@ -316,9 +365,11 @@ class NetworkServer(Federation):
             if len(ready) >= need:
                 return
             if time.monotonic() >= end:
+                waited = timeout_s or net.start_timeout_s
                 raise RoundFailed(
-                    f"only {len(ready)} of the {need} clients needed to start came online; "
-                    "start more clients or lower network.start_clients"
+                    f"only {len(ready)} of the {need} clients needed to start came online "
+                    f"within {waited:g}s; start the missing clients (each prints why it "
+                    "stopped) or lower network.start_clients"
                 )
             time.sleep(0.1)
 
@@ -331,12 +382,22 @@ class NetworkServer(Federation):
     ) -> RunResult:
         """Start, wait for the clients, run the rounds, tell clients the run is finished."""
         self.start()
-        if self.engine.round == 0 or not self.gate.enrolled():
-            self.wait_for_clients()
-        else:  # resumed: clients reconnect on their own, with backoff
-            self._wait_for_returning_clients()
         try:
+            if self.engine.round == 0 or not self.gate.enrolled():
+                self.wait_for_clients()
+            else:  # resumed: clients reconnect on their own, with backoff
+                self._wait_for_returning_clients()
             return self.run(rounds, on_round)
+        except RoundFailed as exc:
+            # the waiting clients learn why, and the operator which clients were missing
+            absent = absent_clients(self.ids, self.gate.enrolled(), self.network.online())
+            reason = f"{exc} ({absent})" if absent else str(exc)
+            self.network.finish(f"the run ended after round {self.engine.round}: {reason}")
+            raise RoundFailed(reason) from None
+        except BaseException as exc:
+            why = "was interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc}"
+            self.network.finish(f"the server {why}"[:MAX_REASON_CHARS])
+            raise
         finally:
             self.events.flush(self.engine.round)
             self.network.finish()
@@ -372,6 +433,8 @@ class NetworkServer(Federation):
             self._grpc.stop(grace=1.0).wait()
             self._grpc = None
             self.limits.stop()
+        else:  # bound, never started
+            self._listener.stop(None)
         super().close()
         self.registry.close()
 

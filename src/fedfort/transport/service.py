@@ -42,6 +42,7 @@ from fedfort.transport.identity import (
     make_binding,
     seal_envelope,
 )
+from fedfort.transport.outcome import REASON_BYTES, end_payload
 from fedfort.transport.padding import PaddingPolicy, pad_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
@@ -173,6 +174,8 @@ class NetworkExecutor:
         self.last_seen: dict[str, float] = {}
         self.polling: Counter[str] = Counter()
         self.finished = False
+        #: why the run ended without finishing (``None``: it completed, or is running)
+        self.end_reason: str | None = None
         self.told_finished: set[str] = set()
         self.late = 0
         self._waits: dict[tuple[int, int, int], _Wait] = {}
@@ -213,9 +216,11 @@ class NetworkExecutor:
         return to_frames(seal_envelope(route, payload, key, version), payload, self.chunk_bytes)
 
     def notice(self, client_id: str, kind: str) -> list[pb.Frame]:
-        """A signed ``idle`` or ``finished`` notice (no payload, no reply expected)."""
+        """A signed ``idle`` or ``finished`` notice (no reply expected). A ``finished``
+        notice of a run that ended without finishing carries the reason as its payload."""
         nonce = os.urandom(NONCE_BYTES)
-        return self._sign(client_id, kind, self.gate.round, 0, 0, nonce, b"")
+        payload = end_payload(self.end_reason) if kind == "finished" else b""
+        return self._sign(client_id, kind, self.gate.round, 0, 0, nonce, payload)
 
     def _post(self, items: Mapping[str, _Item]) -> None:
         with self.cond:
@@ -338,8 +343,24 @@ class NetworkExecutor:
             )
         self._post(items)
 
-    def finish(self) -> None:
+    def reject(self, round_: int, reasons: Mapping[str, str]) -> None:
+        """Tell each client whose update of ``round_`` was rejected the reason code (only
+        the code: the detail stays in the server's log and audit trail), padded to
+        :data:`REASON_BYTES` so that its length does not tell an observer which code it is."""
+        items = {}
+        for cid, reason in reasons.items():
+            nonce = os.urandom(NONCE_BYTES)
+            code = reason.encode("utf-8")[:REASON_BYTES].ljust(REASON_BYTES, b" ")
+            frames = self._sign(cid, "rejected", round_, 0, 0, nonce, code)
+            items[cid] = _Item("rejected", round_, 0, 0, nonce, frames, False)
+        self._post(items)
+
+    def finish(self, reason: str | None = None) -> None:
+        """End the run: every poll is answered with ``finished`` from now on, carrying
+        ``reason`` when the run ended without finishing (the first reason given is kept)."""
         with self.cond:
+            if not self.finished:
+                self.end_reason = reason
             self.finished = True
             self.cond.notify_all()
 
