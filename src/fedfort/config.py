@@ -76,7 +76,9 @@ class DataConfig(_Section):
     for it (``iid``/``dirichlet``/``shards`` re-split its pooled training rows instead).
     """
 
-    dataset: Literal["digits", "breast_cancer", "synthetic", "fedprox_synthetic"] = "digits"
+    dataset: Literal["digits", "mnist", "breast_cancer", "synthetic", "fedprox_synthetic"] = (
+        "digits"
+    )
     partition: Literal["iid", "dirichlet", "shards", "natural"] = "dirichlet"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; small = skewed")
     shards_per_client: int = Field(2, ge=1)

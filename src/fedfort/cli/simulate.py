@@ -31,7 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sim.add_argument("--config", help="TOML config file (defaults apply to missing keys)")
     sim.add_argument("--rounds", type=int, help="number of rounds to commit")
     sim.add_argument("--clients", type=int, help="number of clients in the federation")
-    sim.add_argument("--dataset", help="digits, breast_cancer or synthetic")
+    sim.add_argument("--dataset", help="digits, mnist, breast_cancer or synthetic")
     sim.add_argument("--model", help="logreg, mlp, cnn or a registered model")
     sim.add_argument("--partition", help="iid, dirichlet or shards")
     sim.add_argument("--alpha", type=float, help="Dirichlet concentration for label skew")
