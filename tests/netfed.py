@@ -145,7 +145,12 @@ def start_clients(
     from fedfort.client.policy import ClientPrivacyPolicy
     from fedfort.models import ModelSpec, build_model
 
-    spec = ModelSpec(config.model.name, data.dataset.num_features, data.dataset.num_classes, {})
+    spec = ModelSpec(
+        config.model.name,
+        data.dataset.num_features,
+        data.dataset.num_classes,
+        dict(config.model.options),
+    )
     for k in ks:
         x, y = data.client_arrays(k)
         c = NetworkClient(

@@ -126,7 +126,7 @@ def test_redteam_configs_are_validated_before_anything_runs(tmp_path) -> None:
         load_redteam_config(config)
 
 
-@pytest.mark.parametrize("name", ["redteam.toml", "redteam-demo.toml"])
+@pytest.mark.parametrize("name", ["redteam.toml", "redteam-demo.toml", "redteam-mnist.toml"])
 def test_shipped_redteam_configs_are_valid(name: str) -> None:
     cfg = load_redteam_config(EXAMPLES / name)
     cells = plan_cells(cfg)

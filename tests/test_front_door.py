@@ -34,6 +34,7 @@ HEAVY = (
     "opacus",
     "dp_accounting",
     "ray",
+    "mlxtend",
 )
 
 GROUPS = (

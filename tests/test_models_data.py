@@ -136,7 +136,13 @@ def digits():
 
 
 def test_available_lists():
-    assert available_datasets() == ["breast_cancer", "digits", "fedprox_synthetic", "synthetic"]
+    assert available_datasets() == [
+        "breast_cancer",
+        "digits",
+        "fedprox_synthetic",
+        "mnist",
+        "synthetic",
+    ]
     assert available_partitions() == ["dirichlet", "iid", "shards"]
 
 
@@ -214,9 +220,10 @@ def test_synthetic_rejects_impossible_settings():
 
 def test_unknown_dataset_raises():
     with pytest.raises(DatasetError) as info:
-        load_dataset("mnist")
-    assert "mnist" in str(info.value)
+        load_dataset("cifar10")
+    assert "cifar10" in str(info.value)
     assert "digits" in str(info.value)
+    assert "mnist" in str(info.value)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])

@@ -116,7 +116,9 @@ class DataConfig(_Section):
     """
 
     source: Literal["embedded", "files", "objects"] = "embedded"
-    dataset: Literal["digits", "breast_cancer", "synthetic", "fedprox_synthetic"] = "digits"
+    dataset: Literal["digits", "mnist", "breast_cancer", "synthetic", "fedprox_synthetic"] = (
+        "digits"
+    )
     train: str | None = Field(None, description="a client's training file; {client} = its name")
     test: str | None = Field(None, description="a client's own hold-out file (optional)")
     validation: str | None = Field(

