@@ -64,7 +64,7 @@ def _client_cli(tmp_path: Path, toml: Path, pki: Path, port: int, *extra: str) -
     policy = tmp_path / "client.toml"
     policy.write_text(POLICY_TOML)
     argv = ["client", "--config", str(toml), "--data", "partition:0", "--pki", str(pki)]
-    argv += ["--name", client_ids(2)[0], "--server", f"localhost:{port}"]
+    argv += ["--name", client_ids(load_config(toml))[0], "--server", f"localhost:{port}"]
     argv += ["--state", str(tmp_path / "state"), "--policy", str(policy), "--timeout", "120"]
     return main([*argv, *extra])
 

@@ -24,6 +24,7 @@ from fedfort.simulation import Simulation
 from fedfort.simulation.results import write_results
 from fedfort.transport import codec
 from fedfort.transport.client import NetworkClient
+from fedfort.transport.enrollment import declaration
 from fedfort.transport.server import Credentials
 from netfed import ServerThread, make_pki, net_config
 
@@ -172,7 +173,7 @@ def test_networked_clients_run_the_same_pipeline_as_simulated_ones(tmp_path: Pat
     srv = ServerThread(config, tmp_path / "server", pki)
     data = split_data(config)
     threads = []
-    for k, cid in enumerate(client_ids(3)):
+    for k, cid in enumerate(client_ids(config)):
         records = partition_records(config, data, k)
         local, metrics = local_training_data(config, records, cid, 2, tmp_path / cid)
         client = NetworkClient(
@@ -184,6 +185,7 @@ def test_networked_clients_run_the_same_pipeline_as_simulated_ones(tmp_path: Pat
             state_dir=tmp_path / cid,
             network=config.network,
             data_metrics=metrics,
+            declaration=declaration(config, None),
         )
         thread = threading.Thread(target=client.run, kwargs={"timeout_s": 120}, daemon=True)
         thread.start()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from fedfort.client.policy import ClientPrivacyPolicy
     from fedfort.config import RunConfig
+    from fedfort.data.schema import DataSchema
     from fedfort.edge.schema import Records
     from fedfort.secagg.policy import ClientPolicy
     from fedfort.server.engine import RoundRecord
@@ -70,10 +71,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cli.add_argument("--config", required=True, help="federation TOML (same as the server's)")
     cli.add_argument(
         "--data",
-        required=True,
-        help="partition:K (client K's share of the embedded dataset, as in simulation) or a "
-        ".npz file with arrays x (float32, n x features) and y (int labels); with [edge], also "
-        "one array per declared field, validated, masked and sanitised on this machine",
+        help="[data] source = 'files': this client's training file (CSV, Parquet, .npz, .npy "
+        "or an image folder; default: [data] train with {client} = --name). Embedded datasets: "
+        "partition:K (client K's share, as in simulation) or a .npz file with arrays x "
+        "(float32, n x features) and y (int labels); with [edge], also one array per declared "
+        "field, validated, masked and sanitised on this machine",
+    )
+    cli.add_argument(
+        "--test",
+        help="[data] source = 'files': this client's own hold-out file (default: [data] test "
+        "with {client} = --name), checked against the federation's schema",
     )
     cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
     cli.add_argument("--name", required=True, help="client id = certificate name")
@@ -226,6 +233,51 @@ def _client_records(spec: str, config: RunConfig) -> Records:
     return Records(*_client_data(spec, config))
 
 
+def _joining_data(
+    args: argparse.Namespace, config: RunConfig
+) -> tuple[Records, DataSchema, DataSchema | None]:
+    """The client's records, the federation's schema (the model's sizes) and the schema the
+    client declares at enrollment (``None`` for an embedded dataset).
+
+    On its own files the schema is the config's ``[data] features`` / ``classes``, never one
+    inferred from an embedded set, and the files must agree with it (their differences named).
+    """
+    from fedfort.edge.schema import Records
+    from fedfort.run.files import join_files, require_schema
+
+    if config.data.source == "files":
+        if args.data is not None and args.data.startswith("partition:"):
+            raise ConfigError(
+                "--data partition:K splits an embedded dataset; with [data] source = 'files' "
+                "give this client's own file, or leave --data out to use [data] train"
+            )
+        schema = require_schema(config)
+        files, declared = join_files(config, args.name, schema, train=args.data, test=args.test)
+        held = "" if files.test is None else f", {files.test[0].shape[0]} hold-out rows"
+        print(
+            f"fedfort client {args.name}: {files.x.shape[0]} training rows{held} match the "
+            f"federation's schema ({schema.num_features} features, {schema.num_classes} "
+            "outputs)",
+            flush=True,
+        )
+        records = Records(files.x, files.y, files.columns, feature_names=schema.features)
+        return records, schema, declared
+    if args.data is None:
+        raise ConfigError("--data is required for an embedded dataset: partition:K or an .npz file")
+    if args.test is not None:
+        raise ConfigError("--test applies to [data] source = 'files' (a client's own hold-out)")
+    from fedfort.run.federation import split_data
+
+    data = split_data(config)
+    records = _client_records(args.data, config)
+    if records.x.shape[1:] != data.dataset.x_train.shape[1:]:
+        raise ConfigError(
+            f"--data rows have shape {records.x.shape[1:]}, the model expects "
+            f"{data.dataset.x_train.shape[1:]}"
+        )
+    return records, data.schema, None
+
+
 _POLICY_OPTIONS = (
     "local",
     "max_clip_norm",
@@ -266,23 +318,19 @@ def run_client(args: argparse.Namespace) -> int:
     from fedfort.client.training import LocalTrainer
     from fedfort.config import load_config
     from fedfort.models import ModelSpec, build_model
-    from fedfort.run.federation import local_training_data, split_data
+    from fedfort.run.federation import local_training_data
     from fedfort.run.threads import run_threads
     from fedfort.transport.client import NetworkClient
+    from fedfort.transport.enrollment import declaration
     from fedfort.transport.server import Credentials
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config)
-    dataset = split_data(config).dataset
+    # this client's rows, checked against the federation's schema before it connects
+    records, schema, declared = _joining_data(args, config)
     spec = ModelSpec(
-        config.model.name, dataset.num_features, dataset.num_classes, dict(config.model.options)
+        config.model.name, schema.num_features, schema.num_classes, dict(config.model.options)
     )
-    records = _client_records(args.data, config)
-    if records.x.shape[1:] != dataset.x_train.shape[1:]:
-        raise ConfigError(
-            f"--data rows have shape {records.x.shape[1:]}, the model expects "
-            f"{dataset.x_train.shape[1:]}"
-        )
     state_dir = args.state or Path("runs/clients") / args.name
     policy = client_policy(args, config)
     if policy.reproducible:
@@ -293,7 +341,7 @@ def run_client(args: argparse.Namespace) -> int:
         )
     # validate, mask and sanitise on this machine ([edge]); only counts reach the server
     data, data_metrics = local_training_data(
-        config, records, args.name, dataset.num_classes, state_dir
+        config, records, args.name, schema.num_classes, state_dir
     )
     client = NetworkClient(
         args.name,
@@ -312,6 +360,7 @@ def run_client(args: argparse.Namespace) -> int:
             flush=True,
         ),
         secure_policy=_secure_policy(args, config),
+        declaration=declaration(config, declared),
     )
     with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
         report = client.run(timeout_s=args.timeout)

@@ -12,8 +12,10 @@ trains on, through its ``[edge]`` data protection (:mod:`fedfort.edge`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,12 +29,17 @@ from fedfort.edge.records import client_training_data, with_synthetic_identifier
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
 
+if TYPE_CHECKING:
+    from fedfort.data.files import LabeledTable
+    from fedfort.run.files import ClientFiles
+
 __all__ = [
     "FederationData",
     "client_ids",
     "local_training_data",
     "partition_records",
     "preprocessed",
+    "server_data",
     "split_data",
     "with_data_schema",
 ]
@@ -129,9 +136,40 @@ def _files_data(config: RunConfig) -> FederationData:
     from fedfort.run.files import read_federation
 
     schema, clients, validation = read_federation(config)
+    return _files_federation(config, schema, clients, validation)
+
+
+def server_data(config: RunConfig) -> FederationData:
+    """The data of a server that holds no client rows (``fedfort server``).
+
+    With ``[data] source = "files"`` the clients' files stay on their machines: the schema is
+    the one written in the config (:func:`~fedfort.run.files.require_schema`), the server's
+    own validation (and FLTrust root) data is ``[data] validation`` when given, and there are
+    no client rows. The embedded datasets are split as everywhere (:func:`split_data`), so a
+    served run on them stays the simulation's.
+    """
+    if config.data.source != "files":
+        return split_data(config)
+    from fedfort.run.files import read_validation, require_schema
+
+    schema = require_schema(config)
+    validation = read_validation(config, schema)
+    return _files_federation(config, schema, [None] * config.clients.count, validation)
+
+
+def _files_federation(
+    config: RunConfig,
+    schema: DataSchema,
+    clients: Sequence[ClientFiles | None],
+    validation: LabeledTable | None,
+) -> FederationData:
+    """The federation's data from the clients' files (``None``: a client's rows are not
+    held here) and the server's own validation table."""
     d = schema.num_features
     y_dtype = np.float32 if schema.task == "regression" else np.int64
-    sizes = [c.x.shape[0] for c in clients]
+    xs = [np.zeros((0, d), np.float32) if c is None else c.x for c in clients]
+    ys = [np.zeros((0,), y_dtype) if c is None else c.y for c in clients]
+    sizes = [x.shape[0] for x in xs]
     bounds = np.cumsum([0, *sizes])
     partition = Partition(tuple(np.arange(bounds[k], bounds[k + 1]) for k in range(len(sizes))))
     if validation is not None:
@@ -140,8 +178,8 @@ def _files_data(config: RunConfig) -> FederationData:
         x_test, y_test = np.zeros((0, d), np.float32), np.zeros((0,), y_dtype)
     dataset = Dataset(
         name="files",
-        x_train=np.concatenate([c.x for c in clients]).astype(np.float32),
-        y_train=np.concatenate([c.y for c in clients]).astype(y_dtype),
+        x_train=np.concatenate(xs).astype(np.float32),
+        y_train=np.concatenate(ys).astype(y_dtype),
         x_test=x_test,
         y_test=y_test.astype(y_dtype),
         num_classes=schema.num_classes,
@@ -162,8 +200,8 @@ def _files_data(config: RunConfig) -> FederationData:
         None,
         partition,
         schema,
-        client_tests=tuple(c.test for c in clients),
-        client_columns=tuple(c.columns for c in clients),
+        client_tests=tuple(None if c is None else c.test for c in clients),
+        client_columns=tuple({} if c is None else c.columns for c in clients),
         root=root,
     )
 

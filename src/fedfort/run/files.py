@@ -19,7 +19,18 @@ from fedfort.data.files import LabeledTable, TableSpec, class_order, read_table
 from fedfort.data.schema import DataSchema
 from fedfort.errors import ConfigError, DatasetError, InvalidRecord
 
-__all__ = ["ClientFiles", "client_path", "read_client", "schema_of", "table_spec"]
+__all__ = [
+    "ClientFiles",
+    "client_path",
+    "declared_schema",
+    "join_files",
+    "read_client",
+    "read_federation",
+    "read_validation",
+    "require_schema",
+    "schema_of",
+    "table_spec",
+]
 
 
 def table_spec(config: RunConfig) -> TableSpec:
@@ -95,6 +106,49 @@ def read_client(
 ) -> tuple[ClientFiles, LabeledTable]:
     """Read client ``name``'s files (``train``/``test`` override the config's templates) and
     check them against ``schema`` (when given); its rows and its own table."""
+    table, test_table = _client_tables(config, name, train=train, test=test)
+    own = schema or schema_of(config.data, [table])
+    return _client_files(config, table, test_table, own), table
+
+
+def join_files(
+    config: RunConfig,
+    name: str,
+    schema: DataSchema,
+    *,
+    train: str | None = None,
+    test: str | None = None,
+) -> tuple[ClientFiles, DataSchema]:
+    """What client ``name`` joins a served federation with: its rows, checked against the
+    federation's ``schema`` before it connects, and the schema it declares at enrollment.
+
+    Raises :class:`~fedfort.errors.DatasetError` naming every difference, e.g.
+    ``hospital-b: missing column 'mean_perimeter' (data/hospital-b/train.csv)``.
+    """
+    table, test_table = _client_tables(config, name, train=train, test=test)
+    declared = declared_schema(table, schema)
+    for checked in (table, test_table):
+        if checked is None:
+            continue
+        differences = schema.differences(declared_schema(checked, schema))
+        if differences:
+            raise DatasetError(
+                f"{name}: {'; '.join(differences)} ({checked.source}); the federation's schema "
+                "is [data] features / classes of the config: fix the file, or [data] drop / "
+                "label / categories"
+            )
+    return _client_files(config, table, test_table, schema), declared
+
+
+def declared_schema(table: LabeledTable, schema: DataSchema) -> DataSchema:
+    """The schema ``table`` has, with its columns in ``schema``'s order when it holds the same
+    ones (columns are read by name) and the federation's classes plus any label of its own."""
+    return table.in_order(schema.features).schema(schema.classes)
+
+
+def _client_tables(
+    config: RunConfig, name: str, *, train: str | None, test: str | None
+) -> tuple[LabeledTable, LabeledTable | None]:
     spec = table_spec(config)
     n = config.clients.count
     train_path = (
@@ -106,13 +160,21 @@ def read_client(
     if test_template is not None:
         path = Path(test) if test else client_path(test_template, name, clients=n)
         test_table = read_table(path, spec)
-    own = schema or schema_of(config.data, [table])
-    out = _encode(config, table, own)
+    return table, test_table
+
+
+def _client_files(
+    config: RunConfig,
+    table: LabeledTable,
+    test_table: LabeledTable | None,
+    schema: DataSchema,
+) -> ClientFiles:
+    out = _encode(config, table, schema)
     held = None
     if test_table is not None:
-        x_test, y_test = _encode(config, test_table, own)[:2]
+        x_test, y_test = _encode(config, test_table, schema)[:2]
         held = (x_test, y_test)
-    return ClientFiles(out[0], out[1], out[2], held), table
+    return ClientFiles(out[0], out[1], out[2], held)
 
 
 def _encode(
@@ -141,12 +203,20 @@ def read_federation(config: RunConfig) -> tuple[DataSchema, list[ClientFiles], L
     ]
     schema = schema_of(config.data, tables)
     clients = [read_client(config, c, schema)[0] for c in names]
-    validation = None
-    if config.data.validation is not None:
-        validation = read_table(Path(config.data.validation), spec).in_order(schema.features)
-        validation.encoded(schema)
-        _check_missing(config, validation)
+    validation = read_validation(config, schema)
     return schema, clients, validation
+
+
+def read_validation(config: RunConfig, schema: DataSchema) -> LabeledTable | None:
+    """The server's own validation table (``[data] validation``) in ``schema``'s order and
+    checked against it, or ``None`` when the config names none."""
+    if config.data.validation is None:
+        return None
+    validation = read_table(Path(config.data.validation), table_spec(config))
+    validation = validation.in_order(schema.features)
+    validation.encoded(schema)
+    _check_missing(config, validation)
+    return validation
 
 
 def require_schema(config: RunConfig) -> DataSchema:

@@ -85,6 +85,18 @@ _RETRY = {
 }
 
 
+#: what a client refused at enrollment is told to do (the server's log names the details)
+_ENROLLMENT_HINTS = {
+    "schema_mismatch": "the server refused this client's data schema: its columns or labels "
+    "differ from the federation's [data] features / classes (the server's log names the "
+    "differences); compare the config with the server's and fix the files",
+    "config_mismatch": "the server runs another configuration than this client's --config: "
+    "use the federation's config file (only [data] paths and [privacy.client] are your own)",
+    "undeclared": "the server needs this client to declare its run and data schema: use a "
+    "fedfort client of the server's version with the federation's config",
+}
+
+
 @dataclass
 class ClientReport:
     """What a client did in a served run."""
@@ -193,8 +205,12 @@ class NetworkClient:
         ledger_path: str | Path | None = None,
         on_release: Callable[[int, float], object] | None = None,
         secure_policy: ClientPolicy | None = None,
+        declaration: pb.Declaration | None = None,
     ) -> None:
         self.client_id = client_id
+        #: what the client declares when it enrolls: its run and its data's schema
+        #: (:func:`fedfort.transport.enrollment.declaration`)
+        self.declaration = declaration
         self.trainer = trainer
         self.target = target
         self.credentials = credentials
@@ -257,9 +273,11 @@ class NetworkClient:
 
     def enroll(self) -> None:
         """Register the identity binding and learn the server's signing key."""
-        reply = self._connect().enroll(pb.EnrollRequest(identity=self.binding()), timeout=30)
+        request = pb.EnrollRequest(identity=self.binding(), declaration=self.declaration)
+        reply = self._connect().enroll(request, timeout=30)
         if not reply.verdict.accepted:
-            raise Refused(reply.verdict.reason, reply.verdict.detail)
+            reason = reply.verdict.reason
+            raise Refused(reason, _ENROLLMENT_HINTS.get(reason, reply.verdict.detail))
         self._accept_server_key(reply.server)
 
     def _accept_server_key(self, binding: pb.IdentityBinding) -> None:
