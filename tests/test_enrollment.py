@@ -171,11 +171,15 @@ def test_the_gate_refuses_a_client_whose_data_differs(gate: tuple[Gate, Path]) -
     assert g.key_of("hospital-a") == (rotated.public_key, 2)
 
 
-def test_without_terms_the_gate_asks_for_no_declaration(tmp_path: Path) -> None:
+def test_without_terms_a_client_with_other_columns_would_join(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     init_ca(pki, FED)
-    issue_clients(pki, pki, ["hospital-a"])
-    g = Gate(FED, load_certificate(pki / "ca.pem"), Registry(tmp_path / "r.sqlite"), ["hospital-a"])
+    issue_clients(pki, pki, ["hospital-a", "hospital-b"])
+    roster = ["hospital-a", "hospital-b"]
+    g = Gate(FED, load_certificate(pki / "ca.pem"), Registry(tmp_path / "r.sqlite"), roster)
     cert, binding = _binding(pki, "hospital-a", SigningKey())
-    g.enroll(cert, binding)
-    assert g.enrolled() == ["hospital-a"]
+    g.enroll(cert, binding)  # nothing declared, nothing asked
+    lacking = DataSchema(("age", "mean_radius"), ("benign", "malignant"))
+    cert_b, binding_b = _binding(pki, "hospital-b", SigningKey())
+    g.enroll(cert_b, binding_b, declaration=declaration(_config(), lacking))
+    assert g.enrolled() == roster and not g.counts

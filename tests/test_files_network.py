@@ -152,6 +152,16 @@ def test_a_server_holds_no_client_data(tmp_path: Path) -> None:
         assert server.gate.roster == frozenset(HOSPITALS)
     finally:
         server.close()
+    # its own validation rows, when it has some: it evaluates on them
+    validation = tmp_path / "validation.csv"
+    (moved / "hospital-a" / "test.csv").rename(validation)
+    own = config.with_overrides({"data.validation": str(validation)})
+    server = NetworkServer(own, tmp_path / "s1", credentials=Credentials.from_pki(pki, "server"))
+    try:
+        assert server.dataset.x_train.shape[0] == 0 and server.dataset.x_test.shape == (60, 30)
+        assert 0.0 <= server.evaluate(server.model)["accuracy"] <= 1.0
+    finally:
+        server.close()
     unwritten = _without_schema(config)
     with pytest.raises(DatasetError, match="fedfort data schema --config"):
         NetworkServer(unwritten, tmp_path / "s2", credentials=Credentials.from_pki(pki, "server"))
