@@ -49,6 +49,7 @@ def test_the_identity_leaves_out_what_each_party_sets_for_itself() -> None:
     same = [
         _config(train="/mnt/export/train.parquet", test="/mnt/export/test.parquet"),
         _config(validation="/srv/validation.csv"),
+        _config(label="Diagnosis", drop=["mrn", "zip"], categories={"sex": ["F", "M"]}),
         base.with_overrides({"rounds": 50, "network.address": "10.0.0.1:443"}),
         base.with_overrides({"privacy.client.max_total_epsilon": 3.0}),
     ]

@@ -91,7 +91,8 @@ _ENROLLMENT_HINTS = {
     "differ from the federation's [data] features / classes (the server's log names the "
     "differences); compare the config with the server's and fix the files",
     "config_mismatch": "the server runs another configuration than this client's --config: "
-    "use the federation's config file (only [data] paths and [privacy.client] are your own)",
+    "use the federation's config file (only how [data] reads your files and "
+    "[privacy.client] are your own)",
     "undeclared": "the server needs this client to declare its run and data schema: use a "
     "fedfort client of the server's version with the federation's config",
 }

@@ -47,17 +47,30 @@ __all__ = [
 #: the reason codes of a refused declaration
 ENROLLMENT_REFUSALS = frozenset({"undeclared", "schema_mismatch", "config_mismatch"})
 
+#: ``[data]`` keys each party sets for itself, at their defaults in the shared identity
+_OWN_DATA_KEYS: dict[str, object] = {
+    "train": None,
+    "test": None,
+    "validation": None,
+    "label": "label",
+    "drop": [],
+    "categories": {},
+    "columns": None,
+}
+
 
 def federation_identity(config: RunConfig) -> str:
     """The hash of the run that a client and the server must agree on.
 
     :meth:`RunConfig.identity_hash` (what the rounds compute, without ``rounds`` and the
-    runtime's settings) of ``config`` without what each party sets for itself: the paths of
-    the data files (``[data] train``/``test``/``validation``: every hospital keeps its files
-    where it likes), the client's own privacy policy (``[privacy.client]``), and a noise
-    multiplier that the server calibrates from ``target_epsilon`` over its rounds.
+    runtime's settings) of ``config`` without what each party sets for itself: where its data
+    files are and how they are read (``[data] train``/``test``/``validation``, ``label``,
+    ``drop``, ``categories``, ``columns``: every hospital keeps and names its exports as it
+    likes, and what reaches the model is checked against the schema instead), the client's own
+    privacy policy (``[privacy.client]``), and a noise multiplier that the server calibrates
+    from ``target_epsilon`` over its rounds.
     """
-    data = config.data.model_copy(update={"train": None, "test": None, "validation": None})
+    data = config.data.model_copy(update=_OWN_DATA_KEYS)
     privacy_update: dict[str, object] = {"client": ClientPolicyConfig()}
     if config.privacy.target_epsilon is not None:
         privacy_update["noise_multiplier"] = None
