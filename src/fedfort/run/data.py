@@ -4,9 +4,11 @@
 carves FLTrust's root set out of it); a simulated client ``k`` and a networked client started
 with ``--data partition:K`` get the same rows. With ``[data] source = "files"`` every client's
 rows come from its own files instead (:mod:`fedfort.run.files`), and the server's validation
-and FLTrust root data from ``[data] validation`` (none when it is not given).
-:func:`partition_records` and :func:`local_training_data` turn a client's rows into what it
-trains on, through its ``[edge]`` data protection (:mod:`fedfort.edge`).
+and FLTrust root data from ``[data] validation`` (none when it is not given); a served run's
+server, which has none of those files, gets the schema and its own validation rows only
+(:func:`server_data`). :func:`partition_records` and :func:`local_training_data` turn a
+client's rows into what it trains on, through its ``[edge]`` data protection
+(:mod:`fedfort.edge`).
 """
 
 from __future__ import annotations
