@@ -49,10 +49,10 @@ import numpy as np
 from fedfort.config import RunConfig, parse_config
 from fedfort.crypto.pki import init_ca, issue_certificate, issue_clients
 from fedfort.errors import RoundFailed
-from fedfort.run.federation import client_ids
 from fedfort.server.engine import RoundRecord
 from fedfort.simulation import Simulation
 from fedfort.transport.client import NetworkClient, _Stub
+from fedfort.transport.enrollment import declaration
 from fedfort.transport.server import Credentials, NetworkServer
 
 FEDERATION = "bench-grpc-load"
@@ -169,7 +169,8 @@ def run_clients(
         data.dataset.num_classes,
         dict(config.model.options),
     )
-    ids = client_ids(config.clients.count)
+    ids = config.clients.ids()
+    declared = declaration(config, None)  # the run every client says it joins
     clients: list[TimedClient] = []
     for k in indices:
         x, y = data.client_arrays(k)
@@ -182,6 +183,7 @@ def run_clients(
                 credentials=Credentials.from_pki(pki, ids[k]),
                 state_dir=Path(state_root) / ids[k],
                 network=config.network,
+                declaration=declared,
             )
         )
     errors: dict[str, str] = {}
@@ -318,7 +320,7 @@ def main() -> int:
     wall_start = time.monotonic()
     server_logs = count_logs()
     config = make_config(args)
-    ids = client_ids(args.clients)
+    ids = config.clients.ids()
 
     with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp:
         root = Path(tmp)

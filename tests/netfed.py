@@ -23,9 +23,10 @@ from fedfort.crypto.pki import (
     revoke,
 )
 from fedfort.crypto.primitives import SigningKey
-from fedfort.run.federation import client_ids, split_data
+from fedfort.run.federation import split_data
 from fedfort.transport import codec
 from fedfort.transport.client import NetworkClient, _Stub, open_channel
+from fedfort.transport.enrollment import declaration
 from fedfort.transport.frames import read_message, to_frames
 from fedfort.transport.identity import SERVER, Route, make_binding, seal_envelope
 from fedfort.transport.padding import PaddingPolicy, pad_payload
@@ -140,7 +141,7 @@ def start_clients(
     config: RunConfig, pki: Path, root: Path, port: int, ks: list[int]
 ) -> tuple[list[NetworkClient], list[ClientThread]]:
     data = split_data(config)
-    ids = client_ids(config.clients.count)
+    ids = config.clients.ids()
     clients, threads = [], []
     from fedfort.client.policy import ClientPrivacyPolicy
     from fedfort.models import ModelSpec, build_model
@@ -162,6 +163,7 @@ def start_clients(
             state_dir=root / ids[k],
             network=config.network,
             policy=ClientPrivacyPolicy.from_config(config.privacy.client),
+            declaration=declaration(config, None),
         )
         t = ClientThread(c, timeout_s=120)
         t.start()
@@ -173,8 +175,13 @@ def start_clients(
 class RawClient:
     """A client that builds every message by hand (to send what honest code never would)."""
 
-    def __init__(self, pki: Path, name: str, port: int, network: Any) -> None:
+    def __init__(
+        self, pki: Path, name: str, port: int, network: Any, *, declare: RunConfig | None = None
+    ) -> None:
+        """``declare``: the config whose run the client declares when it enrolls (``None``:
+        it declares nothing, which a server refuses)."""
         self.name = name
+        self.declared = None if declare is None else declaration(declare, None)
         self.cred = Credentials.from_pki(pki, name)
         self.channel = open_channel(f"localhost:{port}", self.cred, network)
         self.stub = _Stub(self.channel)
@@ -196,7 +203,8 @@ class RawClient:
             self.cred.cert.read_bytes(),
             load_private_key(self.cred.key),
         )
-        reply: pb.EnrollReply = self.stub.enroll(pb.EnrollRequest(identity=binding), timeout=10)
+        request = pb.EnrollRequest(identity=binding, declaration=self.declared)
+        reply: pb.EnrollReply = self.stub.enroll(request, timeout=10)
         if reply.verdict.accepted:
             self.server_version = reply.server.version
         return reply

@@ -13,7 +13,6 @@ import pytest
 
 from fedfort.cli import main
 from fedfort.config import load_config
-from fedfort.run.data import client_ids
 from netfed import ServerThread, make_pki, start_clients
 
 # the server asks for local DP at epsilon 8; the client's own policy caps it at 1
@@ -64,7 +63,7 @@ def _client_cli(tmp_path: Path, toml: Path, pki: Path, port: int, *extra: str) -
     policy = tmp_path / "client.toml"
     policy.write_text(POLICY_TOML)
     argv = ["client", "--config", str(toml), "--data", "partition:0", "--pki", str(pki)]
-    argv += ["--name", client_ids(2)[0], "--server", f"localhost:{port}"]
+    argv += ["--name", load_config(toml).clients.ids()[0], "--server", f"localhost:{port}"]
     argv += ["--state", str(tmp_path / "state"), "--policy", str(policy), "--timeout", "120"]
     return main([*argv, *extra])
 

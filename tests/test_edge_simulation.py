@@ -11,19 +11,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedfort.cli.network import _client_records
+from fedfort.cli.client_data import client_records
 from fedfort.client.training import LocalTrainer
 from fedfort.config import RunConfig, load_config
 from fedfort.edge import EdgeConfig, Records
 from fedfort.errors import ConfigError, InvalidRecord
 from fedfort.messages import TrainTask
 from fedfort.models import build_model
-from fedfort.run.federation import client_ids, local_training_data, partition_records, split_data
+from fedfort.run.federation import local_training_data, partition_records, split_data
 from fedfort.server.engine import CollectOutcome
 from fedfort.simulation import Simulation
 from fedfort.simulation.results import write_results
 from fedfort.transport import codec
 from fedfort.transport.client import NetworkClient
+from fedfort.transport.enrollment import declaration
 from fedfort.transport.server import Credentials
 from netfed import ServerThread, make_pki, net_config
 
@@ -143,14 +144,14 @@ def test_network_client_reads_records_and_runs_the_same_pipeline(tmp_path: Path)
     records = partition_records(config, data, 1)
     path = tmp_path / "records.npz"
     np.savez(path, x=records.x, y=records.y, **records.columns)
-    loaded = _client_records(str(path), config)
+    loaded = client_records(str(path), config)
     assert set(loaded.columns) == set(records.columns)
     key_dir = tmp_path / "state"
     net, net_metrics = local_training_data(config, loaded, "client-001", 2, key_dir)
     sim, sim_metrics = local_training_data(config, records, "client-001", 2, key_dir)
     assert np.array_equal(net.x.numpy(), sim.x.numpy()) and net_metrics == sim_metrics
     assert (key_dir / "client-001.pseudonym.key").stat().st_mode & 0o077 == 0
-    via_partition = _client_records("partition:1", config)
+    via_partition = client_records("partition:1", config)
     assert np.array_equal(via_partition.columns["zip"], records.columns["zip"])
 
     bad = dict(records.columns)
@@ -158,7 +159,7 @@ def test_network_client_reads_records_and_runs_the_same_pipeline(tmp_path: Path)
     bad["age"][5] = 150
     np.savez(path, x=records.x, y=records.y, **bad)
     with pytest.raises(InvalidRecord, match=r"'age', row 5: 150.0 is above the maximum"):
-        local_training_data(config, _client_records(str(path), config), "c", 2, key_dir)
+        local_training_data(config, client_records(str(path), config), "c", 2, key_dir)
     plain = config.with_overrides({"edge": {}})
     with pytest.raises(ConfigError, match=r"declare them in \[edge.fields\]"):
         local_training_data(plain, Records(records.x, records.y, records.columns), "c", 2)
@@ -172,7 +173,7 @@ def test_networked_clients_run_the_same_pipeline_as_simulated_ones(tmp_path: Pat
     srv = ServerThread(config, tmp_path / "server", pki)
     data = split_data(config)
     threads = []
-    for k, cid in enumerate(client_ids(3)):
+    for k, cid in enumerate(config.clients.ids()):
         records = partition_records(config, data, k)
         local, metrics = local_training_data(config, records, cid, 2, tmp_path / cid)
         client = NetworkClient(
@@ -184,6 +185,7 @@ def test_networked_clients_run_the_same_pipeline_as_simulated_ones(tmp_path: Pat
             state_dir=tmp_path / cid,
             network=config.network,
             data_metrics=metrics,
+            declaration=declaration(config, None),
         )
         thread = threading.Thread(target=client.run, kwargs={"timeout_s": 120}, daemon=True)
         thread.start()

@@ -601,3 +601,30 @@ def test_mtls_client_certificate_as_server_refused(fed: Federation) -> None:
         _assert_unavailable(srv, fed.clients[0])
     finally:
         gen.close()
+
+
+def test_client_certificates_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca = tmp_path / "ca"
+    assert main(["certs", "init", "--dir", str(ca), "--federation", "hospitals"]) == 0
+    run = tmp_path / "run.toml"
+    run.write_text('[clients]\nnames = ["hospital-a", "hospital-b"]\n')
+    out = tmp_path / "pki"
+    assert main(["certs", "issue", "--dir", str(ca), "--out", str(out), "--config", str(run)]) == 0
+    issued = {p.stem for p in out.glob("*.pem")} - {"ca"}
+    assert issued == {"hospital-a", "hospital-b"}
+    cert = pki.load_certificate(out / "hospital-b.pem")
+    assert pki.common_name(cert) == "hospital-b"
+    argv = ["certs", "issue", "--dir", str(ca), "--out", str(tmp_path / "more")]
+    assert main([*argv, "--names", "clinic-x, clinic-y"]) == 0
+    assert {p.stem for p in (tmp_path / "more").glob("clinic-*.key")} == {"clinic-x", "clinic-y"}
+    capsys.readouterr()
+    # a bad or repeated name, or a name that exists already, writes nothing
+    assert main([*argv, "--names", "ok,bad name"]) == 2
+    assert "invalid client name 'bad name'" in capsys.readouterr().err
+    assert main([*argv, "--names", "dup,dup"]) == 2
+    assert "appear twice" in capsys.readouterr().err
+    assert main([*argv, "--names", "new-one,clinic-x"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert not (tmp_path / "more" / "new-one.key").exists()
+    assert main([*argv, "--names", " , "]) == 2
+    assert "lists no client names" in capsys.readouterr().err

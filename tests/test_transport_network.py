@@ -80,7 +80,7 @@ def _attacked_run(tmp_path: Path, attack: bool) -> tuple[np.ndarray, dict[str, i
     config = net_config(3, 3, network={"start_clients": 3 if attack else 2, "liveness_s": 60})
     pki = make_pki(tmp_path, 3)
     srv = ServerThread(config, tmp_path / "server", pki)
-    raw = RawClient(pki, "client-002", srv.port, config.network)
+    raw = RawClient(pki, "client-002", srv.port, config.network, declare=config)
     if attack:
         assert raw.enroll().verdict.accepted
     _, threads = start_clients(config, pki, tmp_path, srv.port, [0, 1])
@@ -230,10 +230,10 @@ def test_unknown_foreign_and_expired_certificates_are_refused(tmp_path: Path) ->
     server = srv.server
     model = server.engine.model.copy()
     try:
-        stranger = RawClient(pki, "client-099", srv.port, config.network)
+        stranger = RawClient(pki, "client-099", srv.port, config.network, declare=config)
         reply = stranger.enroll()
         assert not reply.verdict.accepted and reply.verdict.reason == "unknown_client"
-        impostor = RawClient(pki, "client-099", srv.port, config.network)
+        impostor = RawClient(pki, "client-099", srv.port, config.network, declare=config)
         reply = impostor.enroll(name="client-000")  # its certificate says client-099
         assert reply.verdict.reason in ("unknown_client", "identity_mismatch")
         with pytest.raises(grpc.RpcError) as info:
@@ -242,7 +242,7 @@ def test_unknown_foreign_and_expired_certificates_are_refused(tmp_path: Path) ->
             )
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         for cred_dir in (other, expired):
-            bad = RawClient(cred_dir, "client-001", srv.port, config.network)
+            bad = RawClient(cred_dir, "client-001", srv.port, config.network, declare=config)
             with pytest.raises(grpc.RpcError) as info:
                 bad.enroll()
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # TLS handshake refused
@@ -261,7 +261,7 @@ def test_key_rotation_and_revocation_while_running(tmp_path: Path) -> None:
     config = net_config(3, 4, server={"quorum": 0.3})
     pki = make_pki(tmp_path, 3)
     srv = ServerThread(config, tmp_path / "server", pki)
-    raw = RawClient(pki, "client-002", srv.port, config.network)
+    raw = RawClient(pki, "client-002", srv.port, config.network, declare=config)
     assert raw.enroll().verdict.accepted
     clients, threads = start_clients(config, pki, tmp_path, srv.port, [0, 1])
     server = srv.server
@@ -403,7 +403,7 @@ def test_concurrent_rpcs_are_bounded(tmp_path: Path) -> None:
     config = net_config(2, 1, network={"max_concurrent_rpcs": 4, "poll_timeout_s": 5.0})
     pki = make_pki(tmp_path, 2)
     srv = ServerThread(config, tmp_path / "server", pki)
-    raw = RawClient(pki, "client-000", srv.port, config.network)
+    raw = RawClient(pki, "client-000", srv.port, config.network, declare=config)
     try:
         assert raw.enroll().verdict.accepted
         request = pb.PollRequest(
@@ -459,7 +459,7 @@ def test_a_long_poll_ends_when_its_certificate_is_revoked(tmp_path: Path) -> Non
     config = net_config(2, 1, network={"poll_timeout_s": 60.0, "start_clients": 2})
     pki = make_pki(tmp_path, 2)
     srv = ServerThread(config, tmp_path / "server", pki)
-    raw = RawClient(pki, "client-000", srv.port, config.network)
+    raw = RawClient(pki, "client-000", srv.port, config.network, declare=config)
     try:
         assert raw.enroll().verdict.accepted
         request = pb.PollRequest(

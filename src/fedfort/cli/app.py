@@ -12,7 +12,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fedfort._version import __version__
-from fedfort.cli import access, certs, governance, keys, network, privacy, redteam, simulate
+from fedfort.cli import (
+    access,
+    certs,
+    data,
+    governance,
+    keys,
+    network,
+    privacy,
+    redteam,
+    simulate,
+)
 from fedfort.errors import FedfortError
 
 __all__ = ["main"]
@@ -32,6 +42,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "server": network.run_server,
     "client": network.run_client,
     "keys": keys.run,
+    "data": data.run,
 }
 
 
@@ -41,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fedfort {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (simulate, redteam, privacy, certs, network, keys, governance, access):
+    for group in (simulate, redteam, privacy, certs, network, keys, governance, access, data):
         group.add_parsers(sub)
     return parser
 

@@ -32,16 +32,25 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cissue = certs.add_parser(
         "issue",
         help="issue server or client certificates",
-        description="Issue one certificate (--name) or N client certificates client-000, ... "
-        "(--clients N), signed by the CA in --dir, into --out together with ca.pem (and, for a "
-        "server, crl.pem): what that party needs, never the CA's key. Use an --out other than "
-        "--dir: a server refuses to start beside ca.key.",
+        description="Issue one certificate (--name), the client certificates of a federation's "
+        "[clients] names (--config RUN.toml, or --names a,b,c), or N client certificates "
+        "client-000, ... (--clients N), signed by the CA in --dir, into --out together with "
+        "ca.pem (and, for a server, crl.pem): what that party needs, never the CA's key. Use an "
+        "--out other than --dir: a server refuses to start beside ca.key.",
     )
     cissue.add_argument("--dir", required=True, help="CA directory")
     cissue.add_argument("--out", required=True, help="output directory")
     who = cissue.add_mutually_exclusive_group(required=True)
     who.add_argument("--name", help="certificate name (its common name)")
     who.add_argument("--clients", type=int, metavar="N", help="issue N client certificates")
+    who.add_argument(
+        "--names", metavar="A,B,C", help="issue client certificates for these client names"
+    )
+    who.add_argument(
+        "--config",
+        metavar="RUN.toml",
+        help="issue client certificates for the run's [clients] names (client-000... by count)",
+    )
     cissue.add_argument(
         "--role", choices=["client", "server"], help="role of --name (default client)"
     )
@@ -92,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
     if args.certs_command == "issue":
         out = Path(args.out)
         ca_copy_existed = (out / pki.CA_CERT_FILE).exists()
-        if args.clients is not None:
+        clients = _clients(args)
+        if clients is not None:
             if args.role == "server":
-                raise FedfortError("--clients issues client certificates; drop --role server")
+                raise FedfortError("client certificates are issued by name; drop --role server")
             if args.host:
                 raise FedfortError("--host applies to server certificates only")
-            issued = pki.issue_clients(Path(args.dir), out, args.clients, days=args.days)
+            issued = pki.issue_clients(Path(args.dir), out, clients, days=args.days)
         else:
             role: Literal["server", "client"] = "server" if args.role == "server" else "client"
             if args.host and role != "server":
@@ -112,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             wrote(files.key, files.cert)
         if not ca_copy_existed:
             wrote(out / pki.CA_CERT_FILE)
-        if args.clients is None and args.role == "server":
+        if clients is None and args.role == "server":
             wrote(out / pki.CRL_FILE)
         return 0
     if args.certs_command == "revoke":
@@ -131,3 +141,20 @@ def run(args: argparse.Namespace) -> int:
             wrote(pki.publish_crl(ca_dir, Path(directory)))
         return 0
     return 1
+
+
+def _clients(args: argparse.Namespace) -> int | list[str] | None:
+    """The client certificates ``certs issue`` is asked for: a count, names, or ``None``
+    (one certificate, ``--name``)."""
+    if args.clients is not None:
+        return int(args.clients)
+    if args.names is not None:
+        names = [n.strip() for n in str(args.names).split(",") if n.strip()]
+        if not names:
+            raise FedfortError("--names lists no client names: give e.g. --names site-a,site-b")
+        return names
+    if args.config is not None:
+        from fedfort.config import load_config
+
+        return load_config(args.config).clients.ids()
+    return None

@@ -5,6 +5,12 @@ listens); each names its credentials with ``--pki DIR --name NAME`` (``DIR/NAME.
 ``DIR/NAME.key``, ``DIR/ca.pem`` and, for the server, ``DIR/crl.pem``), as written by
 ``fedfort certs issue``. The server refuses a ``--pki`` directory that holds the CA's private
 key ``ca.key`` unless ``--allow-ca-key-on-server`` is given.
+
+With ``[data] source = "files"`` the server holds no client data (the model is sized from the
+config's ``[data] features`` / ``classes``), and each client reads its own files (``[data]
+train`` with ``{client}`` = its name, or ``--data``), checks them against that schema before
+it connects, and declares its run and its data's schema when it enrolls
+(:mod:`fedfort.transport.enrollment`).
 """
 
 from __future__ import annotations
@@ -21,11 +27,8 @@ from fedfort.cli._options import monitoring_arguments
 from fedfort.errors import ConfigError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from fedfort.client.policy import ClientPrivacyPolicy
     from fedfort.config import RunConfig
-    from fedfort.edge.schema import Records
     from fedfort.secagg.policy import ClientPolicy
     from fedfort.server.engine import RoundRecord
     from fedfort.transport.client import ClientReport
@@ -80,10 +83,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cli.add_argument("--config", required=True, help="federation TOML (same as the server's)")
     cli.add_argument(
         "--data",
-        required=True,
-        help="partition:K (client K's share of the embedded dataset, as in simulation) or a "
-        ".npz file with arrays x (float32, n x features) and y (int labels); with [edge], also "
-        "one array per declared field, validated, masked and sanitised on this machine",
+        help="[data] source = 'files': this client's training file (CSV, Parquet, .npz, .npy "
+        "or an image folder; default: [data] train with {client} = --name). Embedded datasets: "
+        "partition:K (client K's share, as in simulation) or a .npz file with arrays x "
+        "(float32, n x features) and y (int labels); with [edge], also one array per declared "
+        "field, validated, masked and sanitised on this machine",
+    )
+    cli.add_argument(
+        "--test",
+        help="[data] source = 'files': this client's own hold-out file (default: [data] test "
+        "with {client} = --name), checked against the federation's schema",
     )
     cli.add_argument("--pki", required=True, help="directory with NAME.pem/.key and ca.pem")
     cli.add_argument("--model", help=_MODEL_HELP + "; the same as the server's")
@@ -200,46 +209,6 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client_data(spec: str, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    import numpy as np
-
-    from fedfort.run.federation import split_data
-
-    if spec.startswith("partition:"):
-        try:
-            k = int(spec.split(":", 1)[1])
-        except ValueError as exc:
-            raise ConfigError(f"--data {spec!r}: expected partition:K with an integer K") from exc
-        return split_data(config).client_arrays(k)
-    path = Path(spec)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            x, y = np.asarray(npz["x"], dtype=np.float32), np.asarray(npz["y"], dtype=np.int64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"--data {spec}: need an .npz file with arrays x and y ({exc})") from exc
-    if x.ndim < 2 or y.shape != (x.shape[0],):
-        raise ConfigError(f"--data {spec}: x must be (n, ...) and y (n,), got {x.shape}, {y.shape}")
-    return x, y
-
-
-def _client_records(spec: str, config: RunConfig) -> Records:
-    """The client's records: a partition (with synthetic identifiers when configured) or a
-    file; with ``[edge]`` on, an .npz may carry one array per declared field besides x and y."""
-    from fedfort.edge.records import load_records
-    from fedfort.edge.schema import Records
-    from fedfort.run.federation import partition_records, split_data
-
-    if spec.startswith("partition:"):
-        try:
-            k = int(spec.split(":", 1)[1])
-        except ValueError as exc:
-            raise ConfigError(f"--data {spec!r}: expected partition:K with an integer K") from exc
-        return partition_records(config, split_data(config), k)
-    if config.edge.enabled:
-        return load_records(spec)
-    return Records(*_client_data(spec, config))
-
-
 _POLICY_OPTIONS = (
     "local",
     "max_clip_norm",
@@ -277,26 +246,22 @@ def client_policy(args: argparse.Namespace, config: RunConfig) -> ClientPrivacyP
 
 def run_client(args: argparse.Namespace) -> int:
     """``fedfort client``."""
+    from fedfort.cli.client_data import joining_data
     from fedfort.client.training import LocalTrainer
     from fedfort.config import load_config
     from fedfort.models import build_model
-    from fedfort.run.federation import local_training_data, model_spec, split_data
+    from fedfort.run.federation import local_training_data, model_spec
     from fedfort.run.threads import run_threads
     from fedfort.transport.client import NetworkClient
+    from fedfort.transport.enrollment import declaration
     from fedfort.transport.server import Credentials
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config).with_overrides({"model.name": args.model})
     credentials = Credentials.from_pki(args.pki, args.name)  # before any data is read
-    split = split_data(config)
-    dataset = split.dataset
-    spec = model_spec(config, split.schema)
-    records = _client_records(args.data, config)
-    if records.x.shape[1:] != dataset.x_train.shape[1:]:
-        raise ConfigError(
-            f"--data rows have shape {records.x.shape[1:]}, the model expects "
-            f"{dataset.x_train.shape[1:]}"
-        )
+    # this client's rows, checked against the federation's schema before it connects
+    records, schema, declared = joining_data(args, config)
+    spec = model_spec(config, schema)
     state_dir = args.state or Path("runs/clients") / args.name
     policy = client_policy(args, config)
     if policy.reproducible:
@@ -307,7 +272,7 @@ def run_client(args: argparse.Namespace) -> int:
         )
     # validate, mask and sanitise on this machine ([edge]); only counts reach the server
     data, data_metrics = local_training_data(
-        config, records, args.name, dataset.num_classes, state_dir
+        config, records, args.name, schema.num_classes, state_dir
     )
     client = NetworkClient(
         args.name,
@@ -328,6 +293,7 @@ def run_client(args: argparse.Namespace) -> int:
         secure_policy=_secure_policy(args, config),
         on_rejected=functools.partial(_print_rejection, args.name),
         warn_after_rejections=WARN_AFTER_REJECTIONS,
+        declaration=declaration(config, declared),
     )
     with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
         report = client.run(timeout_s=args.timeout)

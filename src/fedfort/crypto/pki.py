@@ -572,22 +572,37 @@ def publish_crl(ca_dir: Path, out_dir: Path) -> Path:
 def issue_clients(
     ca_dir: Path,
     out_dir: Path,
-    count: int,
+    clients: int | Sequence[str],
     *,
     days: int = 365,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
 ) -> list[IssuedFiles]:
-    """Issue client certificates ``client-000`` ... ``client-{count-1}``.
+    """Issue client certificates for ``clients``: their names (``[clients] names``), or a count
+    of clients named ``client-000`` ... ``client-{count-1}``.
 
     The zero padding is ``max(3, len(str(count - 1)))`` digits, the client ids of the
-    simulation. Nothing is written if any of the keys already exists.
+    simulation. Nothing is written if any name is invalid or listed twice, or any of the keys
+    already exists.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ConfigError(f"count must be a positive integer, got {count!r}")
-    width = max(3, len(str(count - 1)))
-    names = [f"client-{i:0{width}d}" for i in range(count)]
+    if isinstance(clients, int) and not isinstance(clients, bool):
+        if clients < 1:
+            raise ConfigError(f"count must be a positive integer, got {clients!r}")
+        width = max(3, len(str(clients - 1)))
+        names = [f"client-{i:0{width}d}" for i in range(clients)]
+    elif isinstance(clients, Sequence) and not isinstance(clients, str | bytes):
+        names = [str(n) for n in clients]
+        if not names:
+            raise ConfigError("no client names given: list at least one")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"client names {twice} appear twice: every client needs its own")
+    else:
+        raise ConfigError(f"clients must be a count or a list of names, got {clients!r}")
     for name in names:
+        _check_name(name, "client name")
+        if name == "server":
+            raise ConfigError("a client certificate cannot be named 'server'")
         key = Path(out_dir) / f"{name}.key"
         if key.exists():
             raise ConfigError(f"{key} already exists; refusing to overwrite a private key")

@@ -4,9 +4,11 @@
 carves FLTrust's root set out of it); a simulated client ``k`` and a networked client started
 with ``--data partition:K`` get the same rows. With ``[data] source = "files"`` every client's
 rows come from its own files instead (:mod:`fedfort.run.files`), and the server's validation
-and FLTrust root data from ``[data] validation`` (none when it is not given).
-:func:`partition_records` and :func:`local_training_data` turn a client's rows into what it
-trains on, through its ``[edge]`` data protection (:mod:`fedfort.edge`).
+and FLTrust root data from ``[data] validation`` (none when it is not given); a served run's
+server, which has none of those files, gets the schema and its own validation rows only
+(:func:`server_data`). :func:`partition_records` and :func:`local_training_data` turn a
+client's rows into what it trains on, through its ``[edge]`` data protection
+(:mod:`fedfort.edge`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from fedfort.data.schema import DataSchema
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
-from fedfort.run.files import GivenTables, read_federation, require_schema, table_spec
+from fedfort.run.files import (
+    ClientFiles,
+    GivenTables,
+    read_federation,
+    read_validation,
+    require_schema,
+    table_spec,
+)
 
 __all__ = [
     "FederationData",
@@ -39,6 +48,7 @@ __all__ = [
     "partition_records",
     "preprocessed",
     "run_schema",
+    "server_data",
     "split_data",
     "with_data_schema",
     "with_given_data",
@@ -140,9 +150,38 @@ def with_data_schema(config: RunConfig, given: GivenTables | None = None) -> Run
 
 def _files_data(config: RunConfig, given: GivenTables | None) -> FederationData:
     schema, clients, validation = read_federation(config, given)
+    return _files_federation(config, schema, clients, validation)
+
+
+def server_data(config: RunConfig) -> FederationData:
+    """The data of a server that holds no client rows (``fedfort server``).
+
+    With ``[data] source = "files"`` the clients' files stay on their machines: the schema is
+    the one written in the config (:func:`~fedfort.run.files.require_schema`), the server's
+    own validation (and FLTrust root) data is ``[data] validation`` when given, and there are
+    no client rows. The embedded datasets are split as everywhere (:func:`split_data`), so a
+    served run on them stays the simulation's.
+    """
+    if config.data.source == "embedded":
+        return split_data(config)
+    schema = require_schema(config)
+    validation = read_validation(config, schema)
+    return _files_federation(config, schema, [None] * config.clients.count, validation)
+
+
+def _files_federation(
+    config: RunConfig,
+    schema: DataSchema,
+    clients: Sequence[ClientFiles | None],
+    validation: LabeledTable | None,
+) -> FederationData:
+    """The federation's data from the clients' files (``None``: a client's rows are not
+    held here) and the server's own validation table."""
     d = schema.num_features
     y_dtype = np.float32 if schema.task == "regression" else np.int64
-    sizes = [c.x.shape[0] for c in clients]
+    xs = [np.zeros((0, d), np.float32) if c is None else c.x for c in clients]
+    ys = [np.zeros((0,), y_dtype) if c is None else c.y for c in clients]
+    sizes = [x.shape[0] for x in xs]
     bounds = np.cumsum([0, *sizes])
     partition = Partition(tuple(np.arange(bounds[k], bounds[k + 1]) for k in range(len(sizes))))
     if validation is not None:
@@ -151,8 +190,8 @@ def _files_data(config: RunConfig, given: GivenTables | None) -> FederationData:
         x_test, y_test = np.zeros((0, d), np.float32), np.zeros((0,), y_dtype)
     dataset = Dataset(
         name="files",
-        x_train=np.concatenate([c.x for c in clients]).astype(np.float32),
-        y_train=np.concatenate([c.y for c in clients]).astype(y_dtype),
+        x_train=np.concatenate(xs).astype(np.float32),
+        y_train=np.concatenate(ys).astype(y_dtype),
         x_test=x_test,
         y_test=y_test.astype(y_dtype),
         num_classes=schema.num_classes,
@@ -173,8 +212,8 @@ def _files_data(config: RunConfig, given: GivenTables | None) -> FederationData:
         None,
         partition,
         schema,
-        client_tests=tuple(c.test for c in clients),
-        client_columns=tuple(c.columns for c in clients),
+        client_tests=tuple(None if c is None else c.test for c in clients),
+        client_columns=tuple({} if c is None else c.columns for c in clients),
         root=root,
     )
 

@@ -52,6 +52,7 @@ from fedfort.run.data import (
     client_ids,
     local_training_data,
     partition_records,
+    server_data,
     split_data,
     with_data_schema,
 )
@@ -140,6 +141,9 @@ class Federation(ABC):
     #: config keys (dotted) a resume of the stored config may override (a subset of
     #: :data:`fedfort.config.RESUMABLE_KEYS`)
     resumable_overrides: tuple[str, ...] = ("rounds", "simulation.workers")
+    #: whether this runtime holds the clients' rows (a simulation) or only the schema and its
+    #: own validation data (a served run: :func:`~fedfort.run.data.server_data`)
+    holds_client_data: bool = True
 
     def __init__(
         self,
@@ -162,12 +166,17 @@ class Federation(ABC):
             # audit key and ``config`` must match it (fedfort.run.resume)
             key = resume_key(Path(out_dir))
             config = resumed_config(out_dir, config)
-        config = calibrated(with_data_schema(config, data_tables))
+        if self.holds_client_data:
+            # a schema inferred from the files is recorded
+            config = with_data_schema(config, data_tables)
+        config = calibrated(config)
         if config.alerts.enabled:
             webhook_url(config.alerts)  # a missing secret URL fails before the runtime starts
         self.config = config
         self.out_dir = None if out_dir is None else Path(out_dir)
-        self.data = split_data(config, data_tables)
+        self.data = (
+            split_data(config, data_tables) if self.holds_client_data else server_data(config)
+        )
         self.dataset: Dataset = self.data.dataset
         self.root_idx = self.data.root_idx
         self.partition: Partition = self.data.partition

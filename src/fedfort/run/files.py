@@ -24,9 +24,11 @@ __all__ = [
     "ClientFiles",
     "GivenTables",
     "client_path",
-    "client_rows",
+    "declared_schema",
+    "join_files",
     "read_client",
     "read_federation",
+    "read_validation",
     "require_schema",
     "schema_of",
     "table_spec",
@@ -68,9 +70,7 @@ def schema_of(config: DataConfig, tables: list[LabeledTable]) -> DataSchema:
             classes = tuple(config.classes)
         else:
             classes = class_order(sorted({c for t in tables for c in t.label_set()}))
-    schema = DataSchema(features, classes, config.task, first.image_shape)
-    schema.check_learnable()
-    return schema
+    return DataSchema(features, classes, config.task, first.image_shape)
 
 
 def _check_missing(config: RunConfig, table: LabeledTable) -> None:
@@ -98,10 +98,6 @@ class ClientFiles:
     test: tuple[np.ndarray, np.ndarray] | None
 
 
-#: client name -> its train table and its own hold-out (data given as Python objects)
-GivenTables = Mapping[str, tuple[LabeledTable, LabeledTable | None]]
-
-
 def read_client(
     config: RunConfig,
     name: str,
@@ -112,28 +108,75 @@ def read_client(
 ) -> tuple[ClientFiles, LabeledTable]:
     """Read client ``name``'s files (``train``/``test`` override the config's templates) and
     check them against ``schema`` (when given); its rows and its own table."""
+    table, test_table = _client_tables(config, name, train=train, test=test)
+    own = schema or schema_of(config.data, [table])
+    return _client_files(config, table, test_table, own), table
+
+
+def join_files(
+    config: RunConfig,
+    name: str,
+    schema: DataSchema,
+    *,
+    train: str | None = None,
+    test: str | None = None,
+) -> tuple[ClientFiles, DataSchema]:
+    """What client ``name`` joins a served federation with: its rows, checked against the
+    federation's ``schema`` before it connects, and the schema it declares at enrollment.
+
+    Raises :class:`~fedfort.errors.DatasetError` naming every difference, e.g.
+    ``hospital-b: missing column 'mean_perimeter' (data/hospital-b/train.csv)``.
+    """
+    table, test_table = _client_tables(config, name, train=train, test=test)
+    declared = declared_schema(table, schema)
+    for checked in (table, test_table):
+        if checked is None:
+            continue
+        differences = schema.differences(declared_schema(checked, schema))
+        if differences:
+            raise DatasetError(
+                f"{name}: {'; '.join(differences)} ({checked.source}); the federation's schema "
+                "is [data] features / classes of the config: fix the file, or [data] drop / "
+                "label / categories"
+            )
+    return _client_files(config, table, test_table, schema), declared
+
+
+def declared_schema(table: LabeledTable, schema: DataSchema) -> DataSchema:
+    """The schema ``table`` has, with its columns in ``schema``'s order when it holds the same
+    ones (columns are read by name) and the federation's classes plus any label of its own."""
+    return table.in_order(schema.features).schema(schema.classes)
+
+
+def _client_tables(
+    config: RunConfig, name: str, *, train: str | None, test: str | None
+) -> tuple[LabeledTable, LabeledTable | None]:
     spec = table_spec(config)
     n = config.clients.count
-    template = _required(config.data.train)
-    table = read_table(Path(train) if train else client_path(template, name, clients=n), spec)
+    train_path = (
+        Path(train) if train else client_path(_required(config.data.train), name, clients=n)
+    )
+    table = read_table(train_path, spec)
+    test_template = test or config.data.test
     test_table: LabeledTable | None = None
-    if test or config.data.test is not None:
-        path = Path(test) if test else client_path(str(config.data.test), name, clients=n)
+    if test_template is not None:
+        path = Path(test) if test else client_path(test_template, name, clients=n)
         test_table = read_table(path, spec)
-    own = schema or schema_of(config.data, [table])
-    return client_rows(config, table, test_table, own), table
+    return table, test_table
 
 
-def client_rows(
-    config: RunConfig, table: LabeledTable, test: LabeledTable | None, schema: DataSchema
+def _client_files(
+    config: RunConfig,
+    table: LabeledTable,
+    test_table: LabeledTable | None,
+    schema: DataSchema,
 ) -> ClientFiles:
-    """A client's tables checked against ``schema`` and encoded: what it trains on."""
-    x, y, columns = _encode(config, table, schema)
+    out = _encode(config, table, schema)
     held = None
-    if test is not None:
-        x_test, y_test, _ = _encode(config, test, schema)
+    if test_table is not None:
+        x_test, y_test = _encode(config, test_table, schema)[:2]
         held = (x_test, y_test)
-    return ClientFiles(x, y, columns, held)
+    return ClientFiles(out[0], out[1], out[2], held)
 
 
 def _encode(
@@ -151,6 +194,10 @@ def _required(path: str | None) -> str:
     return path
 
 
+#: client name -> its train table and its own hold-out (data given as Python objects)
+GivenTables = Mapping[str, tuple[LabeledTable, LabeledTable | None]]
+
+
 def _tables(
     config: RunConfig, given: GivenTables | None
 ) -> list[tuple[LabeledTable, LabeledTable | None]]:
@@ -166,16 +213,7 @@ def _tables(
                 f"the data names clients {sorted(given)}, the run has {sorted(names)}"
             )
         return [given[c] for c in names]
-    spec = table_spec(config)
-    template = _required(config.data.train)
-    out: list[tuple[LabeledTable, LabeledTable | None]] = []
-    for c in names:
-        train = read_table(client_path(template, c, clients=len(names)), spec)
-        test = None
-        if config.data.test is not None:
-            test = read_table(client_path(config.data.test, c, clients=len(names)), spec)
-        out.append((train, test))
-    return out
+    return [_client_tables(config, c, train=None, test=None) for c in names]
 
 
 def read_federation(
@@ -185,14 +223,20 @@ def read_federation(
     the schema, and the server's own validation table (``[data] validation``, or ``None``)."""
     tables = _tables(config, given)
     schema = schema_of(config.data, [t for t, _ in tables])
-    clients = [client_rows(config, t, test, schema) for t, test in tables]
-    validation = None
-    if config.data.validation is not None:
-        validation = read_table(Path(config.data.validation), table_spec(config))
-        validation = validation.in_order(schema.features)
-        validation.encoded(schema)
-        _check_missing(config, validation)
-    return schema, clients, validation
+    clients = [_client_files(config, t, test, schema) for t, test in tables]
+    return schema, clients, read_validation(config, schema)
+
+
+def read_validation(config: RunConfig, schema: DataSchema) -> LabeledTable | None:
+    """The server's own validation table (``[data] validation``) in ``schema``'s order and
+    checked against it, or ``None`` when the config names none."""
+    if config.data.validation is None:
+        return None
+    validation = read_table(Path(config.data.validation), table_spec(config))
+    validation = validation.in_order(schema.features)
+    validation.encoded(schema)
+    _check_missing(config, validation)
+    return validation
 
 
 def require_schema(config: RunConfig) -> DataSchema:

@@ -206,6 +206,7 @@ class NetworkClient:
         secure_policy: ClientPolicy | None = None,
         on_rejected: Callable[[int, str, int], object] | None = None,
         warn_after_rejections: int = 3,
+        declaration: pb.Declaration | None = None,
     ) -> None:
         self.client_id = client_id
         #: called with (round, reason code, rejections in a row) when an update is rejected
@@ -213,6 +214,9 @@ class NetworkClient:
         #: rejections in a row after which the client logs an error naming the fix
         self.warn_after_rejections = warn_after_rejections
         self._rejections_in_a_row = 0
+        #: what the client declares when it enrolls: its run and its data's schema
+        #: (:func:`fedfort.transport.enrollment.declaration`)
+        self.declaration = declaration
         self.trainer = trainer
         self.target = target
         self.credentials = credentials
@@ -275,7 +279,8 @@ class NetworkClient:
 
     def enroll(self) -> None:
         """Register the identity binding and learn the server's signing key."""
-        reply = self._connect().enroll(pb.EnrollRequest(identity=self.binding()), timeout=30)
+        request = pb.EnrollRequest(identity=self.binding(), declaration=self.declaration)
+        reply = self._connect().enroll(request, timeout=30)
         if not reply.verdict.accepted:
             reason = reply.verdict.reason[:64]
             raise Refused(reason, refusal_message(reason, self.client_id).partition(": ")[2])

@@ -30,7 +30,13 @@ they are checked:
                             its padding is not canonical zero bytes (docs/side-channels.md)
 ``malformed``               the payload does not decode to the expected message
 ``mismatched_header``       the message's own round or client id contradicts its envelope
+``undeclared``              a first enrollment without a declaration of its run and data
+``schema_mismatch``         the client's data differs from the federation's schema
+``config_mismatch``         the client's config describes another run
 ==========================  ============================================================
+
+The last three are the enrollment's (:mod:`fedfort.transport.enrollment`), checked when the
+gate holds :class:`~fedfort.transport.enrollment.EnrollmentTerms` (a served run always does).
 
 The certificate codes, ``unknown_client`` and ``rate_limited`` are checked by
 :meth:`Gate.member` from the TLS peer certificate alone, before the server reads a single
@@ -63,6 +69,7 @@ from fedfort.crypto.pki import RevocationList, common_name, verify_certificate
 from fedfort.errors import MalformedMessage, Refused
 from fedfort.messages import ClientUpdate
 from fedfort.transport import codec
+from fedfort.transport.enrollment import EnrollmentTerms
 from fedfort.transport.identity import NONCE_BYTES, check_binding, open_envelope
 from fedfort.transport.padding import SizeRule, open_payload
 from fedfort.transport.proto import fedfort_pb2 as pb
@@ -130,8 +137,11 @@ class Gate:
         rate_per_s: float = 50.0,
         burst: float = 100.0,
         clock: Callable[[], float] = time.monotonic,
+        terms: EnrollmentTerms | None = None,
     ) -> None:
         self.federation_id = federation_id
+        #: what a joining client must declare (its run and its data's schema); None: nothing
+        self.terms = terms
         self.ca_cert = ca_cert
         self.registry = registry
         self.roster = frozenset(roster)
@@ -273,12 +283,24 @@ class Gate:
         return name
 
     def enroll(
-        self, certificate_pem: bytes | None, binding: pb.IdentityBinding, *, rate: bool = True
+        self,
+        certificate_pem: bytes | None,
+        binding: pb.IdentityBinding,
+        *,
+        declaration: pb.Declaration | None = None,
+        rate: bool = True,
     ) -> None:
-        """Register (or rotate) a client's identity binding."""
+        """Register (or rotate) a client's identity binding.
+
+        With :attr:`terms`, a client's first enrollment must carry a ``declaration`` that
+        agrees with them; a declaration sent with a key rotation is checked too.
+        """
         try:
             self._peer(certificate_pem, binding.subject, rate=rate)
             check_binding(binding, self.federation_id, self.ca_cert, revoked=self.revoked)
+            first = self.registry.get(binding.subject) is None
+            if self.terms is not None and (first or declaration is not None):
+                self.terms.check(declaration)
             changed = self.registry.put(binding)
         except Refused as exc:
             raise self._refused_as(certificate_pem, binding.subject, exc) from None

@@ -161,7 +161,8 @@ class FederationService:
         try:
             request = self._one(requests, stream, context)
             try:
-                self.gate.enroll(certificate, request.identity, rate=False)
+                declared = request.declaration if request.HasField("declaration") else None
+                self.gate.enroll(certificate, request.identity, declaration=declared, rate=False)
             except Refused as exc:
                 return pb.EnrollReply(verdict=_refusal(exc))
         finally:

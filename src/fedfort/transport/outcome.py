@@ -65,8 +65,16 @@ def rejection_hint(reason: str) -> str:
 
 _REFUSALS = {
     "unknown_client": "the server does not know {name}: --name must be one of the run's "
-    "clients (client-000, client-001, ... up to [clients] count of the server's config) and "
-    "the name of its certificate",
+    "clients ([clients] names of the server's config, else client-000, client-001, ... up to "
+    "[clients] count) and the name of its certificate",
+    "schema_mismatch": "the server refused the data schema of {name}: its columns or labels "
+    "differ from the federation's [data] features / classes (the server's log names the "
+    "differences); compare the config with the server's and fix the files",
+    "config_mismatch": "the server runs another configuration than the --config of {name}: "
+    "use the federation's config file (only how [data] reads your files and [privacy.client] "
+    "are your own)",
+    "undeclared": "the server needs {name} to declare its run and data schema: use a fedfort "
+    "client of the server's version with the federation's config",
     "identity_mismatch": "the server refused {name}: its certificate names another client; "
     "pass the --name of the certificate in --pki",
     "revoked_certificate": "the certificate of {name} was revoked: ask the operator for a new "

@@ -39,6 +39,7 @@ from fedfort.run.privacy import sample_size
 from fedfort.server.engine import ClientExecutor, RoundEngine, RoundRecord, Stateful
 from fedfort.server.stages import EnforceQuorum
 from fedfort.transport.admission import PeerLimits
+from fedfort.transport.enrollment import EnrollmentTerms
 from fedfort.transport.frames import FRAME_OVERHEAD
 from fedfort.transport.gate import Gate
 from fedfort.transport.outcome import MAX_REASON_CHARS, absent_clients
@@ -251,7 +252,13 @@ class NetworkServer(Federation):
 
     >>> server = NetworkServer(config, "runs/net", credentials=Credentials.from_pki(...))
     >>> result = server.serve()
+
+    With ``[data] source = "files"`` the server holds no client data: the model is sized from
+    the schema written in ``[data] features`` / ``classes``, and it evaluates on
+    ``[data] validation`` only when the config names one.
     """
+
+    holds_client_data = False
 
     def __init__(
         self,
@@ -299,6 +306,10 @@ class NetworkServer(Federation):
             max_payload=self.max_payload,
             rate_per_s=net.rate_per_s,
             burst=net.burst,
+            # a joining client declares its run and, on the clients' files, its data's schema
+            terms=EnrollmentTerms.of(
+                self.config, self.schema if self.config.data.source == "files" else None
+            ),
         )
         self.keys = ServerKeys(
             self.state_dir, self.registry, cred.federation_id, cred.cert, cred.key

@@ -136,11 +136,33 @@ class Payload(_message.Message):
     pad_adjust: bool
     def __init__(self, body: _Optional[_Union[Value, _Mapping]] = ..., directory: _Optional[_Iterable[_Union[IdentityBinding, _Mapping]]] = ..., padding: _Optional[bytes] = ..., pad_adjust: _Optional[bool] = ...) -> None: ...
 
+class DataSchema(_message.Message):
+    __slots__ = ("features", "classes", "task", "image_shape")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedScalarFieldContainer[str]
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    task: str
+    image_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, features: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., image_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Declaration(_message.Message):
+    __slots__ = ("config_identity", "schema")
+    CONFIG_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    config_identity: str
+    schema: DataSchema
+    def __init__(self, config_identity: _Optional[str] = ..., schema: _Optional[_Union[DataSchema, _Mapping]] = ...) -> None: ...
+
 class EnrollRequest(_message.Message):
-    __slots__ = ("identity",)
+    __slots__ = ("identity", "declaration")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    DECLARATION_FIELD_NUMBER: _ClassVar[int]
     identity: IdentityBinding
-    def __init__(self, identity: _Optional[_Union[IdentityBinding, _Mapping]] = ...) -> None: ...
+    declaration: Declaration
+    def __init__(self, identity: _Optional[_Union[IdentityBinding, _Mapping]] = ..., declaration: _Optional[_Union[Declaration, _Mapping]] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("accepted", "reason", "detail")
