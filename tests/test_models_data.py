@@ -136,7 +136,13 @@ def digits():
 
 
 def test_available_lists():
-    assert available_datasets() == ["breast_cancer", "digits", "fedprox_synthetic", "synthetic"]
+    assert available_datasets() == [
+        "breast_cancer",
+        "diabetes",
+        "digits",
+        "fedprox_synthetic",
+        "synthetic",
+    ]
     assert available_partitions() == ["dirichlet", "iid", "shards"]
 
 

@@ -9,10 +9,12 @@ data protection (:mod:`fedfort.edge`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from fedfort.client.training import ClientData
 from fedfort.config import RunConfig
@@ -45,22 +47,69 @@ def _split_root(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, n
     return rest, root
 
 
+_HOLDOUT_STREAM = 0x686F6C64  # distinguishes the hold-out draw from other seeded splits
+
+
+def _holdout_split(labels: np.ndarray, share: float, seed: int, k: int) -> tuple[np.ndarray, ...]:
+    """Positions (train, hold-out) of a client's rows: ``share`` of them held out, seeded by
+    (run seed, client), stratified by class when every class has two rows to split."""
+    n = labels.shape[0]
+    if n < 2:
+        raise ConfigError(
+            f"client {k} has {n} row(s): it cannot keep a hold-out; lower "
+            "evaluation.client_holdout or use fewer clients"
+        )
+    size = min(n - 1, max(1, round(share * n)))
+    state = int(np.random.SeedSequence(seed, spawn_key=(_HOLDOUT_STREAM, k)).generate_state(1)[0])
+    stratify = None
+    if np.issubdtype(labels.dtype, np.integer):
+        classes, counts = np.unique(labels, return_counts=True)
+        if counts.min() >= 2 and classes.size <= min(size, n - size):
+            stratify = labels
+    train, held = train_test_split(
+        np.arange(n), test_size=size, random_state=state, stratify=stratify
+    )
+    return np.sort(train), np.sort(held)
+
+
 @dataclass(frozen=True)
 class FederationData:
-    """The embedded dataset split as a run uses it: client partitions and FLTrust's root."""
+    """The embedded dataset split as a run uses it: client partitions and FLTrust's root.
+
+    With ``holdout > 0`` (``[evaluation] client_holdout``) every client keeps that share of its
+    partition as its own evaluation hold-out (:meth:`client_test_arrays`) and trains on the
+    rest (:meth:`client_arrays`).
+    """
 
     dataset: Dataset
     train_idx: np.ndarray
     root_idx: np.ndarray | None
     partition: Partition
+    holdout: float = 0.0
+    seed: int = 0
 
-    def client_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The training rows of client ``k`` (its partition of the training split)."""
+    def _rows(self, k: int) -> np.ndarray:
         if not 0 <= k < len(self.partition.indices):
             raise ConfigError(
                 f"partition {k} does not exist: the run has {len(self.partition.indices)} clients"
             )
-        idx = self.train_idx[self.partition.indices[k]]
+        idx: np.ndarray = self.train_idx[self.partition.indices[k]]
+        return idx
+
+    def client_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows of client ``k`` (its partition of the training split, without
+        its hold-out)."""
+        idx = self._rows(k)
+        if self.holdout > 0:
+            idx = idx[_holdout_split(self.dataset.y_train[idx], self.holdout, self.seed, k)[0]]
+        return self.dataset.x_train[idx], self.dataset.y_train[idx]
+
+    def client_test_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Client ``k``'s own evaluation hold-out, or ``None`` when clients keep none."""
+        if self.holdout <= 0:
+            return None
+        idx = self._rows(k)
+        idx = idx[_holdout_split(self.dataset.y_train[idx], self.holdout, self.seed, k)[1]]
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
 
@@ -102,7 +151,12 @@ def split_data(config: RunConfig) -> FederationData:
             shards_per_client=config.data.shards_per_client,
             min_samples=config.data.min_samples_per_client,
         )
-    return FederationData(dataset, train_idx, root_idx, partition)
+    if not config.evaluation.server:
+        # the server keeps no validation set (a user without server-side data)
+        dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:0], y_test=dataset.y_test[:0])
+    return FederationData(
+        dataset, train_idx, root_idx, partition, config.evaluation.client_holdout, config.seed
+    )
 
 
 def partition_records(config: RunConfig, data: FederationData, k: int) -> Records:

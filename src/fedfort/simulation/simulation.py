@@ -25,6 +25,7 @@ from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.secure import client_policy
+from fedfort.client.training import ClientData
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
@@ -140,8 +141,16 @@ class Simulation(Federation):
         for k, cid in enumerate(self.ids):
             records = partition_records(config, self.data, k)
             data, metrics = local_training_data(config, records, cid, self.dataset.num_classes)
+            held = self.data.client_test_arrays(k)
             honest.append(
-                FederatedClient(cid, data, metrics, policy=policy, secure_policy=secure_policy)
+                FederatedClient(
+                    cid,
+                    data,
+                    metrics,
+                    policy=policy,
+                    secure_policy=secure_policy,
+                    holdout=None if held is None else ClientData.from_numpy(*held),
+                )
             )
         if self.attack is not None:
             bad = set(self.malicious)
