@@ -148,6 +148,7 @@ def start_clients(
     spec = ModelSpec(config.model.name, data.dataset.num_features, data.dataset.num_classes, {})
     for k in ks:
         x, y = data.client_arrays(k)
+        held = data.client_test_arrays(k)
         c = NetworkClient(
             ids[k],
             ClientData.from_numpy(x, y),
@@ -157,6 +158,7 @@ def start_clients(
             state_dir=root / ids[k],
             network=config.network,
             policy=ClientPrivacyPolicy.from_config(config.privacy.client),
+            holdout=None if held is None else ClientData.from_numpy(*held),
         )
         t = ClientThread(c, timeout_s=120)
         t.start()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fedfort.client.policy import ClientPrivacyPolicy
+    from fedfort.client.training import ClientData
     from fedfort.config import RunConfig
     from fedfort.edge.schema import Records
     from fedfort.secagg.policy import ClientPolicy
@@ -208,6 +209,18 @@ def _client_data(spec: str, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _client_holdout(spec: str, config: RunConfig) -> ClientData | None:
+    """The client's evaluation hold-out: for ``partition:K``, the rows a simulated client K
+    keeps (``[evaluation] client_holdout``); none for a file."""
+    from fedfort.client.training import ClientData
+    from fedfort.run.federation import split_data
+
+    if not spec.startswith("partition:"):
+        return None
+    held = split_data(config).client_test_arrays(int(spec.split(":", 1)[1]))
+    return None if held is None else ClientData.from_numpy(*held)
+
+
 def _client_records(spec: str, config: RunConfig) -> Records:
     """The client's records: a partition (with synthetic identifiers when configured) or a
     file; with ``[edge]`` on, an .npz may carry one array per declared field besides x and y."""
@@ -312,6 +325,7 @@ def run_client(args: argparse.Namespace) -> int:
             flush=True,
         ),
         secure_policy=_secure_policy(args, config),
+        holdout=_client_holdout(args.data, config),
     )
     with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
         report = client.run(timeout_s=args.timeout)

@@ -96,21 +96,27 @@ class FederationData:
         idx: np.ndarray = self.train_idx[self.partition.indices[k]]
         return idx
 
+    def client_rows(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Client ``k``'s training rows and its hold-out rows (``None`` when clients keep
+        none), as indices into the dataset's training split."""
+        idx = self._rows(k)
+        if self.holdout <= 0:
+            return idx, None
+        train, held = _holdout_split(self.dataset.y_train[idx], self.holdout, self.seed, k)
+        return idx[train], idx[held]
+
     def client_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The training rows of client ``k`` (its partition of the training split, without
         its hold-out)."""
-        idx = self._rows(k)
-        if self.holdout > 0:
-            idx = idx[_holdout_split(self.dataset.y_train[idx], self.holdout, self.seed, k)[0]]
+        idx, _ = self.client_rows(k)
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
     def client_test_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Client ``k``'s own evaluation hold-out, or ``None`` when clients keep none."""
-        if self.holdout <= 0:
+        _, held = self.client_rows(k)
+        if held is None:
             return None
-        idx = self._rows(k)
-        idx = idx[_holdout_split(self.dataset.y_train[idx], self.holdout, self.seed, k)[1]]
-        return self.dataset.x_train[idx], self.dataset.y_train[idx]
+        return self.dataset.x_train[held], self.dataset.y_train[held]
 
 
 def split_data(config: RunConfig) -> FederationData:
