@@ -8,8 +8,10 @@ reason and the round still commits).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ from sklearn import metrics as skm
 import fedfort
 import user_evaluation
 from conftest import tiny_config
+from fedfort.audit import AUDIT_FILE
+from fedfort.audit.log import read_entries
+from fedfort.cli import main
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import parse_config
@@ -26,6 +31,7 @@ from fedfort.errors import ConfigError, DatasetError, ProtocolError
 from fedfort.evaluation.metrics import compute_metrics, metric_spec
 from fedfort.messages import EvaluateTask, EvaluationReport
 from fedfort.models import ModelSpec
+from fedfort.report import build_report
 from fedfort.run.data import split_data
 from fedfort.server.engine import EvaluationOutcome
 from fedfort.server.federated_evaluation import weighted_overall
@@ -335,3 +341,32 @@ def test_regression_on_diabetes_reduces_mse_without_a_server_test_set() -> None:
     assert set(final) == {"loss", "mse", "mae", "r2"}
     assert final["mse"] < 0.75 * start
     assert final["r2"] > 0.2
+
+
+# --- what a user sees: results.json, the summary, the report, the audit log -----------------
+
+
+def test_cli_run_without_server_data_reports_the_federated_evaluation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        "rounds = 2\n[clients]\ncount = 3\n[data]\ndataset = 'breast_cancer'\n"
+        "partition = 'iid'\n[model]\nname = 'logreg'\n"
+        "[evaluation]\nclient_holdout = 0.25\nserver = false\n"
+    )
+    out = tmp_path / "out"
+    assert main(["simulate", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "no server test set" in printed
+    assert "federated evaluation (round 2, 3 clients): accuracy 0." in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["final"]["accuracy"] is None and results["final"]["loss"] is None
+    federated = results["federated_evaluation"]
+    assert federated["round"] == 2 and len(federated["clients"]) == 3
+    assert federated["overall"] == results["rounds"][-1]["evaluation"]["overall"]
+    report = build_report(out)
+    assert "Federated evaluation" in report and "overall (example-weighted)" in report
+    entries = [e for e in read_entries(out / AUDIT_FILE) if e.kind == "federated_evaluation"]
+    assert [e.round for e in entries] == [1, 2]
+    assert json.loads(entries[-1].body)["overall"] == federated["overall"]

@@ -172,16 +172,21 @@ def run_server(args: argparse.Namespace) -> int:
             if not args.quiet:
                 r = record.to_dict()
                 acc = r.get("accuracy")
+                federated = (r.get("evaluation") or {}).get("overall", {}).get("accuracy")
                 print(
                     f"round {r.get('round')}: {r.get('participants')} clients, "
                     f"accuracy {acc if acc is None else f'{acc:.4f}'}, "
-                    f"dropped {len(r.get('dropped', []))}, rejected {len(r.get('rejected', []))}",
+                    + ("" if federated is None else f"federated accuracy {federated:.4f}, ")
+                    + f"dropped {len(r.get('dropped', []))}, "
+                    f"rejected {len(r.get('rejected', []))}",
                     flush=True,
                 )
 
         result = server.serve(on_round=progress)
         write_results(result, args.out)
         print(f"fedfort server: {result.final}; refusals {server.rejections}", flush=True)
+        for line in result.summary_lines()[1:]:
+            print(f"fedfort server: {line}", flush=True)
     finally:
         server.close()
     return 0
