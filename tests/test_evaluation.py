@@ -33,9 +33,12 @@ from fedfort.messages import EvaluateTask, EvaluationReport
 from fedfort.models import ModelSpec
 from fedfort.report import build_report
 from fedfort.run.data import split_data
-from fedfort.server.engine import EvaluationOutcome
+from fedfort.server.engine import EvaluationOutcome, RoundContext, Stage
 from fedfort.server.federated_evaluation import weighted_overall
+from fedfort.server.rollback import DriftRollback
 from fedfort.transport import codec
+from fedfort.transport.padding import PaddingPolicy, pad_payload
+from fedfort.transport.proto import fedfort_pb2 as pb
 
 FEDERATED = {"evaluation": {"client_holdout": 0.25}}
 
@@ -370,3 +373,47 @@ def test_cli_run_without_server_data_reports_the_federated_evaluation(
     entries = [e for e in read_entries(out / AUDIT_FILE) if e.kind == "federated_evaluation"]
     assert [e.round for e in entries] == [1, 2]
     assert json.loads(entries[-1].body)["overall"] == federated["overall"]
+    ends = [json.loads(e.body) for e in read_entries(out / AUDIT_FILE) if e.kind == "round_end"]
+    assert ends[-1]["federated"] == federated["overall"] and ends[-1]["accuracy"] is None
+    # a resume rebuilds the pipeline and the clients' guards; round 3 is evaluated too
+    assert main(["simulate", "--out", str(out), "--resume", "--rounds", "3", "--quiet"]) == 0
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["federated_evaluation"]["round"] == 3
+    assert len(resumed["federated_evaluation"]["clients"]) == 3
+
+
+def test_an_evaluation_report_is_padded_to_one_size_whatever_it_leaves_out() -> None:
+    policy = PaddingPolicy()
+    task = EvaluateTask(1, "client-000", np.zeros(3, np.float32), ("accuracy", "loss", "auc"))
+    rule = policy.reply_rule(task)
+    assert rule is not None and rule.exact is not None
+    full = EvaluationReport(1, "client-000", 40, {"accuracy": 0.5, "loss": 0.7, "auc": 0.8})
+    partial = EvaluationReport(12345, "client-000-long-name", 9, {"accuracy": 0.5})
+    sizes = {len(pad_payload(pb.Payload(body=codec.to_value(r)), rule)) for r in (full, partial)}
+    assert sizes == {rule.exact}
+
+
+class _Optimizer(Stage):
+    name = "server_optimizer"
+
+    def run(self, ctx: RoundContext) -> None:
+        return None
+
+
+def test_drift_rollback_can_watch_the_federated_accuracy() -> None:
+    rollback = DriftRollback(0.1, _Optimizer(), source="federated")
+    models = [np.full(2, float(i), np.float32) for i in range(3)]
+
+    def round_(r: int, accuracy: float) -> RoundContext:
+        ctx = RoundContext(r, 1, models[r - 1], np.random.default_rng(0), ("a",), None)  # type: ignore[arg-type]
+        ctx.new_model = models[r]
+        ctx.evaluation = {"accuracy": 0.99}  # the server's value is not the one watched
+        ctx.federated_evaluation = {"overall": {"accuracy": accuracy, "loss": 0.3}}
+        rollback.run(ctx)
+        rollback.commit(ctx)
+        return ctx
+
+    assert round_(1, 0.8).new_model is models[1]
+    dropped = round_(2, 0.6)  # 0.2 below the best federated accuracy
+    assert np.array_equal(dropped.new_model, models[1])
+    assert dropped.measurements["rollback"]["rejected_accuracy"] == 0.6
