@@ -105,7 +105,7 @@ class FederatedEvaluate(Stage):
         for report in outcome.reports:
             reason = self._check(report, ctx.round, asked, caps, examples)
             if reason is not None:
-                rejected.setdefault(str(report.client_id), reason)
+                rejected.setdefault(str(getattr(report, "client_id", "?")), reason)
                 continue
             values[report.client_id] = {k: float(v) for k, v in report.metrics.items()}
             examples[report.client_id] = int(report.num_examples)
@@ -141,8 +141,10 @@ class FederatedEvaluate(Stage):
         seen: Mapping[str, int],
     ) -> str | None:
         """Why ``report`` is dropped, or ``None`` when it is sound."""
+        if not isinstance(report, EvaluationReport):
+            return "malformed: not an evaluation report"
         cid = report.client_id
-        if not isinstance(report, EvaluationReport) or cid not in asked:
+        if cid not in asked:
             return "not asked: the server sent this client no evaluation task"
         if cid in seen:
             return "duplicate: the client answered twice"
