@@ -50,14 +50,19 @@ def _logits(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % classes
     logits = rng.normal(size=(n, classes)) + 1.5 * np.eye(classes)[y] * rng.random((n, 1))
+    logits[: n // 3] = np.round(logits[: n // 3])  # tied scores, which the AUC counts as half
     return y.astype(np.int64), logits.astype(np.float32)
+
+
+def _softmax64(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits.astype(np.float64) - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 @pytest.mark.parametrize("classes", [2, 4])
 def test_classification_metrics_equal_sklearn(classes: int) -> None:
     y, logits = _logits(60, classes, seed=classes)
-    prob = np.exp(logits - logits.max(1, keepdims=True))
-    prob /= prob.sum(1, keepdims=True)
+    prob = _softmax64(logits)
     pred = logits.argmax(1)
     names = ["accuracy", "auc", "f1", "balanced_accuracy", "loss"]
     got = compute_metrics(names, y, logits, "classification", loss=0.25)
@@ -78,8 +83,7 @@ def test_auc_with_an_absent_class_averages_the_present_ones_and_is_nan_with_one(
     y, logits = _logits(60, 4, seed=1)
     keep = y != 3  # class 3 is absent from this hold-out
     y, logits = y[keep], logits[keep]
-    prob = np.exp(logits - logits.max(1, keepdims=True))
-    prob /= prob.sum(1, keepdims=True)
+    prob = _softmax64(logits)
     expected = np.mean([skm.roc_auc_score(y == c, prob[:, c]) for c in (0, 1, 2)])
     assert compute_metrics(["auc"], y, logits, "classification")["auc"] == pytest.approx(expected)
     only = compute_metrics(["auc", "accuracy"], y[y == 0], logits[y == 0], "classification")

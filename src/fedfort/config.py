@@ -890,7 +890,7 @@ def _check_evaluation(cfg: RunConfig) -> None:
     if task == "regression" and attack in ("label_flip", "backdoor"):
         raise ValueError(
             f"attack {attack!r} changes class labels, which a regression run has not: choose "
-            "a model-poisoning attack (sign_flip, gaussian, alie...)"
+            "a model-poisoning attack (sign_flip, gaussian_noise, alie...)"
         )
     if cfg.evaluation.metrics is not None:
         from fedfort.evaluation.metrics import metric_spec  # loads scikit-learn

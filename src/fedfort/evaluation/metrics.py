@@ -18,7 +18,9 @@ Regression (the model has one output): ``mse``, ``mae`` and ``r2`` (coefficient 
 determination; NaN on fewer than two rows).
 
 Every metric has a range (:class:`MetricSpec`): a client's reported value outside it is
-refused by the server. All are computed over whole arrays with ``sklearn.metrics``.
+refused by the server. All are computed over whole arrays: with ``sklearn.metrics``, and the
+AUC of every class at once in its rank form (equal to ``sklearn.metrics.roc_auc_score``;
+``tests/test_evaluation.py`` compares them).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 from fedfort.errors import ConfigError
@@ -73,16 +76,19 @@ def _accuracy(y: np.ndarray, prob: np.ndarray) -> float:
 
 
 def _auc(y: np.ndarray, prob: np.ndarray) -> float:
-    if prob.shape[1] == 2:
-        if np.unique(y).size < 2:
-            return float("nan")
-        return float(skm.roc_auc_score(y, prob[:, 1]))
-    present = np.unique(y)
-    if present.size < 2:
+    """ROC AUC in its rank form (Mann-Whitney U with mid-ranks for ties, which equals the
+    trapezoidal ROC area of ``sklearn.metrics.roc_auc_score``), for all classes at once."""
+    n, classes = prob.shape
+    columns = [1] if classes == 2 else list(range(classes))
+    ranks = rankdata(prob[:, columns], axis=0)
+    positive = y[:, None] == np.asarray(columns)[None, :]
+    pos = positive.sum(axis=0).astype(np.float64)
+    neg = n - pos
+    present = (pos > 0) & (neg > 0)
+    if not present.any():
         return float("nan")
-    # one-vs-rest per present class (a loop over classes, not over rows)
-    scores = [skm.roc_auc_score(y == c, prob[:, int(c)]) for c in present]
-    return float(np.mean(scores))
+    u = np.where(positive, ranks, 0.0).sum(axis=0) - pos * (pos + 1) / 2
+    return float(np.mean(u[present] / (pos[present] * neg[present])))
 
 
 def _f1(y: np.ndarray, prob: np.ndarray) -> float:
