@@ -338,8 +338,8 @@ def run_client(args: argparse.Namespace) -> int:
     budget = policy.max_total_epsilon
     print(
         f"fedfort client {args.name}: trained rounds {report.rounds_trained}, committed "
-        f"{report.acknowledged}, reconnects {report.reconnects}, refused {report.refused}, "
-        f"finished {report.finished}",
+        f"{report.acknowledged}, evaluated {report.rounds_evaluated}, reconnects "
+        f"{report.reconnects}, refused {report.refused}, finished {report.finished}",
         flush=True,
     )
     print(
