@@ -154,6 +154,7 @@ def start_clients(
     )
     for k in ks:
         x, y = data.client_arrays(k)
+        held = data.client_test_arrays(k)
         c = NetworkClient(
             ids[k],
             ClientData.from_numpy(x, y),
@@ -164,6 +165,7 @@ def start_clients(
             network=config.network,
             policy=ClientPrivacyPolicy.from_config(config.privacy.client),
             declaration=declaration(config, None),
+            holdout=None if held is None else ClientData.from_numpy(*held),
         )
         t = ClientThread(c, timeout_s=120)
         t.start()

@@ -99,6 +99,12 @@ def full_record(round_: int = 1) -> RoundRecord:
             "aggregate": {"rule": "secagg", "protocol_dropped": {"c2": "masked"}},
             "privacy": {"epsilon": 1.5, "delta": 1e-5},
             "rollback": {"to_round": 0},
+            "federated_evaluation": {
+                "overall": {"accuracy": 0.7, "loss": 0.9},
+                "examples": {"c0": 10, "c1": 12},
+                "rejected": {"c4": "examples: 1000000000 exceeds the client's cap of 100"},
+                "missing": [],
+            },
         },
         discarded_attempts=[{"attempt": 1, "reason": "below quorum"}],
         epsilon=1.5,

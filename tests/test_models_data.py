@@ -138,6 +138,7 @@ def digits():
 def test_available_lists():
     assert available_datasets() == [
         "breast_cancer",
+        "diabetes",
         "digits",
         "fedprox_synthetic",
         "mnist",

@@ -304,3 +304,22 @@ def test_edge_data_protection_runs_in_the_ray_workers_like_in_process() -> None:
     counts = [r["measurements"]["edge"] for r in on_ray.records]
     assert counts == [r["measurements"]["edge"] for r in local.records]
     assert counts[-1]["totals"]["fields_dropped"] > 0  # the pipeline did run
+
+
+@pytest.mark.slow
+def test_federated_evaluation_on_ray_equals_in_process() -> None:
+    """The actors score each client's hold-out; the driver keeps each client's guard."""
+    body = {
+        "rounds": 2,
+        "data": {"dataset": "breast_cancer", "partition": "iid"},
+        "model": {"name": "logreg"},
+        "clients": {"count": 4, "epochs": 1},
+        "evaluation": {"client_holdout": 0.25},
+    }
+    local = run(parse_config(body))[0]
+    on_ray, executor = run(ray_config(body))
+    assert isinstance(executor, RayExecutor)
+    np.testing.assert_array_equal(local.model, on_ray.model)
+    evaluations = [r["evaluation"] for r in on_ray.records]
+    assert evaluations == [r["evaluation"] for r in local.records]
+    assert all(len(e["clients"]) == 4 and not e["rejected"] for e in evaluations)

@@ -68,6 +68,8 @@ PROTO = "fedfort/transport/proto/fedfort.proto"
 WHITELIST = {
     "TrainTask",
     "ClientUpdate",
+    "EvaluateTask",
+    "EvaluationReport",
     "LocalTrainingConfig",
     "DpSgdSettings",
     "ClientPrivacy",

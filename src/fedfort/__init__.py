@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         PeerError,
         RoundFailed,
     )
+    from fedfort.evaluation import loss, metric
     from fedfort.messages import ClientUpdate, LocalTrainingConfig, TrainTask
     from fedfort.models import MLP, LogisticRegression, ModelSpec, SmallCNN, register_model
     from fedfort.params import ParamSpec
@@ -70,6 +71,8 @@ __all__ = [
     "load_config",
     "load_dataset",
     "load_model",
+    "loss",
+    "metric",
     "partition_dataset",
     "register_model",
 ]
@@ -99,6 +102,8 @@ if not TYPE_CHECKING:  # type checkers see the imports above; typos stay errors
             "InvalidUpdate": "fedfort.errors",
             "PeerError": "fedfort.errors",
             "RoundFailed": "fedfort.errors",
+            "loss": "fedfort.evaluation",
+            "metric": "fedfort.evaluation",
             "ClientUpdate": "fedfort.messages",
             "LocalTrainingConfig": "fedfort.messages",
             "TrainTask": "fedfort.messages",

@@ -28,6 +28,7 @@ from fedfort.aggregation.registry import build_aggregator
 from fedfort.attacks.config import AttackConfig, NoAttack
 from fedfort.edge.config import EdgeConfig, check_run_settings
 from fedfort.errors import ConfigError
+from fedfort.evaluation.config import EvaluationConfig, Task, check_loss, default_loss
 from fedfort.messages import LocalTrainingConfig
 from fedfort.server.optimizers import build_server_optimizer
 
@@ -116,9 +117,9 @@ class DataConfig(_Section):
     """
 
     source: Literal["embedded", "files", "objects"] = "embedded"
-    dataset: Literal["digits", "mnist", "breast_cancer", "synthetic", "fedprox_synthetic"] = (
-        "digits"
-    )
+    dataset: Literal[
+        "digits", "mnist", "breast_cancer", "synthetic", "fedprox_synthetic", "diabetes"
+    ] = "digits"
     train: str | None = Field(None, description="a client's training file; {client} = its name")
     test: str | None = Field(None, description="a client's own hold-out file (optional)")
     validation: str | None = Field(
@@ -133,7 +134,9 @@ class DataConfig(_Section):
     image_size: tuple[int, int] | None = Field(None, description="resize images to (h, w)")
     standardize: bool = Field(False, description="federated feature scaling (global mean, std)")
     impute: Literal["none", "mean"] = Field("none", description="fill missing values")
-    task: Literal["classification", "regression"] = "classification"
+    task: Task = Field(
+        "classification", description="classification | regression (one output, MSE loss)"
+    )
     features: list[str] | None = Field(None, description="the agreed feature names, in order")
     classes: list[str] | None = Field(None, description="the agreed class labels, in order")
     digest: str | None = Field(
@@ -160,6 +163,10 @@ class DataConfig(_Section):
             and "partition" not in raw
         ):
             return {**raw, "partition": "natural"}
+        if isinstance(raw, dict) and raw.get("dataset") in _REGRESSION_DATASETS:
+            raw = {"task": "regression", **raw}
+        if isinstance(raw, dict) and raw.get("task") == "regression" and "partition" not in raw:
+            raw = {**raw, "partition": "iid"}  # label-based splits need classes
         return raw
 
     @model_validator(mode="after")
@@ -195,6 +202,24 @@ class DataConfig(_Section):
                 raise ValueError(f"data.categories.{column} needs distinct categories")
         if self.classes is not None and self.task == "regression":
             raise ValueError("data.classes applies to classification; a regression has none")
+        return self
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> DataConfig:
+        if self.source != "embedded":
+            return self  # each client's own rows: no split by class
+        regression = self.dataset in _REGRESSION_DATASETS
+        if regression != (self.task == "regression"):
+            kind = "regression" if regression else "classification"
+            raise ValueError(
+                f"dataset {self.dataset!r} is a {kind} set, but data.task = {self.task!r}: "
+                f"set data.task = {kind!r}"
+            )
+        if self.task == "regression" and self.partition in ("dirichlet", "shards"):
+            raise ValueError(
+                f"data.partition = {self.partition!r} splits by class, which a regression "
+                "target has not: use partition = 'iid'"
+            )
         return self
 
     @model_validator(mode="after")
@@ -255,6 +280,11 @@ class ClientsConfig(_Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     mu: float = Field(0.01, ge=0, description="FedProx proximal strength")
+    loss: str | None = Field(
+        None,
+        description="cross_entropy | mse | 'pkg.mod:fn' marked @fedfort.loss (unset: "
+        "the task's default)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -292,8 +322,9 @@ class ClientsConfig(_Section):
             return list(self.names)
         return numbered_ids(self.count)
 
-    def local_training(self) -> LocalTrainingConfig:
+    def local_training(self, task: Task = "classification") -> LocalTrainingConfig:
         return LocalTrainingConfig(
+            loss=self.loss or default_loss(task),
             algorithm=self.algorithm,
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -675,6 +706,11 @@ class GovernanceConfig(_Section):
         le=1,
         description="roll back to the best version when validation accuracy falls this far below",
     )
+    rollback_on: Literal["server", "federated"] = Field(
+        "server",
+        description="the accuracy rollback watches: the server's validation set or the "
+        "clients' federated evaluation",
+    )
     publish_head: bool = Field(
         False,
         description="print the audit log's signed head after every round and, with [alerts] "
@@ -830,10 +866,12 @@ class RunConfig(_Section):
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         _check_privacy(self)
+        _check_evaluation(self)
         _check_secure_aggregation(self)
         check_run_settings(self.edge)
         if self.server.min_clients > self.clients.count:
@@ -894,6 +932,8 @@ class RunConfig(_Section):
         if governance["rollback_drop"] is not None:
             # drift rollback changes which models are committed; the audit switch does not
             body["rollback_drop"] = governance["rollback_drop"]
+            if "rollback_on" in governance:
+                body["rollback_on"] = governance["rollback_on"]
         return hashlib.sha256(jsonio.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def config_identity(self) -> str:
@@ -965,6 +1005,14 @@ def _without_later_defaults(body: dict[str, Any]) -> dict[str, Any]:
         body["defense"].pop("options", None)
     if not body["server"].get("optimizer_options"):
         body["server"].pop("optimizer_options", None)
+    if body.get("evaluation") == EvaluationConfig().model_dump(mode="json"):
+        body.pop("evaluation")
+    if body["data"].get("task") == "classification":
+        body["data"].pop("task")
+    if body["clients"].get("loss") is None:
+        body["clients"].pop("loss", None)
+    if body["governance"].get("rollback_on") == "server":
+        body["governance"].pop("rollback_on")
     return body
 
 
@@ -994,6 +1042,55 @@ _RUNTIME_ONLY = (
     "ray_gpus_per_client",
     "ray_actors",
 )
+
+
+#: embedded datasets whose target is a number, not a class
+_REGRESSION_DATASETS = frozenset({"diabetes"})
+
+
+def federated_evaluation(cfg: RunConfig) -> bool:
+    """Whether the clients evaluate the global model on hold-outs of their own."""
+    return cfg.evaluation.client_holdout > 0
+
+
+def _check_evaluation(cfg: RunConfig) -> None:
+    """Refuse metrics, losses and rollback settings the run could not compute."""
+    task = cfg.data.task
+    attack = getattr(cfg.attack, "name", None)
+    if task == "regression" and attack in ("label_flip", "backdoor"):
+        raise ValueError(
+            f"attack {attack!r} changes class labels, which a regression run has not: choose "
+            "a model-poisoning attack (sign_flip, gaussian_noise, alie...)"
+        )
+    if cfg.evaluation.metrics is not None:
+        from fedfort.evaluation.metrics import metric_spec  # loads scikit-learn
+
+        for name in cfg.evaluation.metrics:
+            metric_spec(name, task)
+    if cfg.clients.loss is not None:
+        check_loss(cfg.clients.loss, task)
+    if cfg.governance.rollback_drop is None:
+        return
+    if task == "regression":
+        raise ValueError(
+            "governance.rollback_drop watches accuracy, which a regression run has not: "
+            "unset rollback_drop"
+        )
+    if cfg.governance.rollback_on == "server" and not cfg.evaluation.server:
+        raise ValueError(
+            "governance.rollback_drop watches the server's accuracy, but evaluation.server = "
+            "false: set governance.rollback_on = 'federated' (with evaluation.client_holdout)"
+        )
+    metrics = cfg.evaluation.metrics
+    if metrics is not None and "accuracy" not in metrics:
+        raise ValueError(
+            "governance.rollback_drop watches accuracy: add 'accuracy' to evaluation.metrics"
+        )
+    if cfg.governance.rollback_on == "federated" and not federated_evaluation(cfg):
+        raise ValueError(
+            "governance.rollback_on = 'federated' needs the clients' evaluation: set "
+            "evaluation.client_holdout (e.g. 0.2)"
+        )
 
 
 def _check_privacy(cfg: RunConfig) -> None:

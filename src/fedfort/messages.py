@@ -21,6 +21,8 @@ __all__ = [
     "ClientPrivacy",
     "ClientUpdate",
     "DpSgdSettings",
+    "EvaluateTask",
+    "EvaluationReport",
     "LocalTrainingConfig",
     "LossName",
     "SecureAggregation",
@@ -30,7 +32,9 @@ __all__ = [
 ]
 
 Algorithm = Literal["fedavg", "fedprox", "scaffold"]
-LossName = Literal["cross_entropy", "mse"]
+#: ``cross_entropy``, ``mse`` or the import path of a loss the client marked with
+#: ``@fedfort.loss`` (a plain string on the wire; see :mod:`fedfort.evaluation.losses`)
+LossName = str
 LocalMechanism = Literal["gaussian", "laplace"]
 SecureMode = Literal["secagg", "secagg+", "ckks"]
 
@@ -148,6 +152,35 @@ class ClientUpdate:
     control_delta: np.ndarray | None = None
     clip_indicator: float | None = None
     sealed: bool = False
+
+
+@dataclass(frozen=True)
+class EvaluateTask:
+    """The server asks one client to score the global model ``weights`` on its own hold-out.
+
+    ``metrics`` names what to report (see :mod:`fedfort.evaluation.metrics`), ``loss`` the
+    loss the ``loss`` metric means and ``task`` the run's task. A client answers at most one
+    evaluation per round, for increasing rounds only (:mod:`fedfort.client.evaluation`).
+    """
+
+    round: int
+    client_id: str
+    weights: np.ndarray
+    metrics: tuple[str, ...]
+    loss: LossName = "cross_entropy"
+    task: Literal["classification", "regression"] = "classification"
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """A client's answer to an :class:`EvaluateTask`: metric values and how many hold-out
+    examples they were computed on. Nothing else about the hold-out leaves the client; a
+    metric undefined on it (an AUC with one class present) is left out."""
+
+    round: int
+    client_id: str
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def session_task_digest(task: TrainTask) -> bytes:

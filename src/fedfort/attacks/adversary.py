@@ -185,7 +185,7 @@ class AdversarialClient(FederatedClient):
             num_classes,
             seed,
         )
-        super().__init__(honest.client_id, ClientData.from_numpy(x, y))
+        super().__init__(honest.client_id, ClientData.from_numpy(x, y), holdout=honest.holdout)
         self.control = honest.control
         self.attack = attack
         self.coalition = coalition

@@ -5,9 +5,10 @@ committed round it appends, in one transaction, the entries the round record sup
 (``record.audit_entries()``, built by :mod:`fedfort.server.round_audit`): ``round_start``,
 ``attempt_discarded``, ``clients_selected``, ``update_rejected``, then what each published
 measurement adds (``clients_flagged``, ``reputation``, ``aggregation``, ``secure_aggregation``,
-``privacy``, ``rollback``, a user's own), ``model_version`` and ``round_end``. The trail
-reads a round only through that small protocol (:class:`AuditedRound`) and keeps its signed
-head in any :class:`MetaStore`; the server below never imports the audit package.
+``privacy``, ``rollback``, ``federated_evaluation``, a user's own), ``model_version`` and
+``round_end``. The trail reads a round only through that small protocol
+(:class:`AuditedRound`) and keeps its signed head in any :class:`MetaStore`; the server below
+never imports the audit package.
 
 The run adds ``run_start`` (the full config and its hash, the model spec, the audit key),
 ``run_resumed``, ``run_end``, and the runtime adds key lifecycle events and the transport

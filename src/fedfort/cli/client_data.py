@@ -18,6 +18,7 @@ from fedfort.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
+    from fedfort.client.training import ClientData
     from fedfort.config import RunConfig
     from fedfort.data.schema import DataSchema
     from fedfort.edge.schema import Records
@@ -65,15 +66,29 @@ def client_records(spec: str, config: RunConfig) -> Records:
     return Records(*_client_data(spec, config))
 
 
+def client_holdout(spec: str, config: RunConfig) -> ClientData | None:
+    """The client's evaluation hold-out on an embedded dataset: for ``partition:K``, the rows
+    a simulated client K keeps (``[evaluation] client_holdout``); none for a file."""
+    from fedfort.client.training import ClientData
+    from fedfort.run.federation import split_data
+
+    if not spec.startswith("partition:"):
+        return None
+    held = split_data(config).client_test_arrays(int(spec.split(":", 1)[1]))
+    return None if held is None else ClientData.from_numpy(*held)
+
+
 def joining_data(
     args: argparse.Namespace, config: RunConfig
-) -> tuple[Records, DataSchema, DataSchema | None]:
-    """The client's records, the federation's schema (the model's sizes) and the schema the
-    client declares at enrollment (``None`` for an embedded dataset).
+) -> tuple[Records, DataSchema, DataSchema | None, ClientData | None]:
+    """The client's records, the federation's schema (the model's sizes), the schema the
+    client declares at enrollment (``None`` for an embedded dataset) and its own evaluation
+    hold-out (its ``test`` file, or its share of a partition; ``None`` without one).
 
     On its own files the schema is the config's ``[data] features`` / ``classes``, never one
     inferred from an embedded set, and the files must agree with it (their differences named).
     """
+    from fedfort.client.training import ClientData
     from fedfort.edge.schema import Records
     from fedfort.run.files import join_files, require_schema
 
@@ -93,7 +108,8 @@ def joining_data(
             flush=True,
         )
         records = Records(files.x, files.y, files.columns, feature_names=schema.features)
-        return records, schema, declared
+        holdout = None if files.test is None else ClientData.from_numpy(*files.test)
+        return records, schema, declared, holdout
     if args.data is None:
         raise ConfigError("--data is required for an embedded dataset: partition:K or an .npz file")
     if args.test is not None:
@@ -107,4 +123,4 @@ def joining_data(
             f"--data rows have shape {records.x.shape[1:]}, the model expects "
             f"{data.dataset.x_train.shape[1:]}"
         )
-    return records, data.schema, None
+    return records, data.schema, None, client_holdout(args.data, config)

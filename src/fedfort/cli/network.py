@@ -193,15 +193,20 @@ def run_server(args: argparse.Namespace) -> int:
             if not args.quiet:
                 r = record.to_dict()
                 acc = r.get("accuracy")
+                federated = (r.get("evaluation") or {}).get("overall", {}).get("accuracy")
                 print(
                     f"round {r.get('round')}: {r.get('participants')} clients, "
                     f"accuracy {acc if acc is None else f'{acc:.4f}'}, "
-                    f"dropped {len(r.get('dropped', []))}, rejected {len(r.get('rejected', []))}",
+                    + ("" if federated is None else f"federated accuracy {federated:.4f}, ")
+                    + f"dropped {len(r.get('dropped', []))}, "
+                    f"rejected {len(r.get('rejected', []))}",
                     flush=True,
                 )
 
         result = server.serve(on_round=progress)  # writes results.json to --out
         print(f"fedfort server: {result.final}; refusals {server.rejections}", flush=True)
+        for line in result.summary_lines()[1:]:
+            print(f"fedfort server: {line}", flush=True)
         for line in participation_problems(result.records):
             print(f"fedfort server: {line}", flush=True)
     finally:
@@ -260,7 +265,7 @@ def run_client(args: argparse.Namespace) -> int:
     config = load_config(args.config).with_overrides({"model.name": args.model})
     credentials = Credentials.from_pki(args.pki, args.name)  # before any data is read
     # this client's rows, checked against the federation's schema before it connects
-    records, schema, declared = joining_data(args, config)
+    records, schema, declared, holdout = joining_data(args, config)
     spec = model_spec(config, schema)
     state_dir = args.state or Path("runs/clients") / args.name
     policy = client_policy(args, config)
@@ -294,6 +299,7 @@ def run_client(args: argparse.Namespace) -> int:
         on_rejected=functools.partial(_print_rejection, args.name),
         warn_after_rejections=WARN_AFTER_REJECTIONS,
         declaration=declaration(config, declared),
+        holdout=holdout,
     )
     with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
         report = client.run(timeout_s=args.timeout)
@@ -301,8 +307,9 @@ def run_client(args: argparse.Namespace) -> int:
     budget = policy.max_total_epsilon
     print(
         f"fedfort client {args.name}: trained rounds {report.rounds_trained}, committed "
-        f"{report.acknowledged}, reconnects {report.reconnects}, refused {report.refused}, "
-        f"rejected {len(report.rejected)}, finished {report.finished and not report.end_reason}",
+        f"{report.acknowledged}, evaluated {report.rounds_evaluated}, reconnects "
+        f"{report.reconnects}, refused {report.refused}, rejected {len(report.rejected)}, "
+        f"finished {report.finished and not report.end_reason}",
         flush=True,
     )
     print(

@@ -225,12 +225,13 @@ def run(args: argparse.Namespace) -> int:
     if exhausted is not None:
         print(f"fedfort: {exhausted}", file=sys.stderr)
     final = result.final
-    acc = final["accuracy"]
-    acc_text = "n/a" if acc is None else f"{acc:.4f}"
+    first, *more = result.summary_lines()
     eps = final.get("epsilon")
     eps_text = "" if eps is None else f", epsilon {eps:.3f} at delta {final['delta']:g}"
     done_text = f"finished {final['rounds']} rounds"
     if final.get("stopped") == "operator_stop":
         done_text = f"stopped by an operator after {final['rounds']} rounds (--resume continues)"
-    print(f"{done_text}: test accuracy {acc_text}{eps_text}; results in {path}")
+    print(f"{done_text}: {first}{eps_text}; results in {path}")
+    for line in more:
+        print(line)
     return 0

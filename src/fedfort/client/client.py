@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedfort.client.evaluation import EvaluationGuard, evaluate_holdout
 from fedfort.client.ledger import ClientLedger
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
@@ -18,7 +19,13 @@ from fedfort.client.secure import SecureSessions
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import PolicyRefused, ProtocolError
-from fedfort.messages import ClientPrivacy, ClientUpdate, TrainTask
+from fedfort.messages import (
+    ClientPrivacy,
+    ClientUpdate,
+    EvaluateTask,
+    EvaluationReport,
+    TrainTask,
+)
 from fedfort.secagg.messages import MaskedInputRequest
 from fedfort.secagg.policy import ClientPolicy
 
@@ -47,6 +54,10 @@ class FederatedClient:
     client trains and draws its noise from its own OS randomness, not from the task's seed
     (unless ``policy.reproducible``), and it releases at most one masked secure-aggregation
     input per global model version unless that input carries its own fresh noise.
+
+    ``holdout`` is the client's own evaluation data: it answers the server's
+    :class:`~fedfort.messages.EvaluateTask` with metrics only, once per round
+    (:mod:`fedfort.client.evaluation`).
     """
 
     def __init__(
@@ -59,9 +70,12 @@ class FederatedClient:
         policy: ClientPrivacyPolicy | None = None,
         ledger: ClientLedger | None = None,
         secure_policy: ClientPolicy | None = None,
+        holdout: ClientData | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
+        self.holdout = holdout
+        self.evaluation = EvaluationGuard(client_id)
         #: counts of the client's data-protection pipeline (``edge_*``, see fedfort.edge)
         self.data_metrics = dict(data_metrics or {})
         self.control: np.ndarray | None = None
@@ -174,6 +188,19 @@ class FederatedClient:
             self.ledger.record(events, task.round, task.attempt)
         return released
 
+    def admit_evaluation(self, task: EvaluateTask, dim: int) -> ClientData:
+        """Check ``task`` (see :class:`EvaluationGuard`) and return the hold-out to score on;
+        :class:`~fedfort.errors.ProtocolError` if refused or if the client keeps none."""
+        if self.holdout is None or len(self.holdout) == 0:
+            raise ProtocolError(f"{self.client_id} keeps no hold-out to evaluate on")
+        self.evaluation.admit(task, dim)
+        return self.holdout
+
+    def evaluate(self, task: EvaluateTask, trainer: LocalTrainer) -> EvaluationReport:
+        """Score the task's global model on the client's hold-out: metrics and a count only."""
+        holdout = self.admit_evaluation(task, trainer.spec.dim)
+        return evaluate_holdout(trainer, task, holdout)
+
     def dp_sgd_ledger(self) -> DpSgdLedger:
         """The client's own DP-SGD ledger (sample-level, committed rounds only)."""
         if self._dp_sgd is None:
@@ -197,9 +224,12 @@ class FederatedClient:
             state["dp_sgd"] = self._dp_sgd.state_dict()
         if self.ledger.path is None and len(self.ledger):
             state["privacy_ledger"] = self.ledger.state_dict()
+        if self.evaluation.state_dict():
+            state["evaluation"] = self.evaluation.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.evaluation.load_state_dict(state.get("evaluation", {}))
         control = state.get("control")
         self.control = None if control is None else np.asarray(control, dtype=np.float32)
         self._dp_sgd = None

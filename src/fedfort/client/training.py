@@ -15,6 +15,7 @@ parameter tensors, and the model is moved in and out as one flat vector.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,9 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from fedfort.errors import ConfigError
+from fedfort.evaluation.config import Task
+from fedfort.evaluation.losses import loss_function
+from fedfort.evaluation.metrics import compute_metrics
 from fedfort.messages import ClientUpdate, LocalTrainingConfig, LossName, TrainTask
 from fedfort.models import ModelSpec
 from fedfort.params import BoundParams, ParamSpec
@@ -48,9 +52,10 @@ class ClientData:
 
 
 def _loss(name: LossName, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The task's loss ``name`` (built in or a marked user loss) of ``out`` against ``y``."""
     if name == "cross_entropy":
         return F.cross_entropy(out, y)
-    return F.mse_loss(out, y)
+    return loss_function(name)(out, y)
 
 
 class LocalTrainer:
@@ -199,21 +204,35 @@ def evaluate_vector(
     y: torch.Tensor,
     loss: LossName = "cross_entropy",
     chunk: int = 8192,
+    *,
+    metrics: Sequence[str] | None = None,
+    task: Task = "classification",
 ) -> dict[str, float]:
-    """Accuracy and mean loss of the model with weights ``vector`` on ``(x, y)``."""
+    """The model with weights ``vector`` scored on ``(x, y)``.
+
+    Without ``metrics``: the mean ``loss`` and, for cross-entropy, the ``accuracy``. With
+    ``metrics`` (names of :mod:`fedfort.evaluation.metrics`): those values, NaN where a
+    metric is undefined on the data (an AUC with one class present).
+    """
     trainer.bound.load(vector)
     model = trainer.model
     model.eval()
     total_loss = 0.0
     correct = 0
     n = int(y.shape[0])
+    outputs: list[torch.Tensor] = []
     with torch.no_grad():
         for begin in range(0, n, chunk):
             out = model(x[begin : begin + chunk])
             target = y[begin : begin + chunk]
             total_loss += float(_loss(loss, out, target)) * int(target.shape[0])
-            if loss == "cross_entropy":
+            if metrics is not None:
+                outputs.append(out)
+            elif loss == "cross_entropy":
                 correct += int((out.argmax(dim=1) == target).sum())
+    if metrics is not None:
+        output = torch.cat(outputs).numpy() if outputs else np.zeros((0, 1), np.float32)
+        return compute_metrics(metrics, y.numpy(), output, task, total_loss / max(n, 1))
     result = {"loss": total_loss / n}
     if loss == "cross_entropy":
         result["accuracy"] = correct / n

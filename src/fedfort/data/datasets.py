@@ -7,6 +7,10 @@
   when this dataset is loaded.
 - ``breast_cancer``: scikit-learn's Wisconsin breast cancer set (569 samples, 30 features,
   2 classes), standardised with statistics of the training split only.
+- ``diabetes``: scikit-learn's diabetes progression set (442 patients, 10 features), a
+  *regression* task: the target is a disease progression score one year after baseline.
+  Features and target are standardised with statistics of the training split only (so MSE is
+  in units of the target's variance: a model predicting the mean scores about 1.0).
 - ``synthetic``: a seeded ``make_classification`` problem of any size, for scale tests.
 - ``fedprox_synthetic``: Synthetic(alpha, beta) of the FedProx paper (Li et al., MLSys 2020),
   generated per client (see :mod:`fedfort.data.fedprox_synthetic`). It carries its own
@@ -23,7 +27,12 @@ import importlib
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits, make_classification
+from sklearn.datasets import (
+    load_breast_cancer,
+    load_diabetes,
+    load_digits,
+    make_classification,
+)
 from sklearn.model_selection import train_test_split
 
 from fedfort.data.fedprox_synthetic import FEDPROX_CLASSES, generate_fedprox_synthetic
@@ -35,6 +44,10 @@ __all__ = ["Dataset", "available_datasets", "load_dataset"]
 @dataclass(frozen=True)
 class Dataset:
     """A train split for the clients and a test split for the server, as float32 arrays.
+
+    ``task`` is ``classification`` (integer labels, ``num_classes`` outputs) or ``regression``
+    (float32 targets, one output: ``num_classes`` is 1). ``x_test`` may have no rows: the
+    server then has no validation set.
 
     ``train_clients`` is set by a dataset that is federated by nature: the client (``0 ..
     clients - 1``) each training row belongs to, which the ``natural`` partition uses.
@@ -49,6 +62,7 @@ class Dataset:
     image_shape: tuple[int, int] | None = None
     train_clients: np.ndarray | None = None
     feature_names: tuple[str, ...] | None = None
+    task: str = "classification"
 
     @property
     def num_features(self) -> int:
@@ -57,7 +71,7 @@ class Dataset:
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
-    return ["breast_cancer", "digits", "fedprox_synthetic", "mnist", "synthetic"]
+    return ["breast_cancer", "diabetes", "digits", "fedprox_synthetic", "mnist", "synthetic"]
 
 
 @functools.cache
@@ -119,6 +133,8 @@ def load_dataset(
             num_classes=FEDPROX_CLASSES,
             train_clients=fed.train_clients,
         )
+    if name == "diabetes":
+        return _diabetes(seed, test_fraction)
     image_shape: tuple[int, int] | None = None
     names: tuple[str, ...] | None = None
     if name == "digits":
@@ -183,4 +199,25 @@ def load_dataset(
         num_classes=int(y.max()) + 1,
         image_shape=image_shape,
         feature_names=names,
+    )
+
+
+def _diabetes(seed: int, test_fraction: float) -> Dataset:
+    """The diabetes regression set, features and target standardised on the training split."""
+    bunch = load_diabetes()
+    x = bunch.data.astype(np.float64)
+    y = bunch.target.astype(np.float64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed
+    )
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    y_mean, y_std = y_train.mean(), y_train.std()
+    return Dataset(
+        name="diabetes",
+        x_train=np.ascontiguousarray((x_train - mean) / std, dtype=np.float32),
+        y_train=np.ascontiguousarray((y_train - y_mean) / y_std, dtype=np.float32),
+        x_test=np.ascontiguousarray((x_test - mean) / std, dtype=np.float32),
+        y_test=np.ascontiguousarray((y_test - y_mean) / y_std, dtype=np.float32),
+        num_classes=1,
+        task="regression",
     )

@@ -84,6 +84,11 @@ def partition_dataset(
             f"{num_clients} clients x {min_samples} samples each needs {num_clients * min_samples}"
             f" training samples but the dataset has {n}: use fewer clients"
         )
+    if method in ("dirichlet", "shards") and np.issubdtype(labels.dtype, np.floating):
+        raise DatasetError(
+            f"partition {method!r} splits by class, which continuous (regression) targets "
+            "have not: use partition 'iid'"
+        )
     rng = np.random.default_rng(seed)
     if method == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)

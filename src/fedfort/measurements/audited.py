@@ -2,7 +2,7 @@
 
 Registered first, in this order, so a round's audit entries keep their order: the detector's
 flags, the reputation ledger, the aggregation (and its secure-aggregation session), the
-privacy accounting, a drift rollback.
+privacy accounting, a drift rollback, the clients' federated evaluation.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "REPUTATION_STATS",
     "AggregateMeasurement",
     "DetectMeasurement",
+    "FederatedEvaluationMeasurement",
     "PrivacyMeasurement",
     "ReputationMeasurement",
     "RollbackMeasurement",
@@ -259,3 +260,44 @@ class RollbackMeasurement(Measurement):
 
     def metric_values(self) -> list[MetricValue]:
         return [MetricValue("fedfort_rollbacks_total", 1)]
+
+
+@register_measurement
+@dataclass(frozen=True)
+class FederatedEvaluationMeasurement(Measurement):
+    """The clients' evaluation of the round's model on their own hold-outs
+    (``FederatedEvaluate``): the example-weighted ``overall`` values, each answering client's
+    example count, the reports the server dropped and why, and the clients that did not
+    answer. The per-client values are in the round record's ``evaluation``."""
+
+    name = "federated_evaluation"
+    metrics = (
+        MetricSpec(
+            "fedfort_federated_metric",
+            "The clients' example-weighted evaluation of the global model (last evaluated "
+            "round), by metric.",
+            "gauge",
+            labels=("metric",),
+        ),
+        MetricSpec(
+            "fedfort_federated_reports_rejected_total",
+            "Client evaluation reports the server dropped (not asked, out of range...).",
+            "counter",
+        ),
+    )
+
+    overall: dict[str, float] = field(default_factory=dict)
+    examples: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def audit_entries(self) -> list[AuditItem]:
+        return [("federated_evaluation", self.to_dict())]
+
+    def metric_values(self) -> list[MetricValue]:
+        values = [
+            MetricValue("fedfort_federated_metric", float(v), {"metric": k})
+            for k, v in self.overall.items()
+        ]
+        values.append(MetricValue("fedfort_federated_reports_rejected_total", len(self.rejected)))
+        return values

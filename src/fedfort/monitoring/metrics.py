@@ -41,10 +41,13 @@ series                                      type       meaning
 ``fedfort_round_secagg_dropouts``           gauge      such dropouts in the last round
 ``fedfort_rollbacks_total``                 counter    rollbacks of the global model
 ``fedfort_round_attempts_discarded_total``  counter    round attempts discarded before a commit
+``fedfort_federated_metric``               gauge      the clients' example-weighted evaluation on
+                                                       their hold-outs, label ``metric``
+``fedfort_federated_reports_rejected_total`` counter   client evaluation reports the server dropped
 ==========================================  =========  ============================================
 
 The series fed by a round's measurements (flagged, reputation, quarantined, secagg dropouts,
-rollbacks) are declared by the measurement types themselves
+rollbacks, federated evaluation) are declared by the measurement types themselves
 (:attr:`fedfort.measurements.Measurement.metrics`), and each round adds what the published
 records report (:meth:`~fedfort.measurements.Measurement.metric_values`): a user's own
 measurement type brings its own series the same way, created the first time it is published.

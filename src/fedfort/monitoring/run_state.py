@@ -102,7 +102,16 @@ def _round_row(record: dict[str, Any]) -> dict[str, Any]:
         "secagg_dropouts": 0 if agg is None else len(agg.protocol_dropped or {}),
         "reputation": {} if rep is None else {k: getattr(rep, k) for k in REPUTATION_STATS},
         "rollback": _rollback(record),
+        # the clients' example-weighted evaluation on their hold-outs, in rounds that had one
+        "federated_accuracy": _federated(record).get("accuracy"),
+        "federated_loss": _federated(record).get("loss"),
     }
+
+
+def _federated(record: dict[str, Any]) -> dict[str, Any]:
+    evaluation = record.get("evaluation") or {}
+    overall: dict[str, Any] = evaluation.get("overall") or {}
+    return overall
 
 
 def _clients(records: list[dict[str, Any]], state: dict[str, Any]) -> list[dict[str, Any]]:

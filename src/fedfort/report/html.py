@@ -54,6 +54,7 @@ from fedfort.audit import verify_run
 from fedfort.errors import AuditError
 from fedfort.monitoring.run_state import read_run, run_records
 from fedfort.report.compliance import audit_line, audit_summary, compliance_section
+from fedfort.report.evaluation import federated_section
 from fedfort.report.markup import (
     MAX_TEXT,
     Cell,
@@ -328,6 +329,7 @@ def _render(state: dict[str, Any], records: list[dict[str, Any]], generated: str
         ("Run", _header(state, generated)),
         ("Compliance summary", compliance_section(state, records, config)),
         ("Plots", plots_section(state, records)),
+        ("Federated evaluation", federated_section(records)),
         ("Clients flagged, rejected or quarantined", _clients_table(state)),
         ("Rejected updates", _rejections_table(state)),
         ("Audit lifecycle events", _events_table(state)),
@@ -343,7 +345,8 @@ def _render(state: dict[str, Any], records: list[dict[str, Any]], generated: str
         alert,
     ]
     for heading, content in sections:
-        body += section(heading, content)
+        if content is not None:  # a section the run has no data for is left out
+            body += section(heading, content)
     return html_page(title, body)
 
 

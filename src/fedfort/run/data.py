@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from fedfort.client.training import ClientData
 from fedfort.config import RunConfig, numbered_ids, parse_config
@@ -69,11 +70,38 @@ def _split_root(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, n
     return rest, root
 
 
+_HOLDOUT_STREAM = 0x686F6C64  # distinguishes the hold-out draw from other seeded splits
+
+
+def _holdout_split(labels: np.ndarray, share: float, seed: int, k: int) -> tuple[np.ndarray, ...]:
+    """Positions (train, hold-out) of a client's rows: ``share`` of them held out, seeded by
+    (run seed, client), stratified by class when every class has two rows to split."""
+    n = labels.shape[0]
+    if n < 2:
+        raise ConfigError(
+            f"client {k} has {n} row(s): it cannot keep a hold-out; lower "
+            "evaluation.client_holdout or use fewer clients"
+        )
+    size = min(n - 1, max(1, round(share * n)))
+    state = int(np.random.SeedSequence(seed, spawn_key=(_HOLDOUT_STREAM, k)).generate_state(1)[0])
+    stratify = None
+    if np.issubdtype(labels.dtype, np.integer):
+        classes, counts = np.unique(labels, return_counts=True)
+        if counts.min() >= 2 and classes.size <= min(size, n - size):
+            stratify = labels
+    train, held = train_test_split(
+        np.arange(n), test_size=size, random_state=state, stratify=stratify
+    )
+    return np.sort(train), np.sort(held)
+
+
 @dataclass(frozen=True)
 class FederationData:
     """The run's data as the federation uses it: client partitions, the server's held-out
-    split, FLTrust's root, the schema and (files) each client's own hold-out and record
-    columns."""
+    split, FLTrust's root, the schema and each client's own hold-out: its ``test`` file
+    (files, objects) or, with ``holdout > 0`` (``[evaluation] client_holdout``), that share of
+    its partition (:meth:`client_test_arrays`; it trains on the rest, :meth:`client_arrays`),
+    and (files) its record columns."""
 
     dataset: Dataset
     train_idx: np.ndarray
@@ -83,6 +111,8 @@ class FederationData:
     client_tests: tuple[tuple[np.ndarray, np.ndarray] | None, ...] = ()
     client_columns: tuple[dict[str, np.ndarray], ...] = ()
     root: tuple[np.ndarray, np.ndarray] | None = None
+    holdout: float = 0.0
+    seed: int = 0
 
     def root_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
         """FLTrust's root data on the server, or ``None`` when the rule needs none."""
@@ -92,20 +122,37 @@ class FederationData:
             return None
         return self.dataset.x_train[self.root_idx], self.dataset.y_train[self.root_idx]
 
-    def client_test_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Client ``k``'s own hold-out (its ``test`` file), or ``None``."""
-        if not self.client_tests:
-            return None
-        return self.client_tests[k]
-
-    def client_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The training rows of client ``k`` (its partition of the training split)."""
+    def _rows(self, k: int) -> np.ndarray:
         if not 0 <= k < len(self.partition.indices):
             raise ConfigError(
                 f"partition {k} does not exist: the run has {len(self.partition.indices)} clients"
             )
-        idx = self.train_idx[self.partition.indices[k]]
+        idx: np.ndarray = self.train_idx[self.partition.indices[k]]
+        return idx
+
+    def client_rows(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Client ``k``'s training rows and its hold-out rows (``None`` when clients keep
+        none), as indices into the dataset's training split."""
+        idx = self._rows(k)
+        if self.holdout <= 0:
+            return idx, None
+        train, held = _holdout_split(self.dataset.y_train[idx], self.holdout, self.seed, k)
+        return idx[train], idx[held]
+
+    def client_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows of client ``k`` (its partition of the training split, without
+        its hold-out)."""
+        idx, _ = self.client_rows(k)
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
+
+    def client_test_arrays(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Client ``k``'s own evaluation hold-out, or ``None`` when clients keep none."""
+        if self.client_tests:
+            return self.client_tests[k]
+        _, held = self.client_rows(k)
+        if held is None:
+            return None
+        return self.dataset.x_train[held], self.dataset.y_train[held]
 
 
 def embedded_schema(dataset: Dataset) -> DataSchema:
@@ -117,6 +164,8 @@ def embedded_schema(dataset: Dataset) -> DataSchema:
         features = tuple(f"pixel_{r}_{c}" for r in range(h) for c in range(w))
     else:
         features = tuple(f"feature_{j}" for j in range(dataset.num_features))
+    if dataset.task == "regression":
+        return DataSchema(features, (), "regression", dataset.image_shape)
     classes = tuple(str(c) for c in range(dataset.num_classes))
     return DataSchema(features, classes, "classification", dataset.image_shape)
 
@@ -259,7 +308,18 @@ def split_data(config: RunConfig, given: GivenTables | None = None) -> Federatio
             shards_per_client=config.data.shards_per_client,
             min_samples=config.data.min_samples_per_client,
         )
-    return FederationData(dataset, train_idx, root_idx, partition, embedded_schema(dataset))
+    if not config.evaluation.server:
+        # the server keeps no validation set (a user without server-side data)
+        dataset = dataclasses.replace(dataset, x_test=dataset.x_test[:0], y_test=dataset.y_test[:0])
+    return FederationData(
+        dataset,
+        train_idx,
+        root_idx,
+        partition,
+        embedded_schema(dataset),
+        holdout=config.evaluation.client_holdout,
+        seed=config.seed,
+    )
 
 
 def partition_records(config: RunConfig, data: FederationData, k: int) -> Records:

@@ -25,14 +25,17 @@ from typing import Any
 import numpy as np
 
 from fedfort.aggregation.base import Aggregator
-from fedfort.config import RunConfig
+from fedfort.config import RunConfig, federated_evaluation
 from fedfort.detection.detector import AnomalyDetector
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import ConfigError
+from fedfort.evaluation.config import default_loss
+from fedfort.evaluation.metrics import default_metrics
 from fedfort.run.privacy import PrivacySetup, local_training
 from fedfort.server.data_report import ReportDataProtection
 from fedfort.server.defense import DetectAnomalies, UpdateReputation
 from fedfort.server.engine import Stage
+from fedfort.server.federated_evaluation import FederatedEvaluate
 from fedfort.server.optimizers import build_server_optimizer
 from fedfort.server.rollback import DriftRollback
 from fedfort.server.sample_cap import CapSampleCounts
@@ -56,6 +59,7 @@ __all__ = [
     "DriftRollbackFeature",
     "EdgeReport",
     "Feature",
+    "FederatedEvaluation",
     "Pipeline",
     "Privacy",
     "Reputation",
@@ -255,6 +259,31 @@ class Detection(Feature):
         pipeline.add("screen", DetectAnomalies(detector, det.action, det.downweight_factor))
 
 
+class FederatedEvaluation(Feature):
+    """``[evaluation] client_holdout``: the clients score each evaluated model on their own
+    hold-outs (:mod:`fedfort.server.federated_evaluation`)."""
+
+    name = "federated_evaluation"
+
+    def contribute(self, parts: RunParts, pipeline: Pipeline) -> None:
+        config = parts.config
+        ev, srv, task = config.evaluation, config.server, config.data.task
+        fallback = srv.max_sample_count or ev.max_examples
+        declared = parts.declared_sample_counts
+        pipeline.add(
+            "evaluate",
+            FederatedEvaluate(
+                ev.metrics or default_metrics(task),
+                config.clients.loss or default_loss(task),
+                task,
+                every=ev.every,
+                caps=declared,
+                max_examples=fallback,
+                deadline_s=ev.deadline_s,
+            ),
+        )
+
+
 class DriftRollbackFeature(Feature):
     """``governance.rollback_drop``: roll back a round whose accuracy drops too far."""
 
@@ -264,7 +293,8 @@ class DriftRollbackFeature(Feature):
         drop = parts.config.governance.rollback_drop
         assert drop is not None
         apply = next(s for s in pipeline.slot("optimize") if isinstance(s, ApplyServerOptimizer))
-        pipeline.add("evaluated", DriftRollback(drop, apply, parts.load_version))
+        source = parts.config.governance.rollback_on
+        pipeline.add("evaluated", DriftRollback(drop, apply, parts.load_version, source=source))
 
 
 class Reputation(Feature):
@@ -329,7 +359,8 @@ def default_features(config: RunConfig, own: Sequence[Feature] = ()) -> list[Fea
     aggregation, then privacy, then the run's own features, so that a user's feature can
     provide the round's aggregate (a privacy mechanism of its own, say) wherever fedfort's
     secure aggregation or privacy do not; then SCAFFOLD, edge reports and detection; then
-    :class:`Averaging`, which fills what is left; then rollback and reputation.
+    :class:`Averaging`, which fills what is left; then federated evaluation, rollback and
+    reputation.
     """
     features: list[Feature] = []
     if config.secure_aggregation.mode != "none":
@@ -343,6 +374,8 @@ def default_features(config: RunConfig, own: Sequence[Feature] = ()) -> list[Fea
     if config.detection.enabled:
         features.append(Detection())
     features.append(Averaging())
+    if federated_evaluation(config):
+        features.append(FederatedEvaluation())
     if config.governance.rollback_drop is not None:
         features.append(DriftRollbackFeature())
     if config.reputation.enabled:

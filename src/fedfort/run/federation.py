@@ -41,6 +41,8 @@ from fedfort.data.preprocessing import Preprocessing
 from fedfort.data.schema import DataSchema
 from fedfort.detection.reputation import ReputationLedger
 from fedfort.errors import CheckpointError, ConfigError, PrivacyBudgetExhausted
+from fedfort.evaluation.config import default_loss
+from fedfort.evaluation.metrics import default_metrics
 from fedfort.messages import TrainTask
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.monitoring.guarding import RequestGuard
@@ -293,7 +295,9 @@ class Federation(ABC):
     def _server_update(self, model: np.ndarray) -> np.ndarray:
         """FLTrust's server update: local training on the server's root dataset."""
         assert self._root is not None
-        local = dataclasses.replace(self.config.clients.local_training(), algorithm="fedavg")
+        local = dataclasses.replace(
+            self.config.clients.local_training(self.config.data.task), algorithm="fedavg"
+        )
         task = TrainTask(0, 0, "server", model, local, task_seed(self.config.seed, 0, 0, "root"))
         return self._evaluator.fit(task, self._root).delta
 
@@ -445,14 +449,27 @@ class Federation(ABC):
         return RunConfig.model_validate(stored_config(out_dir)).with_overrides(overrides)
 
     def evaluate(self, vector: np.ndarray) -> dict[str, float]:
-        """Accuracy and loss of ``vector`` on the server's held-out test set.
+        """The ``[evaluation]`` metrics of ``vector`` on the server's held-out test set (none
+        when the server has no test set: ``evaluation.server = false``).
 
         Under a simulated backdoor attack, ``backdoor_asr`` is the share of triggered test
         inputs whose true label is not the target that the model classifies as the target.
         """
-        if self._x_test.shape[0] == 0:
-            return {}  # the server holds no validation data ([data] source = "files")
-        result = evaluate_vector(self._evaluator, vector, self._x_test, self._y_test)
+        if self._y_test.shape[0] == 0:
+            # the server holds no validation set (evaluation.server = false, or the clients'
+            # own files without [data] validation)
+            return {}
+        cfg = self.config
+        task = cfg.data.task
+        result = evaluate_vector(
+            self._evaluator,
+            vector,
+            self._x_test,
+            self._y_test,
+            cfg.clients.loss or default_loss(task),
+            metrics=cfg.evaluation.metrics or default_metrics(task),
+            task=task,
+        )
         if self._backdoor is not None:
             triggered = evaluate_vector(self._evaluator, vector, *self._backdoor)
             result["backdoor_asr"] = triggered["accuracy"]

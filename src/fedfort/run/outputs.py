@@ -24,8 +24,9 @@ PLOT_FILE = "training.png"
 
 def write_results(result: RunResult, out_dir: str | Path) -> Path:
     """Write ``results.json`` (config echo, per-round records, final, what verification
-    rejected and capped) and the plot. The file is strict JSON: a non-finite measurement
-    (the test loss of a diverged model) is written as ``null`` (see :mod:`fedfort.jsonio`)."""
+    rejected and capped, the clients' last federated evaluation) and the plot. The file is
+    strict JSON: a non-finite measurement (the test loss of a diverged model) is written as
+    ``null`` (see :mod:`fedfort.jsonio`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     body: dict[str, Any] = {
@@ -40,6 +41,8 @@ def write_results(result: RunResult, out_dir: str | Path) -> Path:
         body["privacy"] = result.privacy
     if result.secure_aggregation is not None:
         body["secure_aggregation"] = result.secure_aggregation
+    if result.federated is not None:
+        body["federated_evaluation"] = result.federated
     path = out / RESULTS_FILE
     path.write_text(
         jsonio.dumps(body, indent=2, sort_keys=False, non_finite="null"), encoding="utf-8"

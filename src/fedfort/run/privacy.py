@@ -93,7 +93,7 @@ def _calibrate(
 
 def local_training(config: RunConfig) -> LocalTrainingConfig:
     """The clients' training settings, with DP-SGD when ``[privacy.dp_sgd]`` enables it."""
-    local = config.clients.local_training()
+    local = config.clients.local_training(config.data.task)
     sgd = config.privacy.dp_sgd
     if not sgd.enabled:
         return local

@@ -130,14 +130,52 @@ class RunResult:
         }
 
     @property
+    def federated(self) -> dict[str, Any] | None:
+        """The clients' last evaluation on their hold-outs: its round, the example-weighted
+        ``overall`` values, each client's values and example count, and the reports dropped
+        (``None`` when the clients never evaluated)."""
+        evaluated = [r for r in self.records if r.get("evaluation")]
+        if not evaluated:
+            return None
+        last = evaluated[-1]
+        return {"round": last["round"], **last["evaluation"]}
+
+    def summary_lines(self) -> list[str]:
+        """What the command line prints about the final model: the server's test metrics (when
+        it has a test set) and the clients' federated evaluation (when they ran one)."""
+        final = self.final
+        lines = []
+        if final["accuracy"] is not None:
+            lines.append(f"test accuracy {final['accuracy']:.4f}")
+        elif final["loss"] is not None:
+            lines.append(f"test loss {final['loss']:.4f}")
+        else:
+            lines.append("no server test set")
+        federated = self.federated
+        if federated is not None:
+            values = ", ".join(f"{k} {v:.4f}" for k, v in federated["overall"].items())
+            clients = len(federated["clients"])
+            dropped = len(federated["rejected"])
+            lines.append(
+                f"federated evaluation (round {federated['round']}, {clients} clients"
+                + (f", {dropped} reports dropped" if dropped else "")
+                + f"): {values or 'no valid report'}"
+            )
+        return lines
+
+    @property
     def final(self) -> dict[str, Any]:
-        evaluated = [r for r in self.records if r.get("accuracy") is not None]
+        evaluated = [
+            r for r in self.records if r.get("accuracy") is not None or r.get("loss") is not None
+        ]
         last = evaluated[-1] if evaluated else {}
         return {
             "rounds": self.records[-1]["round"] if self.records else 0,
             "accuracy": last.get("accuracy"),
             "loss": last.get("loss"),
-            "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
+            "best_accuracy": max(
+                (r["accuracy"] for r in evaluated if r.get("accuracy") is not None), default=None
+            ),
             "model_sha256": self.records[-1]["model_sha256"] if self.records else None,
             "epsilon": self.records[-1].get("epsilon") if self.records else None,
             "delta": self.records[-1].get("delta") if self.records else None,

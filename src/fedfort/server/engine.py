@@ -28,7 +28,7 @@ import numpy as np
 from fedfort.aggregation.base import UpdateBatch
 from fedfort.errors import ConfigError, RoundFailed
 from fedfort.measurements import Measurement, MeasurementSet, PrivacyMeasurement
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
 from fedfort.params import vector_sha256
 from fedfort.registry import Component
 from fedfort.server.round_audit import round_entries
@@ -37,6 +37,8 @@ __all__ = [
     "ClientExecutor",
     "CollectOutcome",
     "CommitHook",
+    "EvaluationOutcome",
+    "FederatedEvaluator",
     "Rejection",
     "RoundContext",
     "RoundEngine",
@@ -89,6 +91,23 @@ class SecureChannel(Protocol):
     ) -> dict[str, object]: ...
 
 
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """The clients' evaluation reports that came back, and who did not answer."""
+
+    reports: list[EvaluationReport]
+    missing: list[str]
+
+
+@runtime_checkable
+class FederatedEvaluator(Protocol):
+    """A runtime that can also ask clients to evaluate a model on their own hold-outs."""
+
+    def evaluate(
+        self, tasks: Sequence[EvaluateTask], deadline_s: float | None
+    ) -> EvaluationOutcome: ...
+
+
 class Stateful(Protocol):
     """Anything whose state belongs in a checkpoint."""
 
@@ -128,6 +147,8 @@ class RoundContext:
     aggregate: np.ndarray | None = None
     new_model: np.ndarray | None = None
     evaluation: dict[str, float] = field(default_factory=dict)
+    #: the clients' evaluation of the new model (``FederatedEvaluate``), when it ran
+    federated_evaluation: dict[str, Any] | None = None
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending_state: dict[str, dict[str, Any]] = field(default_factory=dict)
     weight_factors: dict[str, float] = field(default_factory=dict)
@@ -219,9 +240,15 @@ class RoundRecord:
     delta: float | None = None
     #: ids of the clients whose updates went into the aggregate
     accepted: list[str] = field(default_factory=list)
+    #: the clients' evaluation on their hold-outs, in rounds that had one: ``overall``
+    #: (example-weighted), ``clients`` (values and ``examples`` each), ``rejected`` (reasons)
+    evaluation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        if body["evaluation"] is None:
+            del body["evaluation"]  # rounds without federated evaluation keep their record
+        return body
 
     @property
     def published(self) -> MeasurementSet:
@@ -365,6 +392,7 @@ class RoundEngine:
             epsilon=None if privacy is None else privacy.epsilon,
             delta=None if privacy is None else privacy.delta,
             accepted=[u.client_id for u in ctx.accepted],
+            evaluation=ctx.federated_evaluation,
         )
         for hook in self.hooks:
             hook.on_commit(self, record)

@@ -8,6 +8,10 @@ measures why under ``rollback`` (the audit log records it as a ``rollback`` entr
 model therefore never becomes a version and is never sent to clients; the federation continues
 from the best version with the clients and selection of the following rounds.
 
+``source`` chooses the accuracy watched: the server's validation set (``"server"``) or the
+clients' example-weighted federated evaluation (``"federated"``, ``governance.rollback_on``),
+for a server that holds no validation data.
+
 This is the "checkpoint and roll back on validation failure" response to untargeted poisoning
 (the validation-based defence of Zeno, Xie et al., ICML 2019, applied to the global model
 rather than to each update; Shejwalkar and Houmansadr, NDSS 2021, show why single-round
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,10 +48,16 @@ class DriftRollback(Stage):
     name = "rollback"
 
     def __init__(
-        self, max_drop: float, optimizer: Stage, load_version: VersionLoader | None = None
+        self,
+        max_drop: float,
+        optimizer: Stage,
+        load_version: VersionLoader | None = None,
+        *,
+        source: Literal["server", "federated"] = "server",
     ) -> None:
         if not 0.0 < max_drop <= 1.0:
             raise ConfigError(f"governance.rollback_drop must be in (0, 1], got {max_drop}")
+        self.source = source
         self.max_drop = max_drop
         self.optimizer = optimizer
         self.load_version = load_version
@@ -56,26 +66,36 @@ class DriftRollback(Stage):
         self._best_model: np.ndarray | None = None
         self._best_optimizer: dict[str, Any] = {}
 
+    def _evaluation(self, ctx: RoundContext) -> dict[str, float]:
+        """The values this rollback watches: the server's, or the clients' overall ones."""
+        if self.source == "server":
+            return ctx.evaluation
+        federated = ctx.federated_evaluation or {}
+        return dict(federated.get("overall", {}))
+
     def run(self, ctx: RoundContext) -> None:
-        accuracy = ctx.evaluation.get("accuracy")
+        evaluation = self._evaluation(ctx)
+        accuracy = evaluation.get("accuracy")
         if accuracy is None or ctx.new_model is None:
             return
         best = self.best_evaluation.get("accuracy")
         if best is not None and (not math.isfinite(accuracy) or best - accuracy > self.max_drop):
-            self._roll_back(ctx, accuracy, best)
+            self._roll_back(ctx, accuracy, best, evaluation)
             return
         if math.isfinite(accuracy) and (best is None or accuracy >= best):
             optimizer_state = ctx.pending_state.get(self.optimizer.name)
             ctx.pending_state[self.name] = {
                 "best_round": ctx.round,
-                "best_evaluation": dict(ctx.evaluation),
+                "best_evaluation": dict(evaluation),
                 "model": ctx.new_model,
                 "optimizer": optimizer_state
                 if optimizer_state is not None
                 else self.optimizer.state_dict(),
             }
 
-    def _roll_back(self, ctx: RoundContext, accuracy: float, best: float) -> None:
+    def _roll_back(
+        self, ctx: RoundContext, accuracy: float, best: float, evaluation: dict[str, float]
+    ) -> None:
         assert self.best_round is not None
         model, optimizer_state = self._best()
         rejected = vector_sha256(ctx.new_model) if ctx.new_model is not None else None
@@ -88,7 +108,7 @@ class DriftRollback(Stage):
                 ),
                 rejected_sha256=rejected,
                 rejected_accuracy=accuracy,
-                rejected_loss=ctx.evaluation.get("loss"),
+                rejected_loss=evaluation.get("loss"),
                 to_version=self.best_round,
                 to_sha256=vector_sha256(model),
                 max_drop=self.max_drop,
@@ -96,7 +116,8 @@ class DriftRollback(Stage):
         )
         ctx.new_model = model.copy()
         ctx.pending_state[self.optimizer.name] = optimizer_state
-        ctx.evaluation = dict(self.best_evaluation)
+        if self.source == "server":
+            ctx.evaluation = dict(self.best_evaluation)
 
     def _best(self) -> tuple[np.ndarray, dict[str, Any]]:
         if self._best_model is None:

@@ -12,9 +12,11 @@ The audit trail (:class:`fedfort.audit.AuditTrail`, a commit hook) writes what
                               (:meth:`fedfort.measurements.Measurement.audit_entries`), in the
                               order the types were registered: ``clients_flagged``,
                               ``reputation``, ``aggregation`` and ``secure_aggregation``,
-                              ``privacy``, ``rollback``, then those of a user's own types
+                              ``privacy``, ``rollback``, ``federated_evaluation``, then those
+                              of a user's own types
 ``model_version``             the committed global model: version, SHA-256, metrics
-``round_end``                 participants, duration, accuracy and loss, epsilon and delta
+``round_end``                 participants, duration, accuracy and loss, epsilon and delta,
+                              the clients' overall federated evaluation (when it ran)
 ============================  ==============================================================
 
 Entries hold metadata and hashes only, never an update or a data sample. The same entries are
@@ -111,6 +113,10 @@ def round_entries(record: RoundRecord) -> list[tuple[str, int | None, dict[str, 
                 "loss": record.loss,
                 "epsilon": record.epsilon,
                 "delta": record.delta,
+                # the clients' overall evaluation, in rounds that had one
+                **(
+                    {"federated": record.evaluation.get("overall", {})} if record.evaluation else {}
+                ),
             },
         )
     )

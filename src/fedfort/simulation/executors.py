@@ -31,6 +31,7 @@ from torch import nn
 
 from fedfort.attacks.adversary import Coalition
 from fedfort.client.client import FederatedClient
+from fedfort.client.evaluation import evaluate_holdout
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.errors import (
     ConfigError,
@@ -39,8 +40,9 @@ from fedfort.errors import (
     ProtocolError,
     SecAggAbort,
 )
-from fedfort.messages import ClientUpdate, TrainTask
-from fedfort.server.engine import CollectOutcome
+from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
+from fedfort.params import ParamSpec
+from fedfort.server.engine import CollectOutcome, EvaluationOutcome
 
 __all__ = ["PoolExecutor", "SequentialExecutor", "SimulatedClients"]
 
@@ -114,6 +116,14 @@ class SimulatedClients:
     def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Every client's (possibly poisoned) training data as NumPy arrays."""
         return {cid: (c.data.x.numpy(), c.data.y.numpy()) for cid, c in self.clients.items()}
+
+    def holdouts(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every client's evaluation hold-out as NumPy arrays (clients that keep one)."""
+        return {
+            cid: (c.holdout.x.numpy(), c.holdout.y.numpy())
+            for cid, c in self.clients.items()
+            if c.holdout is not None
+        }
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -245,6 +255,25 @@ class SequentialExecutor(_SimulatedExecutor):
             self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
         )
 
+    def evaluate(
+        self, tasks: Sequence[EvaluateTask], deadline_s: float | None
+    ) -> EvaluationOutcome:
+        """Each client scores the model on its hold-out; a refusal is silence."""
+        start = time.perf_counter()
+        reports: list[EvaluationReport] = []
+        missing: list[str] = []
+        for task in tasks:
+            try:
+                report = self.clients.get(task.client_id).evaluate(task, self.trainer)
+            except (ProtocolError, ConfigError):
+                missing.append(task.client_id)
+                continue
+            if deadline_s is not None and time.perf_counter() - start > deadline_s:
+                missing.append(task.client_id)
+                continue
+            reports.append(report)
+        return EvaluationOutcome(reports, missing)
+
 
 _WORKER: dict[str, Any] = {}
 
@@ -253,10 +282,18 @@ def _init_worker(
     build_model: Callable[[], nn.Module],
     data: dict[str, tuple[np.ndarray, np.ndarray]],
     threads: int,
+    holdouts: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> None:
     torch.set_num_threads(threads)
     _WORKER["trainer"] = LocalTrainer(build_model())
     _WORKER["data"] = {cid: ClientData.from_numpy(x, y) for cid, (x, y) in data.items()}
+    _WORKER["holdouts"] = {
+        cid: ClientData.from_numpy(x, y) for cid, (x, y) in (holdouts or {}).items()
+    }
+
+
+def _worker_evaluate(task: EvaluateTask) -> EvaluationReport:
+    return evaluate_holdout(_WORKER["trainer"], task, _WORKER["holdouts"][task.client_id])
 
 
 def _worker_fit(task: TrainTask, control: np.ndarray | None) -> ClientUpdate:
@@ -285,8 +322,9 @@ class PoolExecutor(_SimulatedExecutor):
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(build_model, clients.arrays(), threads),
+            initargs=(build_model, clients.arrays(), threads, clients.holdouts()),
         )
+        self.dim = ParamSpec.from_module(build_model()).dim
 
     def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
         futures: list[tuple[TrainTask, Future[ClientUpdate]]] = []
@@ -316,6 +354,29 @@ class PoolExecutor(_SimulatedExecutor):
         return CollectOutcome(
             self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
         )
+
+    def evaluate(
+        self, tasks: Sequence[EvaluateTask], deadline_s: float | None
+    ) -> EvaluationOutcome:
+        """The clients check each task here, the workers score the admitted ones."""
+        futures: list[tuple[EvaluateTask, Future[EvaluationReport]]] = []
+        missing: list[str] = []
+        for task in tasks:
+            try:
+                self.clients.get(task.client_id).admit_evaluation(task, self.dim)
+            except (ProtocolError, ConfigError):
+                missing.append(task.client_id)
+                continue
+            futures.append((task, self.pool.submit(_worker_evaluate, task)))
+        done, _ = wait([f for _, f in futures], timeout=deadline_s)
+        reports: list[EvaluationReport] = []
+        for task, future in futures:
+            if future in done and future.exception() is None:
+                reports.append(future.result())
+            else:
+                future.cancel()
+                missing.append(task.client_id)
+        return EvaluationOutcome(reports, missing)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -45,10 +45,11 @@ from torch import nn
 from fedfort.attacks.base import Attack
 from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
-from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted, ProtocolError
+from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
+from fedfort.params import ParamSpec
 from fedfort.run.federation import FederationData
-from fedfort.server.engine import CollectOutcome
+from fedfort.server.engine import CollectOutcome, EvaluationOutcome
 from fedfort.simulation.executors import _SimulatedExecutor
 from fedfort.simulation.lazy_clients import LazyClients
 from fedfort.simulation.ray_connection import RayConnection, RayOptions, import_ray
@@ -85,13 +86,20 @@ def _run_data(
     edge: EdgeConfig,
     transform: Preprocessing | None = None,
 ) -> RunData:
-    sizes = data.partition.sizes()
-    order = np.concatenate([data.train_idx[p] for p in data.partition.indices])
+    rows = [data.client_rows(k) for k in range(len(data.partition.indices))]
+    train = [r[0] for r in rows]
+    held = [r[1] for r in rows if r[1] is not None]
+
+    def offsets(parts: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+
     return RunData(
         x=data.dataset.x_train,
         y=data.dataset.y_train,
-        order=order.astype(np.int64, copy=False),
-        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        order=np.concatenate(train).astype(np.int64, copy=False),
+        offsets=offsets(train),
+        holdout_order=np.concatenate(held).astype(np.int64) if held else None,
+        holdout_offsets=offsets(held) if held else None,
         num_classes=data.dataset.num_classes,
         malicious=clients.malicious,
         attack=attack,
@@ -136,6 +144,8 @@ class RayExecutor(_SimulatedExecutor):
         self.last_placement: dict[str, str] = {}
         self.replaced_workers = 0
         self._actors: list[ActorHandle[Any]] = []
+        #: the model's dimension, which a client checks an evaluation task's weights against
+        self._dim = ParamSpec.from_module(build_model()).dim
         ray = import_ray()
         self.connection = RayConnection.open(
             self.options.address, local_cpus=self.options.local_cpus
@@ -269,6 +279,45 @@ class RayExecutor(_SimulatedExecutor):
         return CollectOutcome(
             self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
         )
+
+    def evaluate(
+        self, tasks: Sequence[EvaluateTask], deadline_s: float | None
+    ) -> EvaluationOutcome:
+        """The driver-side clients check each task (one answer per round, increasing rounds,
+        the model's shape); the actors score the admitted ones on the clients' hold-outs."""
+        start = time.perf_counter()
+        ray = import_ray()
+        weights: dict[int, ObjectRef[np.ndarray]] = {}
+        calls: list[tuple[EvaluateTask, ObjectRef[EvaluationReport]]] = []
+        missing: list[str] = []
+        for i, task in enumerate(tasks):
+            try:
+                self.clients.get(task.client_id).evaluation.admit(task, self._dim)
+            except ProtocolError:
+                missing.append(task.client_id)
+                continue
+            if id(task.weights) not in weights:
+                weights[id(task.weights)] = ray.put(task.weights)
+            call = dataclasses.replace(task, weights=_NO_WEIGHTS)
+            actor = self._actors[i % len(self._actors)]
+            ref: ObjectRef[EvaluationReport] = actor.evaluate.remote(
+                call, weights[id(task.weights)], self.lazy.index(task.client_id)
+            )
+            calls.append((task, ref))
+        timeout = (
+            None if deadline_s is None else max(0.0, deadline_s - (time.perf_counter() - start))
+        )
+        done, _ = ray.wait([r for _, r in calls], num_returns=len(calls), timeout=timeout)
+        finished = set(done)
+        reports: list[EvaluationReport] = []
+        for task, pending in calls:
+            try:
+                if pending not in finished:
+                    raise _WorkerLost()
+                reports.append(_result(ray, pending))
+            except (_WorkerLost, ProtocolError, ConfigError):
+                missing.append(task.client_id)
+        return EvaluationOutcome(reports, missing)
 
     def _call(self, slot: int, job: _Job) -> ObjectRef[tuple[ClientUpdate, str]]:
         actor = self._actors[slot]

@@ -9,7 +9,9 @@ task it materialises the client's rows from the partition, runs them through the
 tasks in a bounded cache), poisons them if the client is a malicious one (exactly as
 :class:`~fedfort.attacks.AdversarialClient` does), loads the
 round's global model (one object-store reference per round) and runs
-:meth:`fedfort.client.LocalTrainer.fit`, the same code every runtime runs.
+:meth:`fedfort.client.LocalTrainer.fit`, the same code every runtime runs. An evaluation task
+is scored on the client's hold-out rows with
+:func:`fedfort.client.evaluation.evaluate_holdout`, as every runtime does.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from torch import nn
 
 from fedfort.attacks.adversary import poisoned_data
 from fedfort.attacks.base import Attack
+from fedfort.client.evaluation import evaluate_holdout
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.errors import ConfigError
+from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
 
 __all__ = ["ClientWorker", "RunData", "worker_options"]
 
@@ -55,6 +59,9 @@ class RunData:
     feature_names: tuple[str, ...] | None = None
     columns: tuple[dict[str, np.ndarray], ...] = ()
     transform: Preprocessing | None = None
+    #: client ``k``'s evaluation hold-out is ``holdout_order[holdout_offsets[k]:...[k + 1]]``
+    holdout_order: np.ndarray | None = None
+    holdout_offsets: np.ndarray | None = None
 
 
 #: clients whose protected data a worker keeps (the [edge] pipeline runs once per client, not
@@ -133,6 +140,15 @@ class ClientWorker:
         if metrics:  # as FederatedClient.finalize adds them (its privacy step may drop them)
             update = dataclasses.replace(update, metrics={**update.metrics, **metrics})
         return update, self.node_id
+
+    def evaluate(self, task: EvaluateTask, weights: np.ndarray, index: int) -> EvaluationReport:
+        """Score ``weights`` on client ``index``'s hold-out (the driver checked the task)."""
+        d = self.data
+        if d.holdout_order is None or d.holdout_offsets is None:
+            raise ConfigError(f"{task.client_id} keeps no hold-out to evaluate on")
+        rows = d.holdout_order[d.holdout_offsets[index] : d.holdout_offsets[index + 1]]
+        full = dataclasses.replace(task, weights=np.array(weights, dtype=np.float32))
+        return evaluate_holdout(self.trainer, full, ClientData.from_numpy(d.x[rows], d.y[rows]))
 
 
 def worker_options(cpus: float, gpus: float) -> dict[str, Any]:

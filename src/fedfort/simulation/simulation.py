@@ -25,6 +25,7 @@ from fedfort.attacks.data_poisoning import Backdoor
 from fedfort.client.client import FederatedClient
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.secure import client_policy
+from fedfort.client.training import ClientData
 from fedfort.config import RunConfig, SimulationConfig, parse_config
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
@@ -158,7 +159,9 @@ class Simulation(Federation):
         if needs_preprocessing(config):
             # each client summarises the rows it trains on; the sum fits the one transform
             self.preprocessing = fit_preprocessing(config, [d.x.numpy() for d, _ in protected])
-        for cid, (data, metrics) in zip(self.ids, protected, strict=True):
+        for k, (cid, (data, metrics)) in enumerate(zip(self.ids, protected, strict=True)):
+            held = self.data.client_test_arrays(k)
+            holdout = None if held is None else ClientData.from_numpy(*held)
             honest.append(
                 FederatedClient(
                     cid,
@@ -166,6 +169,7 @@ class Simulation(Federation):
                     metrics,
                     policy=policy,
                     secure_policy=secure_policy,
+                    holdout=None if holdout is None else preprocessed(holdout, self.preprocessing),
                 )
             )
         if self.attack is not None:

@@ -52,10 +52,11 @@ from fedfort.errors import (
     Refused,
     SecAggAbort,
 )
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.messages import ClientUpdate, EvaluateTask, TrainTask
 from fedfort.secagg.policy import ClientPolicy
 from fedfort.transport import codec
 from fedfort.transport.frames import FRAME_OVERHEAD, read_message, serialize, to_frames
+from fedfort.transport.gate import REPLY_KIND
 from fedfort.transport.identity import (
     SERVER,
     Route,
@@ -98,6 +99,8 @@ class ClientReport:
 
     client_id: str
     rounds_trained: list[int] = field(default_factory=list)
+    #: rounds whose global model the client scored on its hold-out
+    rounds_evaluated: list[int] = field(default_factory=list)
     secagg_messages: int = 0
     acknowledged: list[int] = field(default_factory=list)
     reconnects: int = 0
@@ -186,7 +189,8 @@ class NetworkClient:
     """A federated client served by a :class:`~fedfort.transport.server.NetworkServer`.
 
     ``secure_policy`` is the client's own floor for masking sessions (``fedfort client``'s
-    ``--secagg-*`` options); the server cannot lower it.
+    ``--secagg-*`` options); the server cannot lower it. ``holdout`` is the client's own
+    evaluation data: it answers the server's evaluation tasks with metrics only.
     """
 
     def __init__(
@@ -207,6 +211,7 @@ class NetworkClient:
         on_rejected: Callable[[int, str, int], object] | None = None,
         warn_after_rejections: int = 3,
         declaration: pb.Declaration | None = None,
+        holdout: ClientData | None = None,
     ) -> None:
         self.client_id = client_id
         #: called with (round, reason code, rejections in a row) when an update is rejected
@@ -240,6 +245,7 @@ class NetworkClient:
             policy=policy,
             ledger=ledger,
             secure_policy=secure_policy,
+            holdout=holdout,
         )
         #: called with (round, epsilon spent) after every noisy release
         self.on_release = on_release
@@ -397,7 +403,7 @@ class NetworkClient:
                 self._rejections_in_a_row = 0
         elif envelope.kind == "rejected":
             self._rejected(envelope.round, payload)
-        elif envelope.kind in ("task", "secagg"):
+        elif envelope.kind in REPLY_KIND:
             self._answer(stub, envelope, payload)
 
     def _rejected(self, round_: int, payload: bytes) -> None:
@@ -470,7 +476,7 @@ class NetworkClient:
             data = pad_payload(
                 pb.Payload(body=codec.to_value(reply)), self.padding.reply_rule(request)
             )
-            kind = "update" if e.kind == "task" else "secagg"
+            kind = REPLY_KIND[e.kind]
             route = Route(
                 self.federation_id,
                 self.client_id,
@@ -494,11 +500,28 @@ class NetworkClient:
             self.report.refused[verdict.reason] = self.report.refused.get(verdict.reason, 0) + 1
             log.warning("%s: server refused the reply: %s", self.client_id, verdict.reason)
 
+    def _evaluate(self, e: pb.Envelope, body: object) -> tuple[object, object] | None:
+        """The client's report on its hold-out, when it agrees to evaluate (one answer per
+        round, for later rounds only: :class:`fedfort.client.evaluation.EvaluationGuard`)."""
+        assert isinstance(body, EvaluateTask)
+        if body.round != e.round:
+            log.warning("%s: evaluation header mismatch", self.client_id)
+            return None
+        try:
+            report = self.client.evaluate(body, self.trainer)
+        except (ProtocolError, ConfigError) as exc:
+            self.report.refused["evaluation"] = self.report.refused.get("evaluation", 0) + 1
+            log.warning("%s refused to evaluate round %d: %s", self.client_id, body.round, exc)
+            return None
+        self.report.rounds_evaluated.append(body.round)
+        return body, report
+
     def _work(self, e: pb.Envelope, payload: bytes) -> tuple[object, object] | None:
         """The work item and the reply to it, or ``None`` when there is nothing to send."""
         try:
             message = pb.Payload.FromString(payload)
-            body = codec.from_value(message.body, TrainTask if e.kind == "task" else None)
+            expected = {"task": TrainTask, "evaluate": EvaluateTask}.get(e.kind)
+            body = codec.from_value(message.body, expected)
         except Exception as exc:  # a peer's bytes: protobuf and codec errors alike
             log.warning("%s: undecodable work item: %s", self.client_id, exc)
             return None
@@ -509,6 +532,8 @@ class NetworkClient:
             self.report.refused[exc.reason] = self.report.refused.get(exc.reason, 0) + 1
             log.warning("%s refused a work item: %s", self.client_id, exc)
             return None
+        if e.kind == "evaluate":
+            return self._evaluate(e, body)
         self._latest = max(self._latest, (e.round, e.attempt))
         if e.kind == "secagg":
             self.report.secagg_messages += 1

@@ -64,6 +64,8 @@ from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
     DpSgdSettings,
+    EvaluateTask,
+    EvaluationReport,
     LocalTrainingConfig,
     SecureAggregation,
     TrainTask,
@@ -115,6 +117,8 @@ _EAGER_TYPES: Final[dict[str, type]] = {
     for cls in (
         TrainTask,
         ClientUpdate,
+        EvaluateTask,
+        EvaluationReport,
         LocalTrainingConfig,
         DpSgdSettings,
         ClientPrivacy,

@@ -67,7 +67,7 @@ from cryptography import x509
 
 from fedfort.crypto.pki import RevocationList, common_name, verify_certificate
 from fedfort.errors import MalformedMessage, Refused
-from fedfort.messages import ClientUpdate
+from fedfort.messages import ClientUpdate, EvaluationReport
 from fedfort.transport import codec
 from fedfort.transport.enrollment import EnrollmentTerms
 from fedfort.transport.identity import NONCE_BYTES, check_binding, open_envelope
@@ -76,6 +76,17 @@ from fedfort.transport.proto import fedfort_pb2 as pb
 from fedfort.transport.registry import Registry
 
 __all__ = ["Admitted", "Gate", "TokenBucket"]
+
+#: the kind of a client's reply to each kind of work item the server sends
+REPLY_KIND: dict[str, str] = {"task": "update", "secagg": "secagg", "evaluate": "evaluation"}
+
+#: what a client may send, by envelope kind: its update, a secure-aggregation reply (any
+#: whitelisted message), its evaluation report
+_REPLY_TYPES: dict[str, type | None] = {
+    "update": ClientUpdate,
+    "secagg": None,
+    "evaluation": EvaluationReport,
+}
 
 log = logging.getLogger("fedfort.transport")
 
@@ -386,7 +397,7 @@ class Gate:
             raise Refused("unknown_client", f"{cid!r} has not enrolled an identity key")
         if envelope.federation_id != self.federation_id:
             raise Refused("wrong_federation", f"signed for {envelope.federation_id!r}")
-        if envelope.kind not in ("update", "secagg"):
+        if envelope.kind not in _REPLY_TYPES:
             raise Refused("malformed", f"clients cannot send {envelope.kind!r} messages")
         public, version = key
         if envelope.key_version != version:
@@ -436,19 +447,16 @@ class Gate:
     def _decode(self, envelope: pb.Envelope, payload: bytes, rule: SizeRule | None) -> object:
         message = open_payload(payload, rule)
         try:
-            body = codec.from_value(
-                message.body, ClientUpdate if envelope.kind == "update" else None
-            )
+            body = codec.from_value(message.body, _REPLY_TYPES[envelope.kind])
         except MalformedMessage as exc:
             raise Refused("malformed", str(exc)) from None
         except Exception as exc:  # protobuf's DecodeError and anything a parser may raise
             raise Refused("malformed", f"payload is not a fedfort message: {exc}") from None
-        if envelope.kind == "update":
-            assert isinstance(body, ClientUpdate)
+        if isinstance(body, ClientUpdate | EvaluationReport):
             if body.client_id != envelope.sender or body.round != envelope.round:
                 raise Refused(
                     "mismatched_header",
-                    f"update of {body.client_id!r} for round {body.round} in an envelope of "
+                    f"reply of {body.client_id!r} for round {body.round} in an envelope of "
                     f"{envelope.sender!r} for round {envelope.round}",
                 )
         elif getattr(body, "client_id", envelope.sender) != envelope.sender:

@@ -37,7 +37,7 @@ import numpy as np
 from fedfort.crypto.primitives import NONCE_BYTES as GCM_NONCE_BYTES
 from fedfort.crypto.primitives import mask_dtype
 from fedfort.errors import ConfigError, Refused
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
 from fedfort.secagg import messages as sm
 from fedfort.secagg.params import MaskingParams
 from fedfort.secagg.shamir import SHARE_BYTES
@@ -228,6 +228,19 @@ def _update_rule(dim: int, control: bool, sealed: bool) -> SizeRule:
     return _exact(_encoded(template), METRICS_ALLOWANCE)
 
 
+@functools.lru_cache(maxsize=16)
+def _report_rule(metrics: tuple[str, ...]) -> SizeRule:
+    """A client's evaluation report: every asked metric present, counters at their widest (a
+    report that leaves out an undefined metric is padded to the same size)."""
+    template = EvaluationReport(
+        round=_INT64_MAX,
+        client_id=_ID,
+        num_examples=_INT64_MAX,
+        metrics=dict.fromkeys(metrics, -1.0),
+    )
+    return _exact(_encoded(template))
+
+
 def _entries(name: str, count: int, blob: int) -> tuple[tuple[str, bytes], ...]:
     return tuple((name, bytes(blob)) for _ in range(count))
 
@@ -273,6 +286,8 @@ class PaddingPolicy:
         """The size of a client's reply to ``request`` (``None``: padding is off)."""
         if not self.enabled:
             return None
+        if isinstance(request, EvaluateTask):
+            return _report_rule(tuple(request.metrics))
         if isinstance(request, TrainTask):
             if request.secure is not None:
                 return _update_rule(0, False, True)
@@ -302,7 +317,7 @@ class PaddingPolicy:
 
     def request_rule(self, request: object) -> SizeRule | None:
         """The size of a server request (``None``: not padded, the same for every client)."""
-        if not self.enabled or isinstance(request, TrainTask | sm.AdvertiseRequest):
+        if not self.enabled or isinstance(request, TrainTask | EvaluateTask | sm.AdvertiseRequest):
             return None
         session = self._session(request)
         if session is None:

@@ -29,11 +29,11 @@ from fedfort.crypto.keystore import open_keystore
 from fedfort.crypto.pki import load_certificate, load_private_key
 from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
-from fedfort.messages import ClientUpdate, TrainTask
-from fedfort.server.engine import CollectOutcome
+from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
+from fedfort.server.engine import CollectOutcome, EvaluationOutcome
 from fedfort.transport import codec
 from fedfort.transport.frames import to_frames
-from fedfort.transport.gate import Admitted, Gate
+from fedfort.transport.gate import REPLY_KIND, Admitted, Gate
 from fedfort.transport.handlers import FederationService
 from fedfort.transport.identity import (
     NONCE_BYTES,
@@ -246,7 +246,7 @@ class NetworkExecutor:
             data = pad_payload(payload, self.padding.request_rule(message))
             nonce = self.gate.issue(
                 cid,
-                "update" if kind == "task" else "secagg",
+                REPLY_KIND[kind],
                 round_,
                 attempt,
                 step,
@@ -331,6 +331,27 @@ class NetworkExecutor:
             (),
             self.step_deadline_s if deadline_s is None else deadline_s,
         )
+
+    def evaluate(
+        self, tasks: Sequence[EvaluateTask], deadline_s: float | None
+    ) -> EvaluationOutcome:
+        """Ask each client to evaluate on its hold-out (work items of kind ``evaluate``, at
+        attempt 0 and step 0 of the round, apart from its tasks and secure-aggregation steps);
+        the reports that came back in time."""
+        if not tasks:
+            return EvaluationOutcome([], [])
+        replies = self._round_trip(
+            "evaluate",
+            tasks[0].round,
+            0,
+            0,
+            {t.client_id: t for t in tasks},
+            (),
+            self.round_deadline_s if deadline_s is None else deadline_s,
+        )
+        reports = [r for t in tasks if isinstance(r := replies.get(t.client_id), EvaluationReport)]
+        missing = [t.client_id for t in tasks if t.client_id not in replies]
+        return EvaluationOutcome(reports, missing)
 
     def acknowledge(self, round_: int, accepted: Sequence[ClientUpdate]) -> None:
         """Tell each accepted client that its update of ``round_`` was committed."""

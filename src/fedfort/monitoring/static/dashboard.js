@@ -329,10 +329,15 @@
     const rollbacks = rollbacksOf(rounds);
     const pick = (key) => rounds.filter((r) => r[key] !== null && r[key] !== undefined)
       .map((r) => ({ round: r.round, value: r[key] }));
-    chart($("accuracy-chart"), [{ cls: "accuracy", label: "accuracy", points: true, data: pick("accuracy") }],
-      { yMin: 0, yMax: 1, xMax: target, rollbacks });
-    chart($("loss-chart"), [{ cls: "loss", label: "loss", points: true, data: pick("loss") }],
-      { yMin: 0, xMax: target, rollbacks });
+    // the clients' federated evaluation on their own hold-outs, when the run has one
+    const federated = (key, label) => (pick(key).length
+      ? [{ cls: "federated", label, points: true, data: pick(key) }] : []);
+    chart($("accuracy-chart"), [{ cls: "accuracy", label: "accuracy", points: true, data: pick("accuracy") },
+      ...federated("federated_accuracy", "federated accuracy")],
+    { yMin: 0, yMax: 1, xMax: target, rollbacks });
+    chart($("loss-chart"), [{ cls: "loss", label: "loss", points: true, data: pick("loss") },
+      ...federated("federated_loss", "federated loss")],
+    { yMin: 0, xMax: target, rollbacks });
 
     const rep = rounds.filter((r) => r.reputation && Object.keys(r.reputation).length);
     const repFigure = $("reputation-figure");
