@@ -35,7 +35,7 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +43,9 @@ import numpy as np
 from torch import nn
 
 from fedfort.attacks.base import Attack
-from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
 from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.messages import ClientUpdate, StatisticsRequest, TrainTask
 from fedfort.run.federation import FederationData
 from fedfort.server.engine import CollectOutcome
 from fedfort.simulation.executors import _SimulatedExecutor
@@ -83,7 +82,6 @@ def _run_data(
     attack: Attack | None,
     seed: int,
     edge: EdgeConfig,
-    transform: Preprocessing | None = None,
 ) -> RunData:
     sizes = data.partition.sizes()
     order = np.concatenate([data.train_idx[p] for p in data.partition.indices])
@@ -99,7 +97,6 @@ def _run_data(
         edge=edge,
         feature_names=data.schema.features,
         columns=data.client_columns,
-        transform=transform,
     )
 
 
@@ -123,7 +120,6 @@ class RayExecutor(_SimulatedExecutor):
         secure_dropout_rate: float = 0.0,
         options: RayOptions | None = None,
         edge: EdgeConfig | None = None,
-        transform: Preprocessing | None = None,
     ) -> None:
         super().__init__(clients, seed, dropout_rate, secure_dropout_rate)
         if len(data.partition.indices) != len(clients.ids):
@@ -143,14 +139,7 @@ class RayExecutor(_SimulatedExecutor):
         try:
             size = self._pool_size(ray.cluster_resources())
             self._data = ray.put(
-                _run_data(
-                    data,
-                    clients,
-                    attack,
-                    seed,
-                    edge if edge is not None else EdgeConfig(),
-                    transform,
-                )
+                _run_data(data, clients, attack, seed, edge if edge is not None else EdgeConfig())
             )
             self._worker = ray.remote(ClientWorker).options(
                 **worker_options(self.options.cpus_per_client, self.options.gpus_per_client)
@@ -269,6 +258,17 @@ class RayExecutor(_SimulatedExecutor):
         return CollectOutcome(
             self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
         )
+
+    def _local_statistics(self, requests: Mapping[str, StatisticsRequest]) -> dict[str, np.ndarray]:
+        """The clients' statistics computed by the workers that hold their rows."""
+        ray = import_ray()
+        refs: dict[str, ObjectRef[np.ndarray]] = {
+            cid: self._actors[k % len(self._actors)].statistics.remote(
+                request, cid, self.lazy.index(cid)
+            )
+            for k, (cid, request) in enumerate(requests.items())
+        }
+        return {cid: np.asarray(ray.get(ref), dtype=np.float64) for cid, ref in refs.items()}
 
     def _call(self, slot: int, job: _Job) -> ObjectRef[tuple[ClientUpdate, str]]:
         actor = self._actors[slot]

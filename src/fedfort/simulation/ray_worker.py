@@ -25,12 +25,12 @@ from torch import nn
 
 from fedfort.attacks.adversary import poisoned_data
 from fedfort.attacks.base import Attack
+from fedfort.client.statistics import checked_transform, local_statistics
 from fedfort.client.training import ClientData, LocalTrainer
-from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.messages import ClientUpdate, FeatureTransform, StatisticsRequest, TrainTask
 
 __all__ = ["ClientWorker", "RunData", "worker_options"]
 
@@ -54,7 +54,6 @@ class RunData:
     #: feature names, each client's record columns from its files, the federated transform
     feature_names: tuple[str, ...] | None = None
     columns: tuple[dict[str, np.ndarray], ...] = ()
-    transform: Preprocessing | None = None
 
 
 #: clients whose protected data a worker keeps (the [edge] pipeline runs once per client, not
@@ -74,6 +73,8 @@ class ClientWorker:
         self.node_id: str = ray.get_runtime_context().get_node_id()
         self.pid = os.getpid()
         self._protected: dict[str, tuple[ClientData, dict[str, float]]] = {}
+        #: client id -> (transform digest, its rows through that transform)
+        self._transformed: dict[str, tuple[str, ClientData]] = {}
 
     def where(self) -> tuple[str, int]:
         """The Ray node id and process id this worker runs in."""
@@ -101,17 +102,33 @@ class ClientWorker:
                 d.edge, records, client_id=client_id, num_classes=d.num_classes, seed=d.seed
             )
             x, y = protected.x.numpy(), protected.y.numpy()
-        if d.transform is not None:
-            x = d.transform.apply(x)
         if d.attack is not None and client_id in d.malicious:
             x, y = poisoned_data(d.attack, client_id, x, y, d.num_classes, d.seed)
             metrics = {}
         result = ClientData.from_numpy(x, y), metrics
-        if d.edge.enabled or d.transform is not None:
+        if d.edge.enabled:
             if len(self._protected) >= _PROTECTED_CACHE:
                 self._protected.pop(next(iter(self._protected)))
             self._protected[client_id] = result
         return result
+
+    def _through(self, client_id: str, data: ClientData, transform: FeatureTransform) -> ClientData:
+        """``data`` through the federation's transform (checked by the driver-side client)."""
+        key = transform.digest()
+        cached = self._transformed.get(client_id)
+        if cached is None or cached[0] != key:
+            apply = checked_transform(transform, data.x.shape[1]).apply
+            cached = key, ClientData.from_numpy(apply(data.x.numpy()), data.y.numpy())
+            if len(self._transformed) >= _PROTECTED_CACHE:
+                self._transformed.pop(next(iter(self._transformed)))
+            self._transformed[client_id] = cached
+        return cached[1]
+
+    def statistics(self, request: StatisticsRequest, client_id: str, index: int) -> np.ndarray:
+        """Client ``index``'s feature statistics for ``request``, over the rows it trains on
+        (the driver-side client adds its noise and seals them)."""
+        data, _ = self.client_data(client_id, index)
+        return local_statistics(data.x.numpy(), request)
 
     def fit(
         self,
@@ -128,6 +145,8 @@ class ClientWorker:
             server_control=None if server_control is None else np.array(server_control),
         )
         data, metrics = self.client_data(task.client_id, index)
+        if task.transform is not None:
+            data = self._through(task.client_id, data, task.transform)
         own = None if control is None else np.array(control)
         update = self.trainer.fit(full, data, own)
         if metrics:  # as FederatedClient.finalize adds them (its privacy step may drop them)

@@ -64,8 +64,11 @@ from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
     DpSgdSettings,
+    FeatureTransform,
     LocalTrainingConfig,
     SecureAggregation,
+    StatisticsReply,
+    StatisticsRequest,
     TrainTask,
 )
 from fedfort.secagg import messages as _secagg_messages
@@ -119,6 +122,9 @@ _EAGER_TYPES: Final[dict[str, type]] = {
         DpSgdSettings,
         ClientPrivacy,
         SecureAggregation,
+        FeatureTransform,
+        StatisticsRequest,
+        StatisticsReply,
         MaskingParams,
         *(
             getattr(_secagg_messages, name)
