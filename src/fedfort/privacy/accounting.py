@@ -374,8 +374,10 @@ def epsilon_curve(
     rounds: int,
     accountant: AccountantName = "rdp",
     points: int | None = None,
+    before: Sequence[tuple[PrivacyEvent, int]] = (),
 ) -> list[tuple[int, float]]:
-    """Epsilon after each of ``rounds`` identical releases (or ``points`` evenly spaced ones)."""
+    """Epsilon after each of ``rounds`` identical releases (or ``points`` evenly spaced ones),
+    after the releases ``before`` them."""
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {rounds}")
     steps = list(range(1, rounds + 1))
@@ -383,4 +385,4 @@ def epsilon_curve(
         spaced = {max(1, round(i * rounds / points)) for i in range(1, points + 1)}
         steps = sorted(spaced | {1, rounds})
     acc = make_accountant(accountant)
-    return [(r, acc.epsilon(delta, [(event, r)])) for r in steps]
+    return [(r, acc.epsilon(delta, [*before, (event, r)])) for r in steps]

@@ -240,19 +240,25 @@ class Federation(ABC):
         if self.store is not None:
             self._open_store(_resuming)
 
-    def _ensure_preprocessing(self) -> None:
-        """Before round 1: run the statistics round through the runtime and install the
-        transform (stored, signed, in the checkpoint and recorded in the audit log)."""
+    def fit_preprocessing(self) -> Preprocessing | None:
+        """Run the statistics round now, if the run needs one and has no transform yet; the
+        transform (:meth:`run` calls this before round 1).
+
+        The statistics go through the runtime (:mod:`fedfort.run.preprocess`); the transform
+        is stored, signed, in the checkpoint, recorded in the audit log, applied to the
+        server's own rows and sent with every task.
+        """
         if self.preprocessing is not None or not needs_preprocessing(self.config):
-            return
+            return self.preprocessing
         fitted = fit_transform(
-            self.config, self.executor, self.ids, self.directory, self.schema.num_features
+            self.config, self.engine.executor, self.ids, self.directory, self.schema.num_features
         )
         if self.store is not None:
             self.store.set_meta(STATISTICS_META, jsonio.dumps(fitted.record, sort_keys=True))
         if self.audit is not None:
             self.audit.event("feature_statistics", fitted.record, 0)
         self._install_preprocessing(fitted.transform, fitted.record)
+        return fitted.transform
 
     def _install_preprocessing(self, transform: Preprocessing, record: dict[str, Any]) -> None:
         """Apply the federation's transform to the server's own rows, send it with every task
@@ -528,7 +534,7 @@ class Federation(ABC):
             records = [r for r in self.store.records() if r["round"] >= 1]
         self._check_pipeline()
         if self.engine.round < target:
-            self._ensure_preprocessing()
+            self.fit_preprocessing()
         stopped: str | None = None
         self.control.begin()
         try:
