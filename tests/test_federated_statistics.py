@@ -31,7 +31,7 @@ from fedfort.messages import (
 )
 from fedfort.privacy.accounting import make_accountant
 from fedfort.redteam.server_view import ServerView
-from fedfort.run.preprocess import fit_preprocessing
+from fedfort.run.preprocess import fit_preprocessing, transform_message
 from fedfort.run.privacy import dp_plan, statistics_event
 from fedfort.secagg.encoding import LIMB_BOUND, FixedPointCodec, join_limbs, split_limbs
 from fedfort.secagg.messages import MaskedInput
@@ -325,8 +325,13 @@ def test_a_resume_keeps_the_transform_and_its_audit_record(
                 client.data.x.numpy(), first.apply(client.raw_data.x.numpy())
             )
     with sqlite3.connect(out / "audit.sqlite") as db:
-        kinds = [row[0] for row in db.execute("SELECT kind FROM entries")]
-    assert kinds.count("feature_statistics") == 1
+        rows = [
+            (kind, json.loads(body)) for kind, body in db.execute("SELECT kind, body FROM entries")
+        ]
+    recorded = [body for kind, body in rows if kind == "feature_statistics"]
+    assert len(recorded) == 1
+    assert recorded[0]["sha256"] == transform_message(first).digest()
+    assert recorded[0]["privacy"]["event"]["noise_multiplier"] == 0.5
 
 
 def test_privacy_plan_shows_the_statistics_release(capsys: pytest.CaptureFixture[str]) -> None:

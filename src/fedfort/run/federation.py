@@ -256,7 +256,9 @@ class Federation(ABC):
         if self.store is not None:
             self.store.set_meta(STATISTICS_META, jsonio.dumps(fitted.record, sort_keys=True))
         if self.audit is not None:
-            self.audit.event("feature_statistics", fitted.record, 0)
+            # metadata and the transform's hash; its values live in the signed checkpoint
+            body = {k: v for k, v in fitted.record.items() if k != "transform"}
+            self.audit.event("feature_statistics", body, 0)
         self._install_preprocessing(fitted.transform, fitted.record)
         return fitted.transform
 

@@ -132,17 +132,24 @@ def statistics_plan(config: RunConfig, num_features: int, num_clients: int) -> S
     return StatisticsPlan(StatisticsSettings(**common, **private), event, sensitivity)
 
 
+#: under DP, the smallest standard deviation a feature is given, as a share of its declared
+#: half-range: a variance the noise drove to (or near) zero would otherwise blow the feature up
+PRIVATE_STD_FLOOR = 0.05
+
+
 def _denormalised(total: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> FeatureStatistics:
     """Statistics in the features' own units from noisy sums of values rescaled to [-1, 1].
 
-    Post-processing of the release: a count below 1 becomes 1, the mean is clipped into the
-    range and the second moment into ``[mean**2, 1]``, so noise cannot make a variance
-    negative or a mean leave the declared range.
+    Post-processing of the release (no privacy cost): a count below 1 becomes 1, the mean is
+    clipped into the range and the second moment into ``[mean**2 + floor**2, 1]`` with
+    ``floor = PRIVATE_STD_FLOOR``, so noise can neither move a mean out of the declared range
+    nor make a standard deviation smaller than 5% of the half-range (a transformed value in
+    the range then stays within 40).
     """
     s = FeatureStatistics.from_vector(total)
     count = np.maximum(s.count, 1.0)
     mean = np.clip(s.total / count, -1.0, 1.0)
-    second = np.clip(s.squares / count, mean**2, 1.0)
+    second = np.clip(s.squares / count, mean**2 + PRIVATE_STD_FLOOR**2, 1.0 + PRIVATE_STD_FLOOR**2)
     mid, half = (upper + lower) / 2.0, (upper - lower) / 2.0
     mean_x = mid + half * mean
     var_x = half**2 * (second - mean**2)
