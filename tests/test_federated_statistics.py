@@ -356,3 +356,44 @@ def test_the_statistics_record_is_signed_in_the_checkpoint(hospitals: Path, tmp_
     assert transform is not None
     assert record["secure_aggregation"] == "secagg" and record["clients"] == 3
     assert Preprocessing.from_dict(record["transform"]).shift.tolist() == transform.shift.tolist()
+
+
+@pytest.mark.parametrize(
+    ("privacy", "secure"),
+    [
+        ({"mode": "distributed", "noise_multiplier": 1e-4}, "secagg"),
+        ({"mode": "distributed", "noise_multiplier": 1e-4}, "none"),
+        ({"mode": "central", "noise_multiplier": 1e-4}, "secagg+"),
+        # local noise is sized for each client's vector alone: far from the pooled values
+        ({"mode": "local", "local_epsilon": 50.0}, "none"),
+    ],
+)
+def test_every_placement_noises_the_statistics_once(
+    hospitals: Path, privacy: dict[str, Any], secure: str
+) -> None:
+    """Distributed: each client adds its share (into the masked sum under SecAgg); central:
+    the server adds the noise to the secure sum; local: each client's vector is noised alone."""
+    cfg = config(
+        hospitals,
+        privacy={**privacy, "clip_norm": 1.0},
+        data={"value_bound": 5000.0, "count_bound": 200},
+        secure_aggregation={"mode": secure, **SECURE},
+    )
+    with Simulation(cfg) as sim:
+        view = ServerView.attach(sim)
+        transform = sim.fit_preprocessing()
+        reference = pooled(sim)
+        own = own_statistics(sim)
+        ledger = sim.privacy_ledger
+    assert transform is not None and ledger is not None
+    assert len(ledger.before_rounds) == 1
+    assert not np.array_equal(transform.shift, reference.shift)
+    assert np.isfinite(transform.shift).all() and (transform.scale > 0).all()
+    if privacy["mode"] != "local":
+        np.testing.assert_allclose(transform.shift, reference.shift, rtol=0, atol=500.0)
+    seen = view.statistics
+    if secure != "none":
+        assert seen == {}
+    else:  # the clients' vectors arrive noised (and rescaled), never as they are
+        assert set(seen) == set(own)
+        assert all(not np.allclose(seen[c], own[c]) for c in own)
