@@ -397,3 +397,18 @@ def test_every_placement_noises_the_statistics_once(
     else:  # the clients' vectors arrive noised (and rescaled), never as they are
         assert set(seen) == set(own)
         assert all(not np.allclose(seen[c], own[c]) for c in own)
+
+
+def test_a_client_with_a_budget_accounts_its_statistics_and_refuses_them_without_noise() -> None:
+    from fedfort.client.policy import ClientPrivacyPolicy
+
+    client = _client(np.ones((4, 3)), policy=ClientPrivacyPolicy(max_total_epsilon=1e6))
+    bare = StatisticsRequest(0, 1, "run", b"n" * 16, 3)
+    with pytest.raises(PolicyRefused, match="no noise"):
+        client.answer_statistics(bare, {})
+    bounded = dataclasses.replace(
+        bare, lower=np.full(3, -2.0), upper=np.full(3, 2.0), max_count=4.0, noise_std=50.0
+    )
+    reply = client.answer_statistics(bounded, {})
+    assert reply.vector.shape == (9,) and not reply.sealed
+    assert len(client.ledger.releases) == 1 and 0 < client.ledger.spent() < 1e6

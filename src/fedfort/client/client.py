@@ -20,10 +20,11 @@ from fedfort.client.statistics import (
     checked_transform,
     local_statistics,
     noised,
+    statistics_events,
 )
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.crypto.primitives import SigningKey
-from fedfort.errors import PolicyRefused, ProtocolError
+from fedfort.errors import PolicyRefused, PrivacyBudgetExhausted, ProtocolError
 from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
@@ -159,19 +160,28 @@ class FederatedClient:
                 f"client's own configuration requires {self.secure.policy.required_mode}"
             )
         checked_request(request)
+        events = statistics_events(request)
+        try:  # a client with a budget refuses a release it cannot afford, or one without noise
+            self.ledger.check(events, "the feature statistics release")
+        except PrivacyBudgetExhausted as exc:
+            raise PolicyRefused(str(exc)) from None
         vector = local_statistics(self.raw_data.x.numpy(), request) if local is None else local
         if vector.shape != (3 * request.num_features,):
             raise ProtocolError(f"statistics of shape {vector.shape}")
         vector = noised(vector, request.noise_std)
         if request.secure is None:
-            return StatisticsReply(request.round, self.client_id, vector)
-        self.secure.open_statistics(request, vector, directory)
-        key = (request.round, request.attempt)
-        version = "statistics:" + hashlib.sha256(request.secure.run_id.encode()).hexdigest()
-        self._session_models[key] = (version, request.noise_std > 0)
-        return StatisticsReply(
-            request.round, self.client_id, np.empty(0, dtype=np.float64), sealed=True
-        )
+            reply = StatisticsReply(request.round, self.client_id, vector)
+        else:
+            self.secure.open_statistics(request, vector, directory)
+            # one masked release of the statistics per run: the request's noise is sized by
+            # the server, which could make it negligible and difference two sessions
+            version = "statistics:" + hashlib.sha256(request.secure.run_id.encode()).hexdigest()
+            self._session_models[(request.round, request.attempt)] = (version, False)
+            empty = np.empty(0, dtype=np.float64)
+            reply = StatisticsReply(request.round, self.client_id, empty, sealed=True)
+        if events is not None:
+            self.ledger.record(events, request.round, request.attempt)
+        return reply
 
     def training_task(self, task: TrainTask) -> TrainTask:
         """``task`` as this client trains it, after checking it against its own policy.

@@ -23,6 +23,7 @@ import numpy as np
 from fedfort.data.preprocessing import FeatureStatistics, Preprocessing
 from fedfort.errors import PolicyRefused, ProtocolError
 from fedfort.messages import FeatureTransform, StatisticsRequest
+from fedfort.privacy.accounting import PrivacyEvent
 from fedfort.privacy.noise import make_noise, snap, snapping_grid
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "checked_transform",
     "local_statistics",
     "noised",
+    "statistics_events",
     "statistics_sensitivity",
 ]
 
@@ -45,6 +47,16 @@ def statistics_sensitivity(num_features: int, max_count: float) -> float:
     ``|sum| <= count``, ``0 <= squares <= count`` and ``count <= max_count``.
     """
     return max_count * math.sqrt(3.0 * num_features)
+
+
+def statistics_events(request: StatisticsRequest) -> list[PrivacyEvent] | None:
+    """The client's own account of its statistics release, for its ledger: Gaussian noise of
+    ``noise_std`` over the diameter of its clipped, rescaled and capped vectors (as for a
+    local update); ``None`` when the release is not bounded or carries no noise."""
+    if request.lower is None or request.max_count is None or request.noise_std <= 0:
+        return None
+    diameter = 2.0 * statistics_sensitivity(request.num_features, request.max_count)
+    return [PrivacyEvent("gaussian", request.noise_std / diameter)]
 
 
 def checked_request(request: StatisticsRequest, num_features: int | None = None) -> None:
