@@ -84,6 +84,8 @@ _FILES_KEYS: tuple[str, ...] = (
     "image_size",
     "standardize",
     "impute",
+    "value_bound",
+    "count_bound",
     "task",
     "features",
     "classes",
@@ -134,6 +136,15 @@ class DataConfig(_Section):
     image_size: tuple[int, int] | None = Field(None, description="resize images to (h, w)")
     standardize: bool = Field(False, description="federated feature scaling (global mean, std)")
     impute: Literal["none", "mean"] = Field("none", description="fill missing values")
+    value_bound: float | None = Field(
+        None,
+        gt=0,
+        description="private runs: every feature value is clipped to [-value_bound, "
+        "value_bound] for the statistics (default: [edge.features] min/max)",
+    )
+    count_bound: int | None = Field(
+        None, ge=1, description="private runs: the most rows one client's statistics count"
+    )
     task: Task = Field(
         "classification", description="classification | regression (one output, MSE loss)"
     )
@@ -175,6 +186,7 @@ class DataConfig(_Section):
             used = [k for k in ("train", "test", "validation") if getattr(self, k) is not None]
             if self.standardize or self.impute != "none":
                 used.append("standardize" if self.standardize else "impute")
+            used += [k for k in ("value_bound", "count_bound") if getattr(self, k) is not None]
             if used:
                 raise ValueError(
                     f"data.{used[0]} applies to data.source = 'files' (each client's own "
@@ -844,6 +856,32 @@ class AccessConfig(_Section):
     )
 
 
+def _check_statistics(config: RunConfig) -> None:
+    """The statistics round of ``[data] standardize`` / ``impute`` must be able to run."""
+    data = config.data
+    if not (data.standardize or data.impute != "none"):
+        return
+    if config.secure_aggregation.mode == "ckks":
+        raise ValueError(
+            "data.standardize / impute sum the clients' statistics exactly, which CKKS cannot: "
+            "use secure_aggregation.mode = 'secagg' or 'secagg+'"
+        )
+    if config.privacy.mode == "none":
+        return
+    features = config.edge.features if config.edge.enabled else None
+    ranged = features is not None and features.min is not None and features.max is not None
+    if data.value_bound is None and not ranged:
+        raise ValueError(
+            "a private run's federated statistics clip every feature value to a declared "
+            "range: set data.value_bound, or [edge.features] min and max"
+        )
+    if data.count_bound is None:
+        raise ValueError(
+            "a private run's federated statistics cap the rows one client contributes: set "
+            "data.count_bound (e.g. the largest client's row count, which is then public)"
+        )
+
+
 class RunConfig(_Section):
     """A whole simulation run."""
 
@@ -873,6 +911,7 @@ class RunConfig(_Section):
         _check_privacy(self)
         _check_evaluation(self)
         _check_secure_aggregation(self)
+        _check_statistics(self)
         check_run_settings(self.edge)
         if self.server.min_clients > self.clients.count:
             raise ValueError(

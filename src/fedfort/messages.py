@@ -23,12 +23,16 @@ __all__ = [
     "DpSgdSettings",
     "EvaluateTask",
     "EvaluationReport",
+    "FeatureTransform",
     "LocalTrainingConfig",
     "LossName",
     "SecureAggregation",
     "SecureMode",
+    "StatisticsReply",
+    "StatisticsRequest",
     "TrainTask",
     "session_task_digest",
+    "statistics_digest",
 ]
 
 Algorithm = Literal["fedavg", "fedprox", "scaffold"]
@@ -118,8 +122,69 @@ class SecureAggregation:
 
 
 @dataclass(frozen=True)
+class FeatureTransform:
+    """The federation's feature transform (``[data] standardize`` / ``impute``).
+
+    A missing value of feature ``j`` becomes ``fill[j]`` (``NaN``: left missing), then
+    ``(x - shift) / scale``. float64 vectors of the schema's feature count; a client checks
+    them before it applies them (:mod:`fedfort.client.statistics`).
+    """
+
+    fill: np.ndarray
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def digest(self) -> str:
+        """SHA-256 of the three vectors (float64 bytes): the transform's identity."""
+        h = hashlib.sha256(b"fedfort-feature-transform\x00")
+        for array in (self.fill, self.shift, self.scale):
+            data = np.ascontiguousarray(array, dtype=np.float64).tobytes()
+            h.update(len(data).to_bytes(8, "big") + data)
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class StatisticsRequest:
+    """The server asks every client for its per-feature statistics, once, before round 1.
+
+    The client answers with the counts, sums and sums of squares of its training features
+    (:class:`StatisticsReply`), or, when ``secure`` is set, with a sealed reply and then its
+    input to the secure-aggregation session ``(run_id, round, attempt, nonce)``. Under
+    differential privacy ``lower``/``upper`` are the declared range every value is clipped
+    to (and rescaled from, to ``[-1, 1]``), ``max_count`` caps the rows one client
+    contributes and ``noise_std`` is the Gaussian noise the client adds to each coordinate
+    of its (rescaled) statistics.
+    """
+
+    round: int
+    attempt: int
+    run_id: str
+    nonce: bytes
+    num_features: int
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    max_count: float | None = None
+    noise_std: float = 0.0
+    secure: SecureAggregation | None = None
+
+
+@dataclass(frozen=True)
+class StatisticsReply:
+    """A client's statistics: ``[count, sum, sum of squares]`` per feature (``3 d`` values,
+    float64), or an empty ``vector`` and ``sealed`` when they go into secure aggregation."""
+
+    round: int
+    client_id: str
+    vector: np.ndarray
+    sealed: bool = False
+
+
+@dataclass(frozen=True)
 class TrainTask:
-    """The server's broadcast to one selected client for one round attempt."""
+    """The server's broadcast to one selected client for one round attempt.
+
+    ``transform`` is the federation's feature transform, sent with every task so a client
+    that joins late or restarts has it before it trains."""
 
     round: int
     attempt: int
@@ -130,6 +195,7 @@ class TrainTask:
     server_control: np.ndarray | None = None
     privacy: ClientPrivacy | None = None
     secure: SecureAggregation | None = None
+    transform: FeatureTransform | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +277,37 @@ def session_task_digest(task: TrainTask) -> bytes:
         "attempt": task.attempt,
         "config": dataclasses.asdict(task.config),
         "privacy": None if task.privacy is None else dataclasses.asdict(task.privacy),
+        "secure": secure,
+    }
+    if task.transform is not None:  # absent when off: the digests of other runs are unchanged
+        fields["transform"] = task.transform.digest()
+    h.update(jsonio.dumps(fields, sort_keys=True, non_finite="null").encode())
+    return h.digest()
+
+
+def statistics_digest(request: StatisticsRequest) -> bytes:
+    """SHA-256 of everything a statistics request asks, which every client of its secure
+    session must be asked alike (the session's parameters carry it, as they carry
+    :func:`session_task_digest` for a round): a server that asked one client for statistics
+    with a narrower range or without noise could not run that client in the same session."""
+    h = hashlib.sha256(b"fedfort-statistics-request\x00")
+    for array in (request.lower, request.upper):
+        if array is None:
+            h.update(b"\x00")
+        else:
+            data = np.ascontiguousarray(array, dtype=np.float64).tobytes()
+            h.update(b"\x01" + len(data).to_bytes(8, "big") + data)
+    secure = None
+    if request.secure is not None:
+        secure = {**dataclasses.asdict(request.secure), "nonce": request.secure.nonce.hex()}
+    fields = {
+        "round": request.round,
+        "attempt": request.attempt,
+        "run_id": request.run_id,
+        "nonce": request.nonce.hex(),
+        "num_features": request.num_features,
+        "max_count": request.max_count,
+        "noise_std": request.noise_std,
         "secure": secure,
     }
     h.update(jsonio.dumps(fields, sort_keys=True, non_finite="null").encode())

@@ -192,7 +192,9 @@ class AdversarialClient(FederatedClient):
         self.seed = seed
 
     def training_task(self, task: TrainTask) -> TrainTask:
-        """A malicious client trains as it pleases: no policy, the task's own seed."""
+        """A malicious client trains as it pleases: no policy, the task's own seed (on the
+        federation's feature transform, like everyone)."""
+        self.receive_transform(task.transform)
         return task
 
     def finalize(self, task: TrainTask, update: ClientUpdate) -> ClientUpdate:
@@ -200,6 +202,7 @@ class AdversarialClient(FederatedClient):
         return update
 
     def handle(self, task: TrainTask, trainer: LocalTrainer) -> ClientUpdate:
+        self.receive_transform(task.transform)
         if self.coalition is not None:
             # the coalition crafts after the round's updates are in (see Coalition.craft)
             return trainer.fit(self.coalition.prepare(task), self.data, self.control)

@@ -11,8 +11,10 @@ measurement adds (``clients_flagged``, ``reputation``, ``aggregation``, ``secure
 never imports the audit package.
 
 The run adds ``run_start`` (the full config and its hash, the model spec, the audit key),
-``run_resumed``, ``run_end``, and the runtime adds key lifecycle events and the transport
-gate's refusals. Entries hold metadata and hashes only, never an update or a data sample.
+``feature_statistics`` (the statistics round of ``[data] standardize``: the transform's hash,
+how it was summed, its privacy release), ``run_resumed``, ``run_end``, and the runtime adds
+key lifecycle events and the transport gate's refusals. Entries hold metadata and hashes
+only, never an update or a data sample.
 Every write goes through the one :class:`~fedfort.audit.AuditLog` writer, which advances the
 log's signed head (:mod:`fedfort.audit.head`); the trail also records that head in the
 checkpoint database (any :class:`MetaStore`), and after each committed round hands it to

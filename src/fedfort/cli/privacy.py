@@ -28,6 +28,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--sampling-rate", type=float, default=1.0, help="client sampling rate q (default 1)"
     )
     plan.add_argument("--accountant", default="rdp", choices=["rdp", "pld"])
+    plan.add_argument(
+        "--statistics",
+        action="store_true",
+        help="the run fits [data] standardize / impute: one more release (every client, the "
+        "same multiplier) before round 1",
+    )
     plan.add_argument("--points", type=int, default=10, help="points of the epsilon curve")
 
 
@@ -42,8 +48,13 @@ def run(args: argparse.Namespace) -> int:
     def event(z: float) -> PrivacyEvent:
         return PrivacyEvent("gaussian", z, sampling_rate=args.sampling_rate)
 
+    once = None
+    if args.statistics:
+        from fedfort.run.privacy import statistics_event
+
+        once = statistics_event
     plan = plan_noise(
-        args.epsilon, args.delta, args.rounds, event, args.accountant, points=args.points
+        args.epsilon, args.delta, args.rounds, event, args.accountant, points=args.points, once=once
     )
     sampling = (
         "every client every round"
@@ -55,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
         f"{args.delta:g} over {args.rounds} rounds ({sampling}, {args.accountant} accountant); "
         f"accounted epsilon {plan.epsilon:.4f}"
     )
+    if plan.before_rounds:
+        print(
+            "the federated feature statistics ([data] standardize / impute) are released once "
+            f"before round 1 (Gaussian, multiplier {plan.noise_multiplier:.4f}, every client): "
+            f"epsilon {plan.before_rounds:.4f} on their own"
+        )
     print(f"{'round':>7}  {'epsilon':>9}")
     for round_, eps in plan.curve:
         print(f"{round_:>7}  {eps:>9.4f}")

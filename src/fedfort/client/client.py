@@ -16,14 +16,24 @@ from fedfort.client.ledger import ClientLedger
 from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.privacy import privatize
 from fedfort.client.secure import SecureSessions
+from fedfort.client.statistics import (
+    checked_request,
+    checked_transform,
+    local_statistics,
+    noised,
+    statistics_events,
+)
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.crypto.primitives import SigningKey
-from fedfort.errors import PolicyRefused, ProtocolError
+from fedfort.errors import PolicyRefused, PrivacyBudgetExhausted, ProtocolError
 from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
     EvaluateTask,
     EvaluationReport,
+    FeatureTransform,
+    StatisticsReply,
+    StatisticsRequest,
     TrainTask,
 )
 from fedfort.secagg.messages import MaskedInputRequest
@@ -73,8 +83,14 @@ class FederatedClient:
         holdout: ClientData | None = None,
     ) -> None:
         self.client_id = client_id
+        #: the rows the client trains on: its protected data, through the federation's feature
+        #: transform once it has one (:meth:`receive_transform`)
         self.data = data
+        #: the client's own hold-out rows, through the same transform
         self.holdout = holdout
+        self._raw = (data, holdout)
+        #: the feature transform the client applied (``None`` until the server sends one)
+        self.transform: FeatureTransform | None = None
         self.evaluation = EvaluationGuard(client_id)
         #: counts of the client's data-protection pipeline (``edge_*``, see fedfort.edge)
         self.data_metrics = dict(data_metrics or {})
@@ -100,6 +116,81 @@ class FederatedClient:
         (raises :class:`~fedfort.errors.PolicyRefused` for a directive it cannot serve)."""
         return self.policy.effective(task.privacy)
 
+    @property
+    def raw_data(self) -> ClientData:
+        """The client's training rows before the federation's feature transform."""
+        return self._raw[0]
+
+    def receive_transform(self, transform: FeatureTransform | None) -> None:
+        """Check and apply the federation's feature transform to the training and hold-out
+        rows (once; raises :class:`~fedfort.errors.PolicyRefused` for a malformed one, or for
+        one that differs from the transform already applied: a server that swapped transforms
+        mid-run could probe one feature at a time)."""
+        if transform is None:
+            return
+        if self.transform is not None:
+            if transform.digest() != self.transform.digest():
+                raise PolicyRefused(
+                    f"{self.client_id} already applies feature transform "
+                    f"{self.transform.digest()[:16]}...; the task carries another one"
+                )
+            return
+        raw, holdout = self._raw
+        # a driver-side client of the Ray runtime holds no rows: its worker applies the
+        # transform this check passed
+        num_features = raw.x.shape[1] if raw.x.ndim == 2 else np.asarray(transform.shift).size
+        checked = checked_transform(transform, num_features)
+        if raw.x.ndim == 2 and raw.x.shape[0] > 0:
+            self.data = ClientData.from_numpy(checked.apply(raw.x.numpy()), raw.y.numpy())
+        if holdout is not None and holdout.x.shape[0] > 0:
+            self.holdout = ClientData.from_numpy(
+                checked.apply(holdout.x.numpy()), holdout.y.numpy()
+            )
+        self.transform = transform
+
+    def answer_statistics(
+        self,
+        request: StatisticsRequest,
+        directory: Mapping[str, bytes],
+        local: np.ndarray | None = None,
+    ) -> StatisticsReply:
+        """The client's statistics for ``request``: in the clear, or sealed into the request's
+        secure-aggregation session (``local``: the statistics of its rows, when they were
+        computed where the rows live).
+
+        A client whose own configuration requires secure aggregation does not send its
+        statistics without it; under secure aggregation it releases its statistics masked at
+        most once unless they carry fresh noise of its own (as for a model update)."""
+        mode = None if request.secure is None else request.secure.mode
+        if not self.secure.policy.admits_mode(mode):
+            raise PolicyRefused(
+                f"the statistics request asks for secure aggregation {mode or 'none'}; this "
+                f"client's own configuration requires {self.secure.policy.required_mode}"
+            )
+        checked_request(request)
+        events = statistics_events(request)
+        try:  # a client with a budget refuses a release it cannot afford, or one without noise
+            self.ledger.check(events, "the feature statistics release")
+        except PrivacyBudgetExhausted as exc:
+            raise PolicyRefused(str(exc)) from None
+        vector = local_statistics(self.raw_data.x.numpy(), request) if local is None else local
+        if vector.shape != (3 * request.num_features,):
+            raise ProtocolError(f"statistics of shape {vector.shape}")
+        vector = noised(vector, request.noise_std)
+        if request.secure is None:
+            reply = StatisticsReply(request.round, self.client_id, vector)
+        else:
+            self.secure.open_statistics(request, vector, directory)
+            # one masked release of the statistics per run: the request's noise is sized by
+            # the server, which could make it negligible and difference two sessions
+            version = "statistics:" + hashlib.sha256(request.secure.run_id.encode()).hexdigest()
+            self._session_models[(request.round, request.attempt)] = (version, False)
+            empty = np.empty(0, dtype=np.float64)
+            reply = StatisticsReply(request.round, self.client_id, empty, sealed=True)
+        if events is not None:
+            self.ledger.record(events, request.round, request.attempt)
+        return reply
+
     def training_task(self, task: TrainTask) -> TrainTask:
         """``task`` as this client trains it, after checking it against its own policy.
 
@@ -109,6 +200,7 @@ class FederatedClient:
         (chosen by the server) is replaced by one from the client's OS randomness, so shuffling,
         dropout and DP-SGD noise are the client's own (unless ``policy.reproducible``).
         """
+        self.receive_transform(task.transform)
         mode = None if task.secure is None else task.secure.mode
         if not self.secure.policy.admits_mode(mode):
             raise PolicyRefused(

@@ -20,8 +20,16 @@ import numpy as np
 
 from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ProtocolError
-from fedfort.messages import ClientUpdate, TrainTask, session_task_digest
+from fedfort.messages import (
+    ClientUpdate,
+    SecureAggregation,
+    StatisticsRequest,
+    TrainTask,
+    session_task_digest,
+    statistics_digest,
+)
 from fedfort.secagg.client import MaskingClient
+from fedfort.secagg.encoding import split_limbs
 from fedfort.secagg.policy import ClientPolicy, RequiredMode
 from fedfort.secagg.session import ClientMachine, Session
 
@@ -87,6 +95,43 @@ class SecureSessions:
             raise ProtocolError("the task does not ask for secure aggregation")
         vector, weight = secure_vector(task, update)
         session = Session(secure.run_id, task.round, task.attempt, secure.nonce)
+        self._open(session, secure, vector, weight, session_task_digest(task), directory)
+        self._updates = {r: u for r, u in self._updates.items() if r >= task.round}
+        self._updates[task.round] = update
+        return ClientUpdate(
+            round=task.round,
+            client_id=self.client_id,
+            delta=np.empty(0, dtype=np.float32),
+            num_samples=1,
+            sealed=True,
+        )
+
+    def open_statistics(
+        self, request: StatisticsRequest, vector: np.ndarray, directory: Mapping[str, bytes]
+    ) -> None:
+        """Open the statistics session of ``request`` with the client's statistics ``vector``.
+
+        The vector enters the masked sum as exact limbs
+        (:func:`fedfort.secagg.encoding.split_limbs`)
+        with weight 1; the session's parameters must carry the request's digest."""
+        secure = request.secure
+        if secure is None:
+            raise ProtocolError("the statistics request does not ask for secure aggregation")
+        if secure.mode == "ckks":
+            raise ProtocolError("statistics are summed exactly: not over CKKS")
+        session = Session(secure.run_id, request.round, request.attempt, secure.nonce)
+        digest = statistics_digest(request)
+        self._open(session, secure, split_limbs(vector), 1.0, digest, directory)
+
+    def _open(
+        self,
+        session: Session,
+        secure: SecureAggregation,
+        vector: np.ndarray,
+        weight: float,
+        digest: bytes,
+        directory: Mapping[str, bytes],
+    ) -> None:
         machine: ClientMachine
         if secure.mode == "ckks":
             from fedfort.secagg.ckks import CkksClient, CkksParams  # loads TenSEAL on demand
@@ -104,19 +149,10 @@ class SecureSessions:
                 vector,
                 weight,
                 policy=self.policy,
-                task_digest=session_task_digest(task),
+                task_digest=digest,
             )
-        self._machines = {k: m for k, m in self._machines.items() if k[0] >= task.round}
-        self._updates = {r: u for r, u in self._updates.items() if r >= task.round}
-        self._machines[(task.round, task.attempt)] = machine
-        self._updates[task.round] = update
-        return ClientUpdate(
-            round=task.round,
-            client_id=self.client_id,
-            delta=np.empty(0, dtype=np.float32),
-            num_samples=1,
-            sealed=True,
-        )
+        self._machines = {k: m for k, m in self._machines.items() if k[0] >= session.round}
+        self._machines[(session.round, session.attempt)] = machine
 
     def handle(self, round_: int, attempt: int, message: object) -> object:
         """Answer a protocol message of the session of (``round_``, ``attempt``)."""

@@ -32,6 +32,7 @@ __all__ = ["EVENT_KINDS", "read_run", "run_records"]
 EVENT_KINDS = (
     "run_start",
     "run_resumed",
+    "feature_statistics",
     "run_end",
     "audit_key_rotated",
     "server_key_rotated",

@@ -313,9 +313,11 @@ def calibrate_noise_multiplier(
     rounds: int,
     event: Callable[[float], PrivacyEvent],
     accountant: AccountantName = "rdp",
+    once: Callable[[float], PrivacyEvent] | None = None,
 ) -> float:
-    """The smallest noise multiplier ``z`` whose ``rounds`` releases of ``event(z)`` stay
-    within ``(target_epsilon, delta)``, found by ``dp_accounting.calibrate_dp_mechanism``.
+    """The smallest noise multiplier ``z`` whose ``rounds`` releases of ``event(z)`` (after
+    one release of ``once(z)``, when given) stay within ``(target_epsilon, delta)``, found by
+    ``dp_accounting.calibrate_dp_mechanism``.
 
     The result is checked: its accounted epsilon is at most the target and, for a continuous
     search, within 1% below it.
@@ -331,13 +333,19 @@ def calibrate_noise_multiplier(
         return probe._fresh()
 
     def make_event(z: float) -> dp_accounting.DpEvent:
-        return dp_accounting.SelfComposedDpEvent(event(z).to_dp_event(), rounds)
+        repeated = dp_accounting.SelfComposedDpEvent(event(z).to_dp_event(), rounds)
+        if once is None:
+            return repeated
+        return dp_accounting.ComposedDpEvent([once(z).to_dp_event(), repeated])
+
+    def releases(z: float) -> list[tuple[PrivacyEvent, int]]:
+        return [(event(z), rounds)] + ([] if once is None else [(once(z), 1)])
 
     bracket: dp_accounting.BracketInterval = dp_accounting.LowerEndpointAndGuess(1e-3, 1.0)
     if accountant == "pld":
         # PLD is tighter than RDP, so its z is below RDP's; bracketing it there keeps the PLD
         # search away from tiny multipliers, whose loss distributions do not fit in memory
-        upper = calibrate_noise_multiplier(target_epsilon, delta, rounds, event, "rdp")
+        upper = calibrate_noise_multiplier(target_epsilon, delta, rounds, event, "rdp", once)
         bracket = dp_accounting.ExplicitBracketInterval(0.25 * upper, upper)
     try:
         with _quiet_absl():
@@ -354,7 +362,7 @@ def calibrate_noise_multiplier(
     # the search tolerance is in z; make sure the returned z is on the private side
     check = make_accountant(accountant)
     while True:
-        eps = check.epsilon(delta, [(event(z), rounds)])
+        eps = check.epsilon(delta, releases(z))
         if eps <= target_epsilon:
             return z
         z *= 1.0 + 1e-6
@@ -366,8 +374,10 @@ def epsilon_curve(
     rounds: int,
     accountant: AccountantName = "rdp",
     points: int | None = None,
+    before: Sequence[tuple[PrivacyEvent, int]] = (),
 ) -> list[tuple[int, float]]:
-    """Epsilon after each of ``rounds`` identical releases (or ``points`` evenly spaced ones)."""
+    """Epsilon after each of ``rounds`` identical releases (or ``points`` evenly spaced ones),
+    after the releases ``before`` them."""
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {rounds}")
     steps = list(range(1, rounds + 1))
@@ -375,4 +385,4 @@ def epsilon_curve(
         spaced = {max(1, round(i * rounds / points)) for i in range(1, points + 1)}
         steps = sorted(spaced | {1, rounds})
     acc = make_accountant(accountant)
-    return [(r, acc.epsilon(delta, [(event, r)])) for r in steps]
+    return [(r, acc.epsilon(delta, [*before, (event, r)])) for r in steps]

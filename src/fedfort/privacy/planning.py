@@ -30,6 +30,8 @@ class NoisePlan:
     delta: float
     rounds: int
     curve: list[tuple[int, float]]
+    #: epsilon of the release made once before round 1 on its own (0 without one)
+    before_rounds: float = 0.0
 
 
 def plan_noise(
@@ -39,9 +41,14 @@ def plan_noise(
     event: Callable[[float], PrivacyEvent],
     accountant: AccountantName = "rdp",
     points: int = 10,
+    once: Callable[[float], PrivacyEvent] | None = None,
 ) -> NoisePlan:
-    """Calibrate ``z`` for ``rounds`` releases of ``event(z)`` and trace epsilon per round."""
-    z = calibrate_noise_multiplier(target_epsilon, delta, rounds, event, accountant)
-    spent = make_accountant(accountant).epsilon(delta, [(event(z), rounds)])
-    curve = epsilon_curve(event(z), delta, rounds, accountant, points=points)
-    return NoisePlan(z, spent, delta, rounds, curve)
+    """Calibrate ``z`` for ``rounds`` releases of ``event(z)`` (after one release of
+    ``once(z)``, when given) and trace epsilon per round."""
+    z = calibrate_noise_multiplier(target_epsilon, delta, rounds, event, accountant, once)
+    before = [] if once is None else [(once(z), 1)]
+    acc = make_accountant(accountant)
+    spent = acc.epsilon(delta, [*before, (event(z), rounds)])
+    curve = epsilon_curve(event(z), delta, rounds, accountant, points=points, before=before)
+    first = acc.epsilon(delta, before) if before else 0.0
+    return NoisePlan(z, spent, delta, rounds, curve, first)

@@ -5,6 +5,11 @@ and keeps, for every round, the global model the server broadcast and every upda
 reached it *as it arrived*: after the client's clipping and noise (local or distributed DP),
 and sealed -- with no vector at all -- under secure aggregation, where the server learns only
 the round's sum. It changes nothing in the run; it only reads what the server already holds.
+
+It also keeps every reply of the secure channel (``exchanged``): the statistics round's
+replies (``[data] standardize`` / ``impute``) and the secure-aggregation protocol's messages.
+:attr:`ServerView.statistics` are the clients' feature statistics the server received in the
+clear; under secure aggregation there are none, only sealed replies and masked words.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedfort.errors import ConfigError
-from fedfort.messages import ClientUpdate, TrainTask
+from fedfort.messages import ClientUpdate, StatisticsReply, TrainTask
 from fedfort.run.federation import Federation
 from fedfort.server.engine import ClientExecutor, CollectOutcome, SecureChannel
 
@@ -33,6 +38,8 @@ class ServerView:
         self.inner = inner
         self.broadcast: dict[int, np.ndarray] = {}
         self.updates: dict[int, dict[str, np.ndarray]] = {}
+        #: every reply of the secure channel, by (round, attempt, step)
+        self.exchanged: dict[tuple[int, int, int], dict[str, object]] = {}
 
     @classmethod
     def attach(cls, sim: Federation) -> ServerView:
@@ -68,7 +75,19 @@ class ServerView:
     ) -> dict[str, object]:
         if not isinstance(self.inner, SecureChannel):
             raise ConfigError("this runtime cannot carry secure aggregation messages")
-        return self.inner.exchange(round_, attempt, step, outbox, deadline_s)
+        replies = self.inner.exchange(round_, attempt, step, outbox, deadline_s)
+        self.exchanged[(round_, attempt, step)] = dict(replies)
+        return replies
+
+    @property
+    def statistics(self) -> dict[str, np.ndarray]:
+        """The feature statistics vectors clients sent in the clear (the last of each)."""
+        return {
+            cid: np.array(reply.vector, dtype=np.float64, copy=True)
+            for replies in self.exchanged.values()
+            for cid, reply in replies.items()
+            if isinstance(reply, StatisticsReply) and not reply.sealed
+        }
 
     def close(self) -> None:
         self.inner.close()

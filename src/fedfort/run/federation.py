@@ -60,6 +60,12 @@ from fedfort.run.data import (
 )
 from fedfort.run.features import Feature, RunParts, assemble, default_features
 from fedfort.run.files import GivenTables
+from fedfort.run.preprocess import (
+    fit_transform,
+    needs_preprocessing,
+    recorded_event,
+    transform_message,
+)
 from fedfort.run.privacy import PrivacySetup, calibrated
 from fedfort.run.result import RunResult, SimulationResult
 from fedfort.run.resume import (
@@ -84,10 +90,11 @@ from fedfort.server.engine import (
     Stage,
     Stateful,
 )
-from fedfort.server.stages import (
-    task_seed,
-)
+from fedfort.server.stages import Broadcast, task_seed
 from fedfort.server.versions import PENDING_ROLLBACK_META
+
+#: checkpoint meta key of the statistics round's record (the transform, its privacy release)
+STATISTICS_META = "feature_statistics"
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -186,7 +193,8 @@ class Federation(ABC):
         self.schema: DataSchema = self.data.schema
         self.model_spec = model_spec(config, self.schema)
         #: the federated feature transform (``[data] standardize`` / ``impute``), fitted by
-        #: the runtime before the first round; the server applies it to its own data too
+        #: the statistics round before round 1 (:mod:`fedfort.run.preprocess`) and kept in
+        #: the signed checkpoint; the server applies it to its own data too
         self.preprocessing: Preprocessing | None = None
         self.build_module: Callable[[], nn.Module] = functools.partial(
             _build, model_factory, self.model_spec, config.seed
@@ -248,6 +256,46 @@ class Federation(ABC):
         if self.store is not None:
             self._open_store(_resuming)
 
+    def fit_preprocessing(self) -> Preprocessing | None:
+        """Run the statistics round now, if the run needs one and has no transform yet; the
+        transform (:meth:`run` calls this before round 1).
+
+        The statistics go through the runtime (:mod:`fedfort.run.preprocess`); the transform
+        is stored, signed, in the checkpoint, recorded in the audit log, applied to the
+        server's own rows and sent with every task.
+        """
+        if self.preprocessing is not None or not needs_preprocessing(self.config):
+            return self.preprocessing
+        fitted = fit_transform(
+            self.config, self.engine.executor, self.ids, self.directory, self.schema.num_features
+        )
+        if self.store is not None:
+            self.store.set_meta(STATISTICS_META, jsonio.dumps(fitted.record, sort_keys=True))
+        if self.audit is not None:
+            # metadata and the transform's hash; its values live in the signed checkpoint
+            body = {k: v for k, v in fitted.record.items() if k != "transform"}
+            self.audit.event("feature_statistics", body, 0)
+        self._install_preprocessing(fitted.transform, fitted.record)
+        return fitted.transform
+
+    def _install_preprocessing(self, transform: Preprocessing, record: dict[str, Any]) -> None:
+        """Apply the federation's transform to the server's own rows, send it with every task
+        and count its privacy release in the run's ledger."""
+        self.preprocessing = transform
+        self._x_test = torch.from_numpy(self._server_features(self.dataset.x_test))
+        self._root = self._root_data()
+        broadcast = self.engine.stage("broadcast")
+        if not isinstance(broadcast, Broadcast):
+            raise ConfigError(
+                "[data] standardize / impute send the feature transform with every task, which "
+                f"the run's own broadcast stage {type(broadcast).__name__} does not: subclass "
+                "fedfort.server.stages.Broadcast"
+            )
+        broadcast.transform = transform_message(transform)
+        event = recorded_event(record)
+        if event is not None and self.privacy_ledger is not None:
+            self.privacy_ledger.before_rounds = [(event, 1)]
+
     def _alert_manager(self, config: RunConfig, private: bool) -> AlertManager:
         """The ``[alerts]`` rules of this run, after the audit and metrics hooks."""
         default_id = self.out_dir.name if self.out_dir is not None else config.identity_hash()[:12]
@@ -307,13 +355,17 @@ class Federation(ABC):
             return x
         return self.preprocessing.apply(x)
 
+    def _root_data(self) -> ClientData | None:
+        """FLTrust's root data on the server, through the federated transform (if any)."""
+        root = self.data.root_arrays()
+        if root is None:
+            return None
+        return ClientData.from_numpy(self._server_features(root[0]), root[1])
+
     def _stages(self, config: RunConfig) -> list[Stage]:
         """The round's stages: the config's features and the run's own, assembled in slots
         (:mod:`fedfort.run.features`)."""
-        self._root = None
-        root = self.data.root_arrays()
-        if root is not None:
-            self._root = ClientData.from_numpy(self._server_features(root[0]), root[1])
+        self._root = self._root_data()
         aggregator = build_aggregator(
             config.defense.model_dump(),
             seed=config.seed,
@@ -385,6 +437,10 @@ class Federation(ABC):
             check_rollback_request(self.out_dir, None if pending is None else json.loads(pending))
         checkpoint = self.store.load()
         self.engine.load_state_dict(checkpoint.model, checkpoint.state)
+        statistics = self.store.verified_meta(STATISTICS_META, required=False)
+        if statistics:  # a resume neither recomputes nor changes the transform
+            record = json.loads(statistics)
+            self._install_preprocessing(Preprocessing.from_dict(record["transform"]), record)
         # the resumable settings (rounds, workers...) as this run now uses them
         self.store.set_meta("config", jsonio.dumps(self.config.to_dict(), sort_keys=True))
         self.store.set_meta("config_identity", self.config.config_identity())
@@ -526,6 +582,8 @@ class Federation(ABC):
         if self.store is not None:
             records = [r for r in self.store.records() if r["round"] >= 1]
         self._check_pipeline()
+        if self.engine.round < target:
+            self.fit_preprocessing()
         stopped: str | None = None
         self.control.begin()
         try:

@@ -35,7 +35,7 @@ from fedfort.server.privacy import (
     PrivateAggregate,
 )
 
-__all__ = ["PrivacySetup", "calibrated", "dp_plan", "local_training"]
+__all__ = ["PrivacySetup", "calibrated", "dp_plan", "local_training", "statistics_event"]
 
 
 def sample_size(config: RunConfig) -> int:
@@ -75,20 +75,36 @@ def calibrated(config: RunConfig) -> RunConfig:
         raise ConfigError("user-level privacy needs a noise multiplier or a target epsilon")
     # the plan (a frozen dataclass) is the memo key; its z is replaced during the search
     template = dp_plan(config, 1.0, adaptive=False)
-    z = _calibrate(priv.target_epsilon, priv.delta, config.rounds, priv.accountant, template)
+    statistics = config.data.standardize or config.data.impute != "none"
+    z = _calibrate(
+        priv.target_epsilon, priv.delta, config.rounds, priv.accountant, template, statistics
+    )
     return config.with_overrides({"privacy.noise_multiplier": z})
+
+
+def statistics_event(noise_multiplier: float) -> PrivacyEvent:
+    """The release of the federated feature statistics (``[data] standardize`` / ``impute``):
+    every client is asked once, so a Gaussian with the run's multiplier and no sampling."""
+    return PrivacyEvent("gaussian", noise_multiplier)
 
 
 @functools.lru_cache(maxsize=64)
 def _calibrate(
-    target: float, delta: float, rounds: int, accountant: AccountantName, template: DpFedAvgPlan
+    target: float,
+    delta: float,
+    rounds: int,
+    accountant: AccountantName,
+    template: DpFedAvgPlan,
+    statistics: bool = False,
 ) -> float:
-    """Calibration of the plan's round event (memoised: presets are run many times)."""
+    """Calibration of the plan's round event, after the statistics release when the run has
+    one (memoised: presets are run many times)."""
 
     def event(z: float) -> PrivacyEvent:
         return dataclasses.replace(template, noise_multiplier=z).round_event()
 
-    return calibrate_noise_multiplier(target, delta, rounds, event, accountant)
+    once = statistics_event if statistics else None
+    return calibrate_noise_multiplier(target, delta, rounds, event, accountant, once)
 
 
 def local_training(config: RunConfig) -> LocalTrainingConfig:

@@ -35,7 +35,7 @@ import numpy as np
 from fedfort.crypto.primitives import mask_dtype
 from fedfort.errors import ConfigError, ProtocolError
 
-__all__ = ["FixedPointCodec"]
+__all__ = ["LIMB_BOUND", "MAX_LIMB_INPUTS", "FixedPointCodec", "join_limbs", "split_limbs"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,41 @@ class FixedPointCodec:
     def mean_error_bound(self, count: int, total_weight: float) -> float:
         """Worst-case per-coordinate error of the decoded weighted mean of ``count`` inputs."""
         return count / self.scale / total_weight
+
+
+#: the exact-sum encoding of :func:`split_limbs`: values up to ``2**62`` in magnitude, as a
+#: coarse limb (multiples of ``2**12``) and a fine limb (the remainder, times ``2**38``), both
+#: within ``LIMB_BOUND``; with 64-bit words the codec's scale is ``2**52 / LIMB_BOUND = 4``
+LIMB_BOUND = 2.0**50
+_COARSE = 2.0**12
+_FINE = 2.0**38
+#: the largest session whose 64-bit codec keeps that scale (so whole limbs encode exactly)
+MAX_LIMB_INPUTS = 2047
+
+
+def split_limbs(values: np.ndarray) -> np.ndarray:
+    """``values`` (float64, ``|v| < 2**62``) as ``[coarse, fine]`` limbs summing exactly.
+
+    ``v = coarse * 2**12 + fine * 2**-38`` with ``coarse`` an integer and the remainder
+    computed exactly in float64 (Sterbenz), so a 64-bit masked sum of limbs (a
+    :class:`FixedPointCodec` with ``bits = 64``, ``bound = LIMB_BOUND`` and at most
+    :data:`MAX_LIMB_INPUTS` inputs: scale 4) carries every value to ``2**-40`` absolute,
+    where one 64-bit fixed-point word with a bound wide enough for large sums would keep
+    only about 15 significant digits of the largest coordinate for all of them.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all() or np.abs(v).max(initial=0.0) >= 2.0**62:
+        raise ProtocolError("a value to sum exactly must be finite and below 2**62")
+    coarse = np.round(v / _COARSE)
+    fine = (v - coarse * _COARSE) * _FINE
+    return np.concatenate([coarse, fine])
+
+
+def join_limbs(limbs: np.ndarray) -> np.ndarray:
+    """The sums of the values behind summed :func:`split_limbs` limbs."""
+    s = np.asarray(limbs, dtype=np.float64)
+    if s.ndim != 1 or s.shape[0] % 2:
+        raise ProtocolError(f"limbs come in pairs, got shape {s.shape}")
+    half = s.shape[0] // 2
+    out: np.ndarray = s[:half] * _COARSE + s[half:] / _FINE
+    return out

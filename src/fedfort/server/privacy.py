@@ -20,7 +20,7 @@ With user-level DP the pipeline becomes::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -68,20 +68,26 @@ def default_noise_shares(plan: DpFedAvgPlan) -> int:
 
 @dataclass
 class PrivacyLedger:
-    """The run's privacy ledger: accountant, per-round event, target and delta."""
+    """The run's privacy ledger: accountant, per-round event, target and delta.
+
+    ``before_rounds`` are releases made once before round 1 (the federated feature
+    statistics, :mod:`fedfort.server.statistics`); they are recorded with the run (its signed
+    checkpoint), not in the accountant's per-round state, and count in every epsilon here.
+    """
 
     accountant: Accountant
     event: PrivacyEvent
     delta: float
     target_epsilon: float | None = None
+    before_rounds: list[tuple[PrivacyEvent, int]] = field(default_factory=list)
 
     def spent(self) -> float:
-        """Epsilon of the committed rounds at the run's delta."""
-        return self.accountant.epsilon(self.delta)
+        """Epsilon of the releases before round 1 and the committed rounds, at the run's delta."""
+        return self.accountant.epsilon(self.delta, self.before_rounds)
 
     def after_next(self) -> float:
         """Epsilon after one more round (the accountant memoises, so asking twice is free)."""
-        return self.accountant.epsilon(self.delta, [(self.event, 1)])
+        return self.accountant.epsilon(self.delta, [*self.before_rounds, (self.event, 1)])
 
 
 class GuardPrivacyBudget(Stage):

@@ -20,7 +20,13 @@ from fedfort.measurements import (
     QuorumMeasurement,
     ServerOptimizerMeasurement,
 )
-from fedfort.messages import ClientPrivacy, LocalTrainingConfig, SecureAggregation, TrainTask
+from fedfort.messages import (
+    ClientPrivacy,
+    FeatureTransform,
+    LocalTrainingConfig,
+    SecureAggregation,
+    TrainTask,
+)
 from fedfort.server.engine import RoundContext, Stage
 from fedfort.server.optimizers import ServerOptimizer
 
@@ -52,6 +58,8 @@ class Broadcast(Stage):
     """
 
     name = "broadcast"
+    #: the federation's feature transform, sent with every task once it is fitted
+    transform: FeatureTransform | None = None
 
     def __init__(
         self,
@@ -82,6 +90,7 @@ class Broadcast(Stage):
                 server_control=server_control,
                 privacy=directive,
                 secure=secure,
+                transform=self.transform,
             )
             for cid in ctx.selected
         ]

@@ -32,6 +32,7 @@ from torch import nn
 from fedfort.attacks.adversary import Coalition
 from fedfort.client.client import FederatedClient
 from fedfort.client.evaluation import evaluate_holdout
+from fedfort.client.statistics import checked_transform
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.errors import (
     ConfigError,
@@ -40,7 +41,13 @@ from fedfort.errors import (
     ProtocolError,
     SecAggAbort,
 )
-from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
+from fedfort.messages import (
+    ClientUpdate,
+    EvaluateTask,
+    EvaluationReport,
+    StatisticsRequest,
+    TrainTask,
+)
 from fedfort.params import ParamSpec
 from fedfort.server.engine import CollectOutcome, EvaluationOutcome
 
@@ -115,7 +122,9 @@ class SimulatedClients:
 
     def arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Every client's (possibly poisoned) training data as NumPy arrays."""
-        return {cid: (c.data.x.numpy(), c.data.y.numpy()) for cid, c in self.clients.items()}
+        return {
+            cid: (c.raw_data.x.numpy(), c.raw_data.y.numpy()) for cid, c in self.clients.items()
+        }
 
     def holdouts(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Every client's evaluation hold-out as NumPy arrays (clients that keep one)."""
@@ -180,6 +189,10 @@ class _SimulatedExecutor:
         key = (round_, attempt, zlib.crc32(client_id.encode()), step, _SECURE_DROPOUT_STREAM)
         return self._draw(key) < self.secure_dropout_rate
 
+    def _local_statistics(self, requests: Mapping[str, StatisticsRequest]) -> dict[str, np.ndarray]:
+        """Statistics computed where the clients' rows live (none: each client has its own)."""
+        return {}
+
     def exchange(
         self,
         round_: int,
@@ -188,7 +201,8 @@ class _SimulatedExecutor:
         outbox: Mapping[str, object],
         deadline_s: float | None,
     ) -> dict[str, object]:
-        """Deliver one step of a secure aggregation session; the replies that came back.
+        """Deliver one step of a secure aggregation session (or the statistics round's
+        request); the replies that came back.
 
         A client that refuses a message (a protocol error, or an abort because it caught the
         server cheating) sends nothing, exactly like one that vanished.
@@ -198,15 +212,27 @@ class _SimulatedExecutor:
         silent = self._silent[1]
         start = time.perf_counter()
         replies: dict[str, object] = {}
+        registered = set(self.clients.ids)
+        requests = {
+            c: m
+            for c, m in outbox.items()
+            if isinstance(m, StatisticsRequest) and c in registered and c not in silent
+        }
+        local = self._local_statistics(requests) if requests else {}
         for cid, message in outbox.items():
-            if cid in silent or cid not in self.clients.clients:
+            if cid in silent or cid not in registered:
                 continue
             if self._vanishes(round_, attempt, step, cid):
                 silent.add(cid)
                 continue
+            client = self.clients.get(cid)
             try:
-                reply = self.clients.get(cid).secure_handle(round_, attempt, message)
-            except (ProtocolError, SecAggAbort):
+                if isinstance(message, StatisticsRequest):
+                    directory = self.clients.directory if message.secure is not None else {}
+                    reply: object = client.answer_statistics(message, directory, local.get(cid))
+                else:
+                    reply = client.secure_handle(round_, attempt, message)
+            except (ProtocolError, SecAggAbort, PolicyRefused):
                 silent.add(cid)
                 continue
             if deadline_s is not None and time.perf_counter() - start > deadline_s:
@@ -298,7 +324,17 @@ def _worker_evaluate(task: EvaluateTask) -> EvaluationReport:
 
 def _worker_fit(task: TrainTask, control: np.ndarray | None) -> ClientUpdate:
     trainer: LocalTrainer = _WORKER["trainer"]
-    return trainer.fit(task, _WORKER["data"][task.client_id], control)
+    data: ClientData = _WORKER["data"][task.client_id]
+    if task.transform is not None:  # checked by the client before the task was dispatched
+        transformed: dict[str, tuple[str, ClientData]] = _WORKER.setdefault("transformed", {})
+        key = task.transform.digest()
+        cached = transformed.get(task.client_id)
+        if cached is None or cached[0] != key:
+            apply = checked_transform(task.transform, data.x.shape[1]).apply
+            cached = key, ClientData.from_numpy(apply(data.x.numpy()), data.y.numpy())
+            transformed[task.client_id] = cached
+        data = cached[1]
+    return trainer.fit(task, data, control)
 
 
 class PoolExecutor(_SimulatedExecutor):

@@ -50,6 +50,7 @@ class _MaliciousClientState(FederatedClient):
     """
 
     def training_task(self, task: TrainTask) -> TrainTask:
+        self.receive_transform(task.transform)
         return task
 
     def finalize(self, task: TrainTask, update: ClientUpdate) -> ClientUpdate:

@@ -35,7 +35,7 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +43,16 @@ import numpy as np
 from torch import nn
 
 from fedfort.attacks.base import Attack
-from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
 from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted, ProtocolError
-from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
+from fedfort.messages import (
+    ClientUpdate,
+    EvaluateTask,
+    EvaluationReport,
+    FeatureTransform,
+    StatisticsRequest,
+    TrainTask,
+)
 from fedfort.params import ParamSpec
 from fedfort.run.federation import FederationData
 from fedfort.server.engine import CollectOutcome, EvaluationOutcome
@@ -84,7 +90,6 @@ def _run_data(
     attack: Attack | None,
     seed: int,
     edge: EdgeConfig,
-    transform: Preprocessing | None = None,
 ) -> RunData:
     rows = [data.client_rows(k) for k in range(len(data.partition.indices))]
     train = [r[0] for r in rows]
@@ -107,7 +112,7 @@ def _run_data(
         edge=edge,
         feature_names=data.schema.features,
         columns=data.client_columns,
-        transform=transform,
+        tests=data.client_tests,
     )
 
 
@@ -131,7 +136,6 @@ class RayExecutor(_SimulatedExecutor):
         secure_dropout_rate: float = 0.0,
         options: RayOptions | None = None,
         edge: EdgeConfig | None = None,
-        transform: Preprocessing | None = None,
     ) -> None:
         super().__init__(clients, seed, dropout_rate, secure_dropout_rate)
         if len(data.partition.indices) != len(clients.ids):
@@ -146,6 +150,7 @@ class RayExecutor(_SimulatedExecutor):
         self._actors: list[ActorHandle[Any]] = []
         #: the model's dimension, which a client checks an evaluation task's weights against
         self._dim = ParamSpec.from_module(build_model()).dim
+        self._transform: FeatureTransform | None = None
         ray = import_ray()
         self.connection = RayConnection.open(
             self.options.address, local_cpus=self.options.local_cpus
@@ -153,14 +158,7 @@ class RayExecutor(_SimulatedExecutor):
         try:
             size = self._pool_size(ray.cluster_resources())
             self._data = ray.put(
-                _run_data(
-                    data,
-                    clients,
-                    attack,
-                    seed,
-                    edge if edge is not None else EdgeConfig(),
-                    transform,
-                )
+                _run_data(data, clients, attack, seed, edge if edge is not None else EdgeConfig())
             )
             self._worker = ray.remote(ClientWorker).options(
                 **worker_options(self.options.cpus_per_client, self.options.gpus_per_client)
@@ -230,6 +228,9 @@ class RayExecutor(_SimulatedExecutor):
 
     def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
         start = time.perf_counter()
+        if tasks and tasks[0].transform is not None:
+            # the hold-outs are scored through the same transform the clients train with
+            self._transform = tasks[0].transform
         self.lazy.release()
         ray = import_ray()
         refs: dict[int, ObjectRef[np.ndarray]] = {}
@@ -301,7 +302,7 @@ class RayExecutor(_SimulatedExecutor):
             call = dataclasses.replace(task, weights=_NO_WEIGHTS)
             actor = self._actors[i % len(self._actors)]
             ref: ObjectRef[EvaluationReport] = actor.evaluate.remote(
-                call, weights[id(task.weights)], self.lazy.index(task.client_id)
+                call, weights[id(task.weights)], self.lazy.index(task.client_id), self._transform
             )
             calls.append((task, ref))
         timeout = (
@@ -318,6 +319,17 @@ class RayExecutor(_SimulatedExecutor):
             except (_WorkerLost, ProtocolError, ConfigError):
                 missing.append(task.client_id)
         return EvaluationOutcome(reports, missing)
+
+    def _local_statistics(self, requests: Mapping[str, StatisticsRequest]) -> dict[str, np.ndarray]:
+        """The clients' statistics computed by the workers that hold their rows."""
+        ray = import_ray()
+        refs: dict[str, ObjectRef[np.ndarray]] = {
+            cid: self._actors[k % len(self._actors)].statistics.remote(
+                request, cid, self.lazy.index(cid)
+            )
+            for k, (cid, request) in enumerate(requests.items())
+        }
+        return {cid: np.asarray(ray.get(ref), dtype=np.float64) for cid, ref in refs.items()}
 
     def _call(self, slot: int, job: _Job) -> ObjectRef[tuple[ClientUpdate, str]]:
         actor = self._actors[slot]

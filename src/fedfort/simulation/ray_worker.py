@@ -28,13 +28,20 @@ from torch import nn
 from fedfort.attacks.adversary import poisoned_data
 from fedfort.attacks.base import Attack
 from fedfort.client.evaluation import evaluate_holdout
+from fedfort.client.statistics import checked_transform, local_statistics
 from fedfort.client.training import ClientData, LocalTrainer
-from fedfort.data.preprocessing import Preprocessing
 from fedfort.edge.config import EdgeConfig
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
-from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
+from fedfort.messages import (
+    ClientUpdate,
+    EvaluateTask,
+    EvaluationReport,
+    FeatureTransform,
+    StatisticsRequest,
+    TrainTask,
+)
 
 __all__ = ["ClientWorker", "RunData", "worker_options"]
 
@@ -58,10 +65,11 @@ class RunData:
     #: feature names, each client's record columns from its files, the federated transform
     feature_names: tuple[str, ...] | None = None
     columns: tuple[dict[str, np.ndarray], ...] = ()
-    transform: Preprocessing | None = None
     #: client ``k``'s evaluation hold-out is ``holdout_order[holdout_offsets[k]:...[k + 1]]``
     holdout_order: np.ndarray | None = None
     holdout_offsets: np.ndarray | None = None
+    #: each client's own hold-out (its test file), when the clients brought their files
+    tests: tuple[tuple[np.ndarray, np.ndarray] | None, ...] = ()
 
 
 #: clients whose protected data a worker keeps (the [edge] pipeline runs once per client, not
@@ -81,6 +89,8 @@ class ClientWorker:
         self.node_id: str = ray.get_runtime_context().get_node_id()
         self.pid = os.getpid()
         self._protected: dict[str, tuple[ClientData, dict[str, float]]] = {}
+        #: client id -> (transform digest, its rows through that transform)
+        self._transformed: dict[str, tuple[str, ClientData]] = {}
 
     def where(self) -> tuple[str, int]:
         """The Ray node id and process id this worker runs in."""
@@ -108,17 +118,33 @@ class ClientWorker:
                 d.edge, records, client_id=client_id, num_classes=d.num_classes, seed=d.seed
             )
             x, y = protected.x.numpy(), protected.y.numpy()
-        if d.transform is not None:
-            x = d.transform.apply(x)
         if d.attack is not None and client_id in d.malicious:
             x, y = poisoned_data(d.attack, client_id, x, y, d.num_classes, d.seed)
             metrics = {}
         result = ClientData.from_numpy(x, y), metrics
-        if d.edge.enabled or d.transform is not None:
+        if d.edge.enabled:
             if len(self._protected) >= _PROTECTED_CACHE:
                 self._protected.pop(next(iter(self._protected)))
             self._protected[client_id] = result
         return result
+
+    def _through(self, client_id: str, data: ClientData, transform: FeatureTransform) -> ClientData:
+        """``data`` through the federation's transform (checked by the driver-side client)."""
+        key = transform.digest()
+        cached = self._transformed.get(client_id)
+        if cached is None or cached[0] != key:
+            apply = checked_transform(transform, data.x.shape[1]).apply
+            cached = key, ClientData.from_numpy(apply(data.x.numpy()), data.y.numpy())
+            if len(self._transformed) >= _PROTECTED_CACHE:
+                self._transformed.pop(next(iter(self._transformed)))
+            self._transformed[client_id] = cached
+        return cached[1]
+
+    def statistics(self, request: StatisticsRequest, client_id: str, index: int) -> np.ndarray:
+        """Client ``index``'s feature statistics for ``request``, over the rows it trains on
+        (the driver-side client adds its noise and seals them)."""
+        data, _ = self.client_data(client_id, index)
+        return local_statistics(data.x.numpy(), request)
 
     def fit(
         self,
@@ -135,20 +161,35 @@ class ClientWorker:
             server_control=None if server_control is None else np.array(server_control),
         )
         data, metrics = self.client_data(task.client_id, index)
+        if task.transform is not None:
+            data = self._through(task.client_id, data, task.transform)
         own = None if control is None else np.array(control)
         update = self.trainer.fit(full, data, own)
         if metrics:  # as FederatedClient.finalize adds them (its privacy step may drop them)
             update = dataclasses.replace(update, metrics={**update.metrics, **metrics})
         return update, self.node_id
 
-    def evaluate(self, task: EvaluateTask, weights: np.ndarray, index: int) -> EvaluationReport:
-        """Score ``weights`` on client ``index``'s hold-out (the driver checked the task)."""
+    def evaluate(
+        self,
+        task: EvaluateTask,
+        weights: np.ndarray,
+        index: int,
+        transform: FeatureTransform | None = None,
+    ) -> EvaluationReport:
+        """Score ``weights`` on client ``index``'s hold-out (the driver checked the task),
+        through the federation's feature transform when the run has one."""
         d = self.data
-        if d.holdout_order is None or d.holdout_offsets is None:
+        if d.tests and d.tests[index] is not None:
+            x, y = d.tests[index]  # type: ignore[misc]
+        elif d.holdout_order is not None and d.holdout_offsets is not None:
+            rows = d.holdout_order[d.holdout_offsets[index] : d.holdout_offsets[index + 1]]
+            x, y = d.x[rows], d.y[rows]
+        else:
             raise ConfigError(f"{task.client_id} keeps no hold-out to evaluate on")
-        rows = d.holdout_order[d.holdout_offsets[index] : d.holdout_offsets[index + 1]]
+        if transform is not None:
+            x = checked_transform(transform, x.shape[1]).apply(x)
         full = dataclasses.replace(task, weights=np.array(weights, dtype=np.float32))
-        return evaluate_holdout(self.trainer, full, ClientData.from_numpy(d.x[rows], d.y[rows]))
+        return evaluate_holdout(self.trainer, full, ClientData.from_numpy(x, y))
 
 
 def worker_options(cpus: float, gpus: float) -> dict[str, Any]:

@@ -27,12 +27,11 @@ from fedfort.client.policy import ClientPrivacyPolicy
 from fedfort.client.secure import client_policy
 from fedfort.client.training import ClientData
 from fedfort.config import RunConfig, SimulationConfig, parse_config
-from fedfort.edge.schema import Records
 from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
 from fedfort.privacy.modes import PrivacyMode
 from fedfort.run.composition import compose
-from fedfort.run.data import preprocessed, with_given_data
+from fedfort.run.data import with_given_data
 from fedfort.run.features import Feature
 from fedfort.run.federation import (
     CHECKPOINT_FILE,
@@ -42,7 +41,6 @@ from fedfort.run.federation import (
     local_training_data,
     partition_records,
 )
-from fedfort.run.preprocess import fit_preprocessing, needs_preprocessing
 from fedfort.server.engine import ClientExecutor, Stateful
 from fedfort.server.optimizers import ServerOptimizer
 from fedfort.simulation.executors import PoolExecutor, SequentialExecutor, SimulatedClients
@@ -150,26 +148,19 @@ class Simulation(Federation):
         policy = ClientPrivacyPolicy.from_config(config.privacy.client)
         honest = []
         secure_policy = client_policy(config.secure_aggregation)
-        protected = [
-            local_training_data(
+        for k, cid in enumerate(self.ids):
+            data, metrics = local_training_data(
                 config, partition_records(config, self.data, k), cid, self.schema.num_classes
             )
-            for k, cid in enumerate(self.ids)
-        ]
-        if needs_preprocessing(config):
-            # each client summarises the rows it trains on; the sum fits the one transform
-            self.preprocessing = fit_preprocessing(config, [d.x.numpy() for d, _ in protected])
-        for k, (cid, (data, metrics)) in enumerate(zip(self.ids, protected, strict=True)):
-            held = self.data.client_test_arrays(k)
-            holdout = None if held is None else ClientData.from_numpy(*held)
+            holdout = self.data.client_test_arrays(k)
             honest.append(
                 FederatedClient(
                     cid,
-                    preprocessed(data, self.preprocessing),
+                    data,
                     metrics,
                     policy=policy,
                     secure_policy=secure_policy,
-                    holdout=None if holdout is None else preprocessed(holdout, self.preprocessing),
+                    holdout=None if holdout is None else ClientData.from_numpy(*holdout),
                 )
             )
         if self.attack is not None:
@@ -214,20 +205,6 @@ class Simulation(Federation):
         from fedfort.simulation.ray_runtime import LazyClients, RayExecutor, RayOptions
 
         config = self.config
-        if needs_preprocessing(config):
-            # the driver summarises each client's protected rows once, to fit the transform
-            self.preprocessing = fit_preprocessing(
-                config,
-                [
-                    local_training_data(
-                        config,
-                        partition_records(config, self.data, k),
-                        cid,
-                        self.schema.num_classes,
-                    )[0].x.numpy()
-                    for k, cid in enumerate(self.ids)
-                ],
-            )
         self.clients = LazyClients(
             self.ids,
             self.malicious,
@@ -245,12 +222,8 @@ class Simulation(Federation):
             secure_dropout_rate=config.secure_aggregation.simulated_dropout,
             options=RayOptions.from_config(config.simulation),
             edge=config.edge,
-            transform=self.preprocessing,
         )
         return executor, {"clients": self.clients}
-
-    def _all_records(self) -> list[Records]:
-        return [partition_records(self.config, self.data, k) for k in range(len(self.ids))]
 
     def directory(self) -> Mapping[str, bytes]:
         return self.clients.directory

@@ -52,7 +52,7 @@ from fedfort.errors import (
     Refused,
     SecAggAbort,
 )
-from fedfort.messages import ClientUpdate, EvaluateTask, TrainTask
+from fedfort.messages import ClientUpdate, EvaluateTask, StatisticsRequest, TrainTask
 from fedfort.secagg.policy import ClientPolicy
 from fedfort.transport import codec
 from fedfort.transport.frames import FRAME_OVERHEAD, read_message, serialize, to_frames
@@ -538,8 +538,14 @@ class NetworkClient:
         if e.kind == "secagg":
             self.report.secagg_messages += 1
             try:
+                if isinstance(body, StatisticsRequest):
+                    if body.round != e.round or body.attempt != e.attempt:
+                        log.warning("%s: statistics request header mismatch", self.client_id)
+                        return None
+                    directory = self._directory(message) if body.secure is not None else {}
+                    return body, self.client.answer_statistics(body, directory)
                 return body, self.client.secure_handle(e.round, e.attempt, body)
-            except (ProtocolError, SecAggAbort) as exc:
+            except (ProtocolError, SecAggAbort, PolicyRefused) as exc:
                 log.warning("%s: secure aggregation step refused: %s", self.client_id, exc)
                 return None
         assert isinstance(body, TrainTask)
@@ -568,6 +574,10 @@ class NetworkClient:
         self.report.rounds_trained.append(body.round)
         if body.secure is None:
             return body, update
+        return body, self.client.seal(body, update, self._directory(message))
+
+    def _directory(self, message: pb.Payload) -> dict[str, bytes]:
+        """The identity keys a work item carries, each binding checked against the CA."""
         directory = {}
         for binding in message.directory:
             try:
@@ -576,7 +586,7 @@ class NetworkClient:
                 log.warning("%s: directory entry refused: %s", self.client_id, exc)
                 continue
             directory[binding.subject] = binding.public_key
-        return body, self.client.seal(body, update, directory)
+        return directory
 
 
 def _without_timing(update: ClientUpdate) -> ClientUpdate:

@@ -66,8 +66,11 @@ from fedfort.messages import (
     DpSgdSettings,
     EvaluateTask,
     EvaluationReport,
+    FeatureTransform,
     LocalTrainingConfig,
     SecureAggregation,
+    StatisticsReply,
+    StatisticsRequest,
     TrainTask,
 )
 from fedfort.secagg import messages as _secagg_messages
@@ -123,6 +126,9 @@ _EAGER_TYPES: Final[dict[str, type]] = {
         DpSgdSettings,
         ClientPrivacy,
         SecureAggregation,
+        FeatureTransform,
+        StatisticsRequest,
+        StatisticsReply,
         MaskingParams,
         *(
             getattr(_secagg_messages, name)

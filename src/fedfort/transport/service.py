@@ -29,7 +29,13 @@ from fedfort.crypto.keystore import open_keystore
 from fedfort.crypto.pki import load_certificate, load_private_key
 from fedfort.crypto.primitives import SigningKey
 from fedfort.errors import ConfigError
-from fedfort.messages import ClientUpdate, EvaluateTask, EvaluationReport, TrainTask
+from fedfort.messages import (
+    ClientUpdate,
+    EvaluateTask,
+    EvaluationReport,
+    StatisticsRequest,
+    TrainTask,
+)
 from fedfort.server.engine import CollectOutcome, EvaluationOutcome
 from fedfort.transport import codec
 from fedfort.transport.frames import to_frames
@@ -322,13 +328,19 @@ class NetworkExecutor:
         outbox: Mapping[str, object],
         deadline_s: float | None,
     ) -> dict[str, object]:
+        directory: list[pb.IdentityBinding] = []
+        if any(isinstance(m, StatisticsRequest) and m.secure for m in outbox.values()):
+            # the statistics round opens a session: its clients need the directory, as a
+            # securely aggregated task carries it
+            bindings = self.gate.registry.all()
+            directory = [bindings[c] for c in outbox if c in bindings]
         return self._round_trip(
             "secagg",
             round_,
             attempt,
             step + 1,
             outbox,
-            (),
+            directory,
             self.step_deadline_s if deadline_s is None else deadline_s,
         )
 
