@@ -221,6 +221,7 @@ def test_schema_differences_in_words() -> None:
 def test_standardize_equals_the_pooled_statistics(hospitals: Path, tmp_path: Path) -> None:
     (tmp_path / "run.toml").write_text(hospitals_toml(hospitals, rounds=1))
     sim = fedfort.Simulation(load_config(tmp_path / "run.toml"))
+    sim.run()  # the statistics round runs before round 1
     pooled = np.concatenate([sim.data.client_arrays(k)[0] for k in range(3)]).astype(np.float64)
     assert sim.preprocessing is not None
     np.testing.assert_allclose(sim.preprocessing.shift, pooled.mean(axis=0), rtol=1e-9)

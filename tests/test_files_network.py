@@ -47,7 +47,7 @@ from netfed import FAST_NETWORK, FEDERATION, RawClient
 
 #: federated standardization ([data] standardize); the statistics round over the network
 #: switches this to True
-STANDARDIZE = False
+STANDARDIZE = True
 #: the pooled test accuracy the federated model must reach: on raw features (areas in the
 #: thousands beside ratios below one) an MLP learns the majority class only, centralised or
 #: not; standardized, both reach about 0.98
