@@ -272,9 +272,15 @@ def test_three_hospitals_match_centralised_training(hospitals: Path, tmp_path: P
     rounds = 20
     (tmp_path / "run.toml").write_text(hospitals_toml(hospitals, rounds=rounds))
     sim = fedfort.Simulation(load_config(tmp_path / "run.toml"), out_dir=tmp_path / "run")
-    sim.run()
+    last = sim.run().records[-1]
     x_test, y_test = _pooled_test(sim)
     federated = _accuracy(sim.global_module(), x_test, y_test)
+    # each hospital evaluated the final model on its own test file; the example-weighted
+    # overall is the accuracy on the pooled test files
+    evaluation = last["evaluation"]
+    assert sorted(evaluation["clients"]) == list(HOSPITALS)
+    assert evaluation["overall"]["accuracy"] == pytest.approx(federated, abs=1e-6)
+    assert {"auc", "f1", "balanced_accuracy"} <= set(evaluation["overall"])
 
     x = np.concatenate([sim.data.client_arrays(k)[0] for k in range(3)])
     y = np.concatenate([sim.data.client_arrays(k)[1] for k in range(3)])

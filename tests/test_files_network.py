@@ -360,6 +360,11 @@ def test_hospitals_files_over_the_network_match_the_simulation(tmp_path: Path) -
         simulated = sim.run()
         net_model = _served_model(out)
         assert np.array_equal(net_model, simulated.model)  # one engine: bit for bit
+        # every hospital evaluated the final model on its own hold-out, over the network as in
+        # the simulation, and reported metrics only
+        served_eval = served["rounds"][-1]["evaluation"]
+        assert sorted(served_eval["clients"]) == ["hospital-a", "hospital-b", "hospital-c"]
+        assert served_eval == simulated.records[-1]["evaluation"]
         federated = _federated_accuracy(sim, net_model, root)
     central = _centralised_accuracy(config, root)
     assert federated >= central - 0.02, (federated, central)

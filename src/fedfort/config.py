@@ -1088,13 +1088,22 @@ _REGRESSION_DATASETS = frozenset({"diabetes"})
 
 
 def federated_evaluation(cfg: RunConfig) -> bool:
-    """Whether the clients evaluate the global model on hold-outs of their own."""
-    return cfg.evaluation.client_holdout > 0
+    """Whether the clients evaluate the global model on hold-outs of their own: a share of
+    each embedded partition (``[evaluation] client_holdout``), or each client's ``test`` file
+    (``[data] test``; with data given in Python, its ``test_data=``)."""
+    return cfg.evaluation.client_holdout > 0 or (
+        cfg.data.source != "embedded" and cfg.data.test is not None
+    )
 
 
 def _check_evaluation(cfg: RunConfig) -> None:
     """Refuse metrics, losses and rollback settings the run could not compute."""
     task = cfg.data.task
+    if cfg.data.source != "embedded" and cfg.evaluation.client_holdout > 0:
+        raise ValueError(
+            "evaluation.client_holdout splits an embedded dataset's partitions; the clients' "
+            "own data brings its hold-out: set [data] test (or test_data= in Python)"
+        )
     attack = getattr(cfg.attack, "name", None)
     if task == "regression" and attack in ("label_flip", "backdoor"):
         raise ValueError(

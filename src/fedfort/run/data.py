@@ -399,6 +399,8 @@ def with_given_data(
             else table_from_object(held, f"test_data[{name!r}]", spec, feature_names),
         )
     body = config.to_dict()
-    body["data"].update(source="objects", digest=tables_digest(tables), train=None, test=None)
+    # ``test`` says that the clients hold hold-outs (given as test_data=), not where
+    held = "test_data" if test_data else None
+    body["data"].update(source="objects", digest=tables_digest(tables), train=None, test=held)
     body["clients"].update(names=list(tables), count=len(tables))
     return parse_config(body), tables
