@@ -27,6 +27,7 @@ from fedfort.errors import ConfigError, RoundFailed
 from fedfort.models import ModelSpec, build_model
 from fedfort.run.federation import split_data
 from fedfort.transport.client import ClientReport, NetworkClient
+from fedfort.transport.enrollment import declaration
 from fedfort.transport.outcome import participation_problems, rejection_hint
 from fedfort.transport.server import REGISTRY_FILE, Credentials, NetworkServer
 from netfed import (
@@ -156,7 +157,7 @@ def test_a_run_that_cannot_start_tells_the_waiting_clients_why(
         cli = threading.Thread(target=lambda: status.append(main(argv)), daemon=True)
         cli.start()
         if failing == "exits_at_once":
-            raw = RawClient(pki, "client-002", port, config.network)
+            raw = RawClient(pki, "client-002", port, config.network, declare=config)
             assert raw.enroll().verdict.accepted
             raw.close()
         waiting = {"client-000", "client-001"}
@@ -193,7 +194,7 @@ def test_a_round_that_fails_tells_the_clients_who_went_silent(tmp_path: Path) ->
     )
     pki = make_pki(tmp_path, 3)
     srv = ServerThread(config, tmp_path / "server", pki)
-    raw = RawClient(pki, "client-002", srv.port, config.network)
+    raw = RawClient(pki, "client-002", srv.port, config.network, declare=config)
     assert raw.enroll().verdict.accepted  # enrolled, online for liveness_s, then silent
     clients, threads = start_clients(config, pki, tmp_path, srv.port, [0, 1])
     raw.close()
@@ -227,6 +228,7 @@ def _nan_client(config: RunConfig, pki: Path, root: Path, port: int, **kw: Any) 
         state_dir=root / "client-002",
         network=config.network,
         policy=ClientPrivacyPolicy.from_config(config.privacy.client),
+        declaration=declaration(config, None),
         **kw,
     )
 
@@ -332,8 +334,8 @@ def test_a_name_off_the_roster_is_told_which_names_the_server_knows(
     err = capsys.readouterr().err.strip()
     assert err == (
         "fedfort: error: unknown_client: the server does not know client-009: --name must be "
-        "one of the run's clients (client-000, client-001, ... up to [clients] count of the "
-        "server's config) and the name of its certificate"
+        "one of the run's clients ([clients] names of the server's config, else client-000, "
+        "client-001, ... up to [clients] count) and the name of its certificate"
     )
 
 
