@@ -9,11 +9,11 @@ prints the lines to paste into the ``[data]`` table of the federation's config.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedfort import jsonio
 from fedfort.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def _schema(tables: Sequence[LabeledTable]) -> DataSchema:
 
 def _toml_list(key: str, values: Sequence[str]) -> list[str]:
     """``key = [...]`` as TOML, one value a line when the list is long."""
-    quoted = [json.dumps(v, ensure_ascii=False) for v in values]
+    quoted = [jsonio.dumps(v, ensure_ascii=False) for v in values]
     one_line = f"{key} = [{', '.join(quoted)}]"
     if len(one_line) <= 100:
         return [one_line]

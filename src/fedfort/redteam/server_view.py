@@ -19,9 +19,21 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedfort.errors import ConfigError
-from fedfort.messages import ClientUpdate, StatisticsReply, TrainTask
+from fedfort.messages import (
+    ClientUpdate,
+    EvaluateTask,
+    EvaluationReport,
+    StatisticsReply,
+    TrainTask,
+)
 from fedfort.run.federation import Federation
-from fedfort.server.engine import ClientExecutor, CollectOutcome, SecureChannel
+from fedfort.server.engine import (
+    ClientExecutor,
+    CollectOutcome,
+    EvaluationOutcome,
+    FederatedEvaluator,
+    SecureChannel,
+)
 
 __all__ = ["ServerView"]
 
@@ -40,6 +52,8 @@ class ServerView:
         self.updates: dict[int, dict[str, np.ndarray]] = {}
         #: every reply of the secure channel, by (round, attempt, step)
         self.exchanged: dict[tuple[int, int, int], dict[str, object]] = {}
+        #: the evaluation reports of each evaluated round
+        self.evaluations: dict[int, list[EvaluationReport]] = {}
 
     @classmethod
     def attach(cls, sim: Federation) -> ServerView:
@@ -96,3 +110,14 @@ class ServerView:
         """The global model committed by ``round_`` (``final`` after the last round)."""
         nxt = self.broadcast.get(round_ + 1)
         return final if nxt is None else nxt
+
+    def evaluate(
+        self, tasks: Sequence[EvaluateTask], deadline_s: float | None
+    ) -> EvaluationOutcome:
+        """The clients' evaluation reports (metrics only), recorded like every other reply."""
+        if not isinstance(self.inner, FederatedEvaluator):
+            raise ConfigError("this runtime cannot carry evaluation tasks")
+        outcome = self.inner.evaluate(tasks, deadline_s)
+        if tasks:
+            self.evaluations[tasks[0].round] = list(outcome.reports)
+        return outcome
