@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import secrets
 import sys
 from collections.abc import Mapping
@@ -17,15 +18,15 @@ from fedfort.client.privacy import privatize
 from fedfort.client.secure import SecureSessions
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.crypto.primitives import SigningKey
-from fedfort.errors import PolicyRefused, ProtocolError
-from fedfort.messages import ClientPrivacy, ClientUpdate, TrainTask
+from fedfort.errors import PolicyRefused, PrivacyBudgetExhausted, ProtocolError
+from fedfort.messages import ClientPrivacy, ClientUpdate, DpSgdSettings, TrainTask
 from fedfort.secagg.messages import MaskedInputRequest
 from fedfort.secagg.policy import ClientPolicy
 
 if TYPE_CHECKING:
     from fedfort.client.dp_sgd import DpSgdLedger
 
-__all__ = ["FederatedClient", "model_sha256"]
+__all__ = ["FederatedClient", "model_sha256", "refusal_reason"]
 
 
 class FederatedClient:
@@ -105,10 +106,54 @@ class FederatedClient:
             )
         effective = self.effective_privacy(task)
         self.ledger.check(self.policy.events(effective), f"round {task.round} task")
-        private = effective is not None or task.secure is not None or task.config.dp_sgd is not None
+        settings = task.config.dp_sgd
+        if settings is not None:
+            self._check_dp_sgd_budget(task, settings)
+            # the noise source is the client's choice: the OS CSPRNG unless reproducible
+            secure = dataclasses.replace(settings, secure_noise=not self.policy.reproducible)
+            task = dataclasses.replace(task, config=dataclasses.replace(task.config, dp_sgd=secure))
+        private = effective is not None or task.secure is not None or settings is not None
         if self.policy.reproducible or not private:
             return task
         return dataclasses.replace(task, seed=secrets.randbits(63))
+
+    def _check_dp_sgd_budget(self, task: TrainTask, settings: DpSgdSettings) -> None:
+        """Refuse (before any work) a DP-SGD round that would take the client's own ledger
+        past its budget (:attr:`ClientPrivacyPolicy.dp_sgd_budget`).
+
+        What the round costs is computed from what the client knows itself: its own number of
+        records, the task's batch size and epochs (which fix its steps and rate, exactly as it
+        will train) and the noise multiplier it will apply, at its own delta; the ledger holds
+        every DP-SGD update that left the client, committed or not.
+        """
+        budget = self.policy.dp_sgd_budget
+        if budget is None:
+            return
+        from fedfort.client.dp_sgd import DpSgdStats
+        from fedfort.privacy.dp_sgd import dp_sgd_schedule
+
+        z = settings.noise_multiplier
+        if not (math.isfinite(z) and z >= 0):
+            raise PolicyRefused(
+                f"round {task.round} asks for DP-SGD with noise multiplier {z}; it must be a "
+                "finite number >= 0"
+            )
+        q, steps = dp_sgd_schedule(len(self.data), task.config.batch_size, task.config.epochs)
+        ledger, delta = self.dp_sgd_ledger(), self.policy.dp_sgd_delta
+        upcoming = ledger.released_epsilon(delta, extra=DpSgdStats(steps, q, z, math.nan))
+        if upcoming <= budget:
+            return
+        spent = ledger.released_epsilon(delta)
+        raise PrivacyBudgetExhausted(
+            f"round {task.round} refused: {self.client_id} has spent DP-SGD epsilon {spent:.4f} "
+            f"of its budget {budget:g} (delta {delta:g}, one record) and this round's "
+            f"{steps} steps would bring it to {upcoming:.4f}. Nothing was trained or sent; "
+            "raise privacy.dp_sgd.target_epsilon in the client's own configuration only if "
+            "you accept the loss",
+            spent=spent,
+            next_epsilon=upcoming,
+            target=budget,
+        )
 
     def seal(
         self, task: TrainTask, update: ClientUpdate, directory: Mapping[str, bytes]
@@ -158,6 +203,7 @@ class FederatedClient:
         if self.data_metrics:
             update = dataclasses.replace(update, metrics={**update.metrics, **self.data_metrics})
         settings = task.config.dp_sgd
+        stats = None
         if settings is not None and "dp_sgd_steps" in update.metrics:
             stats = _dp_sgd_stats(update)
             eps = self.dp_sgd_ledger().epsilon(settings.delta, extra=stats)
@@ -165,6 +211,8 @@ class FederatedClient:
         effective = self.effective_privacy(task)
         events = self.policy.events(effective)
         self.ledger.check(events, f"round {task.round} release")
+        if stats is not None:  # the update leaves the client: its DP-SGD steps are spent
+            self.dp_sgd_ledger().record_release(stats)
         if effective is None:
             return update
         released = privatize(
@@ -209,6 +257,13 @@ class FederatedClient:
             self.ledger = self._memory_ledger()
             if "privacy_ledger" in state:
                 self.ledger.load_state_dict(state["privacy_ledger"])
+
+
+def refusal_reason(exc: PolicyRefused | PrivacyBudgetExhausted) -> str:
+    """The reason code a client's refusal of a task is recorded under."""
+    return (
+        "privacy_budget_exhausted" if isinstance(exc, PrivacyBudgetExhausted) else "privacy_policy"
+    )
 
 
 def model_sha256(weights: np.ndarray) -> str:
