@@ -265,38 +265,43 @@ def test_the_client_chooses_its_noise_source_not_the_server() -> None:
 # -- a run: calibration, each client's epsilon, a budget that stops it ------------------------
 
 
-DP_RUN = {
-    "rounds": 2,
-    "clients": {"count": 3, "batch_size": 64},
-    "privacy": {"dp_sgd": {"enabled": True, "target_epsilon": 3.0}},
-}
+DP_RUN = (
+    'rounds = 2\n[data]\ndataset = "digits"\n[model]\nname = "logreg"\n'
+    "[clients]\ncount = 3\nbatch_size = 64\nepochs = 1\n"
+    "[privacy.dp_sgd]\nenabled = true\ntarget_epsilon = 3.0\n"
+)
 
 
 @pytest.mark.slow
-def test_a_run_meets_its_target_reports_each_client_and_stops_past_its_plan(tmp_path) -> None:
-    cfg = tiny_config(DP_RUN)
-    with Simulation(cfg, tmp_path) as sim:
-        z = sim.config.privacy.dp_sgd.noise_multiplier
+def test_a_run_meets_its_target_reports_each_client_and_stops_past_its_plan(
+    tmp_path, capsys
+) -> None:
+    toml, out = tmp_path / "run.toml", tmp_path / "run"
+    toml.write_text(DP_RUN)
+    assert main(["simulate", "--config", str(toml), "--out", str(out), "--quiet"]) == 0
+    summary = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    sgd = results["privacy"]["dp_sgd"]
+    z, clients = sgd["noise_multiplier"], sgd["client_epsilon"]
+    with Simulation.resume(out) as sim:
         sizes = {cid: int(n) for cid, n in zip(sim.ids, sim.partition.sizes(), strict=True)}
-        result = sim.run()
-    assert z is not None
-    sgd = result.privacy["dp_sgd"]
-    assert sgd["noise_multiplier"] == z and set(sgd["client_epsilon"]) == set(sizes)
+    assert set(clients) == set(sizes) and sgd["budget_exhausted"] == {}
     smallest = min(sizes, key=lambda c: (sizes[c], c))
     q, per_round = dp_sgd_schedule(sizes[smallest], 64, 1)
+    # the bar: dp-accounting's epsilon of the smallest client's planned steps
     assert 2.9 <= dp_accounting_epsilon(z, q, 2 * per_round) <= 3.0
-    assert sgd["client_epsilon"][smallest] == pytest.approx(
-        dp_sgd_epsilon(z, q, 2 * per_round, DELTA), rel=1e-9
-    )
-    assert max(sgd["client_epsilon"].values()) <= 3.0 and sgd["budget_exhausted"] == {}
-    # a resumed run asked for more rounds keeps the calibrated noise; the clients refuse
-    with Simulation.resume(tmp_path, rounds=3) as sim:
-        assert sim.config.privacy.dp_sgd.noise_multiplier == z
-        with pytest.raises(PrivacyBudgetExhausted, match="own privacy budget") as stop:
-            sim.run()
-    assert stop.value.result.stopped == "privacy_budget_exhausted"
-    assert stop.value.result.privacy["stopped_by_budget"] is True
-    assert len(stop.value.result.records) == 2
+    assert clients[smallest] == pytest.approx(dp_sgd_epsilon(z, q, 2 * per_round, DELTA), rel=1e-9)
+    assert max(clients.values()) == clients[smallest] <= 3.0
+    worst = f"DP-SGD epsilon per record {clients[smallest]:.3f} at delta 1e-05"
+    assert worst in summary and "budget 3)" in summary
+    # resumed for more rounds, the run keeps its noise; every client refuses round 3
+    assert main(["simulate", "--resume", "--out", str(out), "--rounds", "3", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "own privacy budget is spent" in captured.err and "finished 2 rounds" in captured.out
+    stopped = json.loads((out / "results.json").read_text())
+    assert stopped["privacy"]["stopped_by_budget"] is True
+    assert stopped["privacy"]["dp_sgd"]["noise_multiplier"] == z
+    assert len(stopped["rounds"]) == 2
 
 
 # -- the plan command -----------------------------------------------------------------------
