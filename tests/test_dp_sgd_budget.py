@@ -22,8 +22,10 @@ from fedfort.config import ClientPolicyConfig, DpSgdConfig, load_config, parse_c
 from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted
 from fedfort.messages import DpSgdSettings, LocalTrainingConfig, TrainTask
 from fedfort.models import MLP
+from fedfort.monitoring.run_state import read_run
 from fedfort.params import ParamSpec
 from fedfort.privacy.dp_sgd import dp_sgd_epsilon, dp_sgd_schedule, plan_dp_sgd
+from fedfort.report.html import build_report
 from fedfort.run.privacy import dp_sgd_sizes
 
 DELTA = 1e-5
@@ -266,8 +268,8 @@ def test_the_client_chooses_its_noise_source_not_the_server() -> None:
 
 
 DP_RUN = (
-    'rounds = 2\n[data]\ndataset = "digits"\n[model]\nname = "logreg"\n'
-    "[clients]\ncount = 3\nbatch_size = 64\nepochs = 1\n"
+    'rounds = 2\n[data]\ndataset = "digits"\npartition = "dirichlet"\nalpha = 0.1\n'
+    '[model]\nname = "logreg"\n[clients]\ncount = 3\nbatch_size = 64\nepochs = 1\n'
     "[privacy.dp_sgd]\nenabled = true\ntarget_epsilon = 3.0\n"
 )
 
@@ -285,7 +287,8 @@ def test_a_run_meets_its_target_reports_each_client_and_stops_past_its_plan(
     z, clients = sgd["noise_multiplier"], sgd["client_epsilon"]
     with Simulation.resume(out) as sim:
         sizes = {cid: int(n) for cid, n in zip(sim.ids, sim.partition.sizes(), strict=True)}
-    assert set(clients) == set(sizes) and sgd["budget_exhausted"] == {}
+    assert len(set(sizes.values())) == 3 and set(clients) == set(sizes)
+    assert sgd["budget_exhausted"] == {}
     smallest = min(sizes, key=lambda c: (sizes[c], c))
     q, per_round = dp_sgd_schedule(sizes[smallest], 64, 1)
     # the bar: dp-accounting's epsilon of the smallest client's planned steps
@@ -294,14 +297,26 @@ def test_a_run_meets_its_target_reports_each_client_and_stops_past_its_plan(
     assert max(clients.values()) == clients[smallest] <= 3.0
     worst = f"DP-SGD epsilon per record {clients[smallest]:.3f} at delta 1e-05"
     assert worst in summary and "budget 3)" in summary
-    # resumed for more rounds, the run keeps its noise; every client refuses round 3
+    # resumed for a third round: the smallest client has no room left and refuses; the others
+    # train, and the run says who stopped and why
     assert main(["simulate", "--resume", "--out", str(out), "--rounds", "3", "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert "own privacy budget is spent" in captured.err and "finished 2 rounds" in captured.out
+    assert f"{smallest} stopped training from round 3" in captured.err
+    third = json.loads((out / "results.json").read_text())["privacy"]["dp_sgd"]
+    assert third["noise_multiplier"] == z and third["budget_exhausted"] == {smallest: 3}
+    assert clients[smallest] == third["client_epsilon"][smallest]  # it released nothing more
+    assert all(third["client_epsilon"][c] <= 3.0 for c in sizes)
+    state = read_run(out, verify=False)["privacy"]
+    assert {c["id"]: c["stopped_round"] for c in state["dp_sgd_clients"]}[smallest] == 3
+    assert f"{smallest} (round 3)" in build_report(out)
+    # further on, every client's budget is spent: the run stops at its last committed round
+    assert main(["simulate", "--resume", "--out", str(out), "--rounds", "12", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "own privacy budget is spent" in captured.err
     stopped = json.loads((out / "results.json").read_text())
     assert stopped["privacy"]["stopped_by_budget"] is True
-    assert stopped["privacy"]["dp_sgd"]["noise_multiplier"] == z
-    assert len(stopped["rounds"]) == 2
+    assert len(stopped["rounds"]) < 12
+    assert max(stopped["privacy"]["dp_sgd"]["client_epsilon"].values()) <= 3.0
 
 
 # -- the plan command -----------------------------------------------------------------------
