@@ -25,8 +25,10 @@ from fedfort.models import MLP
 from fedfort.monitoring.run_state import read_run
 from fedfort.params import ParamSpec
 from fedfort.privacy.dp_sgd import dp_sgd_epsilon, dp_sgd_schedule, plan_dp_sgd
+from fedfort.privacy.modes import DPSGD
 from fedfort.report.html import build_report
 from fedfort.run.privacy import dp_sgd_sizes
+from fedfort.run.resume import resumed_config
 
 DELTA = 1e-5
 FEATURES, CLASSES = 8, 3
@@ -123,6 +125,14 @@ def test_new_keys_at_their_defaults_keep_the_identity_of_existing_configs() -> N
 
 def test_dp_sgd_settings_are_checked() -> None:
     assert DpSgdConfig(enabled=True, target_epsilon=3.0).noise_multiplier is None
+    # the Python API's mode object writes the same table
+    mode = parse_config({"privacy": DPSGD(target_epsilon=3.0, min_samples=50).table()})
+    assert mode.privacy.dp_sgd == DpSgdConfig(enabled=True, target_epsilon=3.0, min_samples=50)
+    plain = parse_config({"privacy": DPSGD().table()})
+    assert (
+        plain.identity_hash()
+        == parse_config({"privacy": {"dp_sgd": {"enabled": True}}}).identity_hash()
+    )
     with pytest.raises(ConfigError, match=r"dp_sgd\.enabled"):
         parse_config({"privacy": {"dp_sgd": {"target_epsilon": 3.0}}})
     with pytest.raises(ConfigError, match="min_samples"):
@@ -297,6 +307,9 @@ def test_a_run_meets_its_target_reports_each_client_and_stops_past_its_plan(
     assert max(clients.values()) == clients[smallest] <= 3.0
     worst = f"DP-SGD epsilon per record {clients[smallest]:.3f} at delta 1e-05"
     assert worst in summary and "budget 3)" in summary
+    # the run's own TOML (no multiplier) resumes with the calibrated one, whatever its rounds
+    given = load_config(toml).with_overrides({"rounds": 7})
+    assert resumed_config(out, given).privacy.dp_sgd.noise_multiplier == z
     # resumed for a third round: the smallest client has no room left and refuses; the others
     # train, and the run says who stopped and why
     assert main(["simulate", "--resume", "--out", str(out), "--rounds", "3", "--quiet"]) == 0

@@ -24,7 +24,7 @@ from fedfort.secagg.messages import MaskedInputRequest
 from fedfort.secagg.policy import ClientPolicy
 
 if TYPE_CHECKING:
-    from fedfort.client.dp_sgd import DpSgdLedger
+    from fedfort.client.dp_sgd_ledger import DpSgdLedger
 
 __all__ = ["FederatedClient", "model_sha256", "refusal_reason"]
 
@@ -129,7 +129,7 @@ class FederatedClient:
         budget = self.policy.dp_sgd_budget
         if budget is None:
             return
-        from fedfort.client.dp_sgd import DpSgdStats
+        from fedfort.client.dp_sgd_ledger import DpSgdStats
         from fedfort.privacy.dp_sgd import dp_sgd_schedule
 
         z = settings.noise_multiplier
@@ -225,7 +225,7 @@ class FederatedClient:
     def dp_sgd_ledger(self) -> DpSgdLedger:
         """The client's own DP-SGD ledger (sample-level, committed rounds only)."""
         if self._dp_sgd is None:
-            from fedfort.client.dp_sgd import DpSgdLedger
+            from fedfort.client.dp_sgd_ledger import DpSgdLedger
 
             self._dp_sgd = DpSgdLedger()
         return self._dp_sgd
@@ -280,7 +280,7 @@ def _releases_input(message: object) -> bool:
 
 
 def _dp_sgd_stats(update: ClientUpdate) -> Any:
-    from fedfort.client.dp_sgd import DpSgdStats
+    from fedfort.client.dp_sgd_ledger import DpSgdStats
 
     m = update.metrics
     return DpSgdStats(
