@@ -29,6 +29,7 @@ from fedfort.privacy.modes import DPSGD
 from fedfort.report.html import build_report
 from fedfort.run.privacy import dp_sgd_sizes
 from fedfort.run.resume import resumed_config
+from fedfort.simulation.lazy_clients import LazyClients
 
 DELTA = 1e-5
 FEATURES, CLASSES = 8, 3
@@ -372,3 +373,17 @@ def test_budget_policy_delta_is_the_clients_own() -> None:
     assert off.dp_sgd_budget is None
     with pytest.raises(ConfigError, match="dp_sgd_delta"):
         ClientPrivacyPolicy(dp_sgd_delta=1.0)
+
+
+def test_ray_driver_side_clients_check_the_budget_with_their_partition_size() -> None:
+    trainer = make_trainer()
+    q, steps = dp_sgd_schedule(64, 8, 1)
+    one_round = dp_sgd_epsilon(1.0, q, steps, DELTA)
+    clients = LazyClients(
+        ["c", "d"], policy=budget_policy(one_round * 1.01), num_records={"c": 64, "d": 16}
+    )
+    assert len(clients.get("c").data) == 0 and clients.get("c").num_records == 64
+    task = clients.get("c").training_task(dp_task(1, trainer))  # the actor trains on the rows
+    assert task.config.dp_sgd is not None and task.config.dp_sgd.secure_noise
+    with pytest.raises(PrivacyBudgetExhausted):  # fewer records: a larger rate, more epsilon
+        clients.get("d").training_task(dataclasses.replace(dp_task(1, trainer), client_id="d"))

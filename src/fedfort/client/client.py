@@ -37,6 +37,9 @@ class FederatedClient:
     that the client's update was committed (:meth:`acknowledge`), so a discarded round leaves
     ``c = mean_i(c_i)`` intact and costs the client no privacy in its report.
 
+    ``num_records`` is the size of the client's training set when ``data`` is a placeholder
+    (the Ray runtime trains on the rows in its actors).
+
     ``identity`` is the client's Ed25519 identity key (a fresh one unless given); its public
     half is what the federation registers (the secure-aggregation protocol signs with it);
     ``secure_policy`` is the client's own floor for masking sessions.
@@ -60,9 +63,13 @@ class FederatedClient:
         policy: ClientPrivacyPolicy | None = None,
         ledger: ClientLedger | None = None,
         secure_policy: ClientPolicy | None = None,
+        num_records: int | None = None,
     ) -> None:
         self.client_id = client_id
         self.data = data
+        #: how many records the client trains on, when ``data`` is held elsewhere (a Ray
+        #: actor trains on it); its DP-SGD budget check needs the number
+        self.num_records = len(data) if num_records is None else int(num_records)
         #: counts of the client's data-protection pipeline (``edge_*``, see fedfort.edge)
         self.data_metrics = dict(data_metrics or {})
         self.control: np.ndarray | None = None
@@ -138,7 +145,7 @@ class FederatedClient:
                 f"round {task.round} asks for DP-SGD with noise multiplier {z}; it must be a "
                 "finite number >= 0"
             )
-        q, steps = dp_sgd_schedule(len(self.data), task.config.batch_size, task.config.epochs)
+        q, steps = dp_sgd_schedule(self.num_records, task.config.batch_size, task.config.epochs)
         ledger, delta = self.dp_sgd_ledger(), self.policy.dp_sgd_delta
         upcoming = ledger.released_epsilon(delta, extra=DpSgdStats(steps, q, z, math.nan))
         if upcoming <= budget:

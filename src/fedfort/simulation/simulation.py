@@ -236,6 +236,7 @@ class Simulation(Federation):
                 self.config.privacy.client, self.config.privacy.dp_sgd
             ),
             secure_policy=client_policy(self.config.secure_aggregation),
+            num_records=self._training_set_sizes(),
         )
         executor = RayExecutor(
             self.clients,
