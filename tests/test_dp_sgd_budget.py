@@ -15,6 +15,7 @@ from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, rdp
 from conftest import tiny_config
 from fedfort import Simulation
 from fedfort.cli import main
+from fedfort.cli.network import _dp_sgd_line
 from fedfort.client import ClientData, FederatedClient, LocalTrainer
 from fedfort.client.dp_sgd import train_dp_sgd
 from fedfort.client.policy import ClientPrivacyPolicy
@@ -387,3 +388,17 @@ def test_ray_driver_side_clients_check_the_budget_with_their_partition_size() ->
     assert task.config.dp_sgd is not None and task.config.dp_sgd.secure_noise
     with pytest.raises(PrivacyBudgetExhausted):  # fewer records: a larger rate, more epsilon
         clients.get("d").training_task(dataclasses.replace(dp_task(1, trainer), client_id="d"))
+
+
+def test_fedfort_client_prints_its_own_dp_sgd_epsilon() -> None:
+    trainer = make_trainer()
+    policy = budget_policy(10.0)
+    client = FederatedClient("c", client_data(), policy=policy)
+    update = client.handle(dp_task(1, trainer), trainer)  # released, never committed
+    q, steps = dp_sgd_schedule(128, 8, 1)
+    released = dp_sgd_epsilon(1.0, q, steps, DELTA)
+    line = _dp_sgd_line("c", client, policy)
+    assert f"{0.0:.4f} over committed rounds, {released:.4f} over every release" in line
+    assert "delta 1e-05 (budget 10)" in line
+    client.acknowledge(update)
+    assert f"{released:.4f} over committed rounds" in _dp_sgd_line("c", client, policy)
