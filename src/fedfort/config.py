@@ -509,12 +509,47 @@ class SimulationConfig(_Section):
 
 
 class DpSgdConfig(_Section):
-    """Sample-level DP-SGD at every client, through Opacus."""
+    """Record-level DP-SGD at every client, through Opacus (see docs/privacy.md).
+
+    ``target_epsilon`` calibrates ``noise_multiplier`` (when that is unset) so that every
+    client's epsilon after ``rounds`` rounds stays within it, for the smallest client's data
+    (the partition sizes in a simulation; ``min_samples`` and ``server.declared_sample_counts``
+    over the network), and is each client's own budget: a client whose next round would pass
+    it refuses to train. Without a target the noise multiplier defaults to 1.0.
+    """
 
     enabled: bool = False
-    noise_multiplier: float = Field(1.0, gt=0)
+    noise_multiplier: float | None = Field(
+        None, gt=0, description="default 1.0; calibrated from target_epsilon when that is set"
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of each client's own epsilon")
+    target_epsilon: float | None = Field(
+        None, gt=0, description="each client's budget; calibrates noise_multiplier when unset"
+    )
+    min_samples: int | None = Field(
+        None, ge=1, description="fewest training records a client holds (plans the noise)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_noise(cls, data: Any) -> Any:
+        # without a target the multiplier is 1.0, as it always was (and the identity with it)
+        if (
+            isinstance(data, Mapping)
+            and data.get("target_epsilon") is None
+            and data.get("noise_multiplier") is None
+        ):
+            return {**data, "noise_multiplier": 1.0}
+        return data
+
+    @model_validator(mode="after")
+    def _budget(self) -> DpSgdConfig:
+        if not self.enabled and (self.target_epsilon is not None or self.min_samples is not None):
+            raise ValueError(
+                "privacy.dp_sgd.target_epsilon / min_samples need privacy.dp_sgd.enabled = true"
+            )
+        return self
 
 
 class ClientPolicyConfig(_Section):
@@ -1052,6 +1087,10 @@ def _without_later_defaults(body: dict[str, Any]) -> dict[str, Any]:
         body["clients"].pop("loss", None)
     if body["governance"].get("rollback_on") == "server":
         body["governance"].pop("rollback_on")
+    dp_sgd = body.get("privacy", {}).get("dp_sgd", {})
+    for key in ("target_epsilon", "min_samples"):
+        if dp_sgd.get(key) is None:
+            dp_sgd.pop(key, None)
     return body
 
 

@@ -50,11 +50,17 @@ class DpSgdSettings:
     Every per-sample gradient is clipped to L2 norm ``max_grad_norm`` and Gaussian noise with
     std ``noise_multiplier * max_grad_norm`` is added to each batch sum; batches are Poisson
     samples of the client's data. ``delta`` is the delta at which the client reports epsilon.
+
+    ``secure_noise`` draws the Gaussian noise from the OS CSPRNG instead of a generator seeded
+    from the task. The client sets it itself before training
+    (:meth:`fedfort.client.FederatedClient.training_task`: on unless its own policy is
+    ``reproducible``); the server's value is never used.
     """
 
     noise_multiplier: float
     max_grad_norm: float
     delta: float = 1e-5
+    secure_noise: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from fedfort.cli._options import monitoring_arguments
 from fedfort.errors import ConfigError
 
 if TYPE_CHECKING:
+    from fedfort.client.client import FederatedClient
     from fedfort.client.policy import ClientPrivacyPolicy
     from fedfort.config import RunConfig
     from fedfort.secagg.policy import ClientPolicy
@@ -227,7 +228,8 @@ _POLICY_OPTIONS = (
 
 def client_policy(args: argparse.Namespace, config: RunConfig) -> ClientPrivacyPolicy:
     """The client's own privacy policy: ``[privacy.client]`` of its --config, then the keys of
-    its --policy TOML, then the command-line options (each overriding the one before)."""
+    its --policy TOML, then the command-line options (each overriding the one before); its
+    DP-SGD budget is ``[privacy.dp_sgd] target_epsilon`` of its own --config."""
     import tomllib
 
     from fedfort.client.policy import ClientPrivacyPolicy
@@ -244,7 +246,9 @@ def client_policy(args: argparse.Namespace, config: RunConfig) -> ClientPrivacyP
         if value is not None:
             values[name] = value
     try:
-        return ClientPrivacyPolicy.from_config(ClientPolicyConfig(**values))
+        return ClientPrivacyPolicy.from_config(
+            ClientPolicyConfig(**values), dp_sgd=config.privacy.dp_sgd
+        )
     except ValueError as exc:
         raise ConfigError(f"the client's privacy policy is invalid: {exc}") from None
 
@@ -319,6 +323,8 @@ def run_client(args: argparse.Namespace) -> int:
         + f"; ledger {ledger.path}",
         flush=True,
     )
+    if config.privacy.dp_sgd.enabled:
+        print(_dp_sgd_line(args.name, client.client, policy), flush=True)
     if report.budget_exhausted:
         print(f"fedfort client {args.name}: privacy budget spent; left the federation", flush=True)
     return _client_outcome(args.name, report)
@@ -361,6 +367,17 @@ def _client_outcome(name: str, report: ClientReport) -> int:
         )
         return 1
     return 0
+
+
+def _dp_sgd_line(name: str, client: FederatedClient, policy: ClientPrivacyPolicy) -> str:
+    """The client's own record-level DP-SGD epsilon: committed rounds and every release."""
+    ledger, delta = client.dp_sgd_ledger(), policy.dp_sgd_delta
+    budget = policy.dp_sgd_budget
+    return (
+        f"fedfort client {name}: DP-SGD epsilon (one of its records) {ledger.epsilon(delta):.4f} "
+        f"over committed rounds, {ledger.released_epsilon(delta):.4f} over every release, at "
+        f"delta {delta:g}" + (f" (budget {budget:g})" if budget is not None else " (no budget set)")
+    )
 
 
 def _secure_policy(args: argparse.Namespace, config: RunConfig) -> ClientPolicy:

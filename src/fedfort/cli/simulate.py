@@ -18,6 +18,7 @@ from fedfort.errors import ConfigError, FedfortError, PrivacyBudgetExhausted
 
 if TYPE_CHECKING:
     from fedfort.config import RunConfig
+    from fedfort.run.result import RunResult
     from fedfort.server.engine import RoundRecord
 
 __all__ = ["add_parsers", "run"]
@@ -231,7 +232,32 @@ def run(args: argparse.Namespace) -> int:
     done_text = f"finished {final['rounds']} rounds"
     if final.get("stopped") == "operator_stop":
         done_text = f"stopped by an operator after {final['rounds']} rounds (--resume continues)"
-    print(f"{done_text}: {first}{eps_text}; results in {path}")
+    print(f"{done_text}: {first}{eps_text}{_dp_sgd_text(result)}; results in {path}")
     for line in more:
         print(line)
+    for line in _dp_sgd_stops(result):
+        print(f"fedfort: {line}", file=sys.stderr)
     return 0
+
+
+def _dp_sgd_text(result: RunResult) -> str:
+    """The summary's DP-SGD part: the largest per-record epsilon any client reported."""
+    sgd = (result.privacy or {}).get("dp_sgd")
+    if not sgd or not sgd["client_epsilon"]:
+        return ""
+    worst = max(sgd["client_epsilon"].items(), key=lambda kv: kv[1])
+    budget = sgd.get("target_epsilon")
+    return (
+        f", DP-SGD epsilon per record {worst[1]:.3f} at delta {sgd['delta']:g} (largest, "
+        f"{worst[0]}, of {len(sgd['client_epsilon'])} clients"
+        + (f"; budget {budget:g})" if budget is not None else ")")
+    )
+
+
+def _dp_sgd_stops(result: RunResult) -> list[str]:
+    """One line per client that stopped training because its DP-SGD budget was spent."""
+    sgd = (result.privacy or {}).get("dp_sgd") or {}
+    return [
+        f"{cid} stopped training from round {round_}: its own DP-SGD privacy budget is spent"
+        for cid, round_ in sgd.get("budget_exhausted", {}).items()
+    ]

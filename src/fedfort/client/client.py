@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import secrets
 import sys
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from fedfort.errors import PolicyRefused, PrivacyBudgetExhausted, ProtocolError
 from fedfort.messages import (
     ClientPrivacy,
     ClientUpdate,
+    DpSgdSettings,
     EvaluateTask,
     EvaluationReport,
     FeatureTransform,
@@ -40,9 +42,9 @@ from fedfort.secagg.messages import MaskedInputRequest
 from fedfort.secagg.policy import ClientPolicy
 
 if TYPE_CHECKING:
-    from fedfort.client.dp_sgd import DpSgdLedger
+    from fedfort.client.dp_sgd_ledger import DpSgdLedger
 
-__all__ = ["FederatedClient", "model_sha256"]
+__all__ = ["FederatedClient", "model_sha256", "refusal_reason"]
 
 
 class FederatedClient:
@@ -52,6 +54,9 @@ class FederatedClient:
     DP-SGD, its own sample-level privacy ledger. Both advance only when the server confirms
     that the client's update was committed (:meth:`acknowledge`), so a discarded round leaves
     ``c = mean_i(c_i)`` intact and costs the client no privacy in its report.
+
+    ``num_records`` is the size of the client's training set when ``data`` is a placeholder
+    (the Ray runtime trains on the rows in its actors).
 
     ``identity`` is the client's Ed25519 identity key (a fresh one unless given); its public
     half is what the federation registers (the secure-aggregation protocol signs with it);
@@ -81,6 +86,7 @@ class FederatedClient:
         ledger: ClientLedger | None = None,
         secure_policy: ClientPolicy | None = None,
         holdout: ClientData | None = None,
+        num_records: int | None = None,
     ) -> None:
         self.client_id = client_id
         #: the rows the client trains on: its protected data, through the federation's feature
@@ -92,6 +98,9 @@ class FederatedClient:
         #: the feature transform the client applied (``None`` until the server sends one)
         self.transform: FeatureTransform | None = None
         self.evaluation = EvaluationGuard(client_id)
+        #: how many records the client trains on, when ``data`` is held elsewhere (a Ray
+        #: actor trains on it); its DP-SGD budget check needs the number
+        self.num_records = len(data) if num_records is None else int(num_records)
         #: counts of the client's data-protection pipeline (``edge_*``, see fedfort.edge)
         self.data_metrics = dict(data_metrics or {})
         self.control: np.ndarray | None = None
@@ -211,10 +220,54 @@ class FederatedClient:
             )
         effective = self.effective_privacy(task)
         self.ledger.check(self.policy.events(effective), f"round {task.round} task")
-        private = effective is not None or task.secure is not None or task.config.dp_sgd is not None
+        settings = task.config.dp_sgd
+        if settings is not None:
+            self._check_dp_sgd_budget(task, settings)
+            # the noise source is the client's choice: the OS CSPRNG unless reproducible
+            secure = dataclasses.replace(settings, secure_noise=not self.policy.reproducible)
+            task = dataclasses.replace(task, config=dataclasses.replace(task.config, dp_sgd=secure))
+        private = effective is not None or task.secure is not None or settings is not None
         if self.policy.reproducible or not private:
             return task
         return dataclasses.replace(task, seed=secrets.randbits(63))
+
+    def _check_dp_sgd_budget(self, task: TrainTask, settings: DpSgdSettings) -> None:
+        """Refuse (before any work) a DP-SGD round that would take the client's own ledger
+        past its budget (:attr:`ClientPrivacyPolicy.dp_sgd_budget`).
+
+        What the round costs is computed from what the client knows itself: its own number of
+        records, the task's batch size and epochs (which fix its steps and rate, exactly as it
+        will train) and the noise multiplier it will apply, at its own delta; the ledger holds
+        every DP-SGD update that left the client, committed or not.
+        """
+        budget = self.policy.dp_sgd_budget
+        if budget is None:
+            return
+        from fedfort.client.dp_sgd_ledger import DpSgdStats
+        from fedfort.privacy.dp_sgd import dp_sgd_schedule
+
+        z = settings.noise_multiplier
+        if not (math.isfinite(z) and z >= 0):
+            raise PolicyRefused(
+                f"round {task.round} asks for DP-SGD with noise multiplier {z}; it must be a "
+                "finite number >= 0"
+            )
+        q, steps = dp_sgd_schedule(self.num_records, task.config.batch_size, task.config.epochs)
+        ledger, delta = self.dp_sgd_ledger(), self.policy.dp_sgd_delta
+        upcoming = ledger.released_epsilon(delta, extra=DpSgdStats(steps, q, z, math.nan))
+        if upcoming <= budget:
+            return
+        spent = ledger.released_epsilon(delta)
+        raise PrivacyBudgetExhausted(
+            f"round {task.round} refused: {self.client_id} has spent DP-SGD epsilon {spent:.4f} "
+            f"of its budget {budget:g} (delta {delta:g}, one record) and this round's "
+            f"{steps} steps would bring it to {upcoming:.4f}. Nothing was trained or sent; "
+            "raise privacy.dp_sgd.target_epsilon in the client's own configuration only if "
+            "you accept the loss",
+            spent=spent,
+            next_epsilon=upcoming,
+            target=budget,
+        )
 
     def seal(
         self, task: TrainTask, update: ClientUpdate, directory: Mapping[str, bytes]
@@ -264,6 +317,7 @@ class FederatedClient:
         if self.data_metrics:
             update = dataclasses.replace(update, metrics={**update.metrics, **self.data_metrics})
         settings = task.config.dp_sgd
+        stats = None
         if settings is not None and "dp_sgd_steps" in update.metrics:
             stats = _dp_sgd_stats(update)
             eps = self.dp_sgd_ledger().epsilon(settings.delta, extra=stats)
@@ -271,6 +325,8 @@ class FederatedClient:
         effective = self.effective_privacy(task)
         events = self.policy.events(effective)
         self.ledger.check(events, f"round {task.round} release")
+        if stats is not None:  # the update leaves the client: its DP-SGD steps are spent
+            self.dp_sgd_ledger().record_release(stats)
         if effective is None:
             return update
         released = privatize(
@@ -296,7 +352,7 @@ class FederatedClient:
     def dp_sgd_ledger(self) -> DpSgdLedger:
         """The client's own DP-SGD ledger (sample-level, committed rounds only)."""
         if self._dp_sgd is None:
-            from fedfort.client.dp_sgd import DpSgdLedger
+            from fedfort.client.dp_sgd_ledger import DpSgdLedger
 
             self._dp_sgd = DpSgdLedger()
         return self._dp_sgd
@@ -333,6 +389,13 @@ class FederatedClient:
                 self.ledger.load_state_dict(state["privacy_ledger"])
 
 
+def refusal_reason(exc: PolicyRefused | PrivacyBudgetExhausted) -> str:
+    """The reason code a client's refusal of a task is recorded under."""
+    return (
+        "privacy_budget_exhausted" if isinstance(exc, PrivacyBudgetExhausted) else "privacy_policy"
+    )
+
+
 def model_sha256(weights: np.ndarray) -> str:
     """SHA-256 of a global model's flat float32 vector: the model version a client sees."""
     return hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float32).tobytes()).hexdigest()
@@ -347,7 +410,7 @@ def _releases_input(message: object) -> bool:
 
 
 def _dp_sgd_stats(update: ClientUpdate) -> Any:
-    from fedfort.client.dp_sgd import DpSgdStats
+    from fedfort.client.dp_sgd_ledger import DpSgdStats
 
     m = update.metrics
     return DpSgdStats(

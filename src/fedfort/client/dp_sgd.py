@@ -22,36 +22,49 @@ guarantees hold side by side, for different units of privacy.
 
 Randomness
 ----------
-Everything is seeded from the task seed, so the same seed gives the same model: the Poisson
-sampler and the noise each get their own ``torch.Generator``. Opacus' noise therefore comes
-from torch's PRNG (Mersenne Twister), which is fine for experiments but not a cryptographic
-source. Opacus' ``secure_mode`` would need ``torchcsprng``, which has no build for the torch
-version fedfort uses, so it is not offered. The client-level guarantee of fedfort's own
-DP-FedAvg draws its noise from a CSPRNG (see :class:`fedfort.messages.ClientPrivacy`); DP-SGD
-here provides the client's additional *sample-level* guarantee.
+The Poisson sampler is a ``torch.Generator`` seeded from the task seed (which a client replaces
+with one from its own OS randomness, :meth:`fedfort.client.FederatedClient.training_task`).
+The Gaussian noise comes from the OS CSPRNG when ``DpSgdSettings.secure_noise`` is set (the
+client sets it unless its policy is ``reproducible``): :class:`fedfort.privacy.noise.SecureNoise`
+(AES-256-CTR keyed from ``os.urandom``), drawn once per step for all parameters in float64
+and added to the clipped sum in Opacus' noise hook (``DPOptimizer.add_noise``). A statistical
+PRNG such as torch's Mersenne Twister can be reconstructed from its outputs, and its noise
+then subtracted; Opacus' own ``secure_mode`` would need ``torchcsprng``, which has no build for
+the torch fedfort uses. Without ``secure_noise`` (the reproducible experiment mode) the noise
+comes from a second ``torch.Generator`` seeded from the task, so the same seed gives the same
+model, bit for bit.
+
+Budget
+------
+:func:`fedfort.privacy.dp_sgd.dp_sgd_schedule` fixes the rate and steps a client with ``n``
+records takes, so a client can compute, before it trains, what the round will cost it
+(:meth:`DpSgdLedger.epsilon` with ``extra``) and refuse a round that would take it past its
+budget (:meth:`fedfort.client.FederatedClient.training_task`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from opacus import GradSampleModule
-from opacus.accountants import RDPAccountant
 from opacus.optimizers import DPOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from opacus.utils.uniform_sampler import (
     UniformWithReplacementSampler,
 )
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from fedfort.client.dp_sgd_ledger import DpSgdLedger, DpSgdStats
 from fedfort.client.training import ClientData, _loss
-from fedfort.errors import CheckpointError, ConfigError
+from fedfort.errors import ConfigError
 from fedfort.messages import DpSgdSettings, LocalTrainingConfig
+from fedfort.privacy.dp_sgd import dp_sgd_schedule
+from fedfort.privacy.noise import NoiseSource, SecureNoise
 
 __all__ = ["DpSgdLedger", "DpSgdStats", "train_dp_sgd"]
 
@@ -63,21 +76,6 @@ _MODULE_ATTRS = ("activations", "max_batch_len", "autograd_grad_sample_hooks")
 # Opacus registers full backward hooks on the first layer, whose input needs no gradient;
 # torch then warns on every backward pass although per-sample gradients are unaffected.
 _HOOK_WARNING = "Full backward hook is firing when gradients are computed with respect to"
-
-
-@dataclass(frozen=True)
-class DpSgdStats:
-    """What one call of :func:`train_dp_sgd` did, as needed for privacy accounting.
-
-    ``train_loss`` is the mean batch loss over the non-empty steps (NaN if every Poisson batch
-    was empty); like every training metric it is computed from the raw data and is *not*
-    covered by the DP guarantee.
-    """
-
-    steps: int
-    sample_rate: float
-    noise_multiplier: float
-    train_loss: float
 
 
 def train_dp_sgd(
@@ -93,10 +91,9 @@ def train_dp_sgd(
     ``noise_multiplier * max_grad_norm`` to their sum, divides by the expected batch size
     ``q * n`` and takes one ``torch.optim.SGD`` step (``lr``, ``momentum``, ``weight_decay``).
 
-    The sampler and the noise are seeded from ``seed``, so the same seed gives the same weights.
-    The noise comes from torch's PRNG, not a CSPRNG (Opacus' ``secure_mode`` needs
-    ``torchcsprng``, which has no build for this torch); fedfort's client-level DP-FedAvg
-    noise uses a CSPRNG, and DP-SGD here adds the client's *sample-level* guarantee.
+    The sampler is seeded from ``seed``. The noise comes from the OS CSPRNG when
+    ``config.dp_sgd.secure_noise`` is set, otherwise from a generator seeded from ``seed``, so
+    the same seed gives the same weights (see the module docstring).
 
     Afterwards the model is a plain module again: Opacus' hooks and every attribute it attached
     to parameters and modules are removed, and parameter gradients are cleared, so the same
@@ -116,9 +113,9 @@ def train_dp_sgd(
     n = len(data)
     if n == 0:
         raise ConfigError("DP-SGD needs at least one training sample, the client has none")
+    sample_rate, steps_per_round = dp_sgd_schedule(n, config.batch_size, config.epochs)
+    steps_per_epoch = steps_per_round // config.epochs
     batch = n if config.batch_size <= 0 else min(config.batch_size, n)
-    sample_rate = batch / n
-    steps_per_epoch = max(1, round(1 / sample_rate))
 
     was_training = model.training
     model.train()
@@ -144,16 +141,28 @@ def train_dp_sgd(
     loss_sum = torch.zeros((), dtype=torch.float64)
     gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=False)
     try:
-        optimizer = DPOptimizer(
-            torch.optim.SGD(
-                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-            ),
-            noise_multiplier=settings.noise_multiplier,
-            max_grad_norm=settings.max_grad_norm,
-            expected_batch_size=batch,
-            loss_reduction="mean",
-            generator=noise_gen,
+        sgd = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
+        optimizer: DPOptimizer
+        if settings.secure_noise:
+            optimizer = _SecureNoiseOptimizer(
+                sgd,
+                noise_multiplier=settings.noise_multiplier,
+                max_grad_norm=settings.max_grad_norm,
+                expected_batch_size=batch,
+                loss_reduction="mean",
+                source=SecureNoise(),
+            )
+        else:
+            optimizer = DPOptimizer(
+                sgd,
+                noise_multiplier=settings.noise_multiplier,
+                max_grad_norm=settings.max_grad_norm,
+                expected_batch_size=batch,
+                loss_reduction="mean",
+                generator=noise_gen,
+            )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_HOOK_WARNING, category=UserWarning)
             for _ in range(config.epochs):
@@ -188,6 +197,37 @@ def train_dp_sgd(
         noise_multiplier=settings.noise_multiplier,
         train_loss=train_loss,
     )
+
+
+class _SecureNoiseOptimizer(DPOptimizer):  # type: ignore[misc]
+    """Opacus' DP optimizer with its noise hook drawing from a CSPRNG (``source``).
+
+    Per step, one vector of ``N(0, (z C)^2)`` noise for all parameters is drawn in float64 from
+    ``source`` (:class:`~fedfort.privacy.noise.SecureNoise`) and added to the clipped
+    per-sample gradient sums, as :meth:`DPOptimizer.add_noise` does with torch's generator.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, source: NoiseSource, **kw: Any) -> None:
+        super().__init__(optimizer, **kw)
+        self._source = source
+
+    def add_noise(self) -> None:
+        sums = [p.summed_grad for p in self.params]
+        for s in sums:
+            _check_processed_flag(s)
+        std = self.noise_multiplier * self.max_grad_norm
+        total = sum(int(s.numel()) for s in sums)
+        noise = torch.from_numpy(self._source.gaussian(total, std)) if std > 0 else None
+        offset = 0
+        for p, s in zip(self.params, sums, strict=True):
+            size = int(s.numel())
+            grad = s.clone()
+            if noise is not None:
+                part = noise[offset : offset + size].reshape(s.shape)
+                grad = (s.double() + part).to(s.dtype)
+            offset += size
+            p.grad = grad.view_as(p)
+            _mark_as_processed(s)
 
 
 def _check_settings(config: LocalTrainingConfig, settings: DpSgdSettings) -> None:
@@ -256,83 +296,3 @@ def _detach_opacus(model: nn.Module, gsm: Any, params: list[nn.Parameter]) -> No
             # register_full_backward_hook pins this flag; reset it so the module accepts
             # either kind of backward hook again, as a fresh module does.
             module._is_full_backward_hook = None
-
-
-class DpSgdLedger:
-    """A client's own sample-level privacy ledger: the DP-SGD rounds it took part in.
-
-    Each recorded round contributes ``steps`` compositions of the sampled Gaussian mechanism
-    with rate ``sample_rate`` and ``noise_multiplier`` (DP-SGD, Abadi et al. 2016). Epsilon is
-    computed with Opacus' RDP accountant (Yousefpour et al. 2021; Mironov 2017; Mironov,
-    Talwar and Zhang 2019). Only rounds whose update was committed should be recorded by the
-    caller; see the module docstring for what the number means.
-    """
-
-    def __init__(self) -> None:
-        self._history: list[tuple[float, float, int]] = []
-
-    def __len__(self) -> int:
-        return len(self._history)
-
-    def record(self, stats: DpSgdStats) -> None:
-        """Add one committed round's DP-SGD training."""
-        self._history.append(_entry(stats))
-
-    def epsilon(self, delta: float, extra: DpSgdStats | None = None) -> float:
-        """Epsilon at ``delta`` of all recorded rounds, plus ``extra`` without recording it.
-
-        0.0 when there is nothing to compose; ``inf`` if any step had noise multiplier 0.
-        """
-        if not 0 < delta < 1:
-            raise ConfigError(f"delta must be in (0, 1), got {delta}")
-        history = list(self._history)
-        if extra is not None:
-            history.append(_entry(extra))
-        # RDP composes additively and is linear in the number of steps, so rounds with the same
-        # (noise multiplier, sample rate) are merged: the cost grows with the distinct settings,
-        # not with the rounds (a few hundred rounds at one setting cost one RDP evaluation).
-        merged: dict[tuple[float, float], int] = {}
-        for z, q, steps in history:
-            if steps > 0:
-                merged[(z, q)] = merged.get((z, q), 0) + steps
-        if not merged:
-            return 0.0
-        if any(z == 0 for z, _ in merged):
-            return math.inf
-        accountant = RDPAccountant()
-        accountant.history = [(z, q, steps) for (z, q), steps in merged.items()]
-        return float(accountant.get_epsilon(delta=delta))
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-friendly state: ``{"history": [[noise_multiplier, sample_rate, steps], ...]}``."""
-        return {"history": [[z, q, s] for z, q, s in self._history]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Replace the ledger with ``state`` as produced by :meth:`state_dict`."""
-        raw = state.get("history") if isinstance(state, dict) else None
-        if not isinstance(raw, list):
-            raise CheckpointError("DP-SGD ledger state has no 'history' list")
-        history: list[tuple[float, float, int]] = []
-        for item in raw:
-            if not (isinstance(item, list | tuple) and len(item) == 3):
-                raise CheckpointError(
-                    f"DP-SGD ledger entry {item!r} is not [noise_multiplier, sample_rate, steps]"
-                )
-            try:
-                z, q = float(item[0]), float(item[1])
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(f"DP-SGD ledger entry {item!r} is not numeric") from exc
-            s = item[2]
-            if isinstance(s, float) and s.is_integer():
-                s = int(s)
-            valid_steps = isinstance(s, int) and not isinstance(s, bool) and s >= 0
-            if not (valid_steps and math.isfinite(z) and z >= 0 and 0 < q <= 1):
-                raise CheckpointError(f"DP-SGD ledger entry {item!r} is out of range")
-            history.append((z, q, s))
-        self._history = history
-
-
-def _entry(stats: DpSgdStats) -> tuple[float, float, int]:
-    if stats.steps < 0 or not 0 < stats.sample_rate <= 1 or not stats.noise_multiplier >= 0:
-        raise ConfigError(f"invalid DP-SGD stats for accounting: {stats}")
-    return (float(stats.noise_multiplier), float(stats.sample_rate), int(stats.steps))

@@ -49,7 +49,7 @@ from fedfort.privacy.accounting import AccountantName, PrivacyEvent
 from fedfort.privacy.mechanisms import LocalGaussian, LocalLaplace
 from fedfort.privacy.noise import NoiseSource, make_noise
 
-__all__ = ["ClientPolicySection", "ClientPrivacyPolicy", "LocalChoice"]
+__all__ = ["ClientPolicySection", "ClientPrivacyPolicy", "DpSgdSection", "LocalChoice"]
 
 LocalChoice = Literal["none", "gaussian", "laplace"]
 _MECHANISMS = ("gaussian", "laplace")
@@ -63,6 +63,20 @@ class ClientPolicySection(Protocol):
     """
 
     def model_dump(self) -> dict[str, Any]: ...
+
+
+class DpSgdSection(Protocol):
+    """A ``[privacy.dp_sgd]`` section (:class:`fedfort.config.DpSgdConfig`): what the client
+    reads of it for its own DP-SGD budget."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def target_epsilon(self) -> float | None: ...
+
+    @property
+    def delta(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,10 @@ class ClientPrivacyPolicy:
     - ``max_total_epsilon``: the client refuses a task whose release would take its ledger past
       this (and any release without noise, whose epsilon is unbounded).
     - ``reproducible``: the non-secure experiment mode (see the module docstring).
+    - ``max_dp_sgd_epsilon`` and ``dp_sgd_delta``: the client's record-level DP-SGD budget, from
+      its own ``privacy.dp_sgd.target_epsilon`` and ``delta``: it refuses a DP-SGD round that
+      would take its own DP-SGD ledger past it (:attr:`dp_sgd_budget`; without one,
+      ``max_total_epsilon`` bounds that ledger too).
     """
 
     local: LocalChoice = "none"
@@ -91,13 +109,20 @@ class ClientPrivacyPolicy:
     max_total_epsilon: float | None = None
     accountant: AccountantName = "rdp"
     reproducible: bool = False
+    max_dp_sgd_epsilon: float | None = None
+    dp_sgd_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.local not in ("none", *_MECHANISMS):
             raise ConfigError(
                 f"client policy: local must be 'none', 'gaussian' or 'laplace', not {self.local!r}"
             )
-        for name in ("max_clip_norm", "max_round_epsilon", "max_total_epsilon"):
+        for name in (
+            "max_clip_norm",
+            "max_round_epsilon",
+            "max_total_epsilon",
+            "max_dp_sgd_epsilon",
+        ):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"client policy: {name} must be a finite number > 0, not {value}")
@@ -108,6 +133,10 @@ class ClientPrivacyPolicy:
             )
         if not 0 < self.delta < 1:
             raise ConfigError(f"client policy: delta must be in (0, 1), not {self.delta}")
+        if not 0 < self.dp_sgd_delta < 1:
+            raise ConfigError(
+                f"client policy: dp_sgd_delta must be in (0, 1), not {self.dp_sgd_delta}"
+            )
         if self.accountant not in ("rdp", "pld"):
             raise ConfigError("client policy: accountant must be 'rdp' or 'pld'")
         if self.local != "none" and (self.max_clip_norm is None or self.max_round_epsilon is None):
@@ -122,9 +151,25 @@ class ClientPrivacyPolicy:
             )
 
     @classmethod
-    def from_config(cls, config: ClientPolicySection) -> ClientPrivacyPolicy:
-        """The policy of a ``[privacy.client]`` section."""
-        return cls(**config.model_dump())
+    def from_config(
+        cls, config: ClientPolicySection, dp_sgd: DpSgdSection | None = None
+    ) -> ClientPrivacyPolicy:
+        """The policy of a ``[privacy.client]`` section, with the DP-SGD budget of the client's
+        own ``[privacy.dp_sgd]`` section when given."""
+        policy = cls(**config.model_dump())
+        if dp_sgd is None or not dp_sgd.enabled:
+            return policy
+        return dataclasses.replace(
+            policy, max_dp_sgd_epsilon=dp_sgd.target_epsilon, dp_sgd_delta=dp_sgd.delta
+        )
+
+    @property
+    def dp_sgd_budget(self) -> float | None:
+        """The record-level epsilon the client's DP-SGD ledger may reach: its own
+        ``max_dp_sgd_epsilon``, else ``max_total_epsilon``, else none."""
+        if self.max_dp_sgd_epsilon is not None:
+            return self.max_dp_sgd_epsilon
+        return self.max_total_epsilon
 
     @property
     def active(self) -> bool:

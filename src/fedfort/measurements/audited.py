@@ -218,7 +218,8 @@ class AggregateMeasurement(Measurement):
 @dataclass(frozen=True)
 class PrivacyMeasurement(Measurement):
     """The round's privacy accounting (``AccountPrivacy``): the mode, and with a ledger the
-    epsilon spent so far at ``delta``; with DP-SGD the clients' own reported epsilons."""
+    epsilon spent so far at ``delta``; with DP-SGD the clients' own reported epsilons (their
+    maximum, mean, and each committed client's under ``dp_sgd_epsilon``)."""
 
     name = "privacy"
 
@@ -232,6 +233,7 @@ class PrivacyMeasurement(Measurement):
     dp_sgd_delta: float | None = field(default=None, metadata=OMIT_NONE)
     dp_sgd_epsilon_max: float | None = field(default=None, metadata=OMIT_NONE)
     dp_sgd_epsilon_mean: float | None = field(default=None, metadata=OMIT_NONE)
+    dp_sgd_epsilon: dict[str, float] | None = field(default=None, metadata=OMIT_NONE)
 
     def audit_entries(self) -> list[AuditItem]:
         return [("privacy", self.to_dict())]

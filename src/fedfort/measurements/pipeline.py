@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedfort.measurements.base import Measurement, register_measurement
+from fedfort.measurements.base import OMIT_NONE, Measurement, register_measurement
 
 __all__ = [
     "CollectMeasurement",
@@ -36,12 +36,14 @@ class SelectionMeasurement(Measurement):
 @register_measurement
 @dataclass(frozen=True)
 class CollectMeasurement(Measurement):
-    """Updates received before the deadline and selected clients that dropped (``Collect``)."""
+    """Updates received before the deadline and selected clients that dropped (``Collect``);
+    ``refused`` names the dropped clients that refused the task, with their reason code."""
 
     name = "collect"
 
     received: int = 0
     dropped: int = 0
+    refused: dict[str, str] | None = field(default=None, metadata=OMIT_NONE)
 
 
 @register_measurement

@@ -19,8 +19,10 @@ from fedfort.errors import AuditError
 from fedfort.measurements import (
     REPUTATION_STATS,
     AggregateMeasurement,
+    CollectMeasurement,
     DetectMeasurement,
     MeasurementSet,
+    PrivacyMeasurement,
     ReputationMeasurement,
     RollbackMeasurement,
 )
@@ -80,6 +82,30 @@ def _models(rows: list[VersionRow]) -> list[dict[str, Any]]:
 def _rollback(record: dict[str, Any]) -> dict[str, Any] | None:
     rollback = MeasurementSet.of_record(record).get(RollbackMeasurement)
     return None if rollback is None else rollback.to_dict()
+
+
+def _dp_sgd_state(dp_sgd: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """With DP-SGD: each client's last reported per-record epsilon and the round it stopped
+    training because its own budget was spent (``dp_sgd_clients``), its budget and delta."""
+    if not dp_sgd.get("enabled", False):
+        return {}
+    clients: dict[str, dict[str, Any]] = {}
+    for record in records:
+        m = MeasurementSet.of_record(record)
+        privacy = m.get(PrivacyMeasurement)
+        for cid, eps in ((privacy.dp_sgd_epsilon or {}) if privacy is not None else {}).items():
+            clients.setdefault(cid, {"id": cid, "epsilon": None, "stopped_round": None})
+            clients[cid]["epsilon"] = eps
+        collect = m.get(CollectMeasurement)
+        for cid, why in ((collect.refused or {}) if collect is not None else {}).items():
+            entry = clients.setdefault(cid, {"id": cid, "epsilon": None, "stopped_round": None})
+            if why == "privacy_budget_exhausted" and entry["stopped_round"] is None:
+                entry["stopped_round"] = record["round"]
+    return {
+        "dp_sgd_target_epsilon": dp_sgd.get("target_epsilon"),
+        "dp_sgd_delta": dp_sgd.get("delta"),
+        "dp_sgd_clients": [clients[c] for c in sorted(clients)],
+    }
 
 
 def _round_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -218,6 +244,7 @@ def read_run(run_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
             "target_epsilon": privacy_cfg.get("target_epsilon"),
             "delta": privacy_cfg.get("delta"),
             "epsilon_spent": spent,
+            **_dp_sgd_state(privacy_cfg.get("dp_sgd", {}), records),
         }
         if private
         else None,

@@ -4,7 +4,8 @@
 - :mod:`fedfort.privacy.mechanisms`: clipping, local Gaussian/Laplace, randomized response;
 - :mod:`fedfort.privacy.accounting`: one accountant interface over dp-accounting's RDP and PLD;
 - :mod:`fedfort.privacy.dp_fedavg`: user-level DP-FedAvg's round event and adaptive clipping;
-- :mod:`fedfort.privacy.planning`: calibrating the noise for a target (epsilon, delta).
+- :mod:`fedfort.privacy.planning`: calibrating the noise for a target (epsilon, delta);
+- :mod:`fedfort.privacy.dp_sgd`: record-level DP-SGD's step schedule, epsilon and plan.
 
 See ``docs/privacy.md``.
 """

@@ -80,11 +80,19 @@ class LocalDP(PrivacyMode):
 
 @dataclasses.dataclass(frozen=True)
 class DPSGD(PrivacyMode):
-    """Record-level DP-SGD in every client's local training (per-sample clipping + noise)."""
+    """Record-level DP-SGD in every client's local training (per-sample clipping + noise).
 
-    noise_multiplier: float = 1.0
+    ``target_epsilon`` calibrates the noise multiplier for the run's rounds and the smallest
+    client's data, and is every client's own budget; without a target and without
+    ``noise_multiplier`` the multiplier is 1.0. ``min_samples`` is the fewest records any
+    client holds, for a federation whose clients' sizes the server does not know.
+    """
+
+    noise_multiplier: float | None = None
     max_grad_norm: float = 1.0
     delta: float = 1e-5
+    target_epsilon: float | None = None
+    min_samples: int | None = None
 
     def table(self) -> dict[str, Any]:
         return {"dp_sgd": {"enabled": True, **super().table()}}

@@ -128,12 +128,27 @@ def _privacy_row(
         client_eps = [
             x for m in measures if m is not None and (x := number(m.dp_sgd_epsilon_max)) is not None
         ]
+        sgd_target = dp_sgd.get("target_epsilon")
+        sgd_clients: list[dict[str, Any]] = p.get("dp_sgd_clients", [])
+        stopped = [
+            f"{c['id']} (round {c['stopped_round']})" for c in sgd_clients if c["stopped_round"]
+        ]
         items += [
             ("DP-SGD noise multiplier", g(dp_sgd.get("noise_multiplier"))),
             ("DP-SGD max gradient norm", g(dp_sgd.get("max_grad_norm"))),
             ("DP-SGD delta", g(dp_sgd.get("delta"))),
             ("DP-SGD largest client epsilon", eps(max(client_eps)) if client_eps else None),
+            (
+                "DP-SGD budget per client",
+                "none (no budget set)" if sgd_target is None else g(sgd_target),
+            ),
+            ("DP-SGD clients stopped by their budget", ", ".join(stopped) or "none"),
         ]
+        if sgd_clients:
+            per_client = ", ".join(
+                f"{c['id']} {g(c['epsilon'])}" for c in sgd_clients if c["epsilon"] is not None
+            )
+            items.append(("DP-SGD epsilon per client", per_client or None))
     notes = [_PLACEMENT[mode]] if mode in _PLACEMENT else []
     if mode == "distributed":
         on = state.get("secure_aggregation", "none") != "none"

@@ -66,7 +66,7 @@ from fedfort.run.preprocess import (
     recorded_event,
     transform_message,
 )
-from fedfort.run.privacy import PrivacySetup, calibrated
+from fedfort.run.privacy import PrivacySetup, calibrated, calibrated_dp_sgd, dp_sgd_sizes
 from fedfort.run.result import RunResult, SimulationResult
 from fedfort.run.resume import (
     CHECKPOINT_FILE,
@@ -204,6 +204,10 @@ class Federation(ABC):
         initial = self.trainer.bound.flatten()
         self._evaluator = LocalTrainer(self.build_module())
         self.ids = config.clients.ids()
+        if config.privacy.dp_sgd.enabled:
+            # DP-SGD's noise is planned for the clients' data sizes, known only now
+            sizes = dp_sgd_sizes(config, self._training_set_sizes(), self.ids)
+            config = self.config = calibrated_dp_sgd(config, sizes)
         self.malicious: list[str] = []
         self.executor, extra_state = self._runtime()
         self._x_test = torch.from_numpy(self._server_features(self.dataset.x_test))
@@ -323,6 +327,11 @@ class Federation(ABC):
     @abstractmethod
     def directory(self) -> Mapping[str, bytes]:
         """Every client's registered Ed25519 identity public key, by client id."""
+
+    def _training_set_sizes(self) -> dict[str, int]:
+        """What the run knows of its clients' training-set sizes (DP-SGD plans its noise for
+        the smallest): over the network, the counts they declared."""
+        return self._declared_sample_counts()
 
     def _declared_sample_counts(self) -> dict[str, int]:
         """Each client's declared sample count, which caps its weight (see

@@ -1,7 +1,8 @@
 """From a run's ``[privacy]`` config to the stages and client settings that implement it.
 
 :func:`calibrated` fixes the noise multiplier for a target epsilon (once, stored in the run's
-config); :class:`PrivacySetup` builds the ledger, the budget guard, the selection, the
+config), :func:`calibrated_dp_sgd` that of record-level DP-SGD for the clients' data sizes;
+:class:`PrivacySetup` builds the ledger, the budget guard, the selection, the
 broadcast directive, the DP-FedAvg aggregation and the accounting stage that
 :class:`~fedfort.run.federation.Federation` puts into the round engine's pipeline (run assembly:
 it reads the config and builds server stages, so it sits above both).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from fedfort.aggregation.base import Aggregator
 from fedfort.config import RunConfig
@@ -25,6 +26,7 @@ from fedfort.privacy.accounting import (
     make_accountant,
 )
 from fedfort.privacy.dp_fedavg import DpFedAvgPlan
+from fedfort.privacy.dp_sgd import DpSgdPlan, plan_dp_sgd
 from fedfort.privacy.mechanisms import LocalGaussian
 from fedfort.server.engine import Stage
 from fedfort.server.privacy import (
@@ -35,7 +37,16 @@ from fedfort.server.privacy import (
     PrivateAggregate,
 )
 
-__all__ = ["PrivacySetup", "calibrated", "dp_plan", "local_training", "statistics_event"]
+__all__ = [
+    "PrivacySetup",
+    "calibrated",
+    "calibrated_dp_sgd",
+    "dp_plan",
+    "dp_sgd_plan",
+    "dp_sgd_sizes",
+    "local_training",
+    "statistics_event",
+]
 
 
 def sample_size(config: RunConfig) -> int:
@@ -107,12 +118,68 @@ def _calibrate(
     return calibrate_noise_multiplier(target, delta, rounds, event, accountant, once)
 
 
+def dp_sgd_sizes(
+    config: RunConfig, declared: Mapping[str, int], client_ids: Sequence[str]
+) -> dict[str, int]:
+    """The training-set sizes a DP-SGD plan is made for: each client's ``declared`` count (the
+    partition sizes in a simulation, ``server.declared_sample_counts`` over the network),
+    and ``privacy.dp_sgd.min_samples`` for every client without one (and as a floor for all).
+
+    Raises :class:`ConfigError` when some client's size is unknown and no floor is set.
+    """
+    floor = config.privacy.dp_sgd.min_samples
+    sizes: dict[str, int] = {}
+    unknown: list[str] = []
+    for cid in client_ids:
+        n = declared.get(cid)
+        if n is None and floor is None:
+            unknown.append(cid)
+            continue
+        sizes[cid] = min(v for v in (n, floor) if v is not None)
+    if unknown:
+        raise ConfigError(
+            f"privacy.dp_sgd.target_epsilon plans the noise for the smallest client, but the "
+            f"training-set size of {unknown[0]} is unknown: set privacy.dp_sgd.min_samples (the "
+            "fewest records any client trains on) or server.declared_sample_counts"
+        )
+    return sizes
+
+
+def dp_sgd_plan(config: RunConfig, sizes: Mapping[str, int]) -> DpSgdPlan:
+    """Each client's DP-SGD epsilon after ``config.rounds`` rounds: with the configured noise
+    multiplier, or calibrated for ``privacy.dp_sgd.target_epsilon`` when that is unset."""
+    sgd, local = config.privacy.dp_sgd, config.clients
+    return plan_dp_sgd(
+        sizes,
+        batch_size=local.batch_size,
+        epochs=local.epochs,
+        rounds=config.rounds,
+        delta=sgd.delta,
+        target_epsilon=sgd.target_epsilon,
+        noise_multiplier=sgd.noise_multiplier,
+    )
+
+
+def calibrated_dp_sgd(config: RunConfig, sizes: Mapping[str, int]) -> RunConfig:
+    """``config`` with the DP-SGD noise multiplier that keeps every client of ``sizes`` within
+    ``privacy.dp_sgd.target_epsilon`` over ``rounds`` rounds, when it is not set. The value is
+    stored in the config (and so in the checkpoint): a resumed run keeps it whatever its
+    rounds, and the clients' budgets stop it when it would pass the target."""
+    sgd = config.privacy.dp_sgd
+    if not sgd.enabled or sgd.noise_multiplier is not None:
+        return config
+    z = dp_sgd_plan(config, sizes).noise_multiplier
+    return config.with_overrides({"privacy.dp_sgd.noise_multiplier": z})
+
+
 def local_training(config: RunConfig) -> LocalTrainingConfig:
     """The clients' training settings, with DP-SGD when ``[privacy.dp_sgd]`` enables it."""
     local = config.clients.local_training(config.data.task)
     sgd = config.privacy.dp_sgd
     if not sgd.enabled:
         return local
+    if sgd.noise_multiplier is None:
+        raise ConfigError("calibrate the DP-SGD noise multiplier first (see calibrated_dp_sgd())")
     return dataclasses.replace(
         local, dp_sgd=DpSgdSettings(sgd.noise_multiplier, sgd.max_grad_norm, sgd.delta)
     )

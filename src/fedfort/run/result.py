@@ -17,6 +17,7 @@ from fedfort.attacks.metrics import security_summary
 from fedfort.config import RunConfig
 from fedfort.measurements import (
     AggregateMeasurement,
+    CollectMeasurement,
     MeasurementSet,
     PrivacyMeasurement,
     SampleCapMeasurement,
@@ -62,12 +63,32 @@ class RunResult:
             )
         if p.dp_sgd.enabled:
             measured = MeasurementSet.of_record(last).get(PrivacyMeasurement)
+            clients, exhausted = self._dp_sgd_clients()
             body["dp_sgd"] = {
                 **p.dp_sgd.model_dump(mode="json"),
                 "client_epsilon_max": None if measured is None else measured.dp_sgd_epsilon_max,
                 "client_epsilon_mean": None if measured is None else measured.dp_sgd_epsilon_mean,
+                "client_epsilon": clients,
+                "budget_exhausted": exhausted,
             }
         return body
+
+    def _dp_sgd_clients(self) -> tuple[dict[str, float], dict[str, int]]:
+        """Each client's last reported DP-SGD epsilon (one record of that client, at
+        ``privacy.dp_sgd.delta``), and the first round each client refused because its own
+        budget was spent."""
+        latest: dict[str, float] = {}
+        exhausted: dict[str, int] = {}
+        for record in self.records:
+            measured = MeasurementSet.of_record(record)
+            privacy = measured.get(PrivacyMeasurement)
+            if privacy is not None and privacy.dp_sgd_epsilon:
+                latest.update(privacy.dp_sgd_epsilon)
+            collect = measured.get(CollectMeasurement)
+            for cid, why in ((collect.refused or {}) if collect is not None else {}).items():
+                if why == "privacy_budget_exhausted":
+                    exhausted.setdefault(cid, int(record["round"]))
+        return dict(sorted(latest.items())), dict(sorted(exhausted.items()))
 
     @property
     def secure_aggregation(self) -> dict[str, Any] | None:

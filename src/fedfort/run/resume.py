@@ -96,9 +96,9 @@ def stored_config(out_dir: str | Path) -> dict[str, Any]:
 def resumed_config(out_dir: str | Path, given: RunConfig) -> RunConfig:
     """``given`` checked against the run's signed config; refused naming every differing key.
 
-    A noise multiplier calibrated for the run (``privacy.target_epsilon``) is taken from the
-    stored config when ``given`` leaves it to calibration, so changing ``rounds`` on resume
-    keeps the run's noise.
+    A noise multiplier calibrated for the run (``privacy.target_epsilon``, and DP-SGD's
+    ``privacy.dp_sgd.target_epsilon``) is taken from the stored config when ``given`` leaves it
+    to calibration, so changing ``rounds`` on resume keeps the run's noise.
     """
     stored = stored_config(out_dir)
     privacy = stored["privacy"]
@@ -109,6 +109,13 @@ def resumed_config(out_dir: str | Path, given: RunConfig) -> RunConfig:
         and given.privacy.target_epsilon == privacy.get("target_epsilon")
     ):
         given = given.with_overrides({"privacy.noise_multiplier": calibrated})
+    sgd = privacy.get("dp_sgd", {})
+    if (
+        given.privacy.dp_sgd.noise_multiplier is None
+        and sgd.get("noise_multiplier") is not None
+        and given.privacy.dp_sgd.target_epsilon == sgd.get("target_epsilon")
+    ):  # DP-SGD's calibrated noise, likewise
+        given = given.with_overrides({"privacy.dp_sgd.noise_multiplier": sgd["noise_multiplier"]})
     differing = config_differences(stored, given.to_dict())
     if differing:
         shown = ", ".join(differing[:12]) + (" ..." if len(differing) > 12 else "")

@@ -53,10 +53,16 @@ M = TypeVar("M", bound=Measurement)
 
 @dataclass(frozen=True)
 class CollectOutcome:
-    """What came back from the clients of one attempt."""
+    """What came back from the clients of one attempt.
+
+    ``refused`` names the missing clients that said why they sent nothing, with a reason code
+    (``privacy_budget_exhausted``: the client's own privacy budget is spent;
+    ``privacy_policy``: the task asked for less than its own policy allows).
+    """
 
     received: list[ClientUpdate]
     missing: list[str]
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class ClientExecutor(Protocol):

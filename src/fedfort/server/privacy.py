@@ -372,14 +372,18 @@ class AccountPrivacy(Stage):
                 values["target_epsilon"] = self.ledger.target_epsilon
             ctx.pending_state[self.name] = {"compose": True}
         if self.dp_sgd_delta is not None:
-            eps = [
-                u.metrics["dp_sgd_epsilon"] for u in ctx.accepted if "dp_sgd_epsilon" in u.metrics
-            ]
+            by_client = {
+                u.client_id: float(u.metrics["dp_sgd_epsilon"])
+                for u in ctx.accepted
+                if "dp_sgd_epsilon" in u.metrics
+            }
+            eps = list(by_client.values())
             if eps:
                 values.update(
                     dp_sgd_delta=self.dp_sgd_delta,
                     dp_sgd_epsilon_max=float(max(eps)),
                     dp_sgd_epsilon_mean=float(np.mean(eps)),
+                    dp_sgd_epsilon=dict(sorted(by_client.items())),
                 )
         ctx.measure(PrivacyMeasurement(**values))
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fedfort.aggregation.base import Aggregator, UpdateBatch
-from fedfort.errors import AggregationError, ConfigError
+from fedfort.errors import AggregationError, ConfigError, PrivacyBudgetExhausted
 from fedfort.measurements import (
     AggregateMeasurement,
     CollectMeasurement,
@@ -110,7 +110,28 @@ class Collect(Stage):
         outcome = ctx.executor.execute(ctx.tasks, self.deadline_s)
         ctx.received = list(outcome.received)
         ctx.dropped = list(outcome.missing)
-        ctx.measure(CollectMeasurement(received=len(ctx.received), dropped=len(ctx.dropped)))
+        refused = dict(sorted(outcome.refused.items())) or None
+        ctx.measure(
+            CollectMeasurement(
+                received=len(ctx.received), dropped=len(ctx.dropped), refused=refused
+            )
+        )
+        exhausted = [c for c, why in outcome.refused.items() if why == "privacy_budget_exhausted"]
+        if ctx.tasks and not ctx.received and len(exhausted) == len(ctx.tasks):
+            raise PrivacyBudgetExhausted(
+                f"round {ctx.round}: every selected client ({_names(exhausted)}) refused to "
+                "train because its own privacy budget is spent; the run stops at its last "
+                "committed round",
+                spent=math.nan,
+                next_epsilon=math.nan,
+                target=math.nan,
+            )
+
+
+def _names(ids: list[str], shown: int = 5) -> str:
+    ordered = sorted(ids)
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return ", ".join(ordered[:shown]) + more
 
 
 class EnforceQuorum(Stage):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from fedfort.attacks.adversary import Coalition
-from fedfort.client.client import FederatedClient
+from fedfort.client.client import FederatedClient, refusal_reason
 from fedfort.client.evaluation import evaluate_holdout
 from fedfort.client.statistics import checked_transform
 from fedfort.client.training import ClientData, LocalTrainer
@@ -264,21 +264,23 @@ class SequentialExecutor(_SimulatedExecutor):
         start = time.perf_counter()
         received: list[ClientUpdate] = []
         missing: list[str] = []
+        refused: dict[str, str] = {}
         for task in tasks:
             if self.drops_out(task):
                 missing.append(task.client_id)
                 continue
             try:
                 update = self.clients.get(task.client_id).handle(task, self.trainer)
-            except (PolicyRefused, PrivacyBudgetExhausted):
+            except (PolicyRefused, PrivacyBudgetExhausted) as exc:
                 missing.append(task.client_id)  # the client refused: it sends nothing
+                refused[task.client_id] = refusal_reason(exc)
                 continue
             if deadline_s is not None and time.perf_counter() - start > deadline_s:
                 missing.append(task.client_id)
                 continue
             received.append(update)
         return CollectOutcome(
-            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
+            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing, refused
         )
 
     def evaluate(
@@ -365,6 +367,7 @@ class PoolExecutor(_SimulatedExecutor):
     def execute(self, tasks: Sequence[TrainTask], deadline_s: float | None) -> CollectOutcome:
         futures: list[tuple[TrainTask, Future[ClientUpdate]]] = []
         missing: list[str] = []
+        refused: dict[str, str] = {}
         for task in tasks:
             if self.drops_out(task):
                 missing.append(task.client_id)
@@ -373,8 +376,9 @@ class PoolExecutor(_SimulatedExecutor):
             try:
                 # the client's own checks and training seed, before any work is dispatched
                 trained = client.training_task(self.clients.prepare(task))
-            except (PolicyRefused, PrivacyBudgetExhausted):
+            except (PolicyRefused, PrivacyBudgetExhausted) as exc:
                 missing.append(task.client_id)
+                refused[task.client_id] = refusal_reason(exc)
                 continue
             control = client.control
             futures.append((task, self.pool.submit(_worker_fit, trained, control)))
@@ -388,7 +392,7 @@ class PoolExecutor(_SimulatedExecutor):
                 future.cancel()
                 missing.append(task.client_id)
         return CollectOutcome(
-            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
+            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing, refused
         )
 
     def evaluate(

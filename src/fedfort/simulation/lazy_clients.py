@@ -20,7 +20,7 @@ next round unless it holds state.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,8 +72,11 @@ class LazyClients(SimulatedClients):
         *,
         policy: ClientPrivacyPolicy | None = None,
         secure_policy: ClientPolicy | None = None,
+        num_records: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__([], coalition)
+        #: each client's training-set size (its partition): what its DP-SGD budget check needs
+        self.num_records = dict(num_records or {})
         self.policy = policy
         self.secure_policy = secure_policy
         self._ids = list(ids)
@@ -116,6 +119,7 @@ class LazyClients(SimulatedClients):
                 identity=self.identity(client_id),
                 policy=self.policy,
                 secure_policy=self.secure_policy,
+                num_records=self.num_records.get(client_id, 0),
             )
             self.clients[client_id] = client
         return client

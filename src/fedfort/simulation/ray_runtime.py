@@ -43,6 +43,7 @@ import numpy as np
 from torch import nn
 
 from fedfort.attacks.base import Attack
+from fedfort.client.client import refusal_reason
 from fedfort.edge.config import EdgeConfig
 from fedfort.errors import ConfigError, PolicyRefused, PrivacyBudgetExhausted, ProtocolError
 from fedfort.messages import (
@@ -243,6 +244,7 @@ class RayExecutor(_SimulatedExecutor):
 
         jobs: list[_Job] = []
         missing: list[str] = []
+        refused: dict[str, str] = {}
         for task in tasks:
             if self.drops_out(task):
                 missing.append(task.client_id)
@@ -250,8 +252,9 @@ class RayExecutor(_SimulatedExecutor):
             try:
                 # the client's own checks and training seed, before any work is dispatched
                 trained = self.clients.get(task.client_id).training_task(self.clients.prepare(task))
-            except (PolicyRefused, PrivacyBudgetExhausted):
+            except (PolicyRefused, PrivacyBudgetExhausted) as exc:
                 missing.append(task.client_id)
+                refused[task.client_id] = refusal_reason(exc)
                 continue
             sc = trained.server_control
             jobs.append(
@@ -278,7 +281,7 @@ class RayExecutor(_SimulatedExecutor):
             # noise and reports are added here, as the client's last step before sending
             received.append(self.clients.get(cid).finalize(job.task, update))
         return CollectOutcome(
-            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing
+            self.clients.seal(tasks, self.clients.finish(tasks, received)), missing, refused
         )
 
     def evaluate(

@@ -121,6 +121,10 @@ class Simulation(Federation):
             _resuming=_resuming,
         )
 
+    def _training_set_sizes(self) -> dict[str, int]:
+        """The simulation knows every client's partition, whatever the clients declare."""
+        return {cid: int(n) for cid, n in zip(self.ids, self.partition.sizes(), strict=True)}
+
     def _declared_sample_counts(self) -> dict[str, int]:
         """The simulation hands each client its partition, so a partition's size is what the
         client declares; ``server.declared_sample_counts`` takes precedence."""
@@ -145,7 +149,7 @@ class Simulation(Federation):
         if config.simulation.runtime == "ray":
             return self._ray_runtime()
         # every simulated client holds the run's client policy ([privacy.client])
-        policy = ClientPrivacyPolicy.from_config(config.privacy.client)
+        policy = ClientPrivacyPolicy.from_config(config.privacy.client, config.privacy.dp_sgd)
         honest = []
         secure_policy = client_policy(config.secure_aggregation)
         for k, cid in enumerate(self.ids):
@@ -209,8 +213,11 @@ class Simulation(Federation):
             self.ids,
             self.malicious,
             self.coalition,
-            policy=ClientPrivacyPolicy.from_config(self.config.privacy.client),
+            policy=ClientPrivacyPolicy.from_config(
+                self.config.privacy.client, self.config.privacy.dp_sgd
+            ),
             secure_policy=client_policy(self.config.secure_aggregation),
+            num_records=self._training_set_sizes(),
         )
         executor = RayExecutor(
             self.clients,

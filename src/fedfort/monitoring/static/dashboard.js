@@ -360,8 +360,32 @@
     }
   }
 
+  function renderDpSgd(p) {
+    const figure = $("dp-sgd-figure");
+    const clients = (p && p.dp_sgd_clients) || [];
+    if (!clients.length) {
+      figure.hidden = true;
+      return;
+    }
+    figure.hidden = false;
+    const target = p.dp_sgd_target_epsilon;
+    const worst = Math.max(...clients.map((c) => (finite(num(c.epsilon)) ? num(c.epsilon) : 0)));
+    const budget = target !== null && target !== undefined ? ` of budget ${short(target)}` : "";
+    const stopped = clients.filter((c) => c.stopped_round !== null && c.stopped_round !== undefined);
+    $("dp-sgd-summary").textContent = `DP-SGD: largest client ε ${short(worst)}${budget}` +
+      ` (δ = ${sci(p.dp_sgd_delta)}, one record of one client)` +
+      (stopped.length ? ` · ${stopped.length} client(s) stopped, budget spent` : "");
+    const table = $("dp-sgd-table");
+    fillBody(table, clients.slice(0, 5000).map((c) => row([
+      c.id,
+      finite(num(c.epsilon)) ? fixed(num(c.epsilon), 3) : "–",
+      c.stopped_round === null || c.stopped_round === undefined ? "–" : `round ${c.stopped_round}`,
+    ], { "data-client": c.id }, c.stopped_round ? "quarantined" : "")));
+  }
+
   function renderPrivacy(state) {
     const p = state.privacy;
+    renderDpSgd(p);
     const figure = $("epsilon-figure");
     const node = $("epsilon-chart");
     const summary = $("epsilon-summary");
