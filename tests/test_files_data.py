@@ -358,3 +358,32 @@ def test_edge_checks_name_the_features_of_the_files(hospitals: Path, tmp_path: P
     unknown = base + "\n[edge.by_feature.mean_radios]\nmax = 10.0\n"
     with pytest.raises(DatasetError, match=r"by_feature\] names \['mean_radios'\]"):
         fedfort.Simulation(parse_config(_toml(unknown)))
+
+
+def test_the_exported_model_and_its_transform_reload_with_plain_pytorch(
+    hospitals: Path, tmp_path: Path
+) -> None:
+    """A model trained on standardised features is exported with the transform it needs: plain
+    PyTorch and the JSON reproduce the hospitals' own evaluation of the final model."""
+    import json
+
+    from fedfort.cli import main
+
+    (tmp_path / "run.toml").write_text(hospitals_toml(hospitals, rounds=3))
+    sim = fedfort.Simulation(load_config(tmp_path / "run.toml"), out_dir=tmp_path / "run")
+    last = sim.run().records[-1]
+    sim.close()
+    assert main(["model", "export", str(tmp_path / "run"), "--out", str(tmp_path / "m.pt")]) == 0
+    transform = json.loads((tmp_path / "m.pt.transform.json").read_text())
+    model = fedfort.models.MLP(len(transform["features"]), 2)
+    model.load_state_dict(torch.load(tmp_path / "m.pt"))
+    xs, ys = [], []
+    for name in HOSPITALS:
+        frame = pd.read_csv(hospitals / name / "test.csv")
+        xs.append(frame[transform["features"]].to_numpy(np.float64))
+        ys.append((frame["diagnosis"] == "malignant").to_numpy(np.int64))
+    x = (np.concatenate(xs) - np.array(transform["shift"])) / np.array(transform["scale"])
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(x.astype(np.float32))).argmax(1).numpy()
+    accuracy = float((predicted == np.concatenate(ys)).mean())
+    assert accuracy == pytest.approx(last["evaluation"]["overall"]["accuracy"], abs=1e-6)

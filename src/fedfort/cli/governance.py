@@ -156,6 +156,8 @@ def _model(args: argparse.Namespace) -> int:
             f"wrote version {done.version} (sha256 {done.sha256[:16]}, signature verified) as "
             f"{fmt} to {done.path}"
         )
+        if done.transform is not None:
+            print(f"the model expects standardised features: the transform is in {done.transform}")
         return 0
     with ModelRegistry(args.run) as registry:
         if args.model_command == "list":

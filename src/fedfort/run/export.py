@@ -29,9 +29,15 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
+from fedfort import jsonio
 from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
-from fedfort.run.model_io import RunModel, read_run_model, read_version
+from fedfort.run.model_io import (
+    RunModel,
+    read_feature_transform,
+    read_run_model,
+    read_version,
+)
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportedModel", "export_model", "format_of"]
 
@@ -48,6 +54,8 @@ class ExportedModel:
     version: int
     format: str
     sha256: str
+    #: the feature transform written next to the model (``None``: the run has none)
+    transform: Path | None = None
 
 
 def format_of(fmt: str | None, out: str | Path | None) -> str:
@@ -91,7 +99,19 @@ def export_model(
         partial.replace(path)  # a failed export leaves no half-written file
     finally:
         partial.unlink(missing_ok=True)
-    return ExportedModel(path, number, fmt, digest)
+    return ExportedModel(path, number, fmt, digest, _write_transform(run_dir, path))
+
+
+def _write_transform(run_dir: str | Path, path: Path) -> Path | None:
+    """A model trained on standardised features needs the same transform on new rows: write
+    it next to the model (``<model>.transform.json``: features, fill, shift, scale; apply as
+    ``(x if present else fill - shift) / scale``)."""
+    transform = read_feature_transform(run_dir)
+    if transform is None:
+        return None
+    target = path.with_name(path.name + ".transform.json")
+    target.write_text(jsonio.dumps(transform, indent=2), encoding="utf-8")
+    return target
 
 
 Writer = Callable[[Any, Path], None]

@@ -111,6 +111,20 @@ def read_version(
     return config, layout, checkpoint
 
 
+def read_feature_transform(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's federated feature transform (``[data] standardize`` / ``impute``) as the
+    signed checkpoint stores it, with the feature names in the model's input order; ``None``
+    for a run without one."""
+    run = Path(run_dir)
+    with CheckpointReader(run / CHECKPOINT_FILE, resume_key(run), leave_no_files=True) as reader:
+        stored = reader.verified_meta("feature_statistics", required=False)
+        config = parse_config(json.loads(reader.verified_meta("config")))
+    if not stored:
+        return None
+    transform = dict(json.loads(stored)["transform"])
+    return {"features": list(config.data.features or []), **transform}
+
+
 def _pick_version(version: int | str, rounds: list[int]) -> int:
     """``version`` as a committed round of the run; ``"latest"`` is the last one."""
     if not rounds:
