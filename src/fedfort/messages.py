@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -255,6 +255,25 @@ class EvaluationReport:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _hash_arrays(
+    h: Any, arrays: tuple[np.ndarray | None, ...], dtype: type[np.floating[Any]]
+) -> None:
+    """Feed optional arrays into ``h``, each tagged and length-prefixed (``None`` marked)."""
+    for array in arrays:
+        if array is None:
+            h.update(b"\x00")
+        else:
+            data = np.ascontiguousarray(array, dtype=dtype).tobytes()
+            h.update(b"\x01" + len(data).to_bytes(8, "big") + data)
+
+
+def _secure_fields(secure: SecureAggregation | None) -> dict[str, Any] | None:
+    """A secure-aggregation directive as digest fields (its nonce as hex)."""
+    if secure is None:
+        return None
+    return {**dataclasses.asdict(secure), "nonce": secure.nonce.hex()}
+
+
 def session_task_digest(task: TrainTask) -> bytes:
     """SHA-256 of what every client of one secure-aggregation session must be asked alike.
 
@@ -269,15 +288,8 @@ def session_task_digest(task: TrainTask) -> bytes:
     Model Inconsistency", CCS 2022), extended from the model to every field of the task.
     """
     h = hashlib.sha256(b"fedfort-session-task\x00")
-    for array in (task.weights, task.server_control):
-        if array is None:
-            h.update(b"\x00")
-        else:
-            data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-            h.update(b"\x01" + len(data).to_bytes(8, "big") + data)
-    secure = None
-    if task.secure is not None:
-        secure = {**dataclasses.asdict(task.secure), "nonce": task.secure.nonce.hex()}
+    _hash_arrays(h, (task.weights, task.server_control), np.float32)
+    secure = _secure_fields(task.secure)
     fields = {
         "round": task.round,
         "attempt": task.attempt,
@@ -297,15 +309,8 @@ def statistics_digest(request: StatisticsRequest) -> bytes:
     :func:`session_task_digest` for a round): a server that asked one client for statistics
     with a narrower range or without noise could not run that client in the same session."""
     h = hashlib.sha256(b"fedfort-statistics-request\x00")
-    for array in (request.lower, request.upper):
-        if array is None:
-            h.update(b"\x00")
-        else:
-            data = np.ascontiguousarray(array, dtype=np.float64).tobytes()
-            h.update(b"\x01" + len(data).to_bytes(8, "big") + data)
-    secure = None
-    if request.secure is not None:
-        secure = {**dataclasses.asdict(request.secure), "nonce": request.secure.nonce.hex()}
+    _hash_arrays(h, (request.lower, request.upper), np.float64)
+    secure = _secure_fields(request.secure)
     fields = {
         "round": request.round,
         "attempt": request.attempt,
