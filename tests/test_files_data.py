@@ -387,3 +387,17 @@ def test_the_exported_model_and_its_transform_reload_with_plain_pytorch(
         predicted = model(torch.from_numpy(x.astype(np.float32))).argmax(1).numpy()
     accuracy = float((predicted == np.concatenate(ys)).mean())
     assert accuracy == pytest.approx(last["evaluation"]["overall"]["accuracy"], abs=1e-6)
+
+
+def test_the_report_names_the_data_source_clients_and_features(
+    hospitals: Path, tmp_path: Path
+) -> None:
+    from fedfort.report.html import build_report
+
+    (tmp_path / "run.toml").write_text(hospitals_toml(hospitals, rounds=1))
+    with fedfort.Simulation(load_config(tmp_path / "run.toml"), out_dir=tmp_path / "run") as sim:
+        sim.run()
+    page = build_report(tmp_path / "run")
+    assert "hospital-a, hospital-b, hospital-c" in page
+    assert "30 feature columns, in model-input order" in page and "mean_perimeter" in page
+    assert "benign, malignant" in page and "standardize" in page

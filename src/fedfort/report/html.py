@@ -54,6 +54,7 @@ from fedfort.audit import verify_run
 from fedfort.errors import AuditError
 from fedfort.monitoring.run_state import read_run, run_records
 from fedfort.report.compliance import audit_line, audit_summary, compliance_section
+from fedfort.report.data import data_section
 from fedfort.report.evaluation import federated_section
 from fedfort.report.markup import (
     MAX_TEXT,
@@ -328,6 +329,7 @@ def _render(state: dict[str, Any], records: list[dict[str, Any]], generated: str
     sections = [
         ("Run", _header(state, generated)),
         ("Compliance summary", compliance_section(state, records, config)),
+        ("Data", data_section(config)),
         ("Plots", plots_section(state, records)),
         ("Federated evaluation", federated_section(records)),
         ("Clients flagged, rejected or quarantined", _clients_table(state)),
