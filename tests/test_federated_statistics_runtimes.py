@@ -17,9 +17,11 @@ from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.config import RunConfig, parse_config
 from fedfort.data.preprocessing import Preprocessing
 from fedfort.models import ModelSpec, build_model
+from fedfort.run.data import with_data_schema
 from fedfort.run.federation import split_data
 from fedfort.run.preprocess import fit_preprocessing
 from fedfort.transport.client import NetworkClient
+from fedfort.transport.enrollment import declaration
 from fedfort.transport.server import Credentials
 from hospitals import HOSPITALS, hospitals_toml, write_hospitals
 from netfed import FAST_NETWORK, ClientThread, ServerThread, make_pki
@@ -98,7 +100,9 @@ def test_the_statistics_round_runs_over_the_network(hospitals: Path, tmp_path: P
     body["clients"]["count"] = 3
     body["network"] = dict(FAST_NETWORK)
     body["secure_aggregation"] = {"mode": "secagg", "dropout_fraction": 0.0}
-    cfg = parse_config(body)
+    body["data"].pop("test")  # no hold-outs: this run checks the statistics round only
+    # a server holding no rows runs with the schema written in its config
+    cfg = with_data_schema(parse_config(body))
     pki = make_pki(tmp_path, 3)
     server = ServerThread(cfg, tmp_path / "server", pki)
     data = split_data(server.server.config)
@@ -115,6 +119,7 @@ def test_the_statistics_round_runs_over_the_network(hospitals: Path, tmp_path: P
             credentials=Credentials.from_pki(pki, cid),
             state_dir=tmp_path / cid,
             network=cfg.network,
+            declaration=declaration(cfg, data.schema),
         )
         clients.append(network_client)
     threads = [ClientThread(c, timeout_s=120) for c in clients]
