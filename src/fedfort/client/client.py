@@ -71,7 +71,8 @@ class FederatedClient:
     input per global model version unless that input carries its own fresh noise.
 
     ``holdout`` is the client's own evaluation data: it answers the server's
-    :class:`~fedfort.messages.EvaluateTask` with metrics only, once per round
+    :class:`~fedfort.messages.EvaluateTask` with metrics only, once per round and (given
+    ``max_evaluation_round``, the run's planned rounds) for no round past the run's last
     (:mod:`fedfort.client.evaluation`).
     """
 
@@ -87,6 +88,7 @@ class FederatedClient:
         secure_policy: ClientPolicy | None = None,
         holdout: ClientData | None = None,
         num_records: int | None = None,
+        max_evaluation_round: int | None = None,
     ) -> None:
         self.client_id = client_id
         #: the rows the client trains on: its protected data, through the federation's feature
@@ -97,7 +99,7 @@ class FederatedClient:
         self._raw = (data, holdout)
         #: the feature transform the client applied (``None`` until the server sends one)
         self.transform: FeatureTransform | None = None
-        self.evaluation = EvaluationGuard(client_id)
+        self.evaluation = EvaluationGuard(client_id, max_evaluation_round)
         #: how many records the client trains on, when ``data`` is held elsewhere (a Ray
         #: actor trains on it); its DP-SGD budget check needs the number
         self.num_records = len(data) if num_records is None else int(num_records)
