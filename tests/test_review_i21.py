@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import json
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import fedfort
+from fedfort.cli import main
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData
 from fedfort.errors import ProtocolError
 from fedfort.messages import EvaluateTask
+from hospitals import HOSPITALS, hospitals_toml, write_hospitals
 
 
 def _client(max_round: int | None) -> FederatedClient:
@@ -37,3 +45,27 @@ def test_without_planned_rounds_the_guard_keeps_its_order_check() -> None:
     client.admit_evaluation(_task(7), 5)
     with pytest.raises(ProtocolError, match="already evaluated round 7"):
         client.admit_evaluation(_task(7), 5)
+
+
+def test_an_export_of_a_standardized_run_carries_the_transform_new_rows_need(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model of a ``standardize = true`` run was trained on transformed rows; exported
+    alone, it is applied to raw rows by anyone who deploys it (and scores like a coin)."""
+    write_hospitals(tmp_path / "data")
+    (tmp_path / "run.toml").write_text(hospitals_toml(tmp_path / "data", rounds=3))
+    fedfort.Simulation(fedfort.load_config(tmp_path / "run.toml"), out_dir=tmp_path / "run").run()
+    assert main(["model", "export", str(tmp_path / "run"), "--format", "pt"]) == 0
+    sidecar = tmp_path / "run" / "export" / "model-v3.preprocessing.json"
+    assert str(sidecar) in capsys.readouterr().out
+    pre = json.loads(sidecar.read_text())
+    model = fedfort.load_model(tmp_path / "run")
+    model.load_state_dict(torch.load(tmp_path / "run" / "export" / "model-v3.pt"))
+    frame = pd.concat([pd.read_csv(tmp_path / "data" / h / "test.csv") for h in HOSPITALS])
+    x = frame[pre["features"]].to_numpy(np.float64)
+    y = np.array([pre["classes"].index(v) for v in frame["diagnosis"]])
+    fill = np.array([np.nan if v is None else v for v in pre["fill"]])
+    rows = (np.where(np.isnan(x), fill, x) - np.array(pre["shift"])) / np.array(pre["scale"])
+    with torch.no_grad():
+        scores = model(torch.tensor(rows, dtype=torch.float32)).argmax(1).numpy()
+    assert (scores == y).mean() > 0.85

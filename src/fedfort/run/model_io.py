@@ -26,11 +26,11 @@ from fedfort.errors import CheckpointError, ConfigError
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.params import ParamSpec
 from fedfort.run.data import run_schema
-from fedfort.run.federation import model_spec
+from fedfort.run.federation import STATISTICS_META, model_spec
 from fedfort.run.resume import CHECKPOINT_FILE, resume_key
 from fedfort.server.checkpoint import Checkpoint, CheckpointReader
 
-__all__ = ["RunModel", "load_model", "read_run_model", "read_version"]
+__all__ = ["RunModel", "load_model", "read_preprocessing", "read_run_model", "read_version"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,21 @@ def read_version(
         layout = json.loads(reader.verified_meta("param_spec"))
         checkpoint = reader.load(_pick_version(version, reader.rounds()))
     return config, layout, checkpoint
+
+
+def read_preprocessing(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's federated feature transform (``fill``, ``shift``, ``scale`` per feature) as
+    its checkpoint signed it, or ``None`` for a run without ``[data] standardize`` / ``impute``.
+    The model was trained on rows through it; new rows need it too."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} is not a fedfort run: {CHECKPOINT_FILE} is missing")
+    with CheckpointReader(path, resume_key(Path(run_dir)), leave_no_files=True) as reader:
+        statistics = reader.verified_meta(STATISTICS_META, required=False)
+    if not statistics:
+        return None
+    transform: dict[str, Any] = json.loads(statistics)["transform"]
+    return transform
 
 
 def _pick_version(version: int | str, rounds: list[int]) -> int:
