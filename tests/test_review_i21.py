@@ -69,3 +69,16 @@ def test_an_export_of_a_standardized_run_carries_the_transform_new_rows_need(
     with torch.no_grad():
         scores = model(torch.tensor(rows, dtype=torch.float32)).argmax(1).numpy()
     assert (scores == y).mean() > 0.85
+
+
+def test_a_round_every_update_of_which_is_refused_says_why(tmp_path: Path) -> None:
+    """A regression label in the hundreds diverges at the default rate; the failed round
+    named only the quorum, not that every update was non-finite."""
+    write_hospitals(tmp_path / "data")
+    toml = hospitals_toml(tmp_path / "data", rounds=1)
+    toml = toml.replace('label = "diagnosis"', 'label = "mean_area"\ntask = "regression"')
+    toml = toml.replace('drop = ["patient_id", "postcode"]', 'drop = ["patient_id", "diagnosis"]')
+    (tmp_path / "run.toml").write_text(toml.replace("lr = 0.05", "lr = 5.0"))
+    sim = fedfort.Simulation(fedfort.load_config(tmp_path / "run.toml"))
+    with pytest.raises(fedfort.errors.RoundFailed, match=r"updates rejected: non_finite .* x9"):
+        sim.run()
