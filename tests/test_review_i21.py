@@ -14,8 +14,10 @@ import fedfort
 from fedfort.cli import main
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData
+from fedfort.data.preprocessing import FeatureStatistics
 from fedfort.errors import ProtocolError
-from fedfort.messages import EvaluateTask
+from fedfort.messages import EvaluateTask, StatisticsReply
+from fedfort.server.statistics import StatisticsSettings, collect_statistics
 from hospitals import HOSPITALS, hospitals_toml, write_hospitals
 
 
@@ -82,3 +84,41 @@ def test_a_round_every_update_of_which_is_refused_says_why(tmp_path: Path) -> No
     sim = fedfort.Simulation(fedfort.load_config(tmp_path / "run.toml"))
     with pytest.raises(fedfort.errors.RoundFailed, match=r"updates rejected: non_finite .* x9"):
         sim.run()
+
+
+class _Clients:
+    """A runtime whose clients answer the statistics request with fixed vectors."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def exchange(
+        self, round_: int, attempt: int, step: int, outbox: object, deadline_s: float | None
+    ) -> dict[str, object]:
+        return {c: StatisticsReply(round_, c, v) for c, v in self.vectors.items()}
+
+
+def _stats(x: np.ndarray) -> np.ndarray:
+    return FeatureStatistics.of(x).vector()
+
+
+@pytest.mark.parametrize(
+    ("lie", "reason"),
+    [
+        (np.array([1e12, 1e18, 1e24]), "exceeds the cap of 1000 rows"),
+        (np.array([2.5, 1.0, 1.0]), "not a whole number"),
+        (np.array([-3.0, 1.0, 1.0]), "not a whole number"),
+        (np.array([10.0, 1e6, 1.0]), "not those of any rows"),
+    ],
+)
+def test_a_client_lying_in_its_clear_statistics_is_left_out(lie: np.ndarray, reason: str) -> None:
+    """Without secure aggregation or noise the server sees each client's exact statistics:
+    counts and sums no rows can have (or more rows than the cap) must not set the
+    federation's scaling."""
+    rng = np.random.default_rng(1)
+    honest = {c: _stats(rng.normal(5.0, 2.0, size=(50, 1))) for c in ("a", "b")}
+    settings = StatisticsSettings(run_id="r", num_features=1, max_rows=1000)
+    out = collect_statistics(_Clients({**honest, "m": lie}), ["a", "b", "m"], dict, settings)
+    assert out.included == ("a", "b")
+    assert reason in out.measurements["refused"]["m"]
+    np.testing.assert_allclose(out.total, honest["a"] + honest["b"])
