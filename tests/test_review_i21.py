@@ -15,8 +15,8 @@ from fedfort.cli import main
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData
 from fedfort.data.preprocessing import FeatureStatistics
-from fedfort.errors import ProtocolError
-from fedfort.messages import EvaluateTask, StatisticsReply
+from fedfort.errors import PolicyRefused, ProtocolError
+from fedfort.messages import EvaluateTask, FeatureTransform, StatisticsReply
 from fedfort.server.statistics import StatisticsSettings, collect_statistics
 from hospitals import HOSPITALS, hospitals_toml, write_hospitals
 
@@ -122,3 +122,28 @@ def test_a_client_lying_in_its_clear_statistics_is_left_out(lie: np.ndarray, rea
     assert out.included == ("a", "b")
     assert reason in out.measurements["refused"]["m"]
     np.testing.assert_allclose(out.total, honest["a"] + honest["b"])
+
+
+def _transform(fill: float, scale: float) -> FeatureTransform:
+    return FeatureTransform(np.full(3, fill), np.zeros(3), np.full(3, scale))
+
+
+@pytest.mark.parametrize(
+    ("fill", "scale"),
+    [(float("nan"), 1.0), (0.0, 1e-300)],
+    ids=["nan-fill-for-a-missing-value", "vanishing-scale"],
+)
+def test_a_client_refuses_a_transform_that_leaves_its_rows_non_finite(
+    fill: float, scale: float
+) -> None:
+    """A server may send a NaN fill (no imputation) to a client that has missing values, or
+    a tiny positive scale: the client would train on NaN or Inf rows."""
+    x = np.random.default_rng(2).normal(size=(8, 3))
+    x[2, 1] = np.nan  # a value the client imputes with the federation's fill
+    rows = ClientData.from_numpy(x.astype(np.float32), np.arange(8) % 2)
+    client = FederatedClient("hospital-a", rows, holdout=rows)
+    with pytest.raises(PolicyRefused, match="refusing to train on it"):
+        client.receive_transform(_transform(fill, scale))
+    assert client.transform is None and client.data is rows
+    client.receive_transform(_transform(0.0, 2.0))  # a sound one is applied
+    assert np.isfinite(client.data.x.numpy()).all()

@@ -26,6 +26,7 @@ from fedfort.client.statistics import (
 )
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.crypto.primitives import SigningKey
+from fedfort.data.preprocessing import Preprocessing
 from fedfort.errors import PolicyRefused, PrivacyBudgetExhausted, ProtocolError
 from fedfort.messages import (
     ClientPrivacy,
@@ -151,12 +152,12 @@ class FederatedClient:
         # transform this check passed
         num_features = raw.x.shape[1] if raw.x.ndim == 2 else np.asarray(transform.shift).size
         checked = checked_transform(transform, num_features)
-        if raw.x.ndim == 2 and raw.x.shape[0] > 0:
-            self.data = ClientData.from_numpy(checked.apply(raw.x.numpy()), raw.y.numpy())
-        if holdout is not None and holdout.x.shape[0] > 0:
-            self.holdout = ClientData.from_numpy(
-                checked.apply(holdout.x.numpy()), holdout.y.numpy()
-            )
+        train = _applied(checked, raw) if raw.x.ndim == 2 else None
+        held = None if holdout is None else _applied(checked, holdout)
+        if train is not None:
+            self.data = train
+        if held is not None:
+            self.holdout = held
         self.transform = transform
 
     def answer_statistics(
@@ -421,3 +422,19 @@ def _dp_sgd_stats(update: ClientUpdate) -> Any:
         noise_multiplier=float(m["dp_sgd_noise_multiplier"]),
         train_loss=float("nan"),
     )
+
+
+def _applied(transform: Preprocessing, rows: ClientData) -> ClientData | None:
+    """``rows`` through ``transform`` (``None`` for no rows); :class:`PolicyRefused` when the
+    result is not finite: a NaN fill for a value the client is missing, or a scale so small
+    that its features overflow, would have it train on (and send an update of) garbage."""
+    if rows.x.shape[0] == 0:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned about
+        x = transform.apply(rows.x.numpy())
+    if not np.isfinite(x).all():
+        raise PolicyRefused(
+            "the feature transform leaves this client's rows missing or overflowing (a NaN "
+            "fill for a missing value, or a vanishing scale): refusing to train on it"
+        )
+    return ClientData.from_numpy(x, rows.y.numpy())
