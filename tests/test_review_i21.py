@@ -15,7 +15,8 @@ from fedfort.cli import main
 from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData
 from fedfort.data.preprocessing import FeatureStatistics
-from fedfort.errors import PolicyRefused, ProtocolError
+from fedfort.data.schema import DataSchema
+from fedfort.errors import DatasetError, PolicyRefused, ProtocolError
 from fedfort.messages import EvaluateTask, FeatureTransform, StatisticsReply
 from fedfort.server.statistics import StatisticsSettings, collect_statistics
 from hospitals import HOSPITALS, hospitals_toml, write_hospitals
@@ -147,3 +148,32 @@ def test_a_client_refuses_a_transform_that_leaves_its_rows_non_finite(
     assert client.transform is None and client.data is rows
     client.receive_transform(_transform(0.0, 2.0))  # a sound one is applied
     assert np.isfinite(client.data.x.numpy()).all()
+
+
+class _Counted(str):
+    """A feature name that counts how often it is hashed or compared."""
+
+    calls = 0
+
+    def __hash__(self) -> int:
+        _Counted.calls += 1
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        _Counted.calls += 1
+        return str.__eq__(self, other)
+
+
+def test_checking_a_huge_declared_schema_is_linear_work() -> None:
+    """An enrolling client declares its schema; one listing many feature names (and one twice)
+    must not make the server's check quadratic in them."""
+    n = 400
+    ours = DataSchema(tuple(f"f{i}" for i in range(n)), ("a", "b"))
+    theirs = DataSchema(tuple(_Counted(f"g{i}") for i in range(n)), ("a", "b"))
+    _Counted.calls = 0
+    assert ours.differences(theirs)[0].startswith("missing columns 'f0'")
+    assert _Counted.calls < 10 * n
+    _Counted.calls = 0
+    with pytest.raises(DatasetError, match="twice"):
+        DataSchema((*theirs.features, _Counted("g7")), ("a", "b"))
+    assert _Counted.calls < 10 * n
