@@ -16,7 +16,7 @@ from fedfort.client.client import FederatedClient
 from fedfort.client.training import ClientData
 from fedfort.data.preprocessing import FeatureStatistics
 from fedfort.data.schema import DataSchema
-from fedfort.errors import DatasetError, PolicyRefused, ProtocolError
+from fedfort.errors import DatasetError, InvalidRecord, PolicyRefused, ProtocolError
 from fedfort.messages import EvaluateTask, FeatureTransform, StatisticsReply
 from fedfort.server.statistics import StatisticsSettings, collect_statistics
 from hospitals import HOSPITALS, hospitals_toml, write_hospitals
@@ -177,3 +177,19 @@ def test_checking_a_huge_declared_schema_is_linear_work() -> None:
     with pytest.raises(DatasetError, match="twice"):
         DataSchema((*theirs.features, _Counted("g7")), ("a", "b"))
     assert _Counted.calls < 10 * n
+
+
+def test_data_given_in_python_can_be_imputed_and_standardized(tmp_path: Path) -> None:
+    """A DataFrame with a missing value was refused with 'set [data] impute', and setting it
+    was refused as 'the embedded datasets come scaled and complete'."""
+    write_hospitals(tmp_path)
+    frames = {h: pd.read_csv(tmp_path / h / "train.csv") for h in HOSPITALS}
+    frames["hospital-b"].loc[3, "mean_radius"] = np.nan
+    data = {"label": "diagnosis", "drop": ["patient_id", "postcode"]}
+    config = {"rounds": 1, "data": {**data, "impute": "mean", "standardize": True}}
+    sim = fedfort.Simulation(config, data=frames)
+    assert sim.config.data.impute == "mean" and sim.config.data.standardize
+    sim.run()
+    assert np.isfinite(sim.model).all() and sim.preprocessing is not None
+    with pytest.raises(InvalidRecord, match="value is missing"):
+        fedfort.Simulation({"rounds": 1, "data": data}, data=frames).run()
