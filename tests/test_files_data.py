@@ -374,7 +374,7 @@ def test_the_exported_model_and_its_transform_reload_with_plain_pytorch(
     last = sim.run().records[-1]
     sim.close()
     assert main(["model", "export", str(tmp_path / "run"), "--out", str(tmp_path / "m.pt")]) == 0
-    transform = json.loads((tmp_path / "m.pt.transform.json").read_text())
+    transform = json.loads((tmp_path / "m.preprocessing.json").read_text())
     model = fedfort.models.MLP(len(transform["features"]), 2)
     model.load_state_dict(torch.load(tmp_path / "m.pt"))
     xs, ys = [], []

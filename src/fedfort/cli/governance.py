@@ -156,8 +156,11 @@ def _model(args: argparse.Namespace) -> int:
             f"wrote version {done.version} (sha256 {done.sha256[:16]}, signature verified) as "
             f"{fmt} to {done.path}"
         )
-        if done.transform is not None:
-            print(f"the model expects standardised features: the transform is in {done.transform}")
+        if done.preprocessing is not None:
+            print(
+                f"the model takes rows through the run's feature transform: apply "
+                f"{done.preprocessing} to new rows first"
+            )
         return 0
     with ModelRegistry(args.run) as registry:
         if args.model_command == "list":

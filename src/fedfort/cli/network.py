@@ -304,6 +304,7 @@ def run_client(args: argparse.Namespace) -> int:
         warn_after_rejections=WARN_AFTER_REJECTIONS,
         declaration=declaration(config, declared),
         holdout=holdout,
+        rounds=config.rounds,  # no evaluation past the run's last round
     )
     with run_threads(config.simulation.torch_threads, blas=False):  # restored after the run
         report = client.run(timeout_s=args.timeout)

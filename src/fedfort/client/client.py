@@ -26,6 +26,7 @@ from fedfort.client.statistics import (
 )
 from fedfort.client.training import ClientData, LocalTrainer
 from fedfort.crypto.primitives import SigningKey
+from fedfort.data.preprocessing import Preprocessing
 from fedfort.errors import PolicyRefused, PrivacyBudgetExhausted, ProtocolError
 from fedfort.messages import (
     ClientPrivacy,
@@ -71,7 +72,8 @@ class FederatedClient:
     input per global model version unless that input carries its own fresh noise.
 
     ``holdout`` is the client's own evaluation data: it answers the server's
-    :class:`~fedfort.messages.EvaluateTask` with metrics only, once per round
+    :class:`~fedfort.messages.EvaluateTask` with metrics only, once per round and (given
+    ``max_evaluation_round``, the run's planned rounds) for no round past the run's last
     (:mod:`fedfort.client.evaluation`).
     """
 
@@ -87,6 +89,7 @@ class FederatedClient:
         secure_policy: ClientPolicy | None = None,
         holdout: ClientData | None = None,
         num_records: int | None = None,
+        max_evaluation_round: int | None = None,
     ) -> None:
         self.client_id = client_id
         #: the rows the client trains on: its protected data, through the federation's feature
@@ -97,7 +100,7 @@ class FederatedClient:
         self._raw = (data, holdout)
         #: the feature transform the client applied (``None`` until the server sends one)
         self.transform: FeatureTransform | None = None
-        self.evaluation = EvaluationGuard(client_id)
+        self.evaluation = EvaluationGuard(client_id, max_evaluation_round)
         #: how many records the client trains on, when ``data`` is held elsewhere (a Ray
         #: actor trains on it); its DP-SGD budget check needs the number
         self.num_records = len(data) if num_records is None else int(num_records)
@@ -149,12 +152,12 @@ class FederatedClient:
         # transform this check passed
         num_features = raw.x.shape[1] if raw.x.ndim == 2 else np.asarray(transform.shift).size
         checked = checked_transform(transform, num_features)
-        if raw.x.ndim == 2 and raw.x.shape[0] > 0:
-            self.data = ClientData.from_numpy(checked.apply(raw.x.numpy()), raw.y.numpy())
-        if holdout is not None and holdout.x.shape[0] > 0:
-            self.holdout = ClientData.from_numpy(
-                checked.apply(holdout.x.numpy()), holdout.y.numpy()
-            )
+        train = _applied(checked, raw) if raw.x.ndim == 2 else None
+        held = None if holdout is None else _applied(checked, holdout)
+        if train is not None:
+            self.data = train
+        if held is not None:
+            self.holdout = held
         self.transform = transform
 
     def answer_statistics(
@@ -419,3 +422,19 @@ def _dp_sgd_stats(update: ClientUpdate) -> Any:
         noise_multiplier=float(m["dp_sgd_noise_multiplier"]),
         train_loss=float("nan"),
     )
+
+
+def _applied(transform: Preprocessing, rows: ClientData) -> ClientData | None:
+    """``rows`` through ``transform`` (``None`` for no rows); :class:`PolicyRefused` when the
+    result is not finite: a NaN fill for a value the client is missing, or a scale so small
+    that its features overflow, would have it train on (and send an update of) garbage."""
+    if rows.x.shape[0] == 0:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, not warned about
+        x = transform.apply(rows.x.numpy())
+    if not np.isfinite(x).all():
+        raise PolicyRefused(
+            "the feature transform leaves this client's rows missing or overflowing (a NaN "
+            "fill for a missing value, or a vanishing scale): refusing to train on it"
+        )
+    return ClientData.from_numpy(x, rows.y.numpy())

@@ -8,7 +8,9 @@ for increasing rounds only, and only for weights of the model's shape with finit
 server that could score many models of its choice on a client's data could probe it (the
 label-leakage and membership attacks that query a model's loss, e.g. Shokri et al., S&P 2017,
 need exactly such repeated queries); one score of each round's global model is what the
-federation agreed to share.
+federation agreed to share. A client that knows the run's planned rounds (its own config's
+``rounds``) answers no evaluation past them, so a server cannot walk the round counter up to
+score as many models as it likes.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ __all__ = ["EvaluationGuard", "evaluate_holdout"]
 
 class EvaluationGuard:
     """What a client checks before it evaluates: one answer per round, rounds increasing,
-    weights of the model's shape and finite. Its state (the last round answered) persists
-    with the client's (checkpointed with the run in simulation)."""
+    weights of the model's shape and finite, and (when ``max_round`` is given: the run's
+    planned rounds) no round past the run's last. Its state (the last round answered)
+    persists with the client's (checkpointed with the run in simulation)."""
 
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, client_id: str, max_round: int | None = None) -> None:
         self.client_id = client_id
+        self.max_round = max_round
         self.last_round = 0
 
     def admit(self, task: EvaluateTask, dim: int) -> None:
@@ -45,6 +49,11 @@ class EvaluationGuard:
             raise ProtocolError(
                 f"{self.client_id} already evaluated round {self.last_round} and answers one "
                 f"evaluation per round, for later rounds only (asked for round {task.round})"
+            )
+        if self.max_round is not None and task.round > self.max_round:
+            raise ProtocolError(
+                f"{self.client_id} refuses to evaluate round {task.round}: its run has "
+                f"{self.max_round} rounds"
             )
         weights = np.asarray(task.weights)
         if weights.shape != (dim,) or not np.isfinite(weights).all():

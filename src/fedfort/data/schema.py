@@ -11,6 +11,7 @@ columns or classes differ is refused at enrollment with the differences named
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -51,8 +52,8 @@ class DataSchema:
         if not self.features:
             raise DatasetError("the data has no feature columns")
         if len(set(self.features)) != len(self.features):
-            twice = sorted({f for f in self.features if self.features.count(f) > 1})
-            raise DatasetError(f"feature names {twice} appear twice: rename the columns")
+            twice = sorted(f for f, n in Counter(self.features).items() if n > 1)
+            raise DatasetError(f"feature names {_listed(twice)} appear twice: rename the columns")
         if self.task == "classification" and not self.classes:
             raise DatasetError("a classification task needs its classes")
         if self.task == "regression" and self.classes:
@@ -109,8 +110,10 @@ class DataSchema:
         out: list[str] = []
         if other.task != self.task:
             out.append(f"task is {other.task!r}, the federation's is {self.task!r}")
-        missing = [f for f in self.features if f not in set(other.features)]
-        extra = [f for f in other.features if f not in set(self.features)]
+        # one set each (a client's declaration may list many names: no quadratic work)
+        theirs, ours = set(other.features), set(self.features)
+        missing = [f for f in self.features if f not in theirs]
+        extra = [f for f in other.features if f not in ours]
         if missing:
             out.append(f"missing column{'s' if len(missing) > 1 else ''} {_listed(missing)}")
         if extra:
@@ -120,7 +123,8 @@ class DataSchema:
                 f"columns in another order: {_listed(other.features)}, the federation's are "
                 f"{_listed(self.features)}"
             )
-        unknown = [c for c in other.classes if c not in set(self.classes)]
+        known = set(self.classes)
+        unknown = [c for c in other.classes if c not in known]
         if unknown:
             out.append(
                 f"label{'s' if len(unknown) > 1 else ''} {_listed(unknown)} not among the "

@@ -375,8 +375,10 @@ def with_given_data(
     data: Mapping[str, Any],
     test_data: Mapping[str, Any] | None = None,
     feature_names: Sequence[str] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[RunConfig, GivenTables]:
-    """``config`` for clients whose data is given as objects (``Simulation(data=...)``).
+    """``config`` for clients whose data is given as objects (``Simulation(data=...)``),
+    with ``options``: ``[data]`` keys for the clients' own rows (``standardize``, ``impute``...).
 
     ``data`` maps each client's name to its rows ((x, y) arrays, a DataFrame with the
     ``[data] label`` column, or a ``torch.utils.data.Dataset``); ``test_data`` to its own
@@ -402,5 +404,6 @@ def with_given_data(
     # ``test`` says that the clients hold hold-outs (given as test_data=), not where
     held = "test_data" if test_data else None
     body["data"].update(source="objects", digest=tables_digest(tables), train=None, test=held)
+    body["data"].update(options or {})
     body["clients"].update(names=list(tables), count=len(tables))
     return parse_config(body), tables

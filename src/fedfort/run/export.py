@@ -12,6 +12,12 @@ export writes only its output file (nothing to the audit log or the checkpoints)
 - ``onnx``: the module traced by ``torch.onnx.export`` on an input of the run's shape, with a
   dynamic batch dimension (input ``input``, output ``logits``);
 - ``npy``: the flat float32 parameter vector, as the run stores it.
+
+A run with ``[data] standardize`` or ``impute`` trained on rows through its federated feature
+transform; the model expects new rows through the same one. Beside the model the export then
+writes ``model-vN.preprocessing.json``: the features in the model's input order, the classes
+in its output order and per feature ``fill`` (``null``: no imputation), ``shift`` and
+``scale``, applied as ``x = where(isnan(x), fill, x); x = (x - shift) / scale``.
 """
 
 from __future__ import annotations
@@ -32,12 +38,8 @@ import torch
 from fedfort import jsonio
 from fedfort.errors import ConfigError
 from fedfort.models import ModelFactory
-from fedfort.run.model_io import (
-    RunModel,
-    read_feature_transform,
-    read_run_model,
-    read_version,
-)
+from fedfort.run.data import run_schema
+from fedfort.run.model_io import RunModel, read_preprocessing, read_run_model, read_version
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportedModel", "export_model", "format_of"]
 
@@ -48,14 +50,14 @@ EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 
 @dataclass(frozen=True)
 class ExportedModel:
-    """What :func:`export_model` wrote: the file, the version and its verified SHA-256."""
+    """What :func:`export_model` wrote: the file, the version and its verified SHA-256, and
+    the feature transform new rows need (``None`` for a run without one)."""
 
     path: Path
     version: int
     format: str
     sha256: str
-    #: the feature transform written next to the model (``None``: the run has none)
-    transform: Path | None = None
+    preprocessing: Path | None = None
 
 
 def format_of(fmt: str | None, out: str | Path | None) -> str:
@@ -87,31 +89,36 @@ def export_model(
     writer = _WRITERS[fmt]()  # a missing package is refused before anything is read or written
     payload: RunModel | np.ndarray
     if fmt == "npy":  # the stored vector itself: no model class needed
-        _, _, checkpoint = read_version(run_dir, version)
+        config, _, checkpoint = read_version(run_dir, version)
         payload, number, digest = checkpoint.model, checkpoint.round, checkpoint.model_sha256
     else:
         payload = read_run_model(run_dir, version, model_factory=model_factory)
-        number, digest = payload.version, payload.sha256
+        config, number, digest = payload.config, payload.version, payload.sha256
+    transform = read_preprocessing(run_dir)
     path = _path(run_dir, number, fmt, out)
+    _atomic(path, lambda partial: writer(payload, partial))
+    sidecar = None
+    if transform is not None:
+        schema = run_schema(config)
+        body = {
+            "features": list(schema.features),
+            "classes": list(schema.classes),
+            **{k: transform[k] for k in ("fill", "shift", "scale")},
+            "apply": "x = where(isnan(x), fill, x); x = (x - shift) / scale",
+        }
+        sidecar = path.with_name(f"{path.stem}.preprocessing.json")
+        _atomic(sidecar, lambda partial: partial.write_text(jsonio.dumps(body, indent=2) + "\n"))
+    return ExportedModel(path, number, fmt, digest, sidecar)
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a partial file moved into ``path``: a failed export leaves no half file."""
     partial = path.with_name(f".{path.name}.partial")
     try:
-        writer(payload, partial)
-        partial.replace(path)  # a failed export leaves no half-written file
+        write(partial)
+        partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
-    return ExportedModel(path, number, fmt, digest, _write_transform(run_dir, path))
-
-
-def _write_transform(run_dir: str | Path, path: Path) -> Path | None:
-    """A model trained on standardised features needs the same transform on new rows: write
-    it next to the model (``<model>.transform.json``: features, fill, shift, scale; apply as
-    ``(x if present else fill - shift) / scale``)."""
-    transform = read_feature_transform(run_dir)
-    if transform is None:
-        return None
-    target = path.with_name(path.name + ".transform.json")
-    target.write_text(jsonio.dumps(transform, indent=2), encoding="utf-8")
-    return target
 
 
 Writer = Callable[[Any, Path], None]

@@ -26,11 +26,11 @@ from fedfort.errors import CheckpointError, ConfigError
 from fedfort.models import ModelFactory, ModelSpec, build_model
 from fedfort.params import ParamSpec
 from fedfort.run.data import run_schema
-from fedfort.run.federation import model_spec
+from fedfort.run.federation import STATISTICS_META, model_spec
 from fedfort.run.resume import CHECKPOINT_FILE, resume_key
 from fedfort.server.checkpoint import Checkpoint, CheckpointReader
 
-__all__ = ["RunModel", "load_model", "read_run_model", "read_version"]
+__all__ = ["RunModel", "load_model", "read_preprocessing", "read_run_model", "read_version"]
 
 
 @dataclass(frozen=True)
@@ -111,18 +111,19 @@ def read_version(
     return config, layout, checkpoint
 
 
-def read_feature_transform(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's federated feature transform (``[data] standardize`` / ``impute``) as the
-    signed checkpoint stores it, with the feature names in the model's input order; ``None``
-    for a run without one."""
-    run = Path(run_dir)
-    with CheckpointReader(run / CHECKPOINT_FILE, resume_key(run), leave_no_files=True) as reader:
-        stored = reader.verified_meta("feature_statistics", required=False)
-        config = parse_config(json.loads(reader.verified_meta("config")))
-    if not stored:
+def read_preprocessing(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's federated feature transform (``fill``, ``shift``, ``scale`` per feature) as
+    its checkpoint signed it, or ``None`` for a run without ``[data] standardize`` / ``impute``.
+    The model was trained on rows through it; new rows need it too."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} is not a fedfort run: {CHECKPOINT_FILE} is missing")
+    with CheckpointReader(path, resume_key(Path(run_dir)), leave_no_files=True) as reader:
+        statistics = reader.verified_meta(STATISTICS_META, required=False)
+    if not statistics:
         return None
-    transform = dict(json.loads(stored)["transform"])
-    return {"features": list(config.data.features or []), **transform}
+    transform: dict[str, Any] = json.loads(statistics)["transform"]
+    return transform
 
 
 def _pick_version(version: int | str, rounds: list[int]) -> int:

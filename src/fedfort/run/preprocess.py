@@ -108,6 +108,7 @@ def statistics_plan(config: RunConfig, num_features: int, num_clients: int) -> S
         "deadline_s": config.server.deadline_s,
         "step_deadline_s": sa.step_deadline_s,
         "max_attempts": config.server.max_attempts,
+        "max_rows": config.server.max_sample_count,
     }
     if priv.mode == "none":
         return StatisticsPlan(StatisticsSettings(**common))

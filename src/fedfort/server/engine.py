@@ -358,8 +358,8 @@ class RoundEngine:
             by_reason.setdefault(d["reason"], []).append(str(d["attempt"]))
         reasons = "; ".join(f"attempt {', '.join(a)}: {r}" for r, a in by_reason.items())
         raise RoundFailed(
-            f"round {self.round + 1} failed after {self.max_attempts} attempts ({reasons}). "
-            "Lower the quorum, raise max_attempts or the deadline"
+            f"round {self.round + 1} failed after {self.max_attempts} attempts ({reasons})"
+            f"{_rejected_summary(discarded)}. Lower the quorum, raise max_attempts or the deadline"
         )
 
     def _commit(self, ctx: RoundContext, discarded: list[dict[str, Any]]) -> RoundRecord:
@@ -427,3 +427,23 @@ class RoundEngine:
             s.load_state_dict(state["stages"].get(s.name, {}))
         for k, v in self.extra_state.items():
             v.load_state_dict(state["extra"].get(k, {}))
+
+
+def _rejected_summary(discarded: list[dict[str, Any]]) -> str:
+    """Why the discarded attempts' updates were rejected, counted by reason (``""`` if none
+    was): a round that fails because every update was refused names why."""
+    counts: dict[str, int] = {}
+    for d in discarded:
+        for r in d["rejected"]:
+            key = f"{r['reason']} ({r['detail']})" if r["detail"] else r["reason"]
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return ""
+    listed = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    hint = (
+        "; non-finite updates mean local training diverged: lower [clients] lr, or scale a "
+        "regression label"
+        if any(k.startswith("non_finite") for k in counts)
+        else ""
+    )
+    return f"; updates rejected: {listed}{hint}"

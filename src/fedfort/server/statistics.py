@@ -72,6 +72,9 @@ class StatisticsSettings:
     deadline_s: float | None = None
     step_deadline_s: float | None = None
     max_attempts: int = 3
+    #: the most rows one client may count (``[server] max_sample_count``), checked on the
+    #: statistics a client sends in the clear without noise
+    max_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode == "ckks":
@@ -112,8 +115,23 @@ class CollectedStatistics:
     measurements: dict[str, Any] = field(default_factory=dict)
 
 
+def _inconsistent(vector: np.ndarray, d: int, max_rows: int | None) -> str | None:
+    """Why a client's exact (unclipped, noise-free) statistics cannot be those of any rows, or
+    ``None``: a count that is not a whole number of rows in ``[0, max_rows]``, a negative sum
+    of squares, or a sum whose square exceeds ``count * squares`` (Cauchy-Schwarz). One
+    client's made-up counts and sums would otherwise set every hospital's scaling."""
+    count, total, squares = vector[:d], vector[d : 2 * d], vector[2 * d :]
+    if (count < 0).any() or (count != np.round(count)).any():
+        return "statistics: a feature count is not a whole number of rows"
+    if max_rows is not None and (count > max_rows).any():
+        return f"statistics: a feature count exceeds the cap of {max_rows} rows"
+    if (squares < 0).any() or (total**2 > count * squares * (1 + 1e-9) + 1e-9).any():
+        return "statistics: the sums are not those of any rows (sum^2 > count * squares)"
+    return None
+
+
 def _clear_sum(
-    replies: Mapping[str, object], d: int
+    replies: Mapping[str, object], d: int, *, exact: bool = False, max_rows: int | None = None
 ) -> tuple[np.ndarray | None, tuple[str, ...], dict[str, str]]:
     valid: dict[str, np.ndarray] = {}
     refused: dict[str, str] = {}
@@ -124,6 +142,10 @@ def _clear_sum(
         vector = np.asarray(reply.vector, dtype=np.float64)
         if vector.shape != (3 * d,) or not np.isfinite(vector).all():
             refused[cid] = f"statistics of shape {vector.shape} or not finite"
+            continue
+        reason = _inconsistent(vector, d, max_rows) if exact else None
+        if reason is not None:
+            refused[cid] = reason
             continue
         valid[cid] = vector
     if not valid:
@@ -204,7 +226,10 @@ def collect_statistics(
         measured: dict[str, Any] = {"secure": settings.mode is not None, "asked": len(client_ids)}
         try:
             if settings.mode is None:
-                total, included, refused = _clear_sum(replies, d)
+                exact = settings.lower is None and settings.client_noise_std == 0
+                total, included, refused = _clear_sum(
+                    replies, d, exact=exact, max_rows=settings.max_rows
+                )
                 if total is None:
                     raise SecAggAbort("no client sent valid statistics")
                 if refused:

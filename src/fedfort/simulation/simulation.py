@@ -93,6 +93,10 @@ class Simulation(Federation):
         feature_names: Sequence[str] | None = None,
         _resuming: bool = False,
     ) -> None:
+        options: dict[str, Any] = {}
+        if data is not None and isinstance(config, Mapping):
+            # keys for the clients' own rows: valid once the data is known to be given
+            config, options = _without_own_data_keys(config)
         composed, factory = compose(
             config,
             model=model,
@@ -109,7 +113,7 @@ class Simulation(Federation):
             raise ConfigError("give the model once: model= or model_factory=")
         given = None
         if data is not None:
-            composed, given = with_given_data(composed, data, test_data, feature_names)
+            composed, given = with_given_data(composed, data, test_data, feature_names, options)
         elif test_data is not None:
             raise ConfigError("test_data= needs data= (each client's training rows) as well")
         super().__init__(
@@ -301,3 +305,18 @@ def _on_runtime(config: RunConfig, runtime: str, ray_address: str | None) -> Run
             sim[key] = defaults[key]
         sim["runtime"] = runtime
     return parse_config(body)
+
+
+#: ``[data]`` keys about the clients' own rows, which an embedded dataset refuses
+OWN_DATA_KEYS = ("standardize", "impute", "value_bound", "count_bound")
+
+
+def _without_own_data_keys(
+    config: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``config`` without :data:`OWN_DATA_KEYS` in ``[data]``, and those keys."""
+    body = dict(config)
+    data = dict(body.get("data") or {})
+    options = {k: data.pop(k) for k in OWN_DATA_KEYS if k in data}
+    body["data"] = data
+    return body, options

@@ -212,6 +212,7 @@ class NetworkClient:
         warn_after_rejections: int = 3,
         declaration: pb.Declaration | None = None,
         holdout: ClientData | None = None,
+        rounds: int | None = None,
     ) -> None:
         self.client_id = client_id
         #: called with (round, reason code, rejections in a row) when an update is rejected
@@ -246,6 +247,7 @@ class NetworkClient:
             ledger=ledger,
             secure_policy=secure_policy,
             holdout=holdout,
+            max_evaluation_round=rounds,
         )
         #: called with (round, epsilon spent) after every noisy release
         self.on_release = on_release
