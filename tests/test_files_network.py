@@ -129,6 +129,8 @@ def test_files_that_differ_are_named_by_fedfort_data_schema(
     assert main([*argv, "--client", "hospital-b"]) == 2
     err = capsys.readouterr().err
     assert "hospital-b/train.csv and" in err and "missing column 'mean_perimeter'" in err
+    assert main(["data", "schema", "--config", str(path), "--client", "nobody"]) == 2
+    assert "'nobody' is not a client of the federation" in capsys.readouterr().err
     embedded = tmp_path / "embedded.toml"
     embedded.write_text("[data]\ndataset = 'digits'\n")
     assert main(["data", "schema", "--config", str(embedded), "--file", "x.csv"]) == 2

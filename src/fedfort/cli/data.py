@@ -78,6 +78,13 @@ def _tables(
     template = config.data.train
     if template is None:  # the config's own validation already asks for it
         raise ConfigError("data.source = 'files' needs data.train")
+    known = config.clients.ids()
+    unknown = [c for c in clients or () if c not in known]
+    if unknown:
+        raise ConfigError(
+            f"--client {unknown[0]!r} is not a client of the federation; its clients "
+            f"([clients] names) are {', '.join(known[:8])}{' ...' if len(known) > 8 else ''}"
+        )
     n = config.clients.count
     return [read_table(client_path(template, c, clients=n), spec) for c in clients or ()]
 
