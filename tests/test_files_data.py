@@ -401,3 +401,21 @@ def test_the_report_names_the_data_source_clients_and_features(
     assert "hospital-a, hospital-b, hospital-c" in page
     assert "30 feature columns, in model-input order" in page and "mean_perimeter" in page
     assert "benign, malignant" in page and "standardize" in page
+
+
+def test_a_federation_whose_labels_hold_one_class_is_refused(tmp_path: Path) -> None:
+    frame = _frame().assign(diagnosis="benign")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        frame.to_csv(tmp_path / name / "train.csv", index=False)
+    body = {
+        "data": {
+            "source": "files",
+            "train": f"{tmp_path}/{{client}}/train.csv",
+            "label": "diagnosis",
+            "drop": ["patient_id"],
+        },
+        "clients": {"names": ["a", "b"]},
+    }
+    with pytest.raises(DatasetError, match="at least 2 classes"):
+        split_data(parse_config(body))

@@ -28,7 +28,6 @@ from fedfort.data.datasets import Dataset, load_dataset
 from fedfort.data.files import LabeledTable
 from fedfort.data.objects import table_from_object, tables_digest
 from fedfort.data.partition import Partition, natural_partition, partition_dataset
-from fedfort.data.preprocessing import Preprocessing
 from fedfort.data.schema import DataSchema
 from fedfort.edge.records import client_training_data, with_synthetic_identifiers
 from fedfort.edge.schema import Records
@@ -47,7 +46,6 @@ __all__ = [
     "client_ids",
     "local_training_data",
     "partition_records",
-    "preprocessed",
     "run_schema",
     "server_data",
     "split_data",
@@ -346,7 +344,8 @@ def local_training_data(
     (validate, mask, sanitise; see :mod:`fedfort.edge`) and its ``edge_*`` count metrics.
 
     The federated transform (``[data] standardize`` / ``impute``) is applied afterwards, to
-    the protected rows: :func:`preprocessed`."""
+    the protected rows, by the client when the task brings it
+    (:meth:`fedfort.client.FederatedClient.receive_transform`)."""
     return client_training_data(
         config.edge,
         records,
@@ -361,13 +360,6 @@ def client_ids(count: int) -> list[str]:
     """Numbered client ids ``client-000``, ``client-001``, ... (a run without
     ``[clients] names``; :meth:`fedfort.config.ClientsConfig.ids` gives a run's ids)."""
     return numbered_ids(count)
-
-
-def preprocessed(data: ClientData, transform: Preprocessing | None) -> ClientData:
-    """``data`` with the federation's feature transform applied (unchanged without one)."""
-    if transform is None:
-        return data
-    return ClientData.from_numpy(transform.apply(data.x.numpy()), data.y.numpy())
 
 
 def with_given_data(

@@ -70,7 +70,9 @@ def schema_of(config: DataConfig, tables: list[LabeledTable]) -> DataSchema:
             classes = tuple(config.classes)
         else:
             classes = class_order(sorted({c for t in tables for c in t.label_set()}))
-    return DataSchema(features, classes, config.task, first.image_shape)
+    schema = DataSchema(features, classes, config.task, first.image_shape)
+    schema.check_learnable()
+    return schema
 
 
 def _check_missing(config: RunConfig, table: LabeledTable) -> None:
